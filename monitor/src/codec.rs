@@ -1,0 +1,88 @@
+//! Versioned binary encodings. Every persisted value starts with a format version byte, so
+//! a later release can read what an earlier one wrote, or refuse it clearly.
+//!
+//! The body is bincode 1.3 (fixed-width integers, little endian). bincode is frozen
+//! upstream; keeping it behind this one module means a move to another codec is a new
+//! version number here and nothing else.
+
+use bincode::Options;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The largest value decoded. A corrupt length prefix must fail cleanly, not make the
+/// decoder allocate without bound.
+pub const MAX_DECODED_BYTES: u64 = 256 * 1024 * 1024;
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(MAX_DECODED_BYTES)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("empty input: no format version byte")]
+    Empty,
+    #[error("unknown format version {found} for {what}; this build reads version {supported}")]
+    Version {
+        what: &'static str,
+        found: u8,
+        supported: u8,
+    },
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        source: bincode::Error,
+    },
+    #[error("corrupt {what}: {source}")]
+    Decode {
+        what: &'static str,
+        source: bincode::Error,
+    },
+}
+
+/// A value with a persisted encoding.
+pub trait Versioned: Serialize + DeserializeOwned {
+    /// What the value is, for error messages.
+    const WHAT: &'static str;
+    /// The format written by this build.
+    const VERSION: u8;
+}
+
+pub fn encode<T: Versioned>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![T::VERSION];
+    options()
+        .serialize_into(&mut out, value)
+        .map_err(|source| CodecError::Encode {
+            what: T::WHAT,
+            source,
+        })?;
+    Ok(out)
+}
+
+pub fn decode<T: Versioned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != T::VERSION {
+        return Err(CodecError::Version {
+            what: T::WHAT,
+            found: version,
+            supported: T::VERSION,
+        });
+    }
+    options()
+        .deserialize(body)
+        .map_err(|source| CodecError::Decode {
+            what: T::WHAT,
+            source,
+        })
+}
+
+impl Versioned for crate::map::GatewayMap {
+    const WHAT: &'static str = "gateway map";
+    const VERSION: u8 = 1;
+}
+
+impl Versioned for crate::map::Command {
+    const WHAT: &'static str = "map command";
+    const VERSION: u8 = 1;
+}

@@ -1,0 +1,221 @@
+//! The gateway map and its one way of changing: [`GatewayMap::apply`].
+
+use std::collections::BTreeMap;
+
+use gwmon_proto::domain::{Epoch, GatewayId, GatewayReport, GroupKey, MapSlice};
+use serde::{Deserialize, Serialize};
+
+use super::command::Command;
+use super::config::MapConfig;
+use super::error::MapError;
+use super::event::Event;
+use super::group::GroupState;
+use super::time::Timestamp;
+use super::transition::Ctx;
+
+/// The replicated gateway map: every `(pool, group)`, the tunables, and the map epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GatewayMap {
+    epoch: Epoch,
+    config: MapConfig,
+    groups: BTreeMap<GroupKey, GroupState>,
+}
+
+/// A command that was applied.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// False when the command was valid but had nothing to do (an idempotent create, a
+    /// tick with no timer due): the map epoch did not move.
+    pub changed: bool,
+    pub events: Vec<Event>,
+}
+
+/// The result of applying a command. A refusal leaves the map exactly as it was.
+pub type Outcome = Result<Applied, MapError>;
+
+impl GatewayMap {
+    pub fn new(config: MapConfig) -> Result<Self, MapError> {
+        config.validate()?;
+        Ok(GatewayMap {
+            epoch: Epoch::ZERO,
+            config,
+            groups: BTreeMap::new(),
+        })
+    }
+
+    /// Grows by one with every applied command that changed something.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    pub fn config(&self) -> &MapConfig {
+        &self.config
+    }
+
+    pub fn groups(&self) -> &BTreeMap<GroupKey, GroupState> {
+        &self.groups
+    }
+
+    pub fn group(&self, key: &GroupKey) -> Option<&GroupState> {
+        self.groups.get(key)
+    }
+
+    /// The map slice for one gateway.
+    pub fn slice(&self, key: &GroupKey, gateway: &GatewayId) -> Option<MapSlice> {
+        self.groups.get(key)?.slice(gateway)
+    }
+
+    /// Whether a beacon would change the map. The leader asks this before proposing, so an
+    /// unchanged beacon costs no Raft write.
+    pub fn report_changes(
+        &self,
+        key: &GroupKey,
+        gateway: &GatewayId,
+        report: &GatewayReport,
+    ) -> bool {
+        let Some(gw) = self.groups.get(key).and_then(|g| g.gateways.get(gateway)) else {
+            return true;
+        };
+        gw.reported != Some(report.availability)
+            || gw.applied_epoch != report.applied_epoch
+            || gw.fence_epoch != report.fence_epoch
+            || gw.subsystems != report.subsystems
+    }
+
+    /// Apply one committed command at the leader's time `now`. Deterministic: the same map,
+    /// command and time give the same result on every replica.
+    pub fn apply(&mut self, cmd: &Command, now: Timestamp) -> Outcome {
+        let mut events = Vec::new();
+        let changed = match cmd {
+            Command::SetConfig(config) => {
+                config.validate()?;
+                let changed = *config != self.config;
+                self.config = config.clone();
+                changed
+            }
+            Command::TimerTick => {
+                let keys: Vec<GroupKey> = self.groups.keys().cloned().collect();
+                let mut any = false;
+                for key in keys {
+                    any |= self.transact(&key, now, &mut events, |_, _| Ok(()))?;
+                }
+                any
+            }
+            Command::CreateGateway { key, gateway } => {
+                self.transact(key, now, &mut events, |g, ctx| {
+                    g.create(gateway, ctx).map(drop)
+                })?
+            }
+            Command::DeleteGateway { key, gateway } => {
+                self.existing(key)?;
+                self.transact(key, now, &mut events, |g, ctx| g.delete(gateway, ctx))?
+            }
+            Command::SetAdminState {
+                key,
+                gateway,
+                enabled,
+            } => {
+                self.existing(key)?;
+                self.transact(key, now, &mut events, |g, ctx| {
+                    g.set_admin(gateway, *enabled, ctx)
+                })?
+            }
+            Command::SetLocation {
+                key,
+                gateway,
+                location,
+            } => {
+                self.existing(key)?;
+                self.transact(key, now, &mut events, |g, ctx| {
+                    g.set_location(gateway, location, ctx)
+                })?
+            }
+            Command::DisasterSet { key, location } => {
+                self.existing(key)?;
+                self.transact(key, now, &mut events, |g, ctx| {
+                    g.disaster_set(location, ctx)
+                })?
+            }
+            Command::DisasterClear { key, location } => {
+                self.existing(key)?;
+                self.transact(key, now, &mut events, |g, ctx| {
+                    g.disaster_clear(location, ctx)
+                })?
+            }
+            Command::GatewayReport {
+                key,
+                gateway,
+                report,
+            } => {
+                self.existing(key)?;
+                self.transact(key, now, &mut events, |g, ctx| {
+                    g.report(gateway, report, ctx)
+                })?
+            }
+            Command::GatewayTimedOut { key, gateway } => {
+                self.existing(key)?;
+                self.transact(key, now, &mut events, |g, ctx| g.timed_out(gateway, ctx))?
+            }
+            Command::FenceCompleted {
+                key,
+                gateway,
+                epoch,
+            } => {
+                self.existing(key)?;
+                self.transact(key, now, &mut events, |g, ctx| {
+                    g.fence_completed(gateway, *epoch, ctx)
+                })?
+            }
+        };
+        if changed {
+            self.epoch = self.epoch.next();
+        }
+        Ok(Applied { changed, events })
+    }
+
+    fn existing(&self, key: &GroupKey) -> Result<(), MapError> {
+        if self.groups.contains_key(key) {
+            Ok(())
+        } else {
+            Err(MapError::UnknownGroup(key.clone()))
+        }
+    }
+
+    /// Run `f` and the settle pass on a copy of one group; keep the copy only if the
+    /// invariants hold. A failed command leaves the map untouched, and a group is bumped to
+    /// a new epoch only if what its gateways are told changed.
+    fn transact(
+        &mut self,
+        key: &GroupKey,
+        now: Timestamp,
+        events: &mut Vec<Event>,
+        f: impl FnOnce(&mut GroupState, &mut Ctx<'_>) -> Result<(), MapError>,
+    ) -> Result<bool, MapError> {
+        let original = self.groups.get(key);
+        let mut group = original.cloned().unwrap_or_default();
+        let mut produced = Vec::new();
+        let mut ctx = Ctx {
+            now,
+            config: &self.config,
+            key,
+            next_epoch: group.epoch.next(),
+            events: &mut produced,
+        };
+        f(&mut group, &mut ctx)?;
+        group.settle(&mut ctx);
+        let empty = GroupState::default();
+        let before = original.unwrap_or(&empty);
+        if !group.publishes_same(before) {
+            group.epoch = before.epoch.next();
+        }
+        group.check()?;
+        if &group == before {
+            return Ok(false);
+        }
+        events.append(&mut produced);
+        // An emptied group is kept: its epoch must never restart, or storage that orders
+        // writes by it would take a new gateway's writes for stale ones.
+        self.groups.insert(key.clone(), group);
+        Ok(true)
+    }
+}

@@ -1,0 +1,47 @@
+//! Why the engine refused a command. A refused command changes nothing.
+
+use gwmon_proto::domain::{Epoch, GatewayId, GroupKey, Location};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    #[error("no gateway group {0}")]
+    UnknownGroup(GroupKey),
+    #[error("no gateway {gateway} in group {key}")]
+    UnknownGateway { key: GroupKey, gateway: GatewayId },
+    #[error("group {key} already has {max} gateways, the most allowed")]
+    GroupFull { key: GroupKey, max: u32 },
+    #[error("gateway {gateway} in group {key} is being deleted")]
+    GatewayDeleting { key: GroupKey, gateway: GatewayId },
+    #[error("stale beacon from {gateway}: sequence {seq} is not after {last}")]
+    StaleBeacon {
+        gateway: GatewayId,
+        seq: u64,
+        last: u64,
+    },
+    #[error("no fence of {gateway} with epoch {epoch} in group {key}")]
+    UnknownFence {
+        key: GroupKey,
+        gateway: GatewayId,
+        epoch: Epoch,
+    },
+    #[error("no gateway of group {key} is at location {location:?}")]
+    NoGatewaysAtLocation { key: GroupKey, location: Location },
+    #[error("gateway {gateway} at location {location:?} is available; a disaster can only be declared for a location that is down")]
+    LocationAvailable {
+        location: Location,
+        gateway: GatewayId,
+    },
+    #[error("location {location:?} of group {key} is not in disaster")]
+    NotInDisaster { key: GroupKey, location: Location },
+    #[error("location {location:?} of group {key} is being recovered; wait until it completes")]
+    DisasterRecovering { key: GroupKey, location: Location },
+    #[error("invalid configuration: {field} {reason}")]
+    InvalidConfig {
+        field: &'static str,
+        reason: &'static str,
+    },
+    /// The command would break a safety invariant. This is a bug in the engine, caught before
+    /// it reaches the map; the command is refused and the map stays as it was.
+    #[error("refused: the result would break an invariant: {0}")]
+    Invariant(String),
+}

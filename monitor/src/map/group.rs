@@ -1,0 +1,234 @@
+//! One `(pool, group)`: its gateways, its ANA groups and who holds each, and its fences.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gwmon_proto::domain::{AnaGroupId, Epoch, GatewayId, Location, Nonce};
+use serde::{Deserialize, Serialize};
+
+use super::gateway::{AdminState, AnaState, Availability, Gateway};
+use super::time::Timestamp;
+
+/// Who is optimized for an ANA group. Storing one holder per ANA group, instead of Ceph's
+/// matrix of per-gateway states, makes "two gateways optimized for one ANA group"
+/// unrepresentable; the per-gateway view is derived ([`GroupState::ana_state`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Holder {
+    /// Optimized nowhere: waiting for a failover target or its owner.
+    None,
+    /// `0` serves the group.
+    Active(GatewayId),
+    /// Failover: `gateway` is published optimized but must hold I/O until every gateway that
+    /// may still serve the group has been fenced or has confirmed it stopped, and it has
+    /// echoed `fence_epoch` back in a beacon.
+    WaitFence {
+        gateway: GatewayId,
+        fence_epoch: Epoch,
+        deadline: Timestamp,
+    },
+    /// Failback (or relocation after a disaster): `from` has been told to stop serving;
+    /// `to` becomes active once `from` confirmed it, `to` has applied the map from
+    /// `since`, and `deadline` has passed.
+    Handover {
+        from: GatewayId,
+        to: GatewayId,
+        deadline: Timestamp,
+        since: Epoch,
+    },
+}
+
+impl Holder {
+    /// The gateway published optimized, if any.
+    pub fn optimized(&self) -> Option<&GatewayId> {
+        match self {
+            Holder::Active(g) | Holder::WaitFence { gateway: g, .. } => Some(g),
+            Holder::None | Holder::Handover { .. } => None,
+        }
+    }
+}
+
+/// A gateway that was published optimized for an ANA group and has not yet been shown to
+/// have stopped: it may still be writing. Another gateway is promoted only once this entry
+/// is gone, cleared by a completed fence or by the gateway's own confirmation (a beacon
+/// saying it applied the map of `epoch` or later). This is the fence-before-promote rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// The group epoch whose map told the gateway to stop.
+    pub epoch: Epoch,
+    /// Its fencing nonces when it stopped.
+    pub nonces: BTreeSet<Nonce>,
+}
+
+/// One ANA group of the `(pool, group)`. Its owner is the gateway whose `ana_group` it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnaGroup {
+    pub holder: Holder,
+    pub unreleased: BTreeMap<GatewayId, Release>,
+}
+
+impl AnaGroup {
+    pub(crate) fn new() -> Self {
+        AnaGroup {
+            holder: Holder::None,
+            unreleased: BTreeMap::new(),
+        }
+    }
+
+    /// Whether any gateway other than `except` may still be serving this group.
+    pub fn unreleased_except(&self, except: &GatewayId) -> bool {
+        self.unreleased.keys().any(|g| g != except)
+    }
+}
+
+/// A blocklist entry: the fencer must cut `gateway` (all of `nonces`) off from storage.
+/// Storage that checks epochs rejects writes tagged with a group epoch below `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub gateway: GatewayId,
+    pub epoch: Epoch,
+    pub nonces: Vec<Nonce>,
+    pub issued_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+    /// Set on completion: the entry lapses after the blocklist expiry.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A location declared lost by an admin, or being given back its ANA groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DisasterState {
+    /// Its gateways are never failover targets and never get groups back.
+    Disaster,
+    /// Cleared: its gateways take their groups back, then the entry goes away.
+    Recovering,
+}
+
+/// The state of one `(pool, group)`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GroupState {
+    /// Bumped whenever anything a gateway of this group is told changes. It orders map
+    /// slices and is the fencing token.
+    pub epoch: Epoch,
+    pub gateways: BTreeMap<GatewayId, Gateway>,
+    pub ana: BTreeMap<AnaGroupId, AnaGroup>,
+    /// Pending and in-force fences, in issue order.
+    pub fences: Vec<Fence>,
+    pub disaster: BTreeMap<Location, DisasterState>,
+    /// No failover to a non-owner before this time (fast reboot, redeploy, admin windows).
+    pub allow_failovers_at: Timestamp,
+}
+
+impl GroupState {
+    /// The gateway that owns ANA group `g`.
+    pub fn owner(&self, g: AnaGroupId) -> Option<(&GatewayId, &Gateway)> {
+        self.gateways.iter().find(|(_, gw)| gw.ana_group == g)
+    }
+
+    /// Ceph's per-gateway, per-ANA-group state, derived from the holders.
+    pub fn ana_state(&self, gateway: &GatewayId, g: AnaGroupId) -> AnaState {
+        match self.ana.get(&g).map(|a| &a.holder) {
+            Some(Holder::Active(h)) if h == gateway => AnaState::Active,
+            Some(Holder::WaitFence { gateway: h, .. }) if h == gateway => {
+                AnaState::WaitFenceComplete
+            }
+            Some(Holder::Handover { from, .. }) if from == gateway => {
+                AnaState::WaitFailbackPrepared
+            }
+            Some(Holder::Handover { to, .. }) if to == gateway => {
+                AnaState::OwnerWaitFailbackPrepared
+            }
+            _ => AnaState::Standby,
+        }
+    }
+
+    /// ANA groups the gateway is published optimized for: its load.
+    pub fn load(&self, gateway: &GatewayId) -> usize {
+        self.ana
+            .values()
+            .filter(|a| a.holder.optimized() == Some(gateway))
+            .count()
+    }
+
+    /// In a failback handover, as either side: such a gateway is not picked for anything
+    /// else until the handover ends, which keeps concurrent moves apart.
+    pub fn in_handover(&self, gateway: &GatewayId) -> bool {
+        self.ana.values().any(|a| {
+            matches!(&a.holder, Holder::Handover { from, to, .. } if from == gateway || to == gateway)
+        })
+    }
+
+    pub(crate) fn location_state(&self, location: &Location) -> Option<DisasterState> {
+        self.disaster.get(location).copied()
+    }
+
+    /// Able to serve an ANA group: available, enabled and not in a disaster location.
+    pub(crate) fn can_serve(&self, id: &GatewayId) -> bool {
+        self.gateways.get(id).is_some_and(|gw| {
+            gw.availability == Availability::Available
+                && gw.admin == AdminState::Enabled
+                && self.location_state(&gw.location) != Some(DisasterState::Disaster)
+        })
+    }
+
+    /// Namespaces in ANA group `g` as the group's gateways report them. Gateways of a group
+    /// serve the same subsystems, so the largest count of any reporter is taken; a deleted
+    /// or failed gateway's stale report is not used unless `include_down`.
+    pub fn namespaces_in(&self, g: AnaGroupId, include_down: bool) -> usize {
+        self.gateways
+            .values()
+            .filter(|gw| include_down || gw.availability == Availability::Available)
+            .map(|gw| gw.namespaces_in(g))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The group's namespaces, as the best-informed available gateway reports them.
+    pub fn num_namespaces(&self) -> usize {
+        self.gateways
+            .values()
+            .filter(|gw| gw.availability == Availability::Available)
+            .map(Gateway::num_namespaces)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The fence of `gateway` that covers a release at `epoch`, if one was issued.
+    pub(crate) fn fence_covering(&self, gateway: &GatewayId, epoch: Epoch) -> Option<&Fence> {
+        self.fences
+            .iter()
+            .filter(|f| &f.gateway == gateway && f.epoch >= epoch)
+            .max_by_key(|f| f.epoch)
+    }
+
+    /// Whether anything a gateway of this group is told differs between `self` and `other`:
+    /// if not, the group epoch stays, so bookkeeping (sequence numbers, confirmations)
+    /// does not make every gateway re-apply its slice.
+    pub(crate) fn publishes_same(&self, other: &GroupState) -> bool {
+        let gateways_same = self.gateways.len() == other.gateways.len()
+            && self
+                .gateways
+                .iter()
+                .zip(other.gateways.iter())
+                .all(|((ia, a), (ib, b))| {
+                    ia == ib
+                        && a.ana_group == b.ana_group
+                        && a.availability == b.availability
+                        && a.nqns().eq(b.nqns())
+                });
+        let ana_same = self.ana.len() == other.ana.len()
+            && self
+                .ana
+                .iter()
+                .zip(other.ana.iter())
+                .all(|((ga, a), (gb, b))| {
+                    ga == gb && a.holder == b.holder && fence_done(a) == fence_done(b)
+                });
+        gateways_same && ana_same
+    }
+}
+
+/// For a group in failover, whether its target may serve yet (published in the slice).
+pub(crate) fn fence_done(a: &AnaGroup) -> bool {
+    match &a.holder {
+        Holder::WaitFence { gateway, .. } => !a.unreleased_except(gateway),
+        _ => true,
+    }
+}

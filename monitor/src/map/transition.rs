@@ -1,0 +1,472 @@
+//! The moves of ANA groups between gateways: release, fence, promote, failback, repair.
+//!
+//! Every function here works on one group inside a command's transaction; the caller
+//! checks the invariants afterwards and throws the copy away if they do not hold.
+
+use std::collections::BTreeSet;
+
+use gwmon_proto::domain::{AnaGroupId, Epoch, GatewayId, GroupKey, Location};
+
+use super::config::MapConfig;
+use super::event::Event;
+use super::gateway::Availability;
+use super::group::{DisasterState, Fence, GroupState, Holder, Release};
+use super::time::Timestamp;
+
+/// What one command's transitions share: the time, the tunables, the epoch the group will
+/// have once the command is applied, and the events produced so far.
+pub(crate) struct Ctx<'a> {
+    pub now: Timestamp,
+    pub config: &'a MapConfig,
+    pub key: &'a GroupKey,
+    /// The group epoch after this command. Releases and fences are stamped with it: it is
+    /// the first map in which the change is visible.
+    pub next_epoch: Epoch,
+    pub events: &'a mut Vec<Event>,
+}
+
+impl Ctx<'_> {
+    fn emit(&mut self, event: Event) {
+        self.events.push(event);
+    }
+}
+
+impl GroupState {
+    /// Record that `gateway` stopped being optimized for `g` and may still be serving it.
+    fn release(&mut self, g: AnaGroupId, gateway: &GatewayId, ctx: &Ctx<'_>) {
+        let nonces = self
+            .gateways
+            .get(gateway)
+            .map(|gw| gw.nonces())
+            .unwrap_or_default();
+        if let Some(a) = self.ana.get_mut(&g) {
+            a.unreleased
+                .entry(gateway.clone())
+                .and_modify(|r| r.nonces.extend(nonces.iter().cloned()))
+                .or_insert(Release {
+                    epoch: ctx.next_epoch,
+                    nonces,
+                });
+        }
+    }
+
+    /// Take every ANA group away from a gateway that can no longer serve, and set its
+    /// availability. Failover itself happens in [`GroupState::settle`], so the skip windows
+    /// and the choice of target live in one place.
+    pub(crate) fn take_down(&mut self, gateway: &GatewayId, to: Availability, ctx: &mut Ctx<'_>) {
+        let ids: Vec<AnaGroupId> = self.ana.keys().copied().collect();
+        for g in ids {
+            let holder = self.ana.get(&g).map(|a| a.holder.clone());
+            match holder {
+                Some(Holder::Active(h)) | Some(Holder::WaitFence { gateway: h, .. })
+                    if &h == gateway =>
+                {
+                    self.release(g, gateway, ctx);
+                    self.set_holder(g, Holder::None);
+                    ctx.emit(Event::Released {
+                        key: ctx.key.clone(),
+                        gateway: gateway.clone(),
+                        ana_group: g,
+                    });
+                }
+                // The side leaving is already recorded as unreleased; whoever was to take
+                // the group is chosen again by the repair pass.
+                Some(Holder::Handover { from, to, .. }) if &from == gateway || &to == gateway => {
+                    self.set_holder(g, Holder::None);
+                }
+                _ => {}
+            }
+        }
+        self.set_availability(gateway, to, ctx);
+    }
+
+    pub(crate) fn set_availability(
+        &mut self,
+        gateway: &GatewayId,
+        to: Availability,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let Some(gw) = self.gateways.get_mut(gateway) else {
+            return;
+        };
+        let from = gw.availability;
+        if from == to {
+            return;
+        }
+        gw.availability = to;
+        match to {
+            Availability::Available => gw.available_since = ctx.now,
+            Availability::Unavailable => {
+                gw.performed_full_startup = false;
+                gw.last_down_at = Some(ctx.now);
+            }
+            Availability::Deleting => gw.deleting_since = Some(ctx.now),
+            Availability::Created => {}
+        }
+        ctx.emit(Event::AvailabilityChanged {
+            key: ctx.key.clone(),
+            gateway: gateway.clone(),
+            from,
+            to,
+        });
+    }
+
+    fn set_holder(&mut self, g: AnaGroupId, holder: Holder) {
+        if let Some(a) = self.ana.get_mut(&g) {
+            a.holder = holder;
+        }
+    }
+
+    /// No failover to a non-owner in this group before `now + ms`.
+    pub(crate) fn skip_failovers(&mut self, ms: u64, ctx: &Ctx<'_>) {
+        self.allow_failovers_at = self.allow_failovers_at.max(ctx.now.after(ms));
+    }
+
+    /// Make `target` optimized for `g`: at once if nobody else may still be serving it,
+    /// otherwise after fencing every such gateway.
+    fn promote(&mut self, g: AnaGroupId, target: &GatewayId, ctx: &mut Ctx<'_>) {
+        let others: Vec<(GatewayId, Release)> = match self.ana.get_mut(&g) {
+            Some(a) => {
+                a.unreleased.remove(target);
+                a.unreleased
+                    .iter()
+                    .map(|(id, r)| (id.clone(), r.clone()))
+                    .collect()
+            }
+            None => return,
+        };
+        if others.is_empty() {
+            self.set_holder(g, Holder::Active(target.clone()));
+            ctx.emit(Event::Promoted {
+                key: ctx.key.clone(),
+                ana_group: g,
+                gateway: target.clone(),
+            });
+            return;
+        }
+        let mut fence_epoch = Epoch::ZERO;
+        for (id, release) in others {
+            let epoch = match self.fence_covering(&id, release.epoch) {
+                Some(f) => f.epoch,
+                None => self.issue_fence(&id, release.nonces, ctx),
+            };
+            fence_epoch = fence_epoch.max(epoch);
+        }
+        self.set_holder(
+            g,
+            Holder::WaitFence {
+                gateway: target.clone(),
+                fence_epoch,
+                deadline: ctx.now.after(ctx.config.fence_timeout_ms),
+            },
+        );
+        ctx.emit(Event::FailoverStarted {
+            key: ctx.key.clone(),
+            ana_group: g,
+            to: target.clone(),
+            fence_epoch,
+        });
+    }
+
+    fn issue_fence(
+        &mut self,
+        gateway: &GatewayId,
+        mut nonces: BTreeSet<gwmon_proto::domain::Nonce>,
+        ctx: &mut Ctx<'_>,
+    ) -> Epoch {
+        if let Some(gw) = self.gateways.get(gateway) {
+            nonces.extend(gw.nonces());
+        }
+        self.fences.push(Fence {
+            gateway: gateway.clone(),
+            epoch: ctx.next_epoch,
+            nonces: nonces.into_iter().collect(),
+            issued_at: ctx.now,
+            completed_at: None,
+            expires_at: None,
+        });
+        ctx.emit(Event::FenceIssued {
+            key: ctx.key.clone(),
+            gateway: gateway.clone(),
+            epoch: ctx.next_epoch,
+        });
+        ctx.next_epoch
+    }
+
+    /// A fence took effect: the gateway can no longer write, so it no longer blocks a
+    /// promotion for anything it released up to that fence.
+    pub(crate) fn complete_fence(&mut self, index: usize, ctx: &mut Ctx<'_>) {
+        let Some(fence) = self.fences.get_mut(index) else {
+            return;
+        };
+        fence.completed_at = Some(ctx.now);
+        fence.expires_at = Some(ctx.now.after(ctx.config.blocklist_expiry_ms));
+        let (gateway, epoch) = (fence.gateway.clone(), fence.epoch);
+        for a in self.ana.values_mut() {
+            if a.unreleased.get(&gateway).is_some_and(|r| r.epoch <= epoch) {
+                a.unreleased.remove(&gateway);
+            }
+        }
+        ctx.emit(Event::FenceCompleted {
+            key: ctx.key.clone(),
+            gateway,
+            epoch,
+        });
+    }
+
+    /// A beacon says the gateway applied the map of `applied`: every group it was told to
+    /// stop serving at or before that epoch is released.
+    pub(crate) fn confirm_applied(&mut self, gateway: &GatewayId, applied: Epoch) {
+        for a in self.ana.values_mut() {
+            if a.unreleased
+                .get(gateway)
+                .is_some_and(|r| r.epoch <= applied)
+            {
+                a.unreleased.remove(gateway);
+            }
+        }
+    }
+
+    /// Everything that depends only on the map and the time: promotions whose conditions are
+    /// met, timers that ran out, failbacks, the repair of unowned ANA groups, removal of
+    /// drained deleted gateways, the end of disaster recovery and lapsed fences. Run after
+    /// every command on its group and on every tick on all groups.
+    pub(crate) fn settle(&mut self, ctx: &mut Ctx<'_>) {
+        let ids: Vec<AnaGroupId> = self.ana.keys().copied().collect();
+        for g in ids {
+            self.settle_ana_group(g, ctx);
+        }
+        self.reap_deleted(ctx);
+        self.finish_recoveries(ctx);
+        self.expire_fences(ctx);
+    }
+
+    fn settle_ana_group(&mut self, g: AnaGroupId, ctx: &mut Ctx<'_>) {
+        let Some(a) = self.ana.get(&g) else {
+            return;
+        };
+        match a.holder.clone() {
+            Holder::WaitFence {
+                gateway,
+                fence_epoch,
+                deadline,
+            } => {
+                let fenced = !a.unreleased_except(&gateway);
+                let confirmed = self
+                    .gateways
+                    .get(&gateway)
+                    .is_some_and(|gw| gw.fence_epoch >= fence_epoch);
+                if fenced && confirmed {
+                    self.set_holder(g, Holder::Active(gateway.clone()));
+                    ctx.emit(Event::Promoted {
+                        key: ctx.key.clone(),
+                        ana_group: g,
+                        gateway,
+                    });
+                } else if fenced && ctx.now >= deadline {
+                    // The fence is done but the target never said it serves: it is not
+                    // working, so it is failed like a silent gateway (Ceph does the same).
+                    // With the fence still pending it keeps waiting: no promotion without it.
+                    ctx.emit(Event::FenceWaitExpired {
+                        key: ctx.key.clone(),
+                        ana_group: g,
+                        gateway: gateway.clone(),
+                    });
+                    self.take_down(&gateway, Availability::Unavailable, ctx);
+                    self.settle_unowned(g, ctx);
+                }
+            }
+            Holder::Handover {
+                from,
+                to,
+                deadline,
+                since,
+            } => {
+                if !self.can_serve(&to) {
+                    self.set_holder(g, Holder::None);
+                    self.settle_unowned(g, ctx);
+                    return;
+                }
+                let released = !a.unreleased.contains_key(&from);
+                let target_current = self
+                    .gateways
+                    .get(&to)
+                    .is_some_and(|gw| gw.applied_epoch >= since);
+                if ctx.now >= deadline && released && target_current {
+                    self.set_holder(g, Holder::None);
+                    self.promote(g, &to, ctx);
+                }
+            }
+            Holder::Active(holder) => {
+                if let Some(home) = self.preferred_holder(g, Some(&holder), ctx) {
+                    if home != holder {
+                        self.release(g, &holder, ctx);
+                        self.set_holder(
+                            g,
+                            Holder::Handover {
+                                from: holder.clone(),
+                                to: home.clone(),
+                                deadline: ctx.now.after(ctx.config.failback_prepare_ms),
+                                since: ctx.next_epoch,
+                            },
+                        );
+                        ctx.emit(Event::FailbackStarted {
+                            key: ctx.key.clone(),
+                            ana_group: g,
+                            from: holder,
+                            to: home,
+                        });
+                    }
+                }
+            }
+            Holder::None => self.settle_unowned(g, ctx),
+        }
+    }
+
+    /// An ANA group optimized nowhere: give it to its owner, or (outside a skip window, and
+    /// only if it has namespaces) fail it over to the least-loaded gateway that can serve.
+    /// This is also the repair pass that finds ANA groups abandoned by any path. An empty
+    /// group is not failed over: nothing needs a path, and moving it would only cost a
+    /// failback when its owner comes up (as at every first deployment).
+    fn settle_unowned(&mut self, g: AnaGroupId, ctx: &mut Ctx<'_>) {
+        if let Some(home) = self.preferred_holder(g, None, ctx) {
+            self.promote(g, &home, ctx);
+        } else if ctx.now >= self.allow_failovers_at && self.namespaces_in(g, false) > 0 {
+            if let Some(target) = self.failover_target(g) {
+                self.promote(g, &target, ctx);
+            }
+        }
+    }
+
+    /// Where `g` belongs when its current holder is `holder`: its owner once it can serve
+    /// (after the failback delay, if someone else is serving meanwhile), or, while the
+    /// owner's location is recovering from a disaster and the owner is still down, the
+    /// least-loaded gateway of that location. `None` means "leave it where it is".
+    fn preferred_holder(
+        &self,
+        g: AnaGroupId,
+        holder: Option<&GatewayId>,
+        ctx: &Ctx<'_>,
+    ) -> Option<GatewayId> {
+        let (owner_id, owner) = self.owner(g)?;
+        if self.can_serve(owner_id) && !self.in_handover(owner_id) {
+            let settled = holder.is_none()
+                || ctx.now >= owner.available_since.after(ctx.config.failback_delay_ms);
+            return settled.then(|| owner_id.clone());
+        }
+        if self.location_state(&owner.location) != Some(DisasterState::Recovering) {
+            return None;
+        }
+        let at_home = |id: &GatewayId| {
+            self.gateways
+                .get(id)
+                .is_some_and(|gw| gw.location == owner.location)
+        };
+        if holder.is_some_and(at_home) {
+            return None;
+        }
+        self.least_loaded(|id, _| at_home(id))
+    }
+
+    /// The failover target for `g`: the least-loaded gateway that can serve, in the owner's
+    /// location first, then anywhere; ties go to the lowest gateway id.
+    fn failover_target(&self, g: AnaGroupId) -> Option<GatewayId> {
+        let location = self.owner(g).map(|(_, o)| o.location.clone());
+        self.least_loaded(|_, gw| Some(&gw.location) == location.as_ref())
+            .or_else(|| self.least_loaded(|_, _| true))
+    }
+
+    fn least_loaded(
+        &self,
+        filter: impl Fn(&GatewayId, &super::gateway::Gateway) -> bool,
+    ) -> Option<GatewayId> {
+        self.gateways
+            .iter()
+            .filter(|(id, gw)| self.can_serve(id) && !self.in_handover(id) && filter(id, gw))
+            .min_by_key(|(id, _)| self.load(id))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Erase deleted gateways whose ANA group has drained. A group with namespaces left is
+    /// kept (and keeps being served by a failover holder) so it is never orphaned.
+    fn reap_deleted(&mut self, ctx: &mut Ctx<'_>) {
+        let drained: Vec<(GatewayId, AnaGroupId)> = self
+            .gateways
+            .iter()
+            .filter(|(_, gw)| gw.availability == Availability::Deleting)
+            .filter(|(_, gw)| {
+                let others_serving = self
+                    .gateways
+                    .values()
+                    .any(|o| o.availability == Availability::Available);
+                let left = if others_serving {
+                    self.namespaces_in(gw.ana_group, false)
+                } else {
+                    gw.namespaces_in(gw.ana_group)
+                };
+                left == 0
+            })
+            .map(|(id, gw)| (id.clone(), gw.ana_group))
+            .collect();
+        for (id, g) in drained {
+            self.gateways.remove(&id);
+            self.ana.remove(&g);
+            ctx.emit(Event::GatewayRemoved {
+                key: ctx.key.clone(),
+                gateway: id,
+            });
+        }
+    }
+
+    /// A recovering location is done once every ANA group its gateways own is served there.
+    fn finish_recoveries(&mut self, ctx: &mut Ctx<'_>) {
+        let done: Vec<Location> = self
+            .disaster
+            .iter()
+            .filter(|(_, s)| **s == DisasterState::Recovering)
+            .map(|(l, _)| l)
+            .filter(|l| {
+                self.gateways
+                    .values()
+                    .filter(|gw| &gw.location == *l)
+                    .all(|gw| {
+                        let holder = self.ana.get(&gw.ana_group).and_then(|a| match &a.holder {
+                            Holder::Active(h) => Some(h),
+                            _ => None,
+                        });
+                        holder
+                            .and_then(|h| self.gateways.get(h))
+                            .is_some_and(|h| &h.location == *l)
+                    })
+            })
+            .cloned()
+            .collect();
+        for l in done {
+            self.disaster.remove(&l);
+            ctx.emit(Event::DisasterRecovered {
+                key: ctx.key.clone(),
+                location: l.to_string(),
+            });
+        }
+    }
+
+    /// Completed fences lapse after the blocklist expiry; pending ones never do.
+    fn expire_fences(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let mut expired = Vec::new();
+        self.fences.retain(|f| match f.expires_at {
+            Some(t) if now >= t => {
+                expired.push((f.gateway.clone(), f.epoch));
+                false
+            }
+            _ => true,
+        });
+        for (gateway, epoch) in expired {
+            ctx.emit(Event::FenceExpired {
+                key: ctx.key.clone(),
+                gateway,
+                epoch,
+            });
+        }
+    }
+}

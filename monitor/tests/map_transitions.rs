@@ -1,0 +1,623 @@
+//! Every transition of the map engine, one scenario each. The harness checks the safety
+//! rules after every command, not only at the end.
+
+mod common;
+
+use common::*;
+use gwmon_monitor::map::{AnaState, Availability, Command, Event, MapConfig, MapError};
+use gwmon_proto::domain::{AnaAccess, ReportedAvailability, SliceAvailability};
+
+/// Two gateways, each active on its own ANA group.
+fn two_serving() -> Harness {
+    let mut h = Harness::new();
+    h.create("a");
+    h.create("b");
+    h.boot("a", &[1, 2]);
+    // Group 2 has namespaces and its owner is not up yet: a serves it meanwhile.
+    assert_eq!(h.state("a", 2), AnaState::Active);
+    h.boot("b", &[1, 2]);
+    assert_eq!(h.state("b", 2), AnaState::OwnerWaitFailbackPrepared);
+    h.tick(h.map.config().failback_prepare_ms);
+    h.serve("a", &[1, 2]);
+    h.serve("b", &[1, 2]);
+    assert_eq!(h.state("a", 1), AnaState::Active);
+    assert_eq!(h.state("b", 2), AnaState::Active);
+    h
+}
+
+#[test]
+fn create_allocates_the_lowest_free_ana_group_and_is_idempotent() {
+    let mut h = Harness::new();
+    for id in ["a", "b", "c"] {
+        h.create(id);
+    }
+    let group = h.map.group(&h.key).expect("group");
+    let ids: Vec<u32> = ["a", "b", "c"]
+        .iter()
+        .map(|id| group.gateways[&gw(id)].ana_group.get())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    let epoch = h.map.epoch();
+    let again = h.ok(Command::CreateGateway {
+        key: h.key.clone(),
+        gateway: gw("b"),
+    });
+    assert!(!again.changed);
+    assert_eq!(
+        h.map.epoch(),
+        epoch,
+        "an idempotent create must not move the epoch"
+    );
+
+    // Delete b (no namespaces: removed at once), then a new gateway gets id 2 back.
+    h.ok(Command::DeleteGateway {
+        key: h.key.clone(),
+        gateway: gw("b"),
+    });
+    assert_eq!(h.availability("b"), None);
+    h.create("d");
+    let group = h.map.group(&h.key).expect("group");
+    assert_eq!(group.gateways[&gw("d")].ana_group.get(), 2);
+}
+
+#[test]
+fn a_group_is_full_at_the_configured_maximum() {
+    let mut h = Harness::new();
+    for i in 0..16 {
+        h.create(&format!("gw{i}"));
+    }
+    let err = h
+        .apply(Command::CreateGateway {
+            key: h.key.clone(),
+            gateway: gw("gw16"),
+        })
+        .expect_err("17th gateway");
+    assert!(matches!(err, MapError::GroupFull { max: 16, .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "group rbd/grp1 already has 16 gateways, the most allowed"
+    );
+
+    let mut small = Harness::with_config(MapConfig {
+        max_gateways_per_group: 2,
+        ..MapConfig::default()
+    });
+    small.create("a");
+    small.create("b");
+    assert!(small
+        .apply(Command::CreateGateway {
+            key: small.key.clone(),
+            gateway: gw("c"),
+        })
+        .is_err());
+}
+
+#[test]
+fn commands_on_unknown_groups_and_gateways_are_refused_by_name() {
+    let mut h = two_serving();
+    let other = key("rbd", "nope");
+    let err = h
+        .apply(Command::GatewayTimedOut {
+            key: other.clone(),
+            gateway: gw("a"),
+        })
+        .expect_err("unknown group");
+    assert_eq!(err, MapError::UnknownGroup(other));
+    let err = h
+        .apply(Command::SetAdminState {
+            key: h.key.clone(),
+            gateway: gw("zz"),
+            enabled: false,
+        })
+        .expect_err("unknown gateway");
+    assert_eq!(err.to_string(), "no gateway zz in group rbd/grp1");
+    let err = h
+        .apply(Command::DeleteGateway {
+            key: h.key.clone(),
+            gateway: gw("zz"),
+        })
+        .expect_err("nothing to delete");
+    assert!(matches!(err, MapError::UnknownGateway { .. }));
+    let err = h
+        .apply(Command::FenceCompleted {
+            key: h.key.clone(),
+            gateway: gw("a"),
+            epoch: gwmon_proto::domain::Epoch(99),
+        })
+        .expect_err("no such fence");
+    assert!(matches!(err, MapError::UnknownFence { .. }));
+    assert!(h
+        .apply(Command::SetConfig(MapConfig {
+            max_gateways_per_group: 0,
+            ..MapConfig::default()
+        }))
+        .is_err());
+}
+
+#[test]
+fn the_first_available_gateway_serves_its_own_group_at_once() {
+    let mut h = Harness::new();
+    h.create("a");
+    assert_eq!(h.availability("a"), Some(Availability::Created));
+    h.boot("a", &[1]);
+    assert_eq!(h.availability("a"), Some(Availability::Available));
+    assert_eq!(h.state("a", 1), AnaState::Active);
+    let slice = h.map.slice(&h.key, &gw("a")).expect("slice");
+    assert_eq!(slice.availability, SliceAvailability::Available);
+    assert_eq!(slice.ana_groups.len(), 1);
+    assert_eq!(slice.ana_groups[0].access, AnaAccess::Optimized);
+    assert!(slice.ana_groups[0].fence_complete);
+    assert_eq!(slice.nqns.len(), 1);
+}
+
+#[test]
+fn failover_fences_the_old_owner_before_the_target_serves() {
+    let mut h = two_serving();
+    h.advance(5_000);
+    h.time_out("a");
+    assert_eq!(h.availability("a"), Some(Availability::Unavailable));
+    // b is published optimized for group 1 but must not serve before the fence.
+    assert_eq!(h.state("b", 1), AnaState::WaitFenceComplete);
+    let view = h
+        .map
+        .slice(&h.key, &gw("b"))
+        .expect("slice")
+        .ana(ana(1))
+        .cloned()
+        .expect("view");
+    assert_eq!(view.access, AnaAccess::Optimized);
+    assert!(!view.fence_complete);
+    assert_eq!(h.server_of(1), None);
+    let group = h.map.group(&h.key).expect("group");
+    let fence = group.fences.last().expect("a fence was issued");
+    assert_eq!(fence.gateway, gw("a"));
+    assert_eq!(fence.epoch, view.fence_epoch);
+    assert!(
+        fence.nonces.iter().any(|n| n.as_str() == "a-client-1"),
+        "the fence carries the owner's nonces: {:?}",
+        fence.nonces
+    );
+    // a's slice says it is declared failed: it must stop and exit.
+    let a = h.map.slice(&h.key, &gw("a")).expect("slice");
+    assert_eq!(a.availability, SliceAvailability::Unavailable);
+    assert!(a
+        .ana_groups
+        .iter()
+        .all(|v| v.access == AnaAccess::Inaccessible));
+
+    // A beacon from b before the fence completes changes nothing.
+    h.serve("b", &[1, 2]);
+    assert_eq!(h.state("b", 1), AnaState::WaitFenceComplete);
+
+    assert_eq!(h.complete_fences(), 1);
+    assert_eq!(h.server_of(1), Some(gw("b")), "fence done: b may serve");
+    assert_eq!(h.state("b", 1), AnaState::WaitFenceComplete);
+    h.serve("b", &[1, 2]); // confirms the fence epoch
+    assert_eq!(h.state("b", 1), AnaState::Active);
+    assert_eq!(h.state("b", 2), AnaState::Active);
+}
+
+#[test]
+fn a_target_that_never_confirms_its_fence_is_failed_in_turn() {
+    let mut h = two_serving();
+    h.create("c");
+    h.boot("c", &[1, 2]);
+    h.time_out("a");
+    // Least loaded: c holds nothing (group 3 is its own), so c... both hold one: b wins the tie.
+    let target = if h.state("b", 1) == AnaState::WaitFenceComplete {
+        "b"
+    } else {
+        "c"
+    };
+    let other = if target == "b" { "c" } else { "b" };
+    h.complete_fences();
+    // The target stays silent past the fence timeout.
+    let timeout = h.map.config().fence_timeout_ms;
+    h.tick(timeout - 1);
+    assert_eq!(h.state(target, 1), AnaState::WaitFenceComplete);
+    h.tick(1);
+    assert_eq!(h.availability(target), Some(Availability::Unavailable));
+    assert!(h.count_events(|e| matches!(e, Event::FenceWaitExpired { .. })) == 1);
+    // Group 1 goes to the remaining gateway, which must fence the silent target too.
+    assert_eq!(h.state(other, 1), AnaState::WaitFenceComplete);
+    assert_eq!(h.server_of(1), None);
+    h.complete_fences();
+    h.serve(other, &[1, 2]);
+    assert_eq!(h.state(other, 1), AnaState::Active);
+}
+
+#[test]
+fn without_a_completed_fence_nobody_is_promoted_however_long_it_takes() {
+    let mut h = two_serving();
+    h.time_out("a");
+    for _ in 0..10 {
+        h.tick(30_000);
+        h.serve("b", &[1, 2]);
+        assert_eq!(h.state("b", 1), AnaState::WaitFenceComplete);
+        assert_eq!(h.server_of(1), None);
+    }
+}
+
+#[test]
+fn a_confirmation_from_the_old_owner_releases_it_without_a_fence() {
+    let mut h = two_serving();
+    // a loses its listeners: alive, but it cannot serve.
+    h.report("a", ReportedAvailability::Available, vec![])
+        .expect("beacon");
+    assert_eq!(h.availability("a"), Some(Availability::Created));
+    assert_eq!(h.state("b", 1), AnaState::WaitFenceComplete);
+    assert_eq!(h.server_of(1), None);
+    // a applies the map that stopped it and says so: no fence needed any more.
+    h.report("a", ReportedAvailability::Available, vec![])
+        .expect("beacon");
+    assert_eq!(h.server_of(1), Some(gw("b")));
+}
+
+#[test]
+fn failback_breaks_before_it_makes() {
+    let mut h = two_serving();
+    h.time_out("a");
+    h.complete_fences();
+    h.serve("b", &[1, 2]);
+    assert_eq!(h.state("b", 1), AnaState::Active);
+
+    h.advance(20_000);
+    h.boot("a", &[1, 2]);
+    assert_eq!(h.state("b", 1), AnaState::WaitFailbackPrepared);
+    assert_eq!(h.state("a", 1), AnaState::OwnerWaitFailbackPrepared);
+    assert_eq!(h.server_of(1), None, "nobody serves during the handover");
+    let prepare = h.map.config().failback_prepare_ms;
+    // b has not yet confirmed: the timer alone is not enough.
+    h.tick(prepare);
+    assert_eq!(h.state("a", 1), AnaState::OwnerWaitFailbackPrepared);
+    h.serve("b", &[1, 2]);
+    h.serve("a", &[1, 2]);
+    assert_eq!(h.state("a", 1), AnaState::Active);
+    assert_eq!(h.state("b", 1), AnaState::Standby);
+    let fences = h.map.group(&h.key).expect("group").fences.len();
+    assert_eq!(fences, 1, "a failback needs no fence: only the failover's");
+}
+
+#[test]
+fn failback_waits_for_the_configured_delay() {
+    let mut h = Harness::with_config(MapConfig {
+        failback_delay_ms: 10_000,
+        ..MapConfig::default()
+    });
+    h.create("a");
+    h.create("b");
+    h.boot("a", &[1, 2]);
+    h.boot("b", &[1, 2]);
+    h.time_out("a");
+    h.complete_fences();
+    h.serve("b", &[1, 2]);
+    h.boot("a", &[1, 2]);
+    assert_eq!(h.state("b", 1), AnaState::Active);
+    h.tick(9_999);
+    assert_eq!(h.state("b", 1), AnaState::Active);
+    h.tick(1);
+    assert_eq!(h.state("b", 1), AnaState::WaitFailbackPrepared);
+}
+
+#[test]
+fn a_fast_reboot_within_the_grace_causes_no_failover() {
+    let mut h = two_serving();
+    // a restarts: its first beacon from the new process says Starting.
+    h.report("a", ReportedAvailability::Starting, vec![])
+        .expect("start");
+    assert_eq!(h.availability("a"), Some(Availability::Created));
+    assert_eq!(h.state("a", 1), AnaState::Standby);
+    // The skip window holds group 1 for its owner instead of failing it over.
+    h.tick(1_000);
+    h.serve("b", &[1, 2]);
+    assert_eq!(h.state("b", 1), AnaState::Standby);
+    h.serve("a", &[1, 2]);
+    assert_eq!(h.state("a", 1), AnaState::Active);
+    assert_eq!(
+        h.count_events(|e| matches!(e, Event::FailoverStarted { .. })),
+        0
+    );
+    assert_eq!(h.pending_fences(), 0);
+}
+
+#[test]
+fn when_the_rebooting_owner_does_not_return_the_window_ends_in_a_failover() {
+    let mut h = two_serving();
+    h.report("a", ReportedAvailability::Starting, vec![])
+        .expect("start");
+    let window = h.map.config().skip_failover_redeploy_ms;
+    h.tick(window - 1);
+    assert_eq!(h.state("b", 1), AnaState::Standby);
+    h.tick(1);
+    assert_eq!(h.state("b", 1), AnaState::WaitFenceComplete);
+}
+
+#[test]
+fn a_zombie_stays_failed_until_it_restarts() {
+    let mut h = two_serving();
+    h.time_out("a");
+    // a was only cut off; it keeps beaconing as if nothing happened.
+    h.serve("a", &[1, 2]);
+    assert_eq!(h.availability("a"), Some(Availability::Unavailable));
+    assert_eq!(
+        h.count_events(|e| matches!(e, Event::ZombieRefused { .. })),
+        1
+    );
+    assert_eq!(
+        h.map.slice(&h.key, &gw("a")).expect("slice").availability,
+        SliceAvailability::Unavailable
+    );
+    // Its confirmation still counts: it applied the map that stopped it.
+    assert_eq!(h.server_of(1), Some(gw("b")));
+    h.serve("b", &[1, 2]);
+    assert_eq!(h.state("b", 1), AnaState::Active);
+    // After a real restart it comes back and takes its group home.
+    h.boot("a", &[1, 2]);
+    h.tick(h.map.config().failback_prepare_ms);
+    h.serve("b", &[1, 2]);
+    h.serve("a", &[1, 2]);
+    assert_eq!(h.state("a", 1), AnaState::Active);
+}
+
+#[test]
+fn disable_moves_the_groups_after_the_window_and_enable_brings_them_back() {
+    let mut h = two_serving();
+    h.ok(Command::SetAdminState {
+        key: h.key.clone(),
+        gateway: gw("a"),
+        enabled: false,
+    });
+    assert_eq!(h.availability("a"), Some(Availability::Created));
+    assert_eq!(h.state("b", 1), AnaState::Standby, "5 s window first");
+    h.serve("a", &[1, 2]); // a confirms it stopped
+    assert_eq!(
+        h.availability("a"),
+        Some(Availability::Created),
+        "still disabled"
+    );
+    h.tick(h.map.config().skip_failover_admin_ms);
+    assert_eq!(
+        h.state("b", 1),
+        AnaState::Active,
+        "confirmed: no fence needed"
+    );
+    assert_eq!(h.pending_fences(), 0);
+    h.ok(Command::SetAdminState {
+        key: h.key.clone(),
+        gateway: gw("a"),
+        enabled: true,
+    });
+    assert_eq!(h.availability("a"), Some(Availability::Available));
+    assert_eq!(h.state("a", 1), AnaState::OwnerWaitFailbackPrepared);
+}
+
+#[test]
+fn delete_keeps_the_gateway_until_its_ana_group_drains() {
+    let mut h = two_serving();
+    h.ok(Command::DeleteGateway {
+        key: h.key.clone(),
+        gateway: gw("a"),
+    });
+    assert_eq!(h.availability("a"), Some(Availability::Deleting));
+    let err = h
+        .report("a", ReportedAvailability::Available, vec![])
+        .expect_err("deleted gateways may not beacon");
+    assert!(matches!(err, MapError::GatewayDeleting { .. }));
+    h.tick(h.map.config().skip_failover_admin_ms);
+    h.complete_fences();
+    h.serve("b", &[1, 2]);
+    assert_eq!(h.state("b", 1), AnaState::Active);
+    // Namespaces still in group 1: the gateway stays.
+    h.tick(60_000);
+    assert_eq!(h.availability("a"), Some(Availability::Deleting));
+    // The gateways move the namespaces out of group 1; then a is erased with its group.
+    h.serve("b", &[2]);
+    assert_eq!(h.availability("a"), None);
+    let group = h.map.group(&h.key).expect("group");
+    assert!(!group.ana.contains_key(&ana(1)));
+}
+
+#[test]
+fn recreating_a_deleting_gateway_keeps_its_ana_group() {
+    let mut h = two_serving();
+    h.ok(Command::DeleteGateway {
+        key: h.key.clone(),
+        gateway: gw("a"),
+    });
+    h.create("a");
+    assert_eq!(h.availability("a"), Some(Availability::Created));
+    let group = h.map.group(&h.key).expect("group");
+    assert_eq!(group.gateways[&gw("a")].ana_group.get(), 1);
+}
+
+#[test]
+fn a_new_gateway_inherits_the_group_of_a_draining_one_when_ids_run_out() {
+    let mut h = Harness::with_config(MapConfig {
+        max_gateways_per_group: 2,
+        ..MapConfig::default()
+    });
+    h.create("a");
+    h.create("b");
+    h.boot("a", &[1, 2]);
+    h.boot("b", &[1, 2]);
+    h.ok(Command::DeleteGateway {
+        key: h.key.clone(),
+        gateway: gw("a"),
+    });
+    h.create("c");
+    assert_eq!(h.availability("a"), None, "the heir replaced it");
+    let group = h.map.group(&h.key).expect("group");
+    assert_eq!(group.gateways[&gw("c")].ana_group.get(), 1);
+    h.boot("c", &[1, 2]);
+    h.tick(h.map.config().skip_failover_admin_ms);
+    assert_eq!(
+        h.state("c", 1),
+        AnaState::WaitFenceComplete,
+        "a must be fenced first"
+    );
+    h.complete_fences();
+    h.serve("c", &[1, 2]);
+    assert_eq!(h.state("c", 1), AnaState::Active);
+}
+
+#[test]
+fn failover_prefers_the_least_loaded_gateway_in_the_same_location() {
+    let mut h = Harness::new();
+    for (id, l) in [("a", "east"), ("b", "west"), ("c", "east"), ("d", "west")] {
+        h.create(id);
+        h.ok(Command::SetLocation {
+            key: h.key.clone(),
+            gateway: gw(id),
+            location: loc(l),
+        });
+    }
+    for id in ["a", "b", "c", "d"] {
+        h.boot(id, &[1, 2, 3, 4]);
+    }
+    h.time_out("a");
+    assert_eq!(
+        h.state("c", 1),
+        AnaState::WaitFenceComplete,
+        "same location"
+    );
+    h.complete_fences();
+    h.serve("c", &[1, 2, 3, 4]);
+    h.time_out("c");
+    // No gateway left in the east: the least loaded of the west, ties by id.
+    assert_eq!(h.state("b", 1), AnaState::WaitFenceComplete);
+    assert_eq!(h.state("d", 3), AnaState::WaitFenceComplete);
+}
+
+#[test]
+fn disaster_set_and_clear() {
+    let mut h = Harness::new();
+    for (id, l) in [("a", "east"), ("b", "west")] {
+        h.create(id);
+        h.ok(Command::SetLocation {
+            key: h.key.clone(),
+            gateway: gw(id),
+            location: loc(l),
+        });
+        h.boot(id, &[1, 2]);
+    }
+    let err = h
+        .apply(Command::DisasterSet {
+            key: h.key.clone(),
+            location: loc("east"),
+        })
+        .expect_err("east is up");
+    assert!(matches!(err, MapError::LocationAvailable { .. }), "{err}");
+    assert!(matches!(
+        h.apply(Command::DisasterSet {
+            key: h.key.clone(),
+            location: loc("north")
+        }),
+        Err(MapError::NoGatewaysAtLocation { .. })
+    ));
+    assert!(matches!(
+        h.apply(Command::DisasterClear {
+            key: h.key.clone(),
+            location: loc("east")
+        }),
+        Err(MapError::NotInDisaster { .. })
+    ));
+    h.time_out("a");
+    h.complete_fences();
+    h.serve("b", &[1, 2]);
+    h.ok(Command::DisasterSet {
+        key: h.key.clone(),
+        location: loc("east"),
+    });
+    // a comes back but its location is in disaster: no failback.
+    h.boot("a", &[1, 2]);
+    h.tick(10_000);
+    h.serve("b", &[1, 2]);
+    assert_eq!(h.state("b", 1), AnaState::Active);
+    // Clear: the location recovers, a takes its group back, and the entry goes away.
+    h.ok(Command::DisasterClear {
+        key: h.key.clone(),
+        location: loc("east"),
+    });
+    assert_eq!(
+        h.disaster("east"),
+        Some(gwmon_monitor::map::DisasterState::Recovering)
+    );
+    h.tick(h.map.config().failback_prepare_ms);
+    h.serve("b", &[1, 2]);
+    h.serve("a", &[1, 2]);
+    assert_eq!(h.state("a", 1), AnaState::Active);
+    assert_eq!(h.disaster("east"), None);
+}
+
+#[test]
+fn a_late_beacon_is_refused_and_changes_nothing() {
+    let mut h = two_serving();
+    let report = gwmon_proto::domain::GatewayReport {
+        seq: 1,
+        availability: ReportedAvailability::Unavailable,
+        subsystems: vec![],
+        applied_epoch: gwmon_proto::domain::Epoch::ZERO,
+        fence_epoch: gwmon_proto::domain::Epoch::ZERO,
+    };
+    let err = h
+        .apply(Command::GatewayReport {
+            key: h.key.clone(),
+            gateway: gw("a"),
+            report,
+        })
+        .expect_err("seq 1 is older than the last committed");
+    assert!(matches!(err, MapError::StaleBeacon { seq: 1, .. }), "{err}");
+    assert_eq!(h.state("a", 1), AnaState::Active);
+}
+
+#[test]
+fn bookkeeping_beacons_do_not_move_the_group_epoch() {
+    let mut h = two_serving();
+    h.serve("a", &[1, 2]);
+    h.serve("b", &[1, 2]);
+    let epoch = h.group_epoch();
+    for _ in 0..5 {
+        h.serve("a", &[1, 2]);
+        h.serve("b", &[1, 2]);
+    }
+    assert_eq!(
+        h.group_epoch(),
+        epoch,
+        "confirming an epoch must not create a new one"
+    );
+    let beacon = gwmon_proto::domain::GatewayReport {
+        seq: 100,
+        availability: ReportedAvailability::Available,
+        subsystems: vec![subsystem(&gw("a"), &[1, 2], 2)],
+        applied_epoch: epoch,
+        fence_epoch: gwmon_proto::domain::Epoch::ZERO,
+    };
+    assert!(!h.map.report_changes(&h.key, &gw("a"), &beacon));
+}
+
+#[test]
+fn completed_fences_expire_and_pending_ones_do_not() {
+    let mut h = two_serving();
+    h.time_out("a");
+    let expiry = h.map.config().blocklist_expiry_ms;
+    h.tick(expiry * 2);
+    assert_eq!(h.pending_fences(), 1, "a pending fence never lapses");
+    h.complete_fences();
+    h.tick(expiry - 1);
+    assert_eq!(h.map.group(&h.key).expect("group").fences.len(), 1);
+    h.tick(1);
+    assert!(h.map.group(&h.key).expect("group").fences.is_empty());
+    assert_eq!(
+        h.count_events(|e| matches!(e, Event::FenceExpired { .. })),
+        1
+    );
+}
+
+#[test]
+fn an_idle_tick_changes_nothing() {
+    let mut h = two_serving();
+    let epoch = h.map.epoch();
+    let tick = h.tick(1_000);
+    assert!(!tick.changed);
+    assert_eq!(h.map.epoch(), epoch);
+}

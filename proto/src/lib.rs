@@ -1,0 +1,18 @@
+//! gwmon's shared language.
+//!
+//! * [`domain`]: typed ids, NQNs and the validated forms of beacons and map slices.
+//! * [`v1`]: the gRPC messages and services generated from `proto/gwmon/v1/*.proto`.
+//! * [`convert`]: the conversions between the two, refusing bad input with the field's path.
+//! * [`leader`]: the not-leader redirect (the `gwmon-leader` header) both sides follow.
+
+pub mod convert;
+pub mod domain;
+pub mod leader;
+
+pub use leader::LEADER_HEADER;
+
+/// Generated from `proto/gwmon/v1/*.proto` by `build.rs` (protox, no system `protoc`).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("gwmon.v1");
+}
