@@ -1,5 +1,7 @@
 //! The group-level effect of each command, before the settle pass runs.
 
+use std::sync::Arc;
+
 use gwmon_proto::domain::{
     AnaGroupId, Epoch, GatewayId, GatewayReport, Location, ReportedAvailability,
 };
@@ -93,7 +95,7 @@ impl GroupState {
             Availability::Available => {
                 // It is alive and will confirm it stopped serving: give it the time to, so
                 // its groups move without fencing (fencing a live gateway causes I/O errors).
-                self.skip_failovers(ctx.config.skip_failover_admin_ms, ctx);
+                self.hold_failovers(id, ctx.config.skip_failover_admin_ms, ctx);
             }
             _ => {}
         }
@@ -135,7 +137,7 @@ impl GroupState {
                 self.set_availability(id, Availability::Available, ctx);
             }
         } else if was == Availability::Available {
-            self.skip_failovers(ctx.config.skip_failover_admin_ms, ctx);
+            self.hold_failovers(id, ctx.config.skip_failover_admin_ms, ctx);
             self.take_down(id, Availability::Created, ctx);
         }
         Ok(())
@@ -245,7 +247,9 @@ impl GroupState {
             });
         }
         gw.reported = Some(report.availability);
-        gw.subsystems.clone_from(&report.subsystems);
+        if *gw.subsystems != report.subsystems {
+            gw.subsystems = Arc::new(report.subsystems.clone());
+        }
         gw.applied_epoch = report.applied_epoch;
         gw.fence_epoch = report.fence_epoch;
         gw.last_seq = report.seq;
@@ -265,7 +269,7 @@ impl GroupState {
                     // Fast reboot: the owner is back before the grace ran out. Its groups are
                     // not failed over; it takes them back when it reports in.
                     self.take_down(id, Availability::Created, ctx);
-                    self.skip_failovers(ctx.config.skip_failover_redeploy_ms, ctx);
+                    self.hold_failovers(id, ctx.config.skip_failover_redeploy_ms, ctx);
                     if let Some(gw) = self.gateways.get_mut(id) {
                         gw.last_down_at = Some(ctx.now);
                     }

@@ -31,14 +31,17 @@ pub struct MapConfig {
     /// Wait after an owner becomes available before failing back to it, to ride out a
     /// flapping gateway. Default 0 s, as Ceph's `mon_nvmeofgw_failback_delay`.
     pub failback_delay_ms: u64,
-    /// No failover in a group for this long after one of its gateways restarted within the
-    /// grace (fast reboot) or a redeploy was detected: the owner will be back and take its
-    /// group by failback, avoiding a failover/failback pair. Default 16 s, Ceph's
-    /// `mon_nvmeofgw_skip_failovers_interval` (the longest redeploy of a gateway).
+    /// After a gateway restarted within the grace (fast reboot), its own ANA group is not
+    /// failed over for this long: the owner will be back and take it, avoiding a
+    /// failover/failback pair. When a gateway that was failed recently starts again (a
+    /// redeploy restarting gateways one after another), the whole group holds failovers for
+    /// this long, as Ceph does. Default 16 s, Ceph's `mon_nvmeofgw_skip_failovers_interval`
+    /// (the longest redeploy of a gateway).
     pub skip_failover_redeploy_ms: u64,
-    /// No failover in a group for this long after an available gateway is disabled or
-    /// deleted: it is alive, will confirm it stopped serving, and then needs no fence.
-    /// Default 5 s, as Ceph.
+    /// The ANA groups of an available gateway that is disabled or deleted are not failed
+    /// over for this long: it is alive, will confirm it stopped serving, and then needs no
+    /// fence. Default 5 s, as Ceph (which holds the whole group; gwmon only that gateway's
+    /// groups, so a real failure elsewhere meanwhile is not delayed).
     pub skip_failover_admin_ms: u64,
     /// How long a fence (blocklist entry) stays in force once complete. Default 1 h, Ceph's
     /// `mon_osd_blocklist_default_expire`; a fenced gateway restarts long before that.

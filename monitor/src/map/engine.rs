@@ -79,7 +79,7 @@ impl GatewayMap {
         gw.reported != Some(report.availability)
             || gw.applied_epoch != report.applied_epoch
             || gw.fence_epoch != report.fence_epoch
-            || gw.subsystems != report.subsystems
+            || *gw.subsystems != report.subsystems
     }
 
     /// Apply one committed command at the leader's time `now`. Deterministic: the same map,

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use gwmon_proto::domain::{
     AnaGroupId, Epoch, Location, Nonce, Nqn, ReportedAvailability, Subsystem,
@@ -111,7 +112,9 @@ pub struct Gateway {
     /// What the gateway last reported. Kept so that enable, delete and fencing can decide
     /// from it without waiting for another beacon.
     pub reported: Option<ReportedAvailability>,
-    pub subsystems: Vec<Subsystem>,
+    /// Shared, not copied: every command works on a copy of its group, and the subsystems
+    /// are by far its largest part while they rarely change.
+    pub subsystems: Arc<Vec<Subsystem>>,
     /// The newest group epoch the gateway says it has applied.
     pub applied_epoch: Epoch,
     /// The newest fence epoch the gateway says it has waited for.
@@ -127,6 +130,10 @@ pub struct Gateway {
     pub last_down_at: Option<Timestamp>,
     /// When it was deleted.
     pub deleting_since: Option<Timestamp>,
+    /// Until then, ANA groups this gateway owns or has just stopped serving are not failed
+    /// over: it restarted and will take its own group back, or it is alive and about to
+    /// confirm it stopped (which spares a fence).
+    pub hold_failovers_until: Timestamp,
 }
 
 impl Gateway {
@@ -137,7 +144,7 @@ impl Gateway {
             admin: AdminState::Enabled,
             location: Location::default(),
             reported: None,
-            subsystems: Vec::new(),
+            subsystems: Arc::new(Vec::new()),
             applied_epoch: Epoch::ZERO,
             fence_epoch: Epoch::ZERO,
             last_seq: 0,
@@ -145,6 +152,7 @@ impl Gateway {
             available_since: Timestamp::ZERO,
             last_down_at: None,
             deleting_since: None,
+            hold_failovers_until: Timestamp::ZERO,
         }
     }
 

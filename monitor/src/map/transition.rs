@@ -117,9 +117,35 @@ impl GroupState {
         }
     }
 
-    /// No failover to a non-owner in this group before `now + ms`.
+    /// No failover to a non-owner anywhere in this group before `now + ms`: a redeploy is
+    /// restarting its gateways one after another.
     pub(crate) fn skip_failovers(&mut self, ms: u64, ctx: &Ctx<'_>) {
         self.allow_failovers_at = self.allow_failovers_at.max(ctx.now.after(ms));
+    }
+
+    /// No failover before `now + ms` of the ANA groups `gateway` owns or just stopped
+    /// serving. Unlike Ceph, which holds the whole group, a real failure of another gateway
+    /// meanwhile is failed over at once.
+    pub(crate) fn hold_failovers(&mut self, gateway: &GatewayId, ms: u64, ctx: &Ctx<'_>) {
+        if let Some(gw) = self.gateways.get_mut(gateway) {
+            gw.hold_failovers_until = gw.hold_failovers_until.max(ctx.now.after(ms));
+        }
+    }
+
+    /// Whether failing `g` over must wait: a group-wide window, or a hold on its owner or on
+    /// a gateway that may still be serving it.
+    fn failover_held(&self, g: AnaGroupId, now: Timestamp) -> bool {
+        let held = |id: &GatewayId| {
+            self.gateways
+                .get(id)
+                .is_some_and(|gw| gw.hold_failovers_until > now)
+        };
+        now < self.allow_failovers_at
+            || self.owner(g).is_some_and(|(id, _)| held(id))
+            || self
+                .ana
+                .get(&g)
+                .is_some_and(|a| a.unreleased.keys().any(held))
     }
 
     /// Make `target` optimized for `g`: at once if nobody else may still be serving it,
@@ -331,7 +357,7 @@ impl GroupState {
     fn settle_unowned(&mut self, g: AnaGroupId, ctx: &mut Ctx<'_>) {
         if let Some(home) = self.preferred_holder(g, None, ctx) {
             self.promote(g, &home, ctx);
-        } else if ctx.now >= self.allow_failovers_at && self.namespaces_in(g, false) > 0 {
+        } else if !self.failover_held(g, ctx.now) && self.namespaces_in(g, false) > 0 {
             if let Some(target) = self.failover_target(g) {
                 self.promote(g, &target, ctx);
             }

@@ -177,6 +177,7 @@ impl Harness {
         let result = self.map.apply(&cmd, Timestamp(self.now));
         match &result {
             Ok(applied) => self.events.extend(applied.events.iter().cloned()),
+            Err(MapError::Invariant(e)) => panic!("the engine tried to build an unsafe map: {e}"),
             Err(_) => assert_eq!(before, self.map, "a refused command changed the map"),
         }
         self.watch.check(&self.map);
