@@ -2,6 +2,22 @@
 //!
 //! * [`map`]: the pure gateway-map engine (no I/O, no clock).
 //! * [`codec`]: versioned binary encodings of everything the monitor persists.
+//! * [`store`]: the narrow byte-oriented storage under Raft (sled today, swappable).
+//! * [`raft`]: replication of the map with openraft: types, storage adapters, network.
+//! * [`core`]: proposing commands and reading the map, shared by every service.
+//! * [`liveness`]: the leader's beacon timers.
+//! * [`admin`]: the `AdminService` gRPC service.
+//! * [`node`]: one monitor, wired and started; the daemon's `run`.
+//! * [`config`], [`clock`], [`error`]: settings, time, errors and their gRPC codes.
 
+pub mod admin;
+pub mod clock;
 pub mod codec;
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod liveness;
 pub mod map;
+pub mod node;
+pub mod raft;
+pub mod store;

@@ -71,7 +71,10 @@ impl MapConfig {
     /// Refuse values that would make the engine unsafe or useless.
     pub fn validate(&self) -> Result<(), MapError> {
         let bad = |field: &'static str, reason: &'static str| {
-            Err(MapError::InvalidConfig { field, reason })
+            Err(MapError::InvalidConfig {
+                field: field.to_owned(),
+                reason: reason.to_owned(),
+            })
         };
         if self.max_gateways_per_group == 0
             || self.max_gateways_per_group > gwmon_proto::domain::AnaGroupId::MAX

@@ -17,6 +17,10 @@ use super::transition::Ctx;
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct GatewayMap {
     epoch: Epoch,
+    /// The latest command time applied. A command stamped earlier (a new leader whose clock
+    /// is a little behind) is applied at this time instead, so time in the map never runs
+    /// backwards and deadlines stay ordered.
+    time: Timestamp,
     config: MapConfig,
     groups: BTreeMap<GroupKey, GroupState>,
 }
@@ -38,6 +42,7 @@ impl GatewayMap {
         config.validate()?;
         Ok(GatewayMap {
             epoch: Epoch::ZERO,
+            time: Timestamp::ZERO,
             config,
             groups: BTreeMap::new(),
         })
@@ -85,6 +90,7 @@ impl GatewayMap {
     /// Apply one committed command at the leader's time `now`. Deterministic: the same map,
     /// command and time give the same result on every replica.
     pub fn apply(&mut self, cmd: &Command, now: Timestamp) -> Outcome {
+        let now = now.max(self.time);
         let mut events = Vec::new();
         let changed = match cmd {
             Command::SetConfig(config) => {
@@ -169,8 +175,21 @@ impl GatewayMap {
         };
         if changed {
             self.epoch = self.epoch.next();
+            self.time = now;
         }
         Ok(Applied { changed, events })
+    }
+
+    /// Whether applying `cmd` at `now` would change the map, without changing it. The
+    /// leader asks before proposing a timer tick, so an idle cluster writes nothing.
+    pub fn would_change(&self, cmd: &Command, now: Timestamp) -> bool {
+        let mut copy = self.clone();
+        copy.apply(cmd, now).is_ok_and(|a| a.changed)
+    }
+
+    /// The latest command time applied.
+    pub fn time(&self) -> Timestamp {
+        self.time
     }
 
     fn existing(&self, key: &GroupKey) -> Result<(), MapError> {

@@ -1,8 +1,9 @@
 //! Why the engine refused a command. A refused command changes nothing.
 
 use gwmon_proto::domain::{Epoch, GatewayId, GroupKey, Location};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum MapError {
     #[error("no gateway group {0}")]
     UnknownGroup(GroupKey),
@@ -36,10 +37,7 @@ pub enum MapError {
     #[error("location {location:?} of group {key} is being recovered; wait until it completes")]
     DisasterRecovering { key: GroupKey, location: Location },
     #[error("invalid configuration: {field} {reason}")]
-    InvalidConfig {
-        field: &'static str,
-        reason: &'static str,
-    },
+    InvalidConfig { field: String, reason: String },
     /// The command would break a safety invariant. This is a bug in the engine, caught before
     /// it reaches the map; the command is refused and the map stays as it was.
     #[error("refused: the result would break an invariant: {0}")]

@@ -1,0 +1,449 @@
+//! `AdminService`: what `nvme-gw` and orchestrators use. Writes are committed through the
+//! leader; reads are linearizable unless the request asks for a possibly stale answer.
+
+use std::collections::BTreeSet;
+
+use gwmon_proto::convert::required;
+use gwmon_proto::domain::{Field, FieldError, GatewayId, GroupKey, Location};
+use gwmon_proto::v1::{self, admin_service_server::AdminService};
+use openraft::ChangeMembers;
+use tonic::{Request, Response, Status};
+
+use crate::core::{write_error, Committed, Core};
+use crate::error::MonitorError;
+use crate::map::{Availability, Command, GatewayMap, GroupState, Timestamp};
+
+pub struct AdminGrpc {
+    core: Core,
+}
+
+impl AdminGrpc {
+    pub fn new(core: Core) -> Self {
+        AdminGrpc { core }
+    }
+
+    async fn write(&self, cmd: Command) -> Result<Committed, Status> {
+        Ok(self.core.propose(cmd).await?)
+    }
+}
+
+fn key(k: Option<v1::GroupKey>) -> Result<GroupKey, MonitorError> {
+    Ok(GroupKey::try_from(required(k, "key")?).map_err(|e| e.within("key"))?)
+}
+
+fn gateway(s: &str) -> Result<GatewayId, MonitorError> {
+    Ok(s.parse::<GatewayId>().field("gateway_id")?)
+}
+
+fn location(s: &str) -> Result<Location, MonitorError> {
+    Ok(s.parse::<Location>().field("location")?)
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminGrpc {
+    async fn create_gateway(
+        &self,
+        req: Request<v1::CreateGatewayRequest>,
+    ) -> Result<Response<v1::CreateGatewayResponse>, Status> {
+        let r = req.into_inner();
+        let (k, g) = (key(r.key)?, gateway(&r.gateway_id)?);
+        let loc = if r.location.is_empty() {
+            None
+        } else {
+            Some(location(&r.location)?)
+        };
+        let mut done = self
+            .write(Command::CreateGateway {
+                key: k.clone(),
+                gateway: g.clone(),
+            })
+            .await?;
+        if let Some(location) = loc {
+            done = self
+                .write(Command::SetLocation {
+                    key: k.clone(),
+                    gateway: g.clone(),
+                    location,
+                })
+                .await?;
+        }
+        let ana_group = self.core.reader().read(|m| {
+            m.group(&k)
+                .and_then(|grp| grp.gateways.get(&g))
+                .map_or(0, |gw| gw.ana_group.get())
+        });
+        Ok(Response::new(v1::CreateGatewayResponse {
+            map_epoch: done.map_epoch.0,
+            ana_group,
+        }))
+    }
+
+    async fn delete_gateway(
+        &self,
+        req: Request<v1::DeleteGatewayRequest>,
+    ) -> Result<Response<v1::DeleteGatewayResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = Command::DeleteGateway {
+            key: key(r.key)?,
+            gateway: gateway(&r.gateway_id)?,
+        };
+        let done = self.write(cmd).await?;
+        Ok(Response::new(v1::DeleteGatewayResponse {
+            map_epoch: done.map_epoch.0,
+        }))
+    }
+
+    async fn set_admin_state(
+        &self,
+        req: Request<v1::SetAdminStateRequest>,
+    ) -> Result<Response<v1::SetAdminStateResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = Command::SetAdminState {
+            key: key(r.key)?,
+            gateway: gateway(&r.gateway_id)?,
+            enabled: r.enabled,
+        };
+        let done = self.write(cmd).await?;
+        Ok(Response::new(v1::SetAdminStateResponse {
+            map_epoch: done.map_epoch.0,
+        }))
+    }
+
+    async fn set_location(
+        &self,
+        req: Request<v1::SetLocationRequest>,
+    ) -> Result<Response<v1::SetLocationResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = Command::SetLocation {
+            key: key(r.key)?,
+            gateway: gateway(&r.gateway_id)?,
+            location: location(&r.location)?,
+        };
+        let done = self.write(cmd).await?;
+        Ok(Response::new(v1::SetLocationResponse {
+            map_epoch: done.map_epoch.0,
+        }))
+    }
+
+    async fn disaster_set(
+        &self,
+        req: Request<v1::DisasterSetRequest>,
+    ) -> Result<Response<v1::DisasterSetResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = Command::DisasterSet {
+            key: key(r.key)?,
+            location: location(&r.location)?,
+        };
+        let done = self.write(cmd).await?;
+        Ok(Response::new(v1::DisasterSetResponse {
+            map_epoch: done.map_epoch.0,
+        }))
+    }
+
+    async fn disaster_clear(
+        &self,
+        req: Request<v1::DisasterClearRequest>,
+    ) -> Result<Response<v1::DisasterClearResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = Command::DisasterClear {
+            key: key(r.key)?,
+            location: location(&r.location)?,
+        };
+        let done = self.write(cmd).await?;
+        Ok(Response::new(v1::DisasterClearResponse {
+            map_epoch: done.map_epoch.0,
+        }))
+    }
+
+    async fn show_group(
+        &self,
+        req: Request<v1::ShowGroupRequest>,
+    ) -> Result<Response<v1::ShowGroupResponse>, Status> {
+        let r = req.into_inner();
+        let k = key(r.key)?;
+        let view = self
+            .core
+            .read(r.stale, |m| m.group(&k).map(|g| group_view(m, &k, g)))
+            .await?;
+        let group = view
+            .ok_or_else(|| MonitorError::Refused(crate::map::MapError::UnknownGroup(k.clone())))?;
+        Ok(Response::new(v1::ShowGroupResponse { group: Some(group) }))
+    }
+
+    async fn show_all(
+        &self,
+        req: Request<v1::ShowAllRequest>,
+    ) -> Result<Response<v1::ShowAllResponse>, Status> {
+        let r = req.into_inner();
+        let (map_epoch, groups) = self
+            .core
+            .read(r.stale, |m| {
+                let groups = m
+                    .groups()
+                    .iter()
+                    .map(|(k, g)| group_view(m, k, g))
+                    .collect();
+                (m.epoch().0, groups)
+            })
+            .await?;
+        Ok(Response::new(v1::ShowAllResponse { map_epoch, groups }))
+    }
+
+    async fn listeners(
+        &self,
+        req: Request<v1::ListenersRequest>,
+    ) -> Result<Response<v1::ListenersResponse>, Status> {
+        let r = req.into_inner();
+        let k = key(r.key)?;
+        let listeners = self
+            .core
+            .read(r.stale, |m| {
+                let g = m
+                    .group(&k)
+                    .ok_or_else(|| crate::map::MapError::UnknownGroup(k.clone()))?;
+                Ok::<_, crate::map::MapError>(
+                    g.gateways
+                        .iter()
+                        .filter(|(_, gw)| gw.availability != Availability::Deleting)
+                        .flat_map(|(id, gw)| {
+                            gw.subsystems.iter().flat_map(move |s| {
+                                s.listeners.iter().map(move |l| v1::ListenerEntry {
+                                    gateway_id: id.to_string(),
+                                    nqn: s.nqn.to_string(),
+                                    listener: Some(l.clone().into()),
+                                })
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .await?
+            .map_err(MonitorError::Refused)?;
+        Ok(Response::new(v1::ListenersResponse { listeners }))
+    }
+
+    async fn blocklist_list(
+        &self,
+        req: Request<v1::BlocklistListRequest>,
+    ) -> Result<Response<v1::BlocklistListResponse>, Status> {
+        let r = req.into_inner();
+        let entries = self
+            .core
+            .read(r.stale, |m| {
+                m.groups()
+                    .iter()
+                    .flat_map(|(k, g)| {
+                        g.fences.iter().map(move |f| v1::BlocklistEntry {
+                            key: Some(k.clone().into()),
+                            gateway_id: f.gateway.to_string(),
+                            nonces: f.nonces.iter().map(ToString::to_string).collect(),
+                            fence_epoch: f.epoch.0,
+                            issued_at_ms: f.issued_at.as_millis(),
+                            expires_at_ms: f.expires_at.map_or(0, Timestamp::as_millis),
+                            completed: f.completed_at.is_some(),
+                        })
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(v1::BlocklistListResponse { entries }))
+    }
+
+    async fn health(
+        &self,
+        _req: Request<v1::HealthRequest>,
+    ) -> Result<Response<v1::HealthResponse>, Status> {
+        let now = self.core.clock().now();
+        let checks = self.core.read(true, |m| health_checks(m, now)).await?;
+        Ok(Response::new(v1::HealthResponse { checks }))
+    }
+
+    async fn cluster_status(
+        &self,
+        _req: Request<v1::ClusterStatusRequest>,
+    ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
+        let m = self.core.raft().metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id))
+                    .map(|l| l.map_or(0, |l| l.index));
+                v1::MonitorMember {
+                    id: *id,
+                    addr: node.addr.clone(),
+                    voter: voters.contains(id),
+                    matched_index: matched,
+                    lag: matched.map(|i| last.saturating_sub(i)),
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::ClusterStatusResponse {
+            members,
+            leader_id: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            commit_index: m.last_applied.map_or(0, |l| l.index),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+        }))
+    }
+
+    async fn add_monitor(
+        &self,
+        req: Request<v1::AddMonitorRequest>,
+    ) -> Result<Response<v1::AddMonitorResponse>, Status> {
+        let r = req.into_inner();
+        if r.id == 0 {
+            return Err(MonitorError::Invalid(FieldError::new(
+                "id",
+                gwmon_proto::domain::Invalid::Zero,
+            ))
+            .into());
+        }
+        crate::config::check_addr(&r.addr)
+            .map_err(|e| Status::invalid_argument(format!("invalid request: addr {e}")))?;
+        let raft = self.core.raft();
+        // A learner first: it catches up (by snapshot if far behind) before it can vote, so
+        // adding it never costs the cluster its quorum.
+        raft.add_learner(r.id, openraft::BasicNode::new(r.addr), true)
+            .await
+            .map_err(write_error)?;
+        let resp = raft
+            .change_membership(ChangeMembers::AddVoterIds([r.id].into()), false)
+            .await
+            .map_err(write_error)?;
+        Ok(Response::new(v1::AddMonitorResponse {
+            log_index: resp.log_id.index,
+        }))
+    }
+
+    async fn remove_monitor(
+        &self,
+        req: Request<v1::RemoveMonitorRequest>,
+    ) -> Result<Response<v1::RemoveMonitorResponse>, Status> {
+        let r = req.into_inner();
+        let m = self.core.raft().metrics().borrow().clone();
+        let known = m
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(id, _)| *id == r.id);
+        if !known {
+            return Err(Status::not_found(format!(
+                "no monitor {} in the cluster",
+                r.id
+            )));
+        }
+        let resp = self
+            .core
+            .raft()
+            .change_membership(ChangeMembers::RemoveVoters([r.id].into()), false)
+            .await
+            .map_err(write_error)?;
+        Ok(Response::new(v1::RemoveMonitorResponse {
+            log_index: resp.log_id.index,
+        }))
+    }
+}
+
+/// The `nvme-gw show` view of one group.
+pub fn group_view(map: &GatewayMap, key: &GroupKey, g: &GroupState) -> v1::GroupView {
+    let ana_groups: Vec<u32> = g
+        .gateways
+        .values()
+        .filter(|gw| gw.availability != Availability::Deleting)
+        .map(|gw| gw.ana_group.get())
+        .collect();
+    v1::GroupView {
+        key: Some(key.clone().into()),
+        epoch: g.epoch.0,
+        map_epoch: map.epoch().0,
+        gateways: g
+            .gateways
+            .iter()
+            .map(|(id, gw)| v1::GatewayView {
+                gateway_id: id.to_string(),
+                ana_group: gw.ana_group.get(),
+                location: gw.location.to_string(),
+                admin_enabled: gw.admin == crate::map::AdminState::Enabled,
+                availability: gw.availability.to_string(),
+                performed_full_startup: gw.performed_full_startup,
+                num_namespaces: u32::try_from(gw.num_namespaces()).unwrap_or(u32::MAX),
+                num_listeners: u32::try_from(gw.num_listeners()).unwrap_or(u32::MAX),
+                ana_states: g
+                    .ana
+                    .keys()
+                    .map(|a| v1::AnaStateEntry {
+                        ana_group: a.get(),
+                        state: g.ana_state(id, *a).to_string(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        ana_groups,
+        num_namespaces: u32::try_from(g.num_namespaces()).unwrap_or(u32::MAX),
+        disaster_locations: g.disaster.keys().map(ToString::to_string).collect(),
+    }
+}
+
+/// Warnings an operator should see, as Ceph raises them and a few more.
+pub fn health_checks(map: &GatewayMap, now: Timestamp) -> Vec<v1::HealthCheck> {
+    let warn = |code: &str, message: String| v1::HealthCheck {
+        code: code.to_owned(),
+        severity: v1::Severity::Warning.into(),
+        message,
+    };
+    let mut checks = Vec::new();
+    for (k, g) in map.groups() {
+        let live = g
+            .gateways
+            .values()
+            .filter(|gw| gw.availability != Availability::Deleting)
+            .count();
+        if live == 1 {
+            checks.push(warn(
+                "NVMEOF_SINGLE_GATEWAY",
+                format!("group {k} has only 1 gateway; high availability is not possible"),
+            ));
+        }
+        for (id, gw) in &g.gateways {
+            if gw.availability == Availability::Unavailable {
+                checks.push(warn(
+                    "NVMEOF_GATEWAY_DOWN",
+                    format!("gateway {id} of group {k} is unavailable"),
+                ));
+            }
+            if let Some(since) = gw.deleting_since {
+                if now.as_millis().saturating_sub(since.as_millis()) > map.config().delete_grace_ms
+                {
+                    checks.push(warn(
+                        "NVMEOF_GATEWAY_DELETING",
+                        format!(
+                            "gateway {id} of group {k} has been deleting for over {} s; its ANA group still has namespaces",
+                            map.config().delete_grace_ms / 1000
+                        ),
+                    ));
+                }
+            }
+        }
+        for f in g.fences.iter().filter(|f| f.completed_at.is_none()) {
+            if now.as_millis().saturating_sub(f.issued_at.as_millis())
+                > map.config().fence_timeout_ms
+            {
+                checks.push(v1::HealthCheck {
+                    code: "NVMEOF_FENCE_PENDING".into(),
+                    severity: v1::Severity::Error.into(),
+                    message: format!(
+                        "fence of gateway {} in group {k} (epoch {}) is not complete; its ANA groups stay unserved until it is",
+                        f.gateway, f.epoch
+                    ),
+                });
+            }
+        }
+    }
+    checks
+}

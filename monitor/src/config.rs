@@ -1,0 +1,458 @@
+//! The monitor daemon's configuration: a TOML file, flags and `GWMON_*` environment
+//! variables, in that order of precedence from lowest to highest, over documented defaults.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Where the embedded default monitor listens; `nvme-gw` and gateways look here by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+
+/// A configuration that cannot be used. One line, naming the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{setting}: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        message: message.into(),
+    }
+}
+
+/// A monitor of the initial cluster: `ID=HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub addr: String,
+}
+
+impl FromStr for Member {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (id, addr) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: the id {id:?} is not a number"))?;
+        if id == 0 {
+            return Err(format!("{s:?}: monitor ids start at 1"));
+        }
+        check_addr(addr.trim()).map_err(|e| format!("{s:?}: {e}"))?;
+        Ok(Member {
+            id,
+            addr: addr.trim().to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.id, self.addr)
+    }
+}
+
+/// An address peers and gateways can dial: `HOST:PORT` with a port that is a number.
+pub fn check_addr(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("the address {addr:?} has no :PORT"))?;
+    if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
+        return Err(format!("the address {addr:?} has no usable host"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("the address {addr:?} has no valid port (1-65535)")),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Flags and environment variables. Every option can also be set in the TOML file under the
+/// same name with `_` for `-`.
+#[derive(Debug, Default, Clone, Parser)]
+#[command(
+    name = "gwmon",
+    version,
+    about = "The gwmon monitor: Raft-replicated high availability for NVMe-oF gateways",
+    long_about = "The gwmon monitor: Raft-replicated high availability for NVMe-oF gateways.\n\n\
+                  Started with no options it runs a single-node monitor with its store in \
+                  ./gwmon-data, listening on 127.0.0.1:7400."
+)]
+pub struct Args {
+    /// TOML configuration file; flags and environment variables override it.
+    #[arg(long, env = "GWMON_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This monitor's id, unique in the cluster [default: 1].
+    #[arg(long, env = "GWMON_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Directory of the Raft log, votes and snapshots [default: ./gwmon-data].
+    #[arg(long, env = "GWMON_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address for gateways, the CLI and the other monitors
+    /// [default: 127.0.0.1:7400].
+    #[arg(long, env = "GWMON_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// The address others use to reach this monitor [default: the listen address].
+    #[arg(long, env = "GWMON_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// The initial cluster, `ID=HOST:PORT` comma-separated. The lowest id bootstraps it once;
+    /// restarts are harmless. Without it the monitor bootstraps a single-node cluster of
+    /// itself, unless --join is given.
+    #[arg(
+        long,
+        env = "GWMON_INITIAL_MEMBERS",
+        value_delimiter = ',',
+        value_name = "ID=ADDR,..."
+    )]
+    pub initial_members: Option<Vec<Member>>,
+    /// Start empty and wait to be added to an existing cluster (`nvme-gw cluster add`).
+    #[arg(long, env = "GWMON_JOIN")]
+    pub join: bool,
+    /// Raft leader heartbeat interval in milliseconds [default: 100].
+    #[arg(long, env = "GWMON_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Smallest election timeout in milliseconds [default: 500].
+    #[arg(long, env = "GWMON_ELECTION_TIMEOUT_MIN_MS")]
+    pub election_timeout_min_ms: Option<u64>,
+    /// Largest election timeout in milliseconds [default: 1000].
+    #[arg(long, env = "GWMON_ELECTION_TIMEOUT_MAX_MS")]
+    pub election_timeout_max_ms: Option<u64>,
+    /// Take a snapshot after this many log entries since the last one [default: 5000].
+    #[arg(long, env = "GWMON_SNAPSHOT_LOGS")]
+    pub snapshot_logs: Option<u64>,
+    /// Log entries kept behind a snapshot for slow followers [default: 1000].
+    #[arg(long, env = "GWMON_LOGS_KEPT")]
+    pub logs_kept: Option<u64>,
+    /// Store page cache in MiB [default: 64].
+    #[arg(long, env = "GWMON_CACHE_MB")]
+    pub cache_mb: Option<u64>,
+    /// Leader liveness check period in milliseconds [default: 250].
+    #[arg(long, env = "GWMON_LIVENESS_TICK_MS")]
+    pub liveness_tick_ms: Option<u64>,
+    /// Log format: `human` or `json` [default: human].
+    #[arg(long, env = "GWMON_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// The TOML file: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<u64>,
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    advertise: Option<String>,
+    initial_members: Option<Vec<String>>,
+    join: Option<bool>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_min_ms: Option<u64>,
+    election_timeout_max_ms: Option<u64>,
+    snapshot_logs: Option<u64>,
+    logs_kept: Option<u64>,
+    cache_mb: Option<u64>,
+    liveness_tick_ms: Option<u64>,
+    log_format: Option<LogFormat>,
+}
+
+/// How the monitor joins a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Initialize a single-node cluster of itself if the store is empty.
+    Single,
+    /// The initial members; the lowest id initializes them if its store is empty.
+    Members(BTreeMap<u64, String>),
+    /// Wait to be added by an existing cluster.
+    Join,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `None`: the bound listen address (useful with port 0 in tests).
+    pub advertise: Option<String>,
+    pub bootstrap: Bootstrap,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_logs: u64,
+    pub logs_kept: u64,
+    pub cache_mb: u64,
+    pub liveness_tick_ms: u64,
+    pub log_format: LogFormat,
+}
+
+impl MonitorConfig {
+    /// A single-node monitor in `data_dir` on `listen`, with every other value at its
+    /// default.
+    pub fn new(node_id: u64, data_dir: impl AsRef<Path>, listen: SocketAddr) -> Self {
+        MonitorConfig {
+            node_id,
+            data_dir: data_dir.as_ref().to_path_buf(),
+            listen,
+            advertise: None,
+            bootstrap: Bootstrap::Single,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_logs: 5000,
+            logs_kept: 1000,
+            cache_mb: 64,
+            liveness_tick_ms: 250,
+            log_format: LogFormat::Human,
+        }
+    }
+
+    /// Resolve flags and environment over the file over the defaults, and check the result.
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen = match (args.listen, file.listen) {
+            (Some(l), _) => l,
+            (None, Some(l)) => l
+                .parse()
+                .map_err(|_| invalid("listen", format!("{l:?} is not IP:PORT")))?,
+            (None, None) => DEFAULT_LISTEN
+                .parse()
+                .map_err(|_| invalid("listen", "bad built-in default"))?,
+        };
+        let mut c = MonitorConfig::new(
+            args.node_id.or(file.node_id).unwrap_or(1),
+            args.data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("gwmon-data")),
+            listen,
+        );
+        c.advertise = args.advertise.or(file.advertise);
+        let members = match (args.initial_members, file.initial_members) {
+            (Some(m), _) => Some(m),
+            (None, Some(list)) => Some(
+                list.iter()
+                    .map(|s| s.parse::<Member>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| invalid("initial_members", e))?,
+            ),
+            (None, None) => None,
+        };
+        let join = args.join || file.join.unwrap_or(false);
+        c.bootstrap = match (members, join) {
+            (Some(_), true) => {
+                return Err(invalid(
+                    "join",
+                    "give either --join or --initial-members, not both",
+                ))
+            }
+            (None, true) => Bootstrap::Join,
+            (None, false) => Bootstrap::Single,
+            (Some(list), false) => {
+                let mut map = BTreeMap::new();
+                for m in list {
+                    if let Some(other) = map.insert(m.id, m.addr.clone()) {
+                        return Err(invalid(
+                            "initial_members",
+                            format!("monitor id {} appears twice ({other} and {})", m.id, m.addr),
+                        ));
+                    }
+                }
+                Bootstrap::Members(map)
+            }
+        };
+        macro_rules! pick {
+            ($field:ident) => {
+                if let Some(v) = args.$field.or(file.$field) {
+                    c.$field = v;
+                }
+            };
+        }
+        pick!(heartbeat_ms);
+        pick!(election_timeout_min_ms);
+        pick!(election_timeout_max_ms);
+        pick!(snapshot_logs);
+        pick!(logs_kept);
+        pick!(cache_mb);
+        pick!(liveness_tick_ms);
+        pick!(log_format);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Refuse settings that cannot work, with the reason.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(invalid("node_id", "monitor ids start at 1"));
+        }
+        if let Some(a) = &self.advertise {
+            check_addr(a).map_err(|e| invalid("advertise", e))?;
+        }
+        if let Bootstrap::Members(members) = &self.bootstrap {
+            if !members.contains_key(&self.node_id) {
+                return Err(invalid(
+                    "initial_members",
+                    format!("does not include this monitor's id {}", self.node_id),
+                ));
+            }
+            if let (Some(mine), Some(adv)) = (members.get(&self.node_id), &self.advertise) {
+                if mine != adv {
+                    return Err(invalid(
+                        "initial_members",
+                        format!(
+                            "lists monitor {} at {mine} but it advertises {adv}",
+                            self.node_id
+                        ),
+                    ));
+                }
+            }
+            let mut seen = BTreeMap::new();
+            for (id, addr) in members {
+                if let Some(other) = seen.insert(addr.clone(), *id) {
+                    return Err(invalid(
+                        "initial_members",
+                        format!("monitors {other} and {id} share the address {addr}"),
+                    ));
+                }
+            }
+        }
+        if self.heartbeat_ms == 0 {
+            return Err(invalid("heartbeat_ms", "must be more than 0"));
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_ms * 2 {
+            return Err(invalid(
+                "election_timeout_min_ms",
+                "must be more than twice heartbeat_ms, or followers start elections against a healthy leader",
+            ));
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return Err(invalid(
+                "election_timeout_max_ms",
+                "must be more than election_timeout_min_ms",
+            ));
+        }
+        if self.snapshot_logs == 0 {
+            return Err(invalid("snapshot_logs", "must be more than 0"));
+        }
+        if self.liveness_tick_ms == 0 {
+            return Err(invalid("liveness_tick_ms", "must be more than 0"));
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.message().to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<MonitorConfig, String> {
+        let args = Args::try_parse_from(std::iter::once("gwmon").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        MonitorConfig::from_args(args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn no_options_give_the_embedded_single_node_monitor() {
+        let c = parse(&[]).expect("defaults");
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.data_dir, PathBuf::from("gwmon-data"));
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.bootstrap, Bootstrap::Single);
+    }
+
+    #[test]
+    fn members_are_parsed_and_checked() {
+        let c = parse(&[
+            "--node-id",
+            "2",
+            "--initial-members",
+            "1=10.0.0.1:7400,2=10.0.0.2:7400,3=mon3:7400",
+        ])
+        .expect("members");
+        let Bootstrap::Members(m) = c.bootstrap else {
+            panic!("members expected")
+        };
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[&3], "mon3:7400");
+
+        let err = parse(&["--initial-members", "1=10.0.0.1"]).expect_err("no port");
+        assert!(err.contains("no :PORT"), "{err}");
+        let err = parse(&["--initial-members", "x=10.0.0.1:1"]).expect_err("bad id");
+        assert!(err.contains("is not a number"), "{err}");
+        let err = parse(&["--initial-members", "1=a:1,1=b:2"]).expect_err("collision");
+        assert!(err.contains("appears twice"), "{err}");
+        let err = parse(&["--initial-members", "1=a:1,2=a:1"]).expect_err("same address");
+        assert!(err.contains("share the address"), "{err}");
+        let err = parse(&["--node-id", "4", "--initial-members", "1=a:1"]).expect_err("absent");
+        assert!(err.contains("does not include"), "{err}");
+        let err = parse(&["--node-id", "0"]).expect_err("zero");
+        assert!(err.contains("start at 1"), "{err}");
+    }
+
+    #[test]
+    fn the_file_is_read_and_flags_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("gwmon.toml");
+        std::fs::write(
+            &path,
+            "node_id = 3\nlisten = \"127.0.0.1:7500\"\nheartbeat_ms = 50\ninitial_members = [\"3=127.0.0.1:7500\"]\n",
+        )
+        .expect("write");
+        let file = path.to_str().expect("utf-8 path");
+        let c = parse(&["--config", file, "--heartbeat-ms", "80"]).expect("file");
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.listen.port(), 7500);
+        assert_eq!(c.heartbeat_ms, 80);
+
+        std::fs::write(&path, "node_idd = 3\n").expect("write");
+        let err = parse(&["--config", file]).expect_err("unknown key");
+        assert!(err.contains("unknown field"), "{err}");
+        let err = parse(&["--config", "/nonexistent/gwmon.toml"]).expect_err("missing file");
+        assert!(err.contains("cannot read config file"), "{err}");
+    }
+
+    #[test]
+    fn timings_that_cannot_work_are_refused() {
+        let err = parse(&["--heartbeat-ms", "400"]).expect_err("heartbeat too slow");
+        assert!(err.contains("election_timeout_min_ms"), "{err}");
+        let err = parse(&["--election-timeout-max-ms", "100"]).expect_err("max below min");
+        assert!(err.contains("election_timeout_max_ms"), "{err}");
+    }
+}

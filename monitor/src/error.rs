@@ -1,0 +1,105 @@
+//! The monitor's errors, and the one place they become gRPC statuses.
+//!
+//! Clients branch on the code: `FAILED_PRECONDITION` with the `gwmon-leader` header means
+//! "not the leader, ask that one"; `NOT_FOUND` an unknown gateway or group;
+//! `INVALID_ARGUMENT` a bad id or value; `ABORTED` a stale beacon or epoch;
+//! `UNAVAILABLE` no leader known or the cluster shutting down.
+
+use gwmon_proto::domain::FieldError;
+use gwmon_proto::leader;
+use tonic::{Code, Status};
+
+use crate::codec::CodecError;
+use crate::config::ConfigError;
+use crate::map::MapError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The request itself is malformed.
+    #[error("invalid request: {0}")]
+    Invalid(#[from] FieldError),
+    /// The map engine refused the command.
+    #[error("refused: {0}")]
+    Refused(#[from] MapError),
+    /// This monitor is not the leader; `leader` is the leader's address when known.
+    #[error("not the leader{}", leader.as_ref().map(|l| format!("; the leader is {l}")).unwrap_or_default())]
+    NotLeader { leader: Option<String> },
+    /// Raft could not complete the request (no quorum, shutting down, membership busy).
+    #[error("replication: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Serve(String),
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl From<MonitorError> for Status {
+    fn from(e: MonitorError) -> Status {
+        let message = e.to_string();
+        match e {
+            MonitorError::NotLeader { leader: l } => leader::not_leader(l.as_deref()),
+            MonitorError::Invalid(_) => Status::invalid_argument(message),
+            MonitorError::Refused(m) => Status::new(map_code(&m), message),
+            MonitorError::Raft(_) | MonitorError::ShuttingDown => Status::unavailable(message),
+            MonitorError::Config(_)
+            | MonitorError::Store(_)
+            | MonitorError::Codec(_)
+            | MonitorError::Listen { .. }
+            | MonitorError::Serve(_) => Status::internal(message),
+        }
+    }
+}
+
+fn map_code(e: &MapError) -> Code {
+    match e {
+        MapError::UnknownGroup(_)
+        | MapError::UnknownGateway { .. }
+        | MapError::UnknownFence { .. }
+        | MapError::NoGatewaysAtLocation { .. } => Code::NotFound,
+        MapError::GroupFull { .. } => Code::ResourceExhausted,
+        MapError::StaleBeacon { .. } => Code::Aborted,
+        MapError::InvalidConfig { .. } => Code::InvalidArgument,
+        MapError::GatewayDeleting { .. }
+        | MapError::LocationAvailable { .. }
+        | MapError::NotInDisaster { .. }
+        | MapError::DisasterRecovering { .. } => Code::FailedPrecondition,
+        MapError::Invariant(_) => Code::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_leader_carries_the_leader_address() {
+        let status = Status::from(MonitorError::NotLeader {
+            leader: Some("10.0.0.2:7400".into()),
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(leader::leader_hint(&status), Some("10.0.0.2:7400"));
+    }
+
+    #[test]
+    fn refusals_get_codes_a_client_can_branch_on() {
+        let key = gwmon_proto::domain::GroupKey::new(
+            "rbd".parse().expect("pool"),
+            "g".parse().expect("group"),
+        );
+        let status = Status::from(MonitorError::Refused(MapError::UnknownGroup(key)));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "refused: no gateway group rbd/g");
+    }
+}

@@ -1,0 +1,262 @@
+//! One monitor: the store, Raft, the gRPC services and the liveness loop, started in order
+//! and stopped in reverse order.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gwmon_proto::v1::admin_service_server::AdminServiceServer;
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::admin::AdminGrpc;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Bootstrap, MonitorConfig};
+use crate::core::Core;
+use crate::error::MonitorError;
+use crate::liveness::Liveness;
+use crate::raft::network::{Connector, Network, TcpConnector};
+use crate::raft::{self, NodeId, Raft};
+use crate::store::{SledStore, Store, StoreError};
+
+pub use crate::raft::network::MAX_MESSAGE_BYTES;
+/// Snapshots travel in chunks of this size, so a large map never meets a message limit.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+
+/// What a test or an embedding program can swap: the network and the clock.
+#[derive(Clone)]
+pub struct Plumbing {
+    pub connector: Arc<dyn Connector>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Plumbing {
+    fn default() -> Self {
+        Plumbing {
+            connector: Arc::new(TcpConnector::default()),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A running monitor.
+pub struct Monitor {
+    pub id: NodeId,
+    /// The address the monitor is reachable at (advertised to peers and clients).
+    pub addr: String,
+    pub core: Core,
+    pub liveness: Arc<Liveness>,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+    server: JoinHandle<Result<(), MonitorError>>,
+    loops: Vec<JoinHandle<()>>,
+}
+
+impl Monitor {
+    /// Open the store, start Raft and the gRPC server on `listener`, bootstrap the cluster
+    /// if this monitor should, and start the liveness loop.
+    pub async fn start(
+        config: MonitorConfig,
+        listener: TcpListener,
+        plumbing: Plumbing,
+    ) -> Result<Monitor, MonitorError> {
+        config.validate()?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| MonitorError::Listen {
+                addr: config.listen.to_string(),
+                source,
+            })?;
+        let addr = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| advertised(bound));
+
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StoreError::CreateDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(
+            &config.data_dir.join("store"),
+            config.cache_mb.saturating_mul(1024 * 1024),
+        )?);
+        let (log_store, state_machine, reader) =
+            raft::state_machine::open_storage(store.clone()).await?;
+
+        let raft_config = openraft::Config {
+            cluster_name: "gwmon".into(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+            max_in_snapshot_log_to_keep: config.logs_kept,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| MonitorError::Raft(format!("raft settings: {e}")))?;
+        raft::network::check_raft_config(&raft_config)
+            .map_err(|e| MonitorError::Raft(format!("raft settings: {e}")))?;
+        let network = Network::new(plumbing.connector.clone());
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| MonitorError::Raft(format!("cannot start: {e}")))?;
+
+        let core = Core::new(config.node_id, raft.clone(), reader, plumbing.clock.clone());
+        let liveness = Arc::new(Liveness::new(
+            core.clone(),
+            Duration::from_millis(config.liveness_tick_ms),
+        ));
+        let shutdown = CancellationToken::new();
+
+        let server = {
+            let router = tonic::transport::Server::builder()
+                .add_service(raft::service::raft_service(raft.clone()))
+                .add_service(
+                    AdminServiceServer::new(AdminGrpc::new(core.clone()))
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                );
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                    .await
+                    .map_err(|e| MonitorError::Serve(e.to_string()))
+            })
+        };
+
+        bootstrap(&raft, config.node_id, &addr, &config.bootstrap).await?;
+
+        let loops = vec![{
+            let liveness = liveness.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move { liveness.run(stop).await })
+        }];
+        info!(id = config.node_id, %addr, data_dir = %config.data_dir.display(), "monitor started");
+        Ok(Monitor {
+            id: config.node_id,
+            addr,
+            core,
+            liveness,
+            store,
+            shutdown,
+            server,
+            loops,
+        })
+    }
+
+    pub fn raft(&self) -> &Raft {
+        self.core.raft()
+    }
+
+    /// A token that stops this monitor when cancelled (then call [`Monitor::stopped`]).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stop in order: loops and the server first, then Raft, then flush the store last.
+    pub async fn shutdown(self) -> Result<(), MonitorError> {
+        self.shutdown.cancel();
+        self.stopped().await
+    }
+
+    /// Wait for a cancelled monitor to finish stopping.
+    pub async fn stopped(self) -> Result<(), MonitorError> {
+        for l in self.loops {
+            if let Err(e) = l.await {
+                warn!(error = %e, "a monitor loop ended abnormally");
+            }
+        }
+        let served = match self.server.await {
+            Ok(r) => r,
+            Err(e) => Err(MonitorError::Serve(format!("server task: {e}"))),
+        };
+        if let Err(e) = self.core.raft().shutdown().await {
+            warn!(error = %e, "raft shut down abnormally");
+        }
+        self.store.flush().await?;
+        info!(id = self.id, "monitor stopped");
+        served
+    }
+}
+
+/// The address to advertise for a bound socket: a wildcard bind is not dialable, so it
+/// advertises loopback (set `advertise` for anything else).
+fn advertised(bound: SocketAddr) -> String {
+    if bound.ip().is_unspecified() {
+        format!("127.0.0.1:{}", bound.port())
+    } else {
+        bound.to_string()
+    }
+}
+
+/// Initialize the cluster if this monitor is the one to, once: openraft refuses a second
+/// initialization of a non-empty store, which is what makes restarts harmless.
+async fn bootstrap(
+    raft: &Raft,
+    id: NodeId,
+    addr: &str,
+    how: &Bootstrap,
+) -> Result<(), MonitorError> {
+    let members: BTreeMap<NodeId, BasicNode> = match how {
+        Bootstrap::Join => return Ok(()),
+        Bootstrap::Single => [(id, BasicNode::new(addr))].into(),
+        Bootstrap::Members(m) => {
+            if m.keys().next() != Some(&id) {
+                return Ok(());
+            }
+            m.iter()
+                .map(|(i, a)| (*i, BasicNode::new(a.clone())))
+                .collect()
+        }
+    };
+    match raft.initialize(members).await {
+        Ok(()) => {
+            info!("cluster initialized");
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(MonitorError::Raft(format!(
+            "cannot initialize the cluster: {e}"
+        ))),
+    }
+}
+
+/// Run a monitor until `shutdown` resolves: the daemon's whole life.
+pub async fn run(
+    config: MonitorConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), MonitorError> {
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| MonitorError::Listen {
+                addr: config.listen.to_string(),
+                source,
+            })?;
+    let monitor = Monitor::start(config, listener, Plumbing::default()).await?;
+    println!(
+        "gwmon: monitor {} serving gRPC on {}",
+        monitor.id, monitor.addr
+    );
+    let stop = monitor.shutdown_token();
+    tokio::select! {
+        () = shutdown => info!("shutting down"),
+        () = stop.cancelled() => {}
+    }
+    monitor.shutdown().await
+}

@@ -1,0 +1,64 @@
+//! Replication of the gateway map with openraft.
+//!
+//! * [`TypeConfig`]: the openraft type configuration: what is proposed and what comes back.
+//! * `log_store`, `state_machine`: the storage adapters over the narrow [`crate::store::Store`].
+//! * `network`, `service`: the Raft RPCs over tonic.
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::map::{Command, Event, MapError, Timestamp};
+
+/// What the leader proposes: a map command with the leader's time. Every replica applies it
+/// with that time, so every replica computes the same map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Map { now: Timestamp, cmd: Command },
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Map { now, cmd } => write!(f, "map command at {now}: {cmd:?}"),
+        }
+    }
+}
+
+/// What applying a [`Request`] gave, returned to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The map epoch after the command.
+    pub map_epoch: gwmon_proto::domain::Epoch,
+    pub outcome: Result<Applied, MapError>,
+}
+
+/// A command the engine accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub changed: bool,
+    pub events: Vec<Event>,
+}
+
+openraft::declare_raft_types!(
+    /// gwmon's openraft types: node ids are [`gwmon_proto::domain::MonitorId`] values,
+    /// nodes are known by their gRPC address.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type NodeId = u64;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+
+pub mod log_store;
+pub mod network;
+pub mod service;
+pub mod state_machine;

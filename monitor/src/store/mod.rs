@@ -1,0 +1,137 @@
+//! The narrow, byte-oriented storage the Raft adapters sit on.
+//!
+//! * [`Store`]: a log of byte blobs keyed by `u64` index, a few named metadata values, and an
+//!   explicit [`Store::flush`] that makes every earlier write durable.
+//! * [`sled`]: the implementation on sled 0.34.
+//!
+//! Why a trait of our own instead of implementing openraft's storage traits on sled directly:
+//! sled's disk growth is a known weakness, so the backend must stay swappable (redb is the
+//! likely next one) and measurable, and the openraft adapters (`crate::raft::log_store`,
+//! `crate::raft::state_machine`) must not change when it is swapped. The trait knows nothing of
+//! openraft or of the encodings: values are opaque bytes, already versioned by
+//! [`crate::codec`].
+//!
+//! Writes are visible to reads as soon as they return, but they are durable only once a later
+//! [`Store::flush`] has returned `Ok`. Keeping the two apart lets a multi-step update (write the
+//! purge marker, then delete entries) pay for one fsync, and lets the caller decide which
+//! writes Raft's safety depends on (vote, appended entries, snapshots) and wait for those.
+
+pub mod sled;
+
+use std::future::Future;
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+pub use self::sled::SledStore;
+
+/// The future returned by [`Store::flush`]. Boxed so that [`Store`] stays object safe and the
+/// Raft adapters can hold an `Arc<dyn Store>` whatever the backend; one allocation per fsync is
+/// nothing next to the fsync.
+pub type FlushFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
+/// One log entry as stored: its index and its encoded bytes.
+pub type RawEntry = (u64, Vec<u8>);
+
+/// A named metadata value. A closed set, so a typo cannot create a new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetaKey {
+    /// The last vote this node cast or saw (Raft's `currentTerm` + `votedFor`).
+    Vote,
+    /// The last log id known to be committed, so a restart replays the log up to it.
+    Committed,
+    /// The last log id removed from the front of the log by compaction.
+    LastPurged,
+    /// The current snapshot: its metadata and data, as one value so they cannot disagree.
+    Snapshot,
+}
+
+impl MetaKey {
+    /// The key's persisted name. Never change one: it is what is on disk.
+    pub fn name(self) -> &'static str {
+        match self {
+            MetaKey::Vote => "vote",
+            MetaKey::Committed => "committed",
+            MetaKey::LastPurged => "last_purged",
+            MetaKey::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// Storage for the Raft log and its metadata. Implementations must be cheap to share
+/// (`Arc<dyn Store>`) and safe to call from several tasks; each method is one atomic step.
+pub trait Store: Send + Sync + 'static {
+    /// Writes the entries in one atomic batch, replacing any entry with the same index.
+    /// Visible to reads on return; durable after the next [`Store::flush`].
+    fn append(&self, entries: Vec<RawEntry>) -> Result<(), StoreError>;
+
+    /// The entries whose index lies in the range, in index order. Missing indexes are skipped.
+    fn read_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<RawEntry>, StoreError>;
+
+    /// The entry with the greatest index, if any.
+    fn last_entry(&self) -> Result<Option<RawEntry>, StoreError>;
+
+    /// Removes every entry with an index `>= index` (a conflicting suffix).
+    fn truncate_from(&self, index: u64) -> Result<(), StoreError>;
+
+    /// Removes every entry with an index `<= index` (compaction after a snapshot).
+    fn purge_upto(&self, index: u64) -> Result<(), StoreError>;
+
+    /// A metadata value, if it was ever written.
+    fn get_meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Writes a metadata value. Visible on return; durable after the next [`Store::flush`].
+    fn put_meta(&self, key: MetaKey, value: Vec<u8>) -> Result<(), StoreError>;
+
+    /// Makes every write that returned before this call durable (fsync). Async because it is
+    /// the slow part: the caller awaits it before reporting anything durable to Raft.
+    fn flush(&self) -> FlushFuture<'_>;
+
+    /// Bytes the store occupies on disk, to watch growth (sled's known weakness).
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
+}
+
+/// A storage failure. Raft treats any of them as fatal for the node (it stops rather than risk
+/// acting on lost or corrupt state), so each says which store and which operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create store directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store {path} is locked by another process or another open handle; stop it or wait for it to close: {detail}")]
+    Locked { path: PathBuf, detail: String },
+    #[error("cannot open store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("store {path}: {op} failed: {source}")]
+    Backend {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("store {path}: log key of {len} bytes is not an 8-byte index")]
+    BadKey { path: PathBuf, len: usize },
+    /// Stored bytes that do not decode; the codec error names what was being decoded.
+    #[error("{op} failed: {source}")]
+    Corrupt {
+        op: &'static str,
+        source: crate::codec::CodecError,
+    },
+    #[error("{op} failed: {source}")]
+    Encode {
+        op: &'static str,
+        source: crate::codec::CodecError,
+    },
+    #[error("stored {what} is inconsistent while {op}: {detail}")]
+    Inconsistent {
+        what: &'static str,
+        op: &'static str,
+        detail: String,
+    },
+}

@@ -1,0 +1,74 @@
+//! The `gwmon` binary itself: bad configuration gives one clear line and a non-zero exit,
+//! never a panic.
+
+use std::process::{Command, Output};
+
+fn gwmon(args: &[&str], dir: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gwmon"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("GWMON_CONFIG")
+        .output()
+        .expect("the gwmon binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn bad_configuration_is_one_clear_line_and_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--initial-members", "1=nohost"], "has no :PORT"),
+        (&["--initial-members", "1=a:1,1=b:2"], "appears twice"),
+        (&["--node-id", "0"], "monitor ids start at 1"),
+        (
+            &["--node-id", "5", "--initial-members", "1=a:1,2=b:1"],
+            "does not include",
+        ),
+        (
+            &["--config", "/nonexistent/gwmon.toml"],
+            "cannot read config file",
+        ),
+        (&["--heartbeat-ms", "1000"], "election_timeout_min_ms"),
+    ];
+    for (args, want) in cases {
+        let out = gwmon(args, dir.path());
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.contains(want),
+            "{args:?}: the first line says why: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn an_unusable_data_dir_is_a_clear_error_and_exit_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A file where the data directory should be.
+    let blocker = dir.path().join("data");
+    std::fs::write(&blocker, b"not a directory").expect("write");
+    let out = gwmon(
+        &["--data-dir", "data", "--listen", "127.0.0.1:0"],
+        dir.path(),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("data"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_taken_port_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = gwmon(&["--listen", &addr], dir.path());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}

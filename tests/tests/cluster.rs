@@ -1,0 +1,397 @@
+//! The replicated monitor: in-process clusters with real gRPC on loopback and real sled
+//! stores in temp dirs.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gwmon_monitor::codec;
+use gwmon_monitor::map::{Availability, Command, MapConfig};
+use gwmon_proto::domain::{
+    Epoch, GatewayId, GatewayReport, GroupKey, Listener, Namespace, ReportedAvailability, Subsystem,
+};
+use gwmon_proto::leader::leader_hint;
+use gwmon_proto::v1;
+use gwmon_tests::{eventually, Cluster, DEADLINE};
+use tonic::Code;
+
+fn key(group: &str) -> GroupKey {
+    GroupKey::new("rbd".parse().expect("pool"), group.parse().expect("group"))
+}
+
+fn gw(i: usize) -> GatewayId {
+    format!("gw{i}").parse().expect("gateway id")
+}
+
+fn create(i: usize) -> Command {
+    Command::CreateGateway {
+        key: key(&format!("g{}", i % 16)),
+        gateway: gw(i),
+    }
+}
+
+fn encoded(c: &Cluster, id: u64) -> Vec<u8> {
+    codec::encode(&c.map(id)).expect("encode")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_replicate_and_survive_the_loss_of_the_leader() {
+    let mut c = Cluster::start(3, 0, |_| {}).await;
+    let mut last = 0;
+    for i in 0..20 {
+        last = c.write(create(i)).await.log_index;
+    }
+    c.applied_everywhere(last).await;
+    let bytes = encoded(&c, 1);
+    assert_eq!(encoded(&c, 2), bytes);
+    assert_eq!(encoded(&c, 3), bytes);
+
+    let old = c.leader().await;
+    c.stop(old).await;
+    let new = c.leader().await;
+    assert_ne!(new, old);
+    for i in 20..30 {
+        last = c.write(create(i)).await.log_index;
+    }
+    c.restart(old).await;
+    c.applied_everywhere(last).await;
+    for id in 1..=3 {
+        let map = c.map(id);
+        let count: usize = map.groups().values().map(|g| g.gateways.len()).sum();
+        assert_eq!(count, 30, "monitor {id} has every committed gateway");
+    }
+    assert_eq!(encoded(&c, old), encoded(&c, new));
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_restart_yields_the_identical_map() {
+    let mut c = Cluster::start(3, 0, |_| {}).await;
+    for i in 0..25 {
+        c.write(create(i)).await;
+    }
+    let last = c
+        .write(Command::SetLocation {
+            key: key("g1"),
+            gateway: gw(1),
+            location: "east".parse().expect("location"),
+        })
+        .await
+        .log_index;
+    c.applied_everywhere(last).await;
+    let before = encoded(&c, 1);
+    c.stop_all().await;
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    c.leader().await;
+    c.applied_everywhere(last).await;
+    for id in 1..=3 {
+        assert_eq!(encoded(&c, id), before, "monitor {id} after restart");
+    }
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_that_missed_many_entries_catches_up_by_snapshot() {
+    let mut c = Cluster::start(3, 0, |cfg| {
+        cfg.snapshot_logs = 20;
+        cfg.logs_kept = 5;
+    })
+    .await;
+    let leader = c.leader().await;
+    let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
+    let behind = c
+        .monitor(lagging)
+        .raft()
+        .metrics()
+        .borrow()
+        .last_log_index
+        .unwrap_or(0);
+    c.stop(lagging).await;
+    let mut last = 0;
+    for i in 0..120 {
+        last = c.write(create(i)).await.log_index;
+    }
+    let purged = c
+        .monitor(leader)
+        .raft()
+        .metrics()
+        .borrow()
+        .purged
+        .map_or(0, |l| l.index);
+    assert!(
+        purged > behind,
+        "the leader purged its log past what the lagging monitor has ({purged} <= {behind})"
+    );
+    c.restart(lagging).await;
+    c.applied_everywhere(last).await;
+    let snapshot = c.monitor(lagging).raft().metrics().borrow().snapshot;
+    assert!(
+        snapshot.is_some_and(|s| s.index > behind),
+        "caught up through a snapshot: {snapshot:?}"
+    );
+    assert_eq!(encoded(&c, lagging), encoded(&c, leader));
+    c.stop_all().await;
+}
+
+async fn voters(c: &Cluster, id: u64) -> BTreeSet<u64> {
+    let m = c.monitor(id).raft().metrics().borrow().clone();
+    m.membership_config.membership().voter_ids().collect()
+}
+
+/// Create gateways through the admin API, following the leader header like a client would.
+async fn admin_writer(addrs: Vec<String>, count: usize) -> usize {
+    let mut target = addrs[0].clone();
+    let mut done = 0;
+    let end = tokio::time::Instant::now() + DEADLINE * 2;
+    while done < count {
+        assert!(tokio::time::Instant::now() < end, "writer stuck at {done}");
+        let Ok(mut client) =
+            v1::admin_service_client::AdminServiceClient::connect(format!("http://{target}")).await
+        else {
+            target = addrs[done % addrs.len()].clone();
+            continue;
+        };
+        let req = v1::CreateGatewayRequest {
+            key: Some(key(&format!("w{}", done % 8)).into()),
+            gateway_id: format!("writer{done}"),
+            location: String::new(),
+        };
+        match client.create_gateway(req).await {
+            Ok(_) => done += 1,
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                if let Some(l) = leader_hint(&s) {
+                    target = l.to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(s) if s.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(s) => panic!("write {done}: {s}"),
+        }
+    }
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_goes_from_three_to_five_to_three_while_writes_continue() {
+    let c = Cluster::start(3, 2, |_| {}).await;
+    let leader = c.leader().await;
+    let addrs: Vec<String> = (1..=3).map(|id| c.addrs[&id].clone()).collect();
+    let writer = tokio::spawn(admin_writer(addrs, 60));
+
+    let mut admin = c.admin(leader).await;
+    for id in [4, 5] {
+        admin
+            .add_monitor(v1::AddMonitorRequest {
+                id,
+                addr: c.addrs[&id].clone(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("add monitor {id}: {s}"));
+    }
+    assert_eq!(voters(&c, leader).await, (1..=5).collect());
+    for id in [4, 5] {
+        admin
+            .remove_monitor(v1::RemoveMonitorRequest { id })
+            .await
+            .unwrap_or_else(|s| panic!("remove monitor {id}: {s}"));
+    }
+    assert_eq!(voters(&c, leader).await, (1..=3).collect());
+    let err = admin
+        .remove_monitor(v1::RemoveMonitorRequest { id: 9 })
+        .await
+        .expect_err("unknown monitor");
+    assert_eq!(err.code(), Code::NotFound);
+
+    let written = tokio::time::timeout(DEADLINE * 3, writer)
+        .await
+        .expect("writer finishes")
+        .expect("writer task");
+    assert_eq!(written, 60);
+    let last = c
+        .monitor(leader)
+        .raft()
+        .metrics()
+        .borrow()
+        .last_applied
+        .map_or(0, |l| l.index);
+    for id in 1..=3 {
+        c.monitor(id)
+            .raft()
+            .wait(Some(DEADLINE))
+            .applied_index_at_least(Some(last), "writes applied")
+            .await
+            .expect("applied");
+        let map = c.map(id);
+        let written: usize = (0..8)
+            .map(|w| {
+                map.group(&key(&format!("w{w}")))
+                    .map_or(0, |g| g.gateways.len())
+            })
+            .sum();
+        assert_eq!(written, 60, "monitor {id} has every write");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_redirect_writes_and_linearizable_reads_to_the_leader() {
+    let c = Cluster::start(3, 0, |_| {}).await;
+    let leader = c.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("follower");
+    let mut admin = c.admin(follower).await;
+    let status = admin
+        .create_gateway(v1::CreateGatewayRequest {
+            key: Some(key("g").into()),
+            gateway_id: "gw1".into(),
+            location: String::new(),
+        })
+        .await
+        .expect_err("a follower does not write");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(leader_hint(&status), Some(c.addrs[&leader].as_str()));
+
+    c.write(create(0)).await;
+    let status = admin
+        .show_all(v1::ShowAllRequest { stale: false })
+        .await
+        .expect_err("linearizable reads need the leader");
+    assert_eq!(leader_hint(&status), Some(c.addrs[&leader].as_str()));
+    eventually("the follower applied the write", || async {
+        admin
+            .clone()
+            .show_all(v1::ShowAllRequest { stale: true })
+            .await
+            .is_ok_and(|r| r.into_inner().groups.len() == 1)
+    })
+    .await;
+
+    let mut leader_admin = c.admin(leader).await;
+    let shown = leader_admin
+        .show_group(v1::ShowGroupRequest {
+            key: Some(key("g0").into()),
+            stale: false,
+        })
+        .await
+        .expect("show")
+        .into_inner()
+        .group
+        .expect("group");
+    assert_eq!(shown.gateways.len(), 1);
+    assert_eq!(shown.gateways[0].gateway_id, "gw0");
+    let bad = leader_admin
+        .create_gateway(v1::CreateGatewayRequest {
+            key: Some(key("g").into()),
+            gateway_id: "bad id".into(),
+            location: String::new(),
+        })
+        .await
+        .expect_err("invalid id");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("gateway_id"), "{}", bad.message());
+}
+
+fn report(seq: u64, availability: ReportedAvailability) -> GatewayReport {
+    GatewayReport {
+        seq,
+        availability,
+        subsystems: vec![Subsystem {
+            nqn: "nqn.2016-06.io.spdk:cnode1".parse().expect("nqn"),
+            listeners: vec![Listener {
+                address: "127.0.0.1".parse().expect("ip"),
+                port: 4420,
+            }],
+            namespaces: vec![Namespace {
+                nsid: 1,
+                ana_group: gwmon_proto::domain::AnaGroupId::new(1).expect("ana"),
+                nonce: None,
+            }],
+        }],
+        applied_epoch: Epoch::ZERO,
+        fence_epoch: Epoch::ZERO,
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_leader_change_no_gateway_times_out_before_a_full_grace() {
+    let mut c = Cluster::start(3, 0, |_| {}).await;
+    let grace = 1_500;
+    c.write(Command::SetConfig(MapConfig {
+        beacon_grace_ms: grace,
+        ..MapConfig::default()
+    }))
+    .await;
+    let k = key("g");
+    c.write(Command::CreateGateway {
+        key: k.clone(),
+        gateway: gw(1),
+    })
+    .await;
+    let leader = c.leader().await;
+    let liveness = c.monitor(leader).liveness.clone();
+    liveness
+        .beacon(&k, &gw(1), report(0, ReportedAvailability::Starting))
+        .await
+        .expect("starting beacon");
+    let ack = liveness
+        .beacon(&k, &gw(1), report(1, ReportedAvailability::Available))
+        .await
+        .expect("available beacon");
+    assert!(ack.committed);
+    let unchanged = liveness
+        .beacon(&k, &gw(1), report(2, ReportedAvailability::Available))
+        .await
+        .expect("unchanged beacon");
+    assert!(!unchanged.committed, "an unchanged beacon costs no write");
+    let late = liveness
+        .beacon(&k, &gw(1), report(1, ReportedAvailability::Available))
+        .await
+        .expect_err("a late beacon is refused");
+    assert!(late.to_string().contains("stale beacon"), "{late}");
+
+    // The last beacon reached the old leader just now; then the old leader dies.
+    let killed_at = wall_ms();
+    c.stop(leader).await;
+    let new = c.leader().await;
+    assert_ne!(new, leader);
+    let down_at = {
+        let mut down = None;
+        eventually("the silent gateway is timed out by the new leader", || {
+            let gw1 = c
+                .map(new)
+                .group(&k)
+                .and_then(|g| g.gateways.get(&gw(1)).cloned());
+            down = gw1
+                .filter(|g| g.availability == Availability::Unavailable)
+                .and_then(|g| g.last_down_at);
+            std::future::ready(down.is_some())
+        })
+        .await;
+        down.map_or(0, |t| t.as_millis())
+    };
+    assert!(
+        down_at.saturating_sub(killed_at) >= grace,
+        "timed out {} ms after the old leader died, less than the {grace} ms grace",
+        down_at.saturating_sub(killed_at)
+    );
+    // A follower refuses beacons with the leader's address.
+    let follower = (1..=3)
+        .find(|id| *id != new && *id != leader)
+        .expect("follower");
+    let err = c
+        .monitor(follower)
+        .liveness
+        .beacon(&k, &gw(1), report(3, ReportedAvailability::Available))
+        .await
+        .expect_err("followers do not take beacons");
+    assert!(err.to_string().contains("not the leader"), "{err}");
+    c.stop_all().await;
+}
