@@ -7,8 +7,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use std::time::Duration;
+
 use clap::Parser;
 use serde::Deserialize;
+
+use crate::fence::{FencerConfig, FencerKind, FencerSettings};
 
 /// Where the embedded default monitor listens; `nvme-gw` and gateways look here by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
@@ -23,6 +27,8 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Fencer(String),
     #[error("{setting}: {message}")]
     Invalid {
         setting: &'static str,
@@ -150,6 +156,29 @@ pub struct Args {
     /// Log format: `human` or `json` [default: human].
     #[arg(long, env = "GWMON_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// How a failed gateway is cut off from storage before its ANA groups move: `none`,
+    /// `exec` (run --fencer-command) or `webhook` (POST to --fencer-url) [default: none].
+    #[arg(long, env = "GWMON_FENCER")]
+    pub fencer: Option<FencerKind>,
+    /// exec: the program to run; it gets `--gateway ID --pool P --group G --epoch N
+    /// --nonce X...` after --fencer-args, and must exit 0 once the gateway is cut off.
+    #[arg(long, env = "GWMON_FENCER_COMMAND", value_name = "PATH")]
+    pub fencer_command: Option<PathBuf>,
+    /// exec: arguments put before the fence's own, comma-separated.
+    #[arg(long, env = "GWMON_FENCER_ARGS", value_delimiter = ',')]
+    pub fencer_args: Option<Vec<String>>,
+    /// webhook: `http://HOST[:PORT]/PATH` to POST the fence to.
+    #[arg(long, env = "GWMON_FENCER_URL")]
+    pub fencer_url: Option<String>,
+    /// One fence attempt's time limit in milliseconds [default: 10000].
+    #[arg(long, env = "GWMON_FENCER_TIMEOUT_MS")]
+    pub fencer_timeout_ms: Option<u64>,
+    /// webhook: quick retries of a failed request [default: 3].
+    #[arg(long, env = "GWMON_FENCER_RETRIES")]
+    pub fencer_retries: Option<u32>,
+    /// webhook: first wait between quick retries, doubling, in milliseconds [default: 200].
+    #[arg(long, env = "GWMON_FENCER_BACKOFF_MS")]
+    pub fencer_backoff_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -178,6 +207,13 @@ struct FileConfig {
     cache_mb: Option<u64>,
     liveness_tick_ms: Option<u64>,
     log_format: Option<LogFormat>,
+    fencer: Option<FencerKind>,
+    fencer_command: Option<PathBuf>,
+    fencer_args: Option<Vec<String>>,
+    fencer_url: Option<String>,
+    fencer_timeout_ms: Option<u64>,
+    fencer_retries: Option<u32>,
+    fencer_backoff_ms: Option<u64>,
 }
 
 /// How the monitor joins a cluster.
@@ -208,6 +244,7 @@ pub struct MonitorConfig {
     pub cache_mb: u64,
     pub liveness_tick_ms: u64,
     pub log_format: LogFormat,
+    pub fencer: FencerConfig,
 }
 
 impl MonitorConfig {
@@ -228,6 +265,7 @@ impl MonitorConfig {
             cache_mb: 64,
             liveness_tick_ms: 250,
             log_format: LogFormat::Human,
+            fencer: FencerConfig::None,
         }
     }
 
@@ -302,6 +340,26 @@ impl MonitorConfig {
         pick!(cache_mb);
         pick!(liveness_tick_ms);
         pick!(log_format);
+        c.fencer = FencerSettings {
+            kind: args.fencer.or(file.fencer).unwrap_or_default(),
+            command: args.fencer_command.or(file.fencer_command),
+            args: args.fencer_args.or(file.fencer_args).unwrap_or_default(),
+            url: args.fencer_url.or(file.fencer_url),
+            timeout: args
+                .fencer_timeout_ms
+                .or(file.fencer_timeout_ms)
+                .map_or(FencerSettings::DEFAULT_TIMEOUT, Duration::from_millis),
+            retries: args
+                .fencer_retries
+                .or(file.fencer_retries)
+                .unwrap_or(FencerSettings::DEFAULT_RETRIES),
+            backoff: args
+                .fencer_backoff_ms
+                .or(file.fencer_backoff_ms)
+                .map_or(FencerSettings::DEFAULT_BACKOFF, Duration::from_millis),
+        }
+        .resolve()
+        .map_err(|e| ConfigError::Fencer(e.to_string()))?;
         c.validate()?;
         Ok(c)
     }

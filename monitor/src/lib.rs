@@ -7,6 +7,8 @@
 //! * [`core`]: proposing commands and reading the map, shared by every service.
 //! * [`liveness`]: the leader's beacon timers.
 //! * [`admin`]: the `AdminService` gRPC service.
+//! * [`session`]: the `GatewayService` gRPC service: one stream per gateway.
+//! * [`fence`]: the pluggable fence (none, exec, webhook) and the leader's loop running it.
 //! * [`node`]: one monitor, wired and started; the daemon's `run`.
 //! * [`config`], [`clock`], [`error`]: settings, time, errors and their gRPC codes.
 
@@ -16,8 +18,10 @@ pub mod codec;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod fence;
 pub mod liveness;
 pub mod map;
 pub mod node;
 pub mod raft;
+pub mod session;
 pub mod store;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gwmon_proto::v1::admin_service_server::AdminServiceServer;
+use gwmon_proto::v1::gateway_service_server::GatewayServiceServer;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::net::TcpListener;
@@ -19,20 +20,25 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Bootstrap, MonitorConfig};
 use crate::core::Core;
 use crate::error::MonitorError;
+use crate::fence::runner::FenceRunner;
+use crate::fence::Fencer;
 use crate::liveness::Liveness;
 use crate::raft::network::{Connector, Network, TcpConnector};
 use crate::raft::{self, NodeId, Raft};
+use crate::session::GatewayGrpc;
 use crate::store::{SledStore, Store, StoreError};
 
 pub use crate::raft::network::MAX_MESSAGE_BYTES;
 /// Snapshots travel in chunks of this size, so a large map never meets a message limit.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 
-/// What a test or an embedding program can swap: the network and the clock.
+/// What a test or an embedding program can swap: the network, the clock and the fencer
+/// (`None`: the one the configuration names).
 #[derive(Clone)]
 pub struct Plumbing {
     pub connector: Arc<dyn Connector>,
     pub clock: Arc<dyn Clock>,
+    pub fencer: Option<Arc<dyn Fencer>>,
 }
 
 impl Default for Plumbing {
@@ -40,9 +46,13 @@ impl Default for Plumbing {
         Plumbing {
             connector: Arc::new(TcpConnector::default()),
             clock: Arc::new(SystemClock),
+            fencer: None,
         }
     }
 }
+
+/// The longest wait between two attempts at a fence that keeps failing.
+pub const FENCE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A running monitor.
 pub struct Monitor {
@@ -81,10 +91,13 @@ impl Monitor {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(
-            &config.data_dir.join("store"),
-            config.cache_mb.saturating_mul(1024 * 1024),
-        )?);
+        let store: Arc<dyn Store> = Arc::new(
+            open_store(
+                &config.data_dir.join("store"),
+                config.cache_mb.saturating_mul(1024 * 1024),
+            )
+            .await?,
+        );
         let (log_store, state_machine, reader) =
             raft::state_machine::open_storage(store.clone()).await?;
 
@@ -125,6 +138,15 @@ impl Monitor {
             let router = tonic::transport::Server::builder()
                 .add_service(raft::service::raft_service(raft.clone()))
                 .add_service(
+                    GatewayServiceServer::new(GatewayGrpc::new(
+                        core.clone(),
+                        liveness.clone(),
+                        shutdown.clone(),
+                    ))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                )
+                .add_service(
                     AdminServiceServer::new(AdminGrpc::new(core.clone()))
                         .max_decoding_message_size(MAX_MESSAGE_BYTES)
                         .max_encoding_message_size(MAX_MESSAGE_BYTES),
@@ -141,11 +163,24 @@ impl Monitor {
 
         bootstrap(&raft, config.node_id, &addr, &config.bootstrap).await?;
 
-        let loops = vec![{
-            let liveness = liveness.clone();
-            let stop = shutdown.clone();
-            tokio::spawn(async move { liveness.run(stop).await })
-        }];
+        let fencer = match plumbing.fencer.clone() {
+            Some(f) => f,
+            None => config.fencer.build().map_err(|e| {
+                MonitorError::Config(crate::config::ConfigError::Fencer(e.to_string()))
+            })?,
+        };
+        let loops = vec![
+            {
+                let liveness = liveness.clone();
+                let stop = shutdown.clone();
+                tokio::spawn(async move { liveness.run(stop).await })
+            },
+            {
+                let runner = FenceRunner::new(core.clone(), fencer, FENCE_RETRY_MAX);
+                let stop = shutdown.clone();
+                tokio::spawn(async move { runner.run(stop).await })
+            },
+        ];
         info!(id = config.node_id, %addr, data_dir = %config.data_dir.display(), "monitor started");
         Ok(Monitor {
             id: config.node_id,
@@ -191,6 +226,21 @@ impl Monitor {
         self.store.flush().await?;
         info!(id = self.id, "monitor stopped");
         served
+    }
+}
+
+/// Open the store, waiting a little if its lock is still held: sled's flusher thread lets
+/// go of the directory a moment after a monitor in this process stopped. Another live
+/// process holding it is still an error, after the wait.
+async fn open_store(path: &std::path::Path, cache: u64) -> Result<SledStore, StoreError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match SledStore::open(path, cache) {
+            Err(StoreError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -2,6 +2,12 @@
 //! dir and its own gRPC listener on `127.0.0.1:0`, talking real gRPC to each other.
 //!
 //! Waiting is always for a condition, with a deadline; never a fixed sleep.
+//!
+//! * [`proxy`]: a TCP relay a test can cut, to isolate a gateway from the monitors.
+//! * [`recorder`]: a gateway handler that timestamps every ANA state change.
+
+pub mod proxy;
+pub mod recorder;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -50,6 +56,7 @@ pub struct Cluster {
     pub addrs: BTreeMap<u64, String>,
     pub monitors: BTreeMap<u64, Monitor>,
     configs: BTreeMap<u64, MonitorConfig>,
+    plumbing: Plumbing,
 }
 
 /// Settings that make elections and snapshots quick in tests.
@@ -66,6 +73,16 @@ impl Cluster {
     /// Start `voters` monitors as the initial cluster and `learners` more that wait to be
     /// added; `tweak` adjusts each monitor's settings.
     pub async fn start(voters: u64, learners: u64, tweak: impl Fn(&mut MonitorConfig)) -> Cluster {
+        Self::start_with(voters, learners, tweak, Plumbing::default()).await
+    }
+
+    /// [`Cluster::start`] with the given plumbing (a recording fencer, say).
+    pub async fn start_with(
+        voters: u64,
+        learners: u64,
+        tweak: impl Fn(&mut MonitorConfig),
+        plumbing: Plumbing,
+    ) -> Cluster {
         init_logs();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut listeners = BTreeMap::new();
@@ -85,6 +102,7 @@ impl Cluster {
             addrs,
             monitors: BTreeMap::new(),
             configs: BTreeMap::new(),
+            plumbing,
         };
         for (id, listener) in listeners {
             let mut c = test_config(id, cluster.dir.path(), listener.local_addr().expect("addr"));
@@ -95,7 +113,7 @@ impl Cluster {
             };
             tweak(&mut c);
             cluster.configs.insert(id, c.clone());
-            let m = Monitor::start(c, listener, Plumbing::default())
+            let m = Monitor::start(c, listener, cluster.plumbing.clone())
                 .await
                 .expect("monitor starts");
             cluster.monitors.insert(id, m);
@@ -160,7 +178,7 @@ impl Cluster {
     pub async fn restart(&mut self, id: u64) {
         let c = self.configs.get(&id).expect("known monitor").clone();
         let listener = bind_again(&self.addrs[&id]).await;
-        let m = Monitor::start(c, listener, Plumbing::default())
+        let m = Monitor::start(c, listener, self.plumbing.clone())
             .await
             .expect("monitor restarts");
         self.monitors.insert(id, m);

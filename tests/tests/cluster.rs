@@ -112,17 +112,21 @@ async fn a_monitor_that_missed_many_entries_catches_up_by_snapshot() {
     for i in 0..120 {
         last = c.write(create(i)).await.log_index;
     }
-    let purged = c
-        .monitor(leader)
-        .raft()
-        .metrics()
-        .borrow()
-        .purged
-        .map_or(0, |l| l.index);
-    assert!(
-        purged > behind,
-        "the leader purged its log past what the lagging monitor has ({purged} <= {behind})"
-    );
+    // Purging follows the snapshot in the background.
+    eventually(
+        "the leader purged its log past what the lagging monitor has",
+        || {
+            let purged = c
+                .monitor(leader)
+                .raft()
+                .metrics()
+                .borrow()
+                .purged
+                .map_or(0, |l| l.index);
+            std::future::ready(purged > behind)
+        },
+    )
+    .await;
     c.restart(lagging).await;
     c.applied_everywhere(last).await;
     let snapshot = c.monitor(lagging).raft().metrics().borrow().snapshot;
@@ -181,23 +185,39 @@ async fn membership_goes_from_three_to_five_to_three_while_writes_continue() {
     let addrs: Vec<String> = (1..=3).map(|id| c.addrs[&id].clone()).collect();
     let writer = tokio::spawn(admin_writer(addrs, 60));
 
-    let mut admin = c.admin(leader).await;
+    let admin = c.admin(leader).await;
+    // A membership change waits while another is in progress (the initial one may still be
+    // committing): the monitor answers UNAVAILABLE and a client tries again.
     for id in [4, 5] {
-        admin
-            .add_monitor(v1::AddMonitorRequest {
-                id,
-                addr: c.addrs[&id].clone(),
-            })
-            .await
-            .unwrap_or_else(|s| panic!("add monitor {id}: {s}"));
+        let addr = c.addrs[&id].clone();
+        eventually(&format!("monitor {id} added"), || {
+            let mut admin = admin.clone();
+            let addr = addr.clone();
+            async move {
+                match admin.add_monitor(v1::AddMonitorRequest { id, addr }).await {
+                    Ok(_) => true,
+                    Err(s) if s.code() == Code::Unavailable => false,
+                    Err(s) => panic!("add monitor {id}: {s}"),
+                }
+            }
+        })
+        .await;
     }
     assert_eq!(voters(&c, leader).await, (1..=5).collect());
     for id in [4, 5] {
-        admin
-            .remove_monitor(v1::RemoveMonitorRequest { id })
-            .await
-            .unwrap_or_else(|s| panic!("remove monitor {id}: {s}"));
+        eventually(&format!("monitor {id} removed"), || {
+            let mut admin = admin.clone();
+            async move {
+                match admin.remove_monitor(v1::RemoveMonitorRequest { id }).await {
+                    Ok(_) => true,
+                    Err(s) if s.code() == Code::Unavailable => false,
+                    Err(s) => panic!("remove monitor {id}: {s}"),
+                }
+            }
+        })
+        .await;
     }
+    let mut admin = admin;
     assert_eq!(voters(&c, leader).await, (1..=3).collect());
     let err = admin
         .remove_monitor(v1::RemoveMonitorRequest { id: 9 })

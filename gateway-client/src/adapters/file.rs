@@ -1,0 +1,401 @@
+//! A target that is a JSON file: for demos, tests and trying gwmon without a real target.
+//!
+//! The file stands in for a target's configuration and its ANA state: a person (or a test)
+//! writes the subsystems, gwmon writes the ANA states, and either can read both. It is kept
+//! small enough to edit by hand:
+//!
+//! ```json
+//! {
+//!   "subsystems": [
+//!     {
+//!       "nqn": "nqn.2016-06.io.spdk:cnode1",
+//!       "listeners": [{ "address": "127.0.0.1", "port": 4420 }],
+//!       "namespaces": [{ "nsid": 1, "ana_group": 1, "nonce": "10.0.0.1:0/3141592" }]
+//!     }
+//!   ],
+//!   "ana": { "nqn.2016-06.io.spdk:cnode1": { "1": "optimized", "2": "inaccessible" } },
+//!   "shutdown": null
+//! }
+//! ```
+//!
+//! * `subsystems` is what [`AnaHandler::subsystems`] reports. `nonce` may be left out; every
+//!   value is checked with the domain types' rules (NQN syntax, nsid 1..=0xFFFFFFFE, ANA group
+//!   1..=128, port 1..=65535) and a subsystem, listener or nsid listed twice is refused.
+//! * `ana` maps each NQN to its ANA groups (decimal ids as JSON keys) and their state,
+//!   `optimized` or `inaccessible`. [`AnaHandler::apply`] writes it; groups it is not told
+//!   about keep the state the file has. An entry's fence epoch is not recorded: the file has
+//!   no storage whose writes it could order.
+//! * `shutdown` is `null` while the gateway runs, and the reason once it was told to stop.
+//!
+//! Every key may be left out (an empty `{}` is a valid file), and a missing file is a target
+//! with no subsystems yet. Unknown keys are refused rather than ignored: the file is edited by
+//! hand, and a misspelt `"subsytems"` silently meaning "no subsystems" would be a trap.
+//!
+//! Writes are read-modify-write of the whole document, so a subsystem a person added is kept,
+//! and atomic: the new document goes to a temporary file in the same directory, is flushed,
+//! and is renamed over the old one, so a reader sees the old file or the new one, never half
+//! of one. A malformed file is never overwritten: `apply` fails and says why, because
+//! replacing it would destroy what a person was in the middle of writing. (An edit saved
+//! between our read and our rename is lost; that is the price of not locking against an
+//! editor, and acceptable for a demo target.)
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use gwmon_proto::domain::{AnaAccess, AnaGroupId, Listener, Namespace, Nonce, Nqn, Subsystem};
+use serde::{Deserialize, Serialize};
+
+use crate::handler::{AnaHandler, AnaStates, HandlerError};
+
+const TARGET: &str = "file";
+
+/// An [`AnaHandler`] backed by one JSON file (see the module documentation for the format).
+///
+/// Cloning is cheap and clones share one lock, so a test can keep a clone to read the
+/// states back while the client owns the other.
+#[derive(Debug, Clone)]
+pub struct FileTarget {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    /// Serializes our own read-modify-write cycles (apply and shutdown) with each other.
+    lock: Mutex<()>,
+}
+
+impl FileTarget {
+    /// A target kept in `path`. Nothing is read or created until the first call.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileTarget {
+            inner: Arc::new(Inner {
+                path: path.into(),
+                lock: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The file this target reads and writes.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The ANA states the file holds now: what the last `apply` calls left there, plus
+    /// whatever a person wrote by hand.
+    pub async fn ana_states(&self) -> Result<BTreeMap<(Nqn, AnaGroupId), AnaAccess>, HandlerError> {
+        let doc = self.read("read ANA states").await?;
+        Ok(doc
+            .ana
+            .into_iter()
+            .flat_map(|(nqn, groups)| {
+                groups
+                    .into_iter()
+                    .map(move |(grp, access)| ((nqn.clone(), grp), access.into()))
+            })
+            .collect())
+    }
+
+    /// The reason recorded by [`AnaHandler::shutdown`], if the gateway was told to stop.
+    pub async fn shutdown_reason(&self) -> Result<Option<String>, HandlerError> {
+        Ok(self.read("read shutdown").await?.shutdown)
+    }
+
+    async fn read(&self, op: &'static str) -> Result<Document, HandlerError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(op, move || read_document(&inner.path, op)).await
+    }
+
+    /// Read the document, change it with `edit`, and replace the file atomically.
+    async fn update(
+        &self,
+        op: &'static str,
+        edit: impl FnOnce(&mut Document) + Send + 'static,
+    ) -> Result<(), HandlerError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(op, move || {
+            let _guard = inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut doc = read_document(&inner.path, op)?;
+            edit(&mut doc);
+            write_atomically(&inner.path, &doc, op)
+        })
+        .await
+    }
+}
+
+impl AnaHandler for FileTarget {
+    async fn subsystems(&self) -> Result<Vec<Subsystem>, HandlerError> {
+        let doc = self.read("read subsystems").await?;
+        to_domain(doc.subsystems, &self.inner.path)
+    }
+
+    async fn apply(&self, states: &AnaStates) -> Result<(), HandlerError> {
+        // Two entries for the same group that disagree: keep the safe one.
+        let mut wanted: BTreeMap<(Nqn, AnaGroupId), FileAccess> = BTreeMap::new();
+        for e in &states.entries {
+            let access = FileAccess::from(e.access);
+            wanted
+                .entry((e.nqn.clone(), e.ana_group))
+                .and_modify(|a| *a = (*a).min(access))
+                .or_insert(access);
+        }
+        self.update("apply ANA states", move |doc| {
+            for ((nqn, grp), access) in wanted {
+                doc.ana.entry(nqn).or_default().insert(grp, access);
+            }
+        })
+        .await
+    }
+
+    async fn shutdown(&self, reason: &str) {
+        let reason = reason.to_owned();
+        let recorded = reason.clone();
+        if let Err(e) = self
+            .update("record shutdown", move |doc| doc.shutdown = Some(recorded))
+            .await
+        {
+            tracing::error!(path = %self.inner.path.display(), %reason, error = %e,
+                "could not record the shutdown in the target file");
+        }
+    }
+}
+
+/// The file as written on disk. Every field is optional so that `{}` is a valid file.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    #[serde(default)]
+    subsystems: Vec<FileSubsystem>,
+    #[serde(default)]
+    ana: BTreeMap<Nqn, BTreeMap<AnaGroupId, FileAccess>>,
+    #[serde(default)]
+    shutdown: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSubsystem {
+    nqn: Nqn,
+    #[serde(default)]
+    listeners: Vec<FileListener>,
+    #[serde(default)]
+    namespaces: Vec<FileNamespace>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListener {
+    address: IpAddr,
+    port: u16,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNamespace {
+    nsid: u32,
+    ana_group: AnaGroupId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nonce: Option<Nonce>,
+}
+
+/// An ANA state as the file spells it. Ordered so that `min` is the safer of two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FileAccess {
+    Inaccessible,
+    Optimized,
+}
+
+impl From<AnaAccess> for FileAccess {
+    fn from(a: AnaAccess) -> Self {
+        match a {
+            AnaAccess::Optimized => FileAccess::Optimized,
+            AnaAccess::Inaccessible => FileAccess::Inaccessible,
+        }
+    }
+}
+
+impl From<FileAccess> for AnaAccess {
+    fn from(a: FileAccess) -> Self {
+        match a {
+            FileAccess::Optimized => AnaAccess::Optimized,
+            FileAccess::Inaccessible => AnaAccess::Inaccessible,
+        }
+    }
+}
+
+/// Check what serde could not (nsid range, port 0, duplicates) and put the result in one
+/// order, so that two reads of an unchanged file compare equal.
+fn to_domain(subsystems: Vec<FileSubsystem>, path: &Path) -> Result<Vec<Subsystem>, HandlerError> {
+    let invalid = |what: String, message: String| HandlerError::Invalid {
+        target: TARGET,
+        what: format!("{}: {what}", path.display()),
+        message,
+    };
+    let mut nqns = BTreeSet::new();
+    let mut out = Vec::with_capacity(subsystems.len());
+    for (i, s) in subsystems.into_iter().enumerate() {
+        if !nqns.insert(s.nqn.clone()) {
+            return Err(invalid(
+                format!("subsystems[{i}].nqn"),
+                format!("{} is listed twice", s.nqn),
+            ));
+        }
+        let mut listeners = BTreeSet::new();
+        for (j, l) in s.listeners.iter().enumerate() {
+            let at = format!("subsystems[{i}].listeners[{j}]");
+            if l.port == 0 {
+                return Err(invalid(format!("{at}.port"), "must not be zero".into()));
+            }
+            let listener = Listener {
+                address: l.address,
+                port: l.port,
+            };
+            if !listeners.insert(listener.clone()) {
+                return Err(invalid(at, format!("{listener} is listed twice")));
+            }
+        }
+        let mut namespaces = BTreeMap::new();
+        for (j, ns) in s.namespaces.into_iter().enumerate() {
+            let at = format!("subsystems[{i}].namespaces[{j}].nsid");
+            let nsid =
+                Namespace::check_nsid(ns.nsid).map_err(|e| invalid(at.clone(), e.to_string()))?;
+            let namespace = Namespace {
+                nsid,
+                ana_group: ns.ana_group,
+                nonce: ns.nonce,
+            };
+            if namespaces.insert(nsid, namespace).is_some() {
+                return Err(invalid(at, format!("{nsid} is listed twice")));
+            }
+        }
+        let mut sub = Subsystem {
+            nqn: s.nqn,
+            listeners: listeners.into_iter().collect(),
+            namespaces: namespaces.into_values().collect(),
+        };
+        sub.canonicalize();
+        out.push(sub);
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Run blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    op: &'static str,
+    f: impl FnOnce() -> Result<T, HandlerError> + Send + 'static,
+) -> Result<T, HandlerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| HandlerError::Target {
+            target: TARGET,
+            op,
+            message: format!("the file task failed: {e}"),
+        })?
+}
+
+fn io_error(op: &'static str, path: &Path, e: std::io::Error) -> HandlerError {
+    HandlerError::Io {
+        target: TARGET,
+        op,
+        source: std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+    }
+}
+
+/// Read and parse the file; a missing file is an empty document.
+fn read_document(path: &Path, op: &'static str) -> Result<Document, HandlerError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Document::default()),
+        Err(e) => return Err(io_error(op, path, e)),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| HandlerError::Invalid {
+        target: TARGET,
+        what: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Distinguishes the temporary files of concurrent writers within one process; the process
+/// id distinguishes processes.
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Write `doc` to a temporary file next to `path`, flush it, and rename it over `path`.
+fn write_atomically(path: &Path, doc: &Document, op: &'static str) -> Result<(), HandlerError> {
+    let mut text = serde_json::to_vec_pretty(doc).map_err(|e| HandlerError::Target {
+        target: TARGET,
+        op,
+        message: format!("cannot encode the document: {e}"),
+    })?;
+    text.push(b'\n');
+
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map_or_else(
+        || "target.json".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error(op, path, e));
+    }
+    // Make the rename itself durable. Not every platform can open a directory for this, and
+    // the new content is already in place for readers, so a failure here is not an error.
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_order_makes_min_the_safe_choice() {
+        assert_eq!(
+            FileAccess::Optimized.min(FileAccess::Inaccessible),
+            FileAccess::Inaccessible
+        );
+    }
+
+    #[test]
+    fn an_empty_object_is_an_empty_document() {
+        let doc: Document = serde_json::from_str("{}").expect("valid");
+        assert!(doc.subsystems.is_empty() && doc.ana.is_empty() && doc.shutdown.is_none());
+    }
+
+    #[test]
+    fn ana_group_keys_are_checked() {
+        let bad = serde_json::from_str::<Document>(
+            r#"{"ana": {"nqn.2016-06.io.spdk:a": {"0": "optimized"}}}"#,
+        );
+        assert!(bad.is_err());
+        let bad = serde_json::from_str::<Document>(
+            r#"{"ana": {"nqn.2016-06.io.spdk:a": {"1": "optimised"}}}"#,
+        );
+        assert!(bad.is_err());
+    }
+}

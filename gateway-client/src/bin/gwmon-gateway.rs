@@ -1,0 +1,182 @@
+//! `gwmon-gateway`: the reference gateway. It keeps one target's ANA states in step with the
+//! gateway map, and exits when the monitors order it to stop or cannot be reached.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use gwmon_client::adapters::file::FileTarget;
+use gwmon_client::adapters::nvmet::NvmetTarget;
+use gwmon_client::adapters::spdk::SpdkTarget;
+use gwmon_client::{AnaHandler, ClientConfig, ClientError, Exit, OnMonitorLoss};
+use gwmon_proto::domain::{GatewayId, Group, GroupKey, Pool};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Adapter {
+    /// A JSON file (demos and tests); --target is the file.
+    File,
+    /// The Linux kernel target; --target is the nvmet configfs root.
+    Nvmet,
+    /// SPDK; --target is its JSON-RPC socket.
+    Spdk,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gwmon-gateway",
+    version,
+    about = "Reference NVMe-oF gateway for gwmon: keeps a target's ANA states in step with the gateway map"
+)]
+struct Args {
+    /// This gateway's id, as created with `nvme-gw create ID POOL GROUP`.
+    #[arg(long, env = "GWMON_GATEWAY_ID")]
+    id: GatewayId,
+    /// The pool of its gateway group.
+    #[arg(long, env = "GWMON_POOL")]
+    pool: Pool,
+    /// Its gateway group (empty for the default group).
+    #[arg(long, env = "GWMON_GROUP", default_value = "")]
+    group: Group,
+    /// Monitor addresses, comma-separated; any one will do.
+    #[arg(
+        long,
+        env = "GWMON_MONITORS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7400"
+    )]
+    monitors: Vec<String>,
+    /// The target to drive.
+    #[arg(long, value_enum, default_value = "file")]
+    adapter: Adapter,
+    /// The adapter's file, configfs root or socket
+    /// [defaults: ./gateway.json, /sys/kernel/config/nvmet, /var/tmp/spdk.sock].
+    #[arg(long)]
+    target: Option<PathBuf>,
+    /// Beacon interval in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    beacon_ms: u64,
+    /// Exit if no first map arrives within this many seconds.
+    #[arg(long, default_value_t = 30)]
+    connect_panic_s: u64,
+    /// Exit after this many seconds without an ack or map from any monitor.
+    #[arg(long, default_value_t = 60)]
+    disconnect_panic_s: u64,
+    /// When no monitor can be reached: `demote` (every ANA group inaccessible when the
+    /// lease runs out) or `hold` (keep serving until the disconnect panic, relying on the
+    /// storage fence).
+    #[arg(long, default_value = "demote")]
+    on_monitor_loss: OnMonitorLoss,
+    /// `human` or `json` logs.
+    #[arg(long, default_value = "human")]
+    log_format: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_env("GWMON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if args.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gwmon-gateway: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let config = ClientConfig::builder(
+        args.id.clone(),
+        GroupKey::new(args.pool.clone(), args.group.clone()),
+    )
+    .monitors(args.monitors.clone())
+    .beacon_interval(Duration::from_millis(args.beacon_ms))
+    .connect_panic(Duration::from_secs(args.connect_panic_s))
+    .disconnect_panic(Duration::from_secs(args.disconnect_panic_s))
+    .on_monitor_loss(args.on_monitor_loss)
+    .build();
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gwmon-gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            signal().await;
+            stop.cancel();
+        });
+    }
+    let result = match args.adapter {
+        Adapter::File => {
+            let path = args.target.unwrap_or_else(|| PathBuf::from("gateway.json"));
+            serve(config, FileTarget::new(path), stop).await
+        }
+        Adapter::Nvmet => {
+            let root = args
+                .target
+                .unwrap_or_else(|| PathBuf::from("/sys/kernel/config/nvmet"));
+            serve(config, NvmetTarget::new(root), stop).await
+        }
+        Adapter::Spdk => {
+            let socket = args
+                .target
+                .unwrap_or_else(|| PathBuf::from("/var/tmp/spdk.sock"));
+            serve(config, SpdkTarget::new(socket), stop).await
+        }
+    };
+    match result {
+        Ok(Exit::Stopped) => ExitCode::SUCCESS,
+        Ok(Exit::Shutdown(reason)) => {
+            eprintln!("gwmon-gateway: stopped by the monitors: {reason}");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("gwmon-gateway: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve<H: AnaHandler>(
+    config: ClientConfig,
+    handler: H,
+    stop: CancellationToken,
+) -> Result<Exit, ClientError> {
+    gwmon_client::run(config, Arc::new(handler), stop).await
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,145 @@
+//! The client's settings and their builder.
+
+use std::time::Duration;
+
+use gwmon_proto::domain::{GatewayId, GroupKey};
+
+/// What the gateway does when it cannot reach any monitor.
+///
+/// Self-demotion is what keeps two gateways from being optimized for one ANA group when a
+/// gateway is cut off from the monitors but not from its hosts: the monitors fail it over
+/// only after the beacon grace, and it has stopped serving by then. The price: if *every*
+/// monitor is down (quorum lost, a botched rolling restart), every gateway demotes, and a
+/// monitor outage becomes an I/O outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnMonitorLoss {
+    /// Make every ANA group inaccessible once the lease runs out (the default: safety first).
+    #[default]
+    Demote,
+    /// Keep serving the last states until `disconnect_panic`, relying on the storage fence
+    /// alone to stop a gateway that was failed over meanwhile (as Ceph does).
+    Hold,
+}
+
+impl std::str::FromStr for OnMonitorLoss {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "demote" => Ok(OnMonitorLoss::Demote),
+            "hold" => Ok(OnMonitorLoss::Hold),
+            other => Err(format!("{other:?} is not demote or hold")),
+        }
+    }
+}
+
+/// Every setting of a client session. Build it with [`ClientConfig::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Monitor gRPC addresses, `host:port`; any of them will do, the client follows the
+    /// leader.
+    pub monitors: Vec<String>,
+    pub gateway: GatewayId,
+    pub key: GroupKey,
+    pub software_version: String,
+    /// Default 500 ms: against the monitors' default 4 s grace and 2 s lease, a lease is
+    /// renewed four times over, so one lost beacon costs nothing.
+    pub beacon_interval: Duration,
+    /// Exit if no first map slice arrives this long after start (the gateway was never
+    /// created, or no monitor answers). Default 30 s, as Ceph.
+    pub connect_panic: Duration,
+    /// Exit after this long without an ack or a map from any monitor. Default 60 s: long
+    /// after the lease made the gateway stop serving, so it only bounds how long a cut-off
+    /// process lingers. Ceph uses 100 s.
+    pub disconnect_panic: Duration,
+    pub on_monitor_loss: OnMonitorLoss,
+    /// Reconnect backoff: starts here and doubles, with jitter, up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// Attempts per handler call before the target counts as failed (then the gateway
+    /// reports itself unavailable), with a backoff doubling from `handler_backoff`.
+    pub handler_attempts: u32,
+    pub handler_backoff: Duration,
+    /// Timeout of a connection attempt to a monitor.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn builder(gateway: GatewayId, key: GroupKey) -> ClientConfigBuilder {
+        ClientConfigBuilder {
+            config: ClientConfig {
+                monitors: vec!["127.0.0.1:7400".into()],
+                gateway,
+                key,
+                software_version: concat!("gwmon-client ", env!("CARGO_PKG_VERSION")).into(),
+                beacon_interval: Duration::from_millis(500),
+                connect_panic: Duration::from_secs(30),
+                disconnect_panic: Duration::from_secs(60),
+                on_monitor_loss: OnMonitorLoss::Demote,
+                reconnect_min: Duration::from_millis(50),
+                reconnect_max: Duration::from_secs(2),
+                handler_attempts: 5,
+                handler_backoff: Duration::from_millis(50),
+                connect_timeout: Duration::from_secs(1),
+            },
+        }
+    }
+}
+
+/// Builds a [`ClientConfig`]; every setting has a default.
+#[derive(Debug, Clone)]
+pub struct ClientConfigBuilder {
+    config: ClientConfig,
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config.$name = value;
+            self
+        }
+    };
+}
+
+impl ClientConfigBuilder {
+    pub fn monitors<I, S>(mut self, monitors: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.monitors = monitors.into_iter().map(Into::into).collect();
+        self
+    }
+    setter!(software_version: String);
+    setter!(beacon_interval: Duration);
+    setter!(connect_panic: Duration);
+    setter!(disconnect_panic: Duration);
+    setter!(on_monitor_loss: OnMonitorLoss);
+    setter!(reconnect_min: Duration);
+    setter!(reconnect_max: Duration);
+    setter!(handler_attempts: u32);
+    setter!(handler_backoff: Duration);
+    setter!(connect_timeout: Duration);
+
+    /// Check and return the configuration.
+    pub fn build(self) -> Result<ClientConfig, crate::ClientError> {
+        let c = self.config;
+        let bad = |m: &str| Err(crate::ClientError::Config(m.to_owned()));
+        if c.monitors.is_empty() {
+            return bad("at least one monitor address is needed");
+        }
+        if c.beacon_interval.is_zero() {
+            return bad("beacon_interval must be more than zero");
+        }
+        if c.handler_attempts == 0 {
+            return bad("handler_attempts must be at least 1");
+        }
+        if c.disconnect_panic <= c.beacon_interval {
+            return bad("disconnect_panic must be longer than beacon_interval");
+        }
+        if c.reconnect_max < c.reconnect_min {
+            return bad("reconnect_max must be at least reconnect_min");
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,91 @@
+//! What a gateway implements so the client can drive its target: the `AnaHandler`.
+
+use std::future::Future;
+
+use gwmon_proto::domain::{AnaAccess, AnaGroupId, Epoch, Nqn, Subsystem};
+
+/// The ANA state of one ANA group of one subsystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnaEntry {
+    pub nqn: Nqn,
+    pub ana_group: AnaGroupId,
+    pub access: AnaAccess,
+    /// For a group taken over from a failed gateway, the fence epoch that had to complete
+    /// before serving; zero otherwise. A storage backend that orders writes by epoch can tag
+    /// the group's I/O with it.
+    pub fence_epoch: Epoch,
+}
+
+/// Everything the target must expose: the full desired state, not a delta, so applying it
+/// again is harmless and a missed call is repaired by the next one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AnaStates {
+    /// The group epoch of the map slice these states come from.
+    pub epoch: Epoch,
+    pub entries: Vec<AnaEntry>,
+}
+
+impl AnaStates {
+    /// The same subsystems and groups, every one inaccessible: what the gateway exposes when
+    /// it has lost the monitors (self-demotion) or is shutting down.
+    pub fn all_inaccessible(&self) -> AnaStates {
+        AnaStates {
+            epoch: self.epoch,
+            entries: self
+                .entries
+                .iter()
+                .map(|e| AnaEntry {
+                    access: AnaAccess::Inaccessible,
+                    fence_epoch: Epoch::ZERO,
+                    ..e.clone()
+                })
+                .collect(),
+        }
+    }
+
+    /// ANA groups exposed optimized.
+    pub fn optimized(&self) -> impl Iterator<Item = &AnaEntry> {
+        self.entries
+            .iter()
+            .filter(|e| e.access == AnaAccess::Optimized)
+    }
+}
+
+/// A target operation that failed. The client retries it with a bounded backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("{target}: {op} failed: {message}")]
+    Target {
+        target: &'static str,
+        op: &'static str,
+        message: String,
+    },
+    #[error("{target}: {op}: {source}")]
+    Io {
+        target: &'static str,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{target}: {what} is not valid: {message}")]
+    Invalid {
+        target: &'static str,
+        what: String,
+        message: String,
+    },
+}
+
+/// The gateway's side of the contract. The client calls these from one task, never
+/// concurrently, and retries a failing call with a bounded backoff (never a tight loop).
+pub trait AnaHandler: Send + Sync + 'static {
+    /// The subsystems the target serves now: listeners, and namespaces with their ANA group
+    /// and fencing nonce. Reported in every beacon.
+    fn subsystems(&self) -> impl Future<Output = Result<Vec<Subsystem>, HandlerError>> + Send;
+
+    /// Expose exactly these ANA states. Groups not listed are left as they are.
+    fn apply(&self, states: &AnaStates) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// The gateway must stop: the monitors declared it failed or deleted it, or it lost them
+    /// for too long. Called once, after every ANA group was made inaccessible.
+    fn shutdown(&self, reason: &str) -> impl Future<Output = ()> + Send;
+}

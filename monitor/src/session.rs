@@ -1,0 +1,289 @@
+//! `GatewayService`: one long-lived bidirectional stream per gateway.
+//!
+//! Up: `Hello`, then beacons. Down: an ack for every beacon (the gateway's lease renewal),
+//! the gateway's map slice whenever it changes, and a shutdown order when the map has
+//! declared the gateway gone. Only the leader holds sessions: the others refuse with the
+//! leader's address, and a session ends when its monitor stops leading, so the gateway
+//! follows the leader.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use gwmon_proto::domain::{self, GatewayId, GroupKey, MapSlice, ReportedAvailability};
+use gwmon_proto::v1::{self, gateway_service_server::GatewayService};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::core::Core;
+use crate::error::MonitorError;
+use crate::liveness::Liveness;
+use crate::map::{Availability, MapError};
+use std::sync::Arc;
+
+/// How long a gateway may take to say hello after opening its stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages queued for a gateway before the session is considered stuck.
+const OUTBOX: usize = 64;
+
+pub struct GatewayGrpc {
+    core: Core,
+    liveness: Arc<Liveness>,
+    shutdown: CancellationToken,
+}
+
+impl GatewayGrpc {
+    pub fn new(core: Core, liveness: Arc<Liveness>, shutdown: CancellationToken) -> Self {
+        GatewayGrpc {
+            core,
+            liveness,
+            shutdown,
+        }
+    }
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<v1::MonitorMessage, Status>> + Send>>;
+
+/// The lease a gateway is given with each ack: half the beacon grace. A gateway that has
+/// had no ack for this long stops serving, and the monitors fail it over only after the
+/// whole grace since its last beacon arrived, so the old owner has demoted itself before a
+/// new one is promoted, with half the grace to spare for delays and clock-rate differences.
+pub fn lease_for(grace_ms: u64) -> Duration {
+    Duration::from_millis((grace_ms / 2).max(1))
+}
+
+#[tonic::async_trait]
+impl GatewayService for GatewayGrpc {
+    type SessionStream = Outbound;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<v1::GatewayMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        if !self.core.is_leader() {
+            return Err(MonitorError::NotLeader {
+                leader: self.core.leader_addr(),
+            }
+            .into());
+        }
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))?
+            .ok_or_else(|| Status::cancelled("stream closed before hello"))??;
+        let hello = match domain::GatewayMessage::try_from(first) {
+            Ok(domain::GatewayMessage::Hello(h)) => h,
+            Ok(domain::GatewayMessage::Beacon(_)) => {
+                return Err(Status::invalid_argument(
+                    "invalid request: the first message must be a hello",
+                ))
+            }
+            Err(e) => return Err(MonitorError::Invalid(e).into()),
+        };
+        // Refuse unknown gateways up front: the gateway retries until an admin creates it.
+        let known = self.core.reader().read(|m| {
+            let group = m
+                .group(&hello.key)
+                .ok_or_else(|| MapError::UnknownGroup(hello.key.clone()))?;
+            let gw =
+                group
+                    .gateways
+                    .get(&hello.gateway)
+                    .ok_or_else(|| MapError::UnknownGateway {
+                        key: hello.key.clone(),
+                        gateway: hello.gateway.clone(),
+                    })?;
+            if gw.availability == Availability::Deleting {
+                return Err(MapError::GatewayDeleting {
+                    key: hello.key.clone(),
+                    gateway: hello.gateway.clone(),
+                });
+            }
+            Ok(())
+        });
+        known.map_err(MonitorError::Refused)?;
+        info!(gateway = %hello.gateway, key = %hello.key, version = %hello.software_version, "gateway session opened");
+
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        let session = Session {
+            core: self.core.clone(),
+            liveness: self.liveness.clone(),
+            key: hello.key,
+            gateway: hello.gateway,
+            tx,
+            last_sent: None,
+            beaconed: false,
+        };
+        let stop = self.shutdown.clone();
+        tokio::spawn(session.run(inbound, stop));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+struct Session {
+    core: Core,
+    liveness: Arc<Liveness>,
+    key: GroupKey,
+    gateway: GatewayId,
+    tx: mpsc::Sender<Result<v1::MonitorMessage, Status>>,
+    last_sent: Option<MapSlice>,
+    /// Whether a beacon of this session has been taken: until then an `Unavailable` map
+    /// entry is the previous process's, which this one is about to replace.
+    beaconed: bool,
+}
+
+enum Next {
+    Continue,
+    End,
+}
+
+impl Session {
+    async fn run(mut self, mut inbound: Streaming<v1::GatewayMessage>, stop: CancellationToken) {
+        let mut changes = self.core.reader().changes();
+        let mut leadership = self.core.raft().metrics();
+        if let Next::End = self.push_slice().await {
+            return;
+        }
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => {
+                    let _ = self.tx.send(Err(Status::unavailable("monitor shutting down"))).await;
+                    Next::End
+                }
+                msg = inbound.next() => match msg {
+                    None => Next::End,
+                    Some(Err(e)) => {
+                        debug!(gateway = %self.gateway, error = %e, "gateway stream ended");
+                        Next::End
+                    }
+                    Some(Ok(m)) => self.on_message(m).await,
+                },
+                changed = changes.changed() => match changed {
+                    Ok(()) => self.push_slice().await,
+                    Err(_) => Next::End,
+                },
+                changed = leadership.changed() => match changed {
+                    Ok(()) if !self.core.is_leader() => {
+                        let _ = self.tx.send(Err(MonitorError::NotLeader {
+                            leader: self.core.leader_addr(),
+                        }.into())).await;
+                        Next::End
+                    }
+                    Ok(()) => Next::Continue,
+                    Err(_) => Next::End,
+                },
+            };
+            if let Next::End = next {
+                info!(gateway = %self.gateway, key = %self.key, "gateway session closed");
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, msg: v1::MonitorMessage) -> Next {
+        match self.tx.send(Ok(msg)).await {
+            Ok(()) => Next::Continue,
+            Err(_) => Next::End,
+        }
+    }
+
+    async fn on_message(&mut self, msg: v1::GatewayMessage) -> Next {
+        let report = match domain::GatewayMessage::try_from(msg) {
+            Ok(domain::GatewayMessage::Beacon(r)) => r,
+            Ok(domain::GatewayMessage::Hello(_)) => {
+                let _ = self
+                    .tx
+                    .send(Err(Status::invalid_argument(
+                        "invalid request: hello sent twice",
+                    )))
+                    .await;
+                return Next::End;
+            }
+            Err(e) => {
+                let _ = self.tx.send(Err(MonitorError::Invalid(e).into())).await;
+                return Next::End;
+            }
+        };
+        let seq = report.seq;
+        let restarted = report.availability == ReportedAvailability::Starting;
+        match self.liveness.beacon(&self.key, &self.gateway, report).await {
+            Ok(ack) => {
+                self.beaconed = true;
+                let grace = self.core.reader().read(|m| m.config().beacon_grace_ms);
+                let ack = domain::MonitorMessage::Ack(domain::Ack {
+                    seq,
+                    epoch: ack.group_epoch,
+                    map_epoch: ack.map_epoch,
+                    lease: lease_for(grace),
+                });
+                if let Next::End = self.send(ack.into()).await {
+                    return Next::End;
+                }
+                if restarted {
+                    // A restarted process has applied nothing yet: resend even an
+                    // unchanged slice.
+                    self.last_sent = None;
+                }
+                self.push_slice().await
+            }
+            Err(MonitorError::Refused(MapError::StaleBeacon { .. })) => {
+                debug!(gateway = %self.gateway, seq, "late beacon ignored");
+                Next::Continue
+            }
+            Err(e) => {
+                warn!(gateway = %self.gateway, error = %e, "beacon refused");
+                let _ = self.tx.send(Err(e.into())).await;
+                Next::End
+            }
+        }
+    }
+
+    /// Send the gateway's slice if it changed, or the order to stop if the map says the
+    /// gateway is gone.
+    async fn push_slice(&mut self) -> Next {
+        let (slice, availability) = self.core.reader().read(|m| {
+            let group = m.group(&self.key);
+            let slice = group.and_then(|g| g.slice(&self.gateway));
+            let availability = group
+                .and_then(|g| g.gateways.get(&self.gateway))
+                .map(|gw| gw.availability);
+            (slice, availability)
+        });
+        let reason = match availability {
+            None => Some("the gateway was removed from the map"),
+            Some(Availability::Deleting) => Some("the gateway was deleted"),
+            Some(Availability::Unavailable) if self.beaconed => {
+                Some("the monitors declared the gateway failed; restart it to rejoin")
+            }
+            _ => None,
+        };
+        if let Some(slice) = slice {
+            if self.last_sent.as_ref() != Some(&slice) {
+                self.last_sent = Some(slice.clone());
+                if let Next::End = self
+                    .send(domain::MonitorMessage::MapSlice(slice).into())
+                    .await
+                {
+                    return Next::End;
+                }
+            }
+        }
+        if let Some(reason) = reason {
+            info!(gateway = %self.gateway, reason, "ordering the gateway to stop");
+            let _ = self
+                .send(
+                    domain::MonitorMessage::Shutdown {
+                        reason: reason.to_owned(),
+                    }
+                    .into(),
+                )
+                .await;
+            return Next::End;
+        }
+        Next::Continue
+    }
+}

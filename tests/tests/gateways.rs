@@ -1,0 +1,428 @@
+//! Gateways and monitors end to end: three in-process monitors (real gRPC, real sled),
+//! gateways running the gwmon-client library with a handler that timestamps every ANA
+//! change. After every scenario: no two gateways were ever optimized for one ANA group at
+//! the same time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gwmon_client::{ClientConfig, ClientError, Exit, OnMonitorLoss};
+use gwmon_monitor::fence::{BoxFuture, FenceError, FenceOrder, Fencer};
+use gwmon_monitor::map::{Availability, Command, MapConfig};
+use gwmon_monitor::node::Plumbing;
+use gwmon_proto::domain::{AnaGroupId, GatewayId, GroupKey};
+use gwmon_tests::proxy::Proxy;
+use gwmon_tests::recorder::{Recorder, Timeline};
+use gwmon_tests::{eventually, Cluster};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const GRACE_MS: u64 = 1_000;
+const BEACON: Duration = Duration::from_millis(100);
+
+fn key() -> GroupKey {
+    GroupKey::new("rbd".parse().expect("pool"), "grp1".parse().expect("group"))
+}
+
+fn gw(name: &str) -> GatewayId {
+    name.parse().expect("gateway id")
+}
+
+fn ana(n: u32) -> AnaGroupId {
+    AnaGroupId::new(n).expect("ana group")
+}
+
+/// A fencer that records when it cut a gateway off, on the shared timeline.
+struct RecordingFencer {
+    timeline: Timeline,
+}
+
+impl Fencer for RecordingFencer {
+    fn fence<'a>(&'a self, order: &'a FenceOrder) -> BoxFuture<'a, Result<(), FenceError>> {
+        Box::pin(async move {
+            self.timeline.fenced(&order.gateway, Instant::now());
+            Ok(())
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+}
+
+struct Gateway {
+    stop: CancellationToken,
+    task: JoinHandle<Result<Exit, ClientError>>,
+    proxies: Vec<Proxy>,
+}
+
+struct Env {
+    cluster: Cluster,
+    timeline: Timeline,
+    gateways: BTreeMap<String, Gateway>,
+    groups: Vec<u32>,
+}
+
+impl Env {
+    async fn start(gateways: &[&str], tweak: impl Fn(&mut MapConfig)) -> Env {
+        let timeline = Timeline::default();
+        let plumbing = Plumbing {
+            fencer: Some(Arc::new(RecordingFencer {
+                timeline: timeline.clone(),
+            })),
+            ..Plumbing::default()
+        };
+        let cluster = Cluster::start_with(3, 0, |_| {}, plumbing).await;
+        let mut config = MapConfig {
+            beacon_grace_ms: GRACE_MS,
+            failback_prepare_ms: 200,
+            skip_failover_admin_ms: 300,
+            skip_failover_redeploy_ms: 3_000,
+            ..MapConfig::default()
+        };
+        tweak(&mut config);
+        cluster.write(Command::SetConfig(config)).await;
+        for g in gateways {
+            cluster
+                .write(Command::CreateGateway {
+                    key: key(),
+                    gateway: gw(g),
+                })
+                .await;
+        }
+        let groups = (1..=gateways.len() as u32).collect();
+        Env {
+            cluster,
+            timeline,
+            gateways: BTreeMap::new(),
+            groups,
+        }
+    }
+
+    fn client_config(&self, name: &str, monitors: Vec<String>) -> ClientConfig {
+        ClientConfig::builder(gw(name), key())
+            .monitors(monitors)
+            .beacon_interval(BEACON)
+            .disconnect_panic(Duration::from_secs(5))
+            .reconnect_max(Duration::from_millis(300))
+            .on_monitor_loss(OnMonitorLoss::Demote)
+            .build()
+            .expect("client config")
+    }
+
+    /// Start a gateway process; through cuttable relays if `relayed`.
+    async fn start_gateway(&mut self, name: &str, relayed: bool) {
+        let mut proxies = Vec::new();
+        let monitors: Vec<String> = if relayed {
+            for addr in self.cluster.addrs.values() {
+                proxies.push(Proxy::start(addr.clone()).await);
+            }
+            proxies.iter().map(|p| p.addr.clone()).collect()
+        } else {
+            self.cluster.addrs.values().cloned().collect()
+        };
+        let config = self.client_config(name, monitors);
+        let handler = Arc::new(Recorder::new(
+            &gw(name),
+            &self.groups,
+            self.timeline.clone(),
+        ));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(gwmon_client::run(config, handler, stop.clone()));
+        self.gateways.insert(
+            name.to_owned(),
+            Gateway {
+                stop,
+                task,
+                proxies,
+            },
+        );
+    }
+
+    /// The process dies: no goodbye, its target keeps whatever it had.
+    fn kill(&mut self, name: &str) {
+        if let Some(g) = self.gateways.remove(name) {
+            g.task.abort();
+        }
+    }
+
+    fn cut(&self, name: &str) {
+        for p in &self.gateways[name].proxies {
+            p.block();
+        }
+    }
+
+    fn heal(&self, name: &str) {
+        for p in &self.gateways[name].proxies {
+            p.unblock();
+        }
+    }
+
+    async fn holder_is(&self, g: u32, name: &str) {
+        let what = format!("{name} alone optimized for ANA group {g}");
+        eventually(&what, || {
+            std::future::ready(self.timeline.holders(ana(g)) == vec![gw(name)])
+        })
+        .await;
+    }
+
+    async fn settled(&self) {
+        for (i, name) in self.gateways.keys().enumerate() {
+            let _ = i;
+            let own = self
+                .cluster
+                .map(self.cluster.leader().await)
+                .group(&key())
+                .and_then(|g| g.gateways.get(&gw(name)).map(|x| x.ana_group.get()))
+                .expect("gateway in the map");
+            self.holder_is(own, name).await;
+        }
+    }
+
+    fn availability(&self, leader: u64, name: &str) -> Option<Availability> {
+        self.cluster
+            .map(leader)
+            .group(&key())
+            .and_then(|g| g.gateways.get(&gw(name)).map(|x| x.availability))
+    }
+
+    async fn shutdown(mut self) {
+        for (_, g) in std::mem::take(&mut self.gateways) {
+            g.stop.cancel();
+            let _ = g.task.await;
+        }
+        self.cluster.stop_all().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_gateway_fails_over_after_the_grace_fenced_first_and_fails_back() {
+    let mut env = Env::start(&["gw1", "gw2"], |_| {}).await;
+    env.start_gateway("gw1", false).await;
+    env.start_gateway("gw2", false).await;
+    env.settled().await;
+
+    let killed = Instant::now();
+    env.kill("gw1");
+    env.holder_is(1, "gw2").await;
+    let promoted = env
+        .timeline
+        .optimized_since(&gw("gw2"), ana(1))
+        .expect("gw2 optimized");
+    let fenced = env
+        .timeline
+        .fence_times()
+        .into_iter()
+        .find(|(_, g)| *g == gw("gw1"))
+        .map(|(t, _)| t)
+        .expect("gw1 was fenced");
+    assert!(
+        fenced <= promoted,
+        "fenced before the new owner turned optimized"
+    );
+    let took = promoted.duration_since(killed);
+    assert!(
+        took >= Duration::from_millis(GRACE_MS) - BEACON,
+        "failed over {took:?} after the kill, before the grace ran out"
+    );
+    env.timeline.assert_no_overlap();
+
+    // The owner returns: failback, break before make.
+    env.start_gateway("gw1", false).await;
+    env.holder_is(1, "gw1").await;
+    env.holder_is(2, "gw2").await;
+    env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fast_reboot_within_the_grace_causes_no_failover() {
+    let mut env = Env::start(&["gw1", "gw2"], |_| {}).await;
+    env.start_gateway("gw1", false).await;
+    env.start_gateway("gw2", false).await;
+    env.settled().await;
+    let rebooted = Instant::now();
+    env.kill("gw1");
+    env.start_gateway("gw1", false).await;
+    // gw1 reports Starting from its new process before the grace ran out.
+    let leader = env.cluster.leader().await;
+    eventually("gw1 restarted and took its group back", || {
+        let ok = env.timeline.holders(ana(1)) == vec![gw("gw1")]
+            && env.availability(leader, "gw1") == Some(Availability::Available);
+        std::future::ready(ok)
+    })
+    .await;
+    let moved = env.timeline.changes().iter().any(|c| {
+        c.at >= rebooted && c.gateway == gw("gw2") && c.ana_group == ana(1) && c.optimized
+    });
+    assert!(!moved, "gw2 did not take group 1 while gw1 rebooted");
+    assert_eq!(env.timeline.fence_times().len(), 0, "no fence");
+    env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_cut_off_from_the_monitors_demotes_itself_before_anyone_is_promoted() {
+    let mut env = Env::start(&["gw1", "gw2"], |_| {}).await;
+    env.start_gateway("gw1", true).await;
+    env.start_gateway("gw2", false).await;
+    env.settled().await;
+
+    env.cut("gw1");
+    env.holder_is(1, "gw2").await;
+    let demoted = env
+        .timeline
+        .changes()
+        .iter()
+        .find(|c| c.gateway == gw("gw1") && c.ana_group == ana(1) && !c.optimized)
+        .map(|c| c.at)
+        .expect("gw1 demoted itself");
+    let promoted = env
+        .timeline
+        .optimized_since(&gw("gw2"), ana(1))
+        .expect("gw2 optimized");
+    assert!(
+        demoted < promoted,
+        "self-demotion came before the promotion"
+    );
+    env.timeline.assert_no_overlap();
+
+    // Reconnected, the cut-off gateway learns it was declared failed and stops.
+    env.heal("gw1");
+    let g = env.gateways.remove("gw1").expect("gw1");
+    let exit = tokio::time::timeout(Duration::from_secs(20), g.task)
+        .await
+        .expect("gw1 exits")
+        .expect("task");
+    assert!(
+        matches!(
+            exit,
+            Ok(Exit::Shutdown(_)) | Err(ClientError::DisconnectPanic(_))
+        ),
+        "{exit:?}"
+    );
+    env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disable_and_delete_move_the_group_away() {
+    let mut env = Env::start(&["gw1", "gw2", "gw3"], |_| {}).await;
+    for g in ["gw1", "gw2", "gw3"] {
+        env.start_gateway(g, false).await;
+    }
+    env.settled().await;
+    let leader = env.cluster.leader().await;
+    let mut admin = env.cluster.admin(leader).await;
+    admin
+        .set_admin_state(gwmon_proto::v1::SetAdminStateRequest {
+            key: Some(key().into()),
+            gateway_id: "gw1".into(),
+            enabled: false,
+        })
+        .await
+        .expect("disable");
+    eventually("group 1 moved off the disabled gateway", || {
+        let h = env.timeline.holders(ana(1));
+        std::future::ready(h.len() == 1 && h[0] != gw("gw1"))
+    })
+    .await;
+    admin
+        .set_admin_state(gwmon_proto::v1::SetAdminStateRequest {
+            key: Some(key().into()),
+            gateway_id: "gw1".into(),
+            enabled: true,
+        })
+        .await
+        .expect("enable");
+    env.holder_is(1, "gw1").await;
+
+    admin
+        .delete_gateway(gwmon_proto::v1::DeleteGatewayRequest {
+            key: Some(key().into()),
+            gateway_id: "gw3".into(),
+        })
+        .await
+        .expect("delete");
+    eventually("group 3 moved off the deleted gateway", || {
+        let h = env.timeline.holders(ana(3));
+        std::future::ready(h.len() == 1 && h[0] != gw("gw3"))
+    })
+    .await;
+    let g = env.gateways.remove("gw3").expect("gw3");
+    let exit = tokio::time::timeout(Duration::from_secs(20), g.task)
+        .await
+        .expect("gw3 exits")
+        .expect("task");
+    assert!(matches!(exit, Ok(Exit::Shutdown(_))), "{exit:?}");
+    env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_gateways_lose_two_and_every_group_keeps_one_optimized_owner() {
+    let names = ["gw1", "gw2", "gw3", "gw4"];
+    let mut env = Env::start(&names, |_| {}).await;
+    for g in names {
+        env.start_gateway(g, false).await;
+    }
+    env.settled().await;
+    env.kill("gw2");
+    eventually("group 2 served again", || {
+        std::future::ready(env.timeline.holders(ana(2)).len() == 1)
+    })
+    .await;
+    env.kill("gw3");
+    eventually("every group served by a live gateway", || {
+        let ok = (1..=4).all(|g| {
+            let h = env.timeline.holders(ana(g));
+            h.len() == 1 && (h[0] == gw("gw1") || h[0] == gw("gw4"))
+        });
+        std::future::ready(ok)
+    })
+    .await;
+    env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateways_follow_a_new_monitor_leader_without_a_failover() {
+    let mut env = Env::start(&["gw1", "gw2"], |_| {}).await;
+    env.start_gateway("gw1", false).await;
+    env.start_gateway("gw2", false).await;
+    env.settled().await;
+    let fences_before = env.timeline.fence_times().len();
+    let old = env.cluster.leader().await;
+    env.cluster.stop(old).await;
+    let new = env.cluster.leader().await;
+    // Watch for three graces under the new leader: nobody is failed over.
+    let watch_until = Instant::now() + Duration::from_millis(3 * GRACE_MS);
+    eventually("three graces under the new leader", || {
+        for g in ["gw1", "gw2"] {
+            assert_eq!(
+                env.availability(new, g),
+                Some(Availability::Available),
+                "{g} stays available across the leader change"
+            );
+        }
+        std::future::ready(Instant::now() >= watch_until)
+    })
+    .await;
+    for g in ["gw1", "gw2"] {
+        assert!(
+            env.cluster
+                .monitor(new)
+                .liveness
+                .last_seen(&key(), &gw(g))
+                .is_some(),
+            "{g} beacons to the new leader"
+        );
+    }
+    assert_eq!(env.timeline.fence_times().len(), fences_before, "no fence");
+    env.holder_is(1, "gw1").await;
+    env.holder_is(2, "gw2").await;
+    env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
