@@ -51,6 +51,9 @@ impl Default for Plumbing {
     }
 }
 
+/// How long a stopping monitor waits for open gRPC streams to close before cutting them.
+pub const SERVER_DRAIN: Duration = Duration::from_secs(3);
+
 /// The longest wait between two attempts at a fence that keeps failing.
 pub const FENCE_RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -216,9 +219,17 @@ impl Monitor {
                 warn!(error = %e, "a monitor loop ended abnormally");
             }
         }
-        let served = match self.server.await {
-            Ok(r) => r,
-            Err(e) => Err(MonitorError::Serve(format!("server task: {e}"))),
+        // Graceful shutdown waits for open streams to close; a client that vanished without
+        // closing its connection must not keep the monitor from stopping.
+        let mut server = self.server;
+        let served = match tokio::time::timeout(SERVER_DRAIN, &mut server).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(MonitorError::Serve(format!("server task: {e}"))),
+            Err(_) => {
+                warn!("connections still open after {SERVER_DRAIN:?}: closing them");
+                server.abort();
+                Ok(())
+            }
         };
         if let Err(e) = self.core.raft().shutdown().await {
             warn!(error = %e, "raft shut down abnormally");

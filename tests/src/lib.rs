@@ -3,9 +3,11 @@
 //!
 //! Waiting is always for a condition, with a deadline; never a fixed sleep.
 //!
+//! * [`env`]: monitors plus gateways with recording handlers, for end-to-end scenarios.
 //! * [`proxy`]: a TCP relay a test can cut, to isolate a gateway from the monitors.
 //! * [`recorder`]: a gateway handler that timestamps every ANA state change.
 
+pub mod env;
 pub mod proxy;
 pub mod recorder;
 

@@ -13,6 +13,8 @@ pub struct Proxy {
     pub addr: String,
     blocked: Arc<watch::Sender<bool>>,
     task: tokio::task::JoinHandle<()>,
+    /// Relayed connections, closed when the proxy is dropped.
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Proxy {
@@ -23,6 +25,8 @@ impl Proxy {
         let (tx, _) = watch::channel(false);
         let blocked = Arc::new(tx);
         let gate = blocked.clone();
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let tracked = conns.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((inbound, _)) = listener.accept().await else {
@@ -34,7 +38,7 @@ impl Proxy {
                 }
                 let target = target.clone();
                 let gate = gate.clone();
-                tokio::spawn(async move {
+                let relay = tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(&target).await else {
                         return;
                     };
@@ -45,12 +49,16 @@ impl Proxy {
                         pump(ro, wi, gate.subscribe())
                     );
                 });
+                if let Ok(mut list) = tracked.lock() {
+                    list.push(relay.abort_handle());
+                }
             }
         });
         Proxy {
             addr,
             blocked,
             task,
+            conns,
         }
     }
 
@@ -66,6 +74,11 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
+        if let Ok(list) = self.conns.lock() {
+            for c in list.iter() {
+                c.abort();
+            }
+        }
     }
 }
 

@@ -3,199 +3,16 @@
 //! change. After every scenario: no two gateways were ever optimized for one ANA group at
 //! the same time.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use gwmon_client::{ClientConfig, ClientError, Exit, OnMonitorLoss};
-use gwmon_monitor::fence::{BoxFuture, FenceError, FenceOrder, Fencer};
-use gwmon_monitor::map::{Availability, Command, MapConfig};
-use gwmon_monitor::node::Plumbing;
-use gwmon_proto::domain::{AnaGroupId, GatewayId, GroupKey};
-use gwmon_tests::proxy::Proxy;
-use gwmon_tests::recorder::{Recorder, Timeline};
-use gwmon_tests::{eventually, Cluster};
-use tokio::task::JoinHandle;
+use gwmon_client::{ClientError, Exit, OnMonitorLoss};
+use gwmon_monitor::map::Availability;
+use gwmon_tests::env::{ana, gw, key, Env, Timers};
+use gwmon_tests::eventually;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-const GRACE_MS: u64 = 1_000;
-const BEACON: Duration = Duration::from_millis(100);
-
-fn key() -> GroupKey {
-    GroupKey::new("rbd".parse().expect("pool"), "grp1".parse().expect("group"))
-}
-
-fn gw(name: &str) -> GatewayId {
-    name.parse().expect("gateway id")
-}
-
-fn ana(n: u32) -> AnaGroupId {
-    AnaGroupId::new(n).expect("ana group")
-}
-
-/// A fencer that records when it cut a gateway off, on the shared timeline.
-struct RecordingFencer {
-    timeline: Timeline,
-}
-
-impl Fencer for RecordingFencer {
-    fn fence<'a>(&'a self, order: &'a FenceOrder) -> BoxFuture<'a, Result<(), FenceError>> {
-        Box::pin(async move {
-            self.timeline.fenced(&order.gateway, Instant::now());
-            Ok(())
-        })
-    }
-
-    fn name(&self) -> &'static str {
-        "recording"
-    }
-}
-
-struct Gateway {
-    stop: CancellationToken,
-    task: JoinHandle<Result<Exit, ClientError>>,
-    proxies: Vec<Proxy>,
-}
-
-struct Env {
-    cluster: Cluster,
-    timeline: Timeline,
-    gateways: BTreeMap<String, Gateway>,
-    groups: Vec<u32>,
-}
-
-impl Env {
-    async fn start(gateways: &[&str], tweak: impl Fn(&mut MapConfig)) -> Env {
-        let timeline = Timeline::default();
-        let plumbing = Plumbing {
-            fencer: Some(Arc::new(RecordingFencer {
-                timeline: timeline.clone(),
-            })),
-            ..Plumbing::default()
-        };
-        let cluster = Cluster::start_with(3, 0, |_| {}, plumbing).await;
-        let mut config = MapConfig {
-            beacon_grace_ms: GRACE_MS,
-            failback_prepare_ms: 200,
-            skip_failover_admin_ms: 300,
-            skip_failover_redeploy_ms: 3_000,
-            ..MapConfig::default()
-        };
-        tweak(&mut config);
-        cluster.write(Command::SetConfig(config)).await;
-        for g in gateways {
-            cluster
-                .write(Command::CreateGateway {
-                    key: key(),
-                    gateway: gw(g),
-                })
-                .await;
-        }
-        let groups = (1..=gateways.len() as u32).collect();
-        Env {
-            cluster,
-            timeline,
-            gateways: BTreeMap::new(),
-            groups,
-        }
-    }
-
-    fn client_config(&self, name: &str, monitors: Vec<String>) -> ClientConfig {
-        ClientConfig::builder(gw(name), key())
-            .monitors(monitors)
-            .beacon_interval(BEACON)
-            .disconnect_panic(Duration::from_secs(5))
-            .reconnect_max(Duration::from_millis(300))
-            .on_monitor_loss(OnMonitorLoss::Demote)
-            .build()
-            .expect("client config")
-    }
-
-    /// Start a gateway process; through cuttable relays if `relayed`.
-    async fn start_gateway(&mut self, name: &str, relayed: bool) {
-        let mut proxies = Vec::new();
-        let monitors: Vec<String> = if relayed {
-            for addr in self.cluster.addrs.values() {
-                proxies.push(Proxy::start(addr.clone()).await);
-            }
-            proxies.iter().map(|p| p.addr.clone()).collect()
-        } else {
-            self.cluster.addrs.values().cloned().collect()
-        };
-        let config = self.client_config(name, monitors);
-        let handler = Arc::new(Recorder::new(
-            &gw(name),
-            &self.groups,
-            self.timeline.clone(),
-        ));
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(gwmon_client::run(config, handler, stop.clone()));
-        self.gateways.insert(
-            name.to_owned(),
-            Gateway {
-                stop,
-                task,
-                proxies,
-            },
-        );
-    }
-
-    /// The process dies: no goodbye, its target keeps whatever it had.
-    fn kill(&mut self, name: &str) {
-        if let Some(g) = self.gateways.remove(name) {
-            g.task.abort();
-        }
-    }
-
-    fn cut(&self, name: &str) {
-        for p in &self.gateways[name].proxies {
-            p.block();
-        }
-    }
-
-    fn heal(&self, name: &str) {
-        for p in &self.gateways[name].proxies {
-            p.unblock();
-        }
-    }
-
-    async fn holder_is(&self, g: u32, name: &str) {
-        let what = format!("{name} alone optimized for ANA group {g}");
-        eventually(&what, || {
-            std::future::ready(self.timeline.holders(ana(g)) == vec![gw(name)])
-        })
-        .await;
-    }
-
-    async fn settled(&self) {
-        for (i, name) in self.gateways.keys().enumerate() {
-            let _ = i;
-            let own = self
-                .cluster
-                .map(self.cluster.leader().await)
-                .group(&key())
-                .and_then(|g| g.gateways.get(&gw(name)).map(|x| x.ana_group.get()))
-                .expect("gateway in the map");
-            self.holder_is(own, name).await;
-        }
-    }
-
-    fn availability(&self, leader: u64, name: &str) -> Option<Availability> {
-        self.cluster
-            .map(leader)
-            .group(&key())
-            .and_then(|g| g.gateways.get(&gw(name)).map(|x| x.availability))
-    }
-
-    async fn shutdown(mut self) {
-        for (_, g) in std::mem::take(&mut self.gateways) {
-            g.stop.cancel();
-            let _ = g.task.await;
-        }
-        self.cluster.stop_all().await;
-    }
-}
+const GRACE_MS: u64 = Timers::FAST.grace_ms;
+const BEACON: Duration = Timers::FAST.beacon;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_gateway_fails_over_after_the_grace_fenced_first_and_fails_back() {
@@ -424,5 +241,58 @@ async fn gateways_follow_a_new_monitor_leader_without_a_failover() {
     env.holder_is(1, "gw1").await;
     env.holder_is(2, "gw2").await;
     env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_hold_a_cut_off_gateway_keeps_serving_until_fenced_then_exits() {
+    let mut env = Env::start(&["gw1", "gw2"], |_| {}).await;
+    env.start_gateway_with("gw1", true, OnMonitorLoss::Hold)
+        .await;
+    env.start_gateway("gw2", false).await;
+    env.settled().await;
+
+    let cut = Instant::now();
+    env.cut("gw1");
+    env.holder_is(1, "gw2").await;
+    // gw1 did not demote itself: under `hold` only the fence stopped its writes, and the
+    // fence came before gw2 was promoted.
+    let demoted_early =
+        env.timeline.changes().iter().any(|c| {
+            c.at >= cut && c.gateway == gw("gw1") && c.ana_group == ana(1) && !c.optimized
+        });
+    assert!(!demoted_early, "hold keeps the last states while cut off");
+    let fenced = env
+        .timeline
+        .fence_times()
+        .into_iter()
+        .find(|(t, g)| *g == gw("gw1") && *t >= cut)
+        .map(|(t, _)| t)
+        .expect("gw1 fenced");
+    let promoted = env
+        .timeline
+        .optimized_since(&gw("gw2"), ana(1))
+        .expect("gw2 optimized");
+    assert!(fenced <= promoted);
+    env.timeline.assert_no_overlap();
+
+    // Still cut off at the disconnect panic: it demotes and exits.
+    let g = env.gateways.remove("gw1").expect("gw1");
+    let exit = tokio::time::timeout(Duration::from_secs(20), g.task)
+        .await
+        .expect("gw1 exits")
+        .expect("task");
+    assert!(
+        matches!(exit, Err(ClientError::DisconnectPanic(_))),
+        "{exit:?}"
+    );
+    let last = env
+        .timeline
+        .changes()
+        .into_iter()
+        .rev()
+        .find(|c| c.gateway == gw("gw1") && c.ana_group == ana(1))
+        .expect("gw1 changes");
+    assert!(!last.optimized, "demoted before exiting");
     env.shutdown().await;
 }

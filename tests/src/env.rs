@@ -1,0 +1,238 @@
+//! A test environment of monitors and gateways: three in-process monitors with a fencer
+//! that records on a shared timeline, and gateways running the gwmon-client library with a
+//! [`Recorder`] handler, directly or through cuttable relays.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gwmon_client::{ClientConfig, ClientError, Exit, OnMonitorLoss};
+use gwmon_monitor::fence::{BoxFuture, FenceError, FenceOrder, Fencer};
+use gwmon_monitor::map::{Availability, Command, MapConfig};
+use gwmon_monitor::node::Plumbing;
+use gwmon_proto::domain::{AnaGroupId, GatewayId, GroupKey};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::Proxy;
+use crate::recorder::{Recorder, Timeline};
+use crate::{eventually, Cluster};
+
+/// The timers of a test environment: the monitors' beacon grace and the gateways' beacon
+/// interval. Tests use [`Timers::FAST`]; measurements also use the defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    pub grace_ms: u64,
+    pub beacon: Duration,
+}
+
+impl Timers {
+    /// 100 ms beacons, 1 s grace.
+    pub const FAST: Timers = Timers {
+        grace_ms: 1_000,
+        beacon: Duration::from_millis(100),
+    };
+    /// The shipped defaults: 500 ms beacons, 4 s grace.
+    pub const DEFAULT: Timers = Timers {
+        grace_ms: 4_000,
+        beacon: Duration::from_millis(500),
+    };
+}
+
+pub fn key() -> GroupKey {
+    GroupKey::new("rbd".parse().expect("pool"), "grp1".parse().expect("group"))
+}
+
+pub fn gw(name: &str) -> GatewayId {
+    name.parse().expect("gateway id")
+}
+
+pub fn ana(n: u32) -> AnaGroupId {
+    AnaGroupId::new(n).expect("ana group")
+}
+
+/// A fencer that records when it cut a gateway off, on the shared timeline.
+pub struct RecordingFencer {
+    pub timeline: Timeline,
+}
+
+impl Fencer for RecordingFencer {
+    fn fence<'a>(&'a self, order: &'a FenceOrder) -> BoxFuture<'a, Result<(), FenceError>> {
+        Box::pin(async move {
+            self.timeline.fenced(&order.gateway, Instant::now());
+            Ok(())
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+}
+
+pub struct Gateway {
+    pub stop: CancellationToken,
+    pub task: JoinHandle<Result<Exit, ClientError>>,
+    pub proxies: Vec<Proxy>,
+}
+
+pub struct Env {
+    pub cluster: Cluster,
+    pub timeline: Timeline,
+    pub gateways: BTreeMap<String, Gateway>,
+    pub groups: Vec<u32>,
+    pub timers: Timers,
+}
+
+impl Env {
+    /// Three monitors with a recording fencer, and `gateways` created (not started).
+    pub async fn start(gateways: &[&str], tweak: impl Fn(&mut MapConfig)) -> Env {
+        Self::start_timed(gateways, Timers::FAST, tweak).await
+    }
+
+    pub async fn start_timed(
+        gateways: &[&str],
+        timers: Timers,
+        tweak: impl Fn(&mut MapConfig),
+    ) -> Env {
+        let timeline = Timeline::default();
+        let plumbing = Plumbing {
+            fencer: Some(Arc::new(RecordingFencer {
+                timeline: timeline.clone(),
+            })),
+            ..Plumbing::default()
+        };
+        let cluster = Cluster::start_with(3, 0, |_| {}, plumbing).await;
+        let mut config = MapConfig {
+            beacon_grace_ms: timers.grace_ms,
+            failback_prepare_ms: 200,
+            skip_failover_admin_ms: 300,
+            skip_failover_redeploy_ms: 3_000,
+            ..MapConfig::default()
+        };
+        tweak(&mut config);
+        cluster.write(Command::SetConfig(config)).await;
+        for g in gateways {
+            cluster
+                .write(Command::CreateGateway {
+                    key: key(),
+                    gateway: gw(g),
+                })
+                .await;
+        }
+        let groups = (1..=gateways.len() as u32).collect();
+        Env {
+            cluster,
+            timeline,
+            gateways: BTreeMap::new(),
+            groups,
+            timers,
+        }
+    }
+
+    pub fn client_config(
+        &self,
+        name: &str,
+        monitors: Vec<String>,
+        policy: OnMonitorLoss,
+    ) -> ClientConfig {
+        ClientConfig::builder(gw(name), key())
+            .monitors(monitors)
+            .beacon_interval(self.timers.beacon)
+            .disconnect_panic(Duration::from_secs(5))
+            .reconnect_max(Duration::from_millis(300))
+            .on_monitor_loss(policy)
+            .build()
+            .expect("client config")
+    }
+
+    /// Start a gateway process; through cuttable relays if `relayed`.
+    pub async fn start_gateway(&mut self, name: &str, relayed: bool) {
+        self.start_gateway_with(name, relayed, OnMonitorLoss::Demote)
+            .await;
+    }
+
+    /// [`Env::start_gateway`] with a chosen `on_monitor_loss` policy.
+    pub async fn start_gateway_with(&mut self, name: &str, relayed: bool, policy: OnMonitorLoss) {
+        let mut proxies = Vec::new();
+        let monitors: Vec<String> = if relayed {
+            for addr in self.cluster.addrs.values() {
+                proxies.push(Proxy::start(addr.clone()).await);
+            }
+            proxies.iter().map(|p| p.addr.clone()).collect()
+        } else {
+            self.cluster.addrs.values().cloned().collect()
+        };
+        let config = self.client_config(name, monitors, policy);
+        let handler = Arc::new(Recorder::new(
+            &gw(name),
+            &self.groups,
+            self.timeline.clone(),
+        ));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(gwmon_client::run(config, handler, stop.clone()));
+        self.gateways.insert(
+            name.to_owned(),
+            Gateway {
+                stop,
+                task,
+                proxies,
+            },
+        );
+    }
+
+    /// The process dies: no goodbye, its target keeps whatever it had.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(g) = self.gateways.remove(name) {
+            g.task.abort();
+        }
+    }
+
+    pub fn cut(&self, name: &str) {
+        for p in &self.gateways[name].proxies {
+            p.block();
+        }
+    }
+
+    pub fn heal(&self, name: &str) {
+        for p in &self.gateways[name].proxies {
+            p.unblock();
+        }
+    }
+
+    pub async fn holder_is(&self, g: u32, name: &str) {
+        let what = format!("{name} alone optimized for ANA group {g}");
+        eventually(&what, || {
+            std::future::ready(self.timeline.holders(ana(g)) == vec![gw(name)])
+        })
+        .await;
+    }
+
+    pub async fn settled(&self) {
+        for (i, name) in self.gateways.keys().enumerate() {
+            let _ = i;
+            let own = self
+                .cluster
+                .map(self.cluster.leader().await)
+                .group(&key())
+                .and_then(|g| g.gateways.get(&gw(name)).map(|x| x.ana_group.get()))
+                .expect("gateway in the map");
+            self.holder_is(own, name).await;
+        }
+    }
+
+    pub fn availability(&self, leader: u64, name: &str) -> Option<Availability> {
+        self.cluster
+            .map(leader)
+            .group(&key())
+            .and_then(|g| g.gateways.get(&gw(name)).map(|x| x.availability))
+    }
+
+    pub async fn shutdown(mut self) {
+        for (_, g) in std::mem::take(&mut self.gateways) {
+            g.stop.cancel();
+            let _ = g.task.await;
+        }
+        self.cluster.stop_all().await;
+    }
+}
