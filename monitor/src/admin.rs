@@ -13,6 +13,9 @@ use crate::core::{write_error, Committed, Core};
 use crate::error::MonitorError;
 use crate::map::{Availability, Command, GatewayMap, GroupState, Timestamp};
 
+/// How long a new monitor may take to catch up as a learner before it is refused.
+const LEARNER_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct AdminGrpc {
     core: Core,
 }
@@ -308,10 +311,37 @@ impl AdminService for AdminGrpc {
             .map_err(|e| Status::invalid_argument(format!("invalid request: addr {e}")))?;
         let raft = self.core.raft();
         // A learner first: it catches up (by snapshot if far behind) before it can vote, so
-        // adding it never costs the cluster its quorum.
-        raft.add_learner(r.id, openraft::BasicNode::new(r.addr), true)
+        // adding it never costs the cluster its quorum. One that does not catch up (a wrong
+        // address, a monitor not started) is taken out again instead of being made a voter
+        // that the quorum would then wait for.
+        let added = raft
+            .add_learner(r.id, openraft::BasicNode::new(r.addr.clone()), true)
             .await
             .map_err(write_error)?;
+        let target = added.log_id.index;
+        let caught_up = raft
+            .wait(Some(LEARNER_CATCH_UP))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|rep| rep.get(&r.id))
+                        .is_some_and(|l| l.is_some_and(|l| l.index >= target))
+                },
+                "learner caught up",
+            )
+            .await;
+        if caught_up.is_err() {
+            let _ = raft
+                .change_membership(ChangeMembers::RemoveNodes([r.id].into()), false)
+                .await;
+            return Err(Status::failed_precondition(format!(
+                "monitor {} at {} did not catch up within {} s; it was not added (is it running with --join at that address?)",
+                r.id,
+                r.addr,
+                LEARNER_CATCH_UP.as_secs()
+            )));
+        }
         let resp = raft
             .change_membership(ChangeMembers::AddVoterIds([r.id].into()), false)
             .await

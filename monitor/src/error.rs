@@ -49,6 +49,9 @@ impl From<MonitorError> for Status {
     fn from(e: MonitorError) -> Status {
         let message = e.to_string();
         match e {
+            // Without a known leader there is nobody to redirect to: a client should wait and
+            // try again, exactly as for a lost quorum.
+            MonitorError::NotLeader { leader: None } => Status::unavailable(message),
             MonitorError::NotLeader { leader: l } => leader::not_leader(l.as_deref()),
             MonitorError::Invalid(_) => Status::invalid_argument(message),
             MonitorError::Refused(m) => Status::new(map_code(&m), message),

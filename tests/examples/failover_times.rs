@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use gwmon_tests::env::{ana, gw, Env, Timers};
+use gwmon_monitor::clock::{Clock, SystemClock};
+use gwmon_tests::env::{ana, gw, key, Env, Timers};
 use gwmon_tests::eventually;
 use tokio::time::Instant;
 
@@ -39,6 +40,19 @@ async fn trials(name: &str, timers: Timers, n: usize) {
         times.push(promoted.duration_since(killed));
         env.start_gateway(victim, false).await;
         env.settled().await;
+        // The restart of a gateway that was failed recently opens Ceph's redeploy window
+        // (no failover in the group for `skip_failover_redeploy_ms`); measure a failure that
+        // comes after it, not the window.
+        let leader = env.cluster.leader().await;
+        eventually("the redeploy window closed", || {
+            let open_until = env
+                .cluster
+                .map(leader)
+                .group(&key())
+                .map_or(0, |g| g.allow_failovers_at.as_millis());
+            std::future::ready(SystemClock.now().as_millis() >= open_until)
+        })
+        .await;
     }
     env.timeline.assert_no_overlap();
     times.sort();

@@ -415,3 +415,27 @@ async fn after_a_leader_change_no_gateway_times_out_before_a_full_grace() {
     assert!(err.to_string().contains("not the leader"), "{err}");
     c.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_that_cannot_catch_up_is_not_made_a_voter() {
+    let c = Cluster::start(1, 0, |_| {}).await;
+    let leader = c.leader().await;
+    // Nothing listens there: the learner never catches up.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = dead.local_addr().expect("addr").to_string();
+    drop(dead);
+    let mut admin = c.admin(leader).await;
+    let err = admin
+        .add_monitor(v1::AddMonitorRequest { id: 5, addr })
+        .await
+        .expect_err("an unreachable monitor is refused");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(
+        err.message().contains("did not catch up"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(voters(&c, leader).await, [1].into());
+    // The cluster still commits.
+    c.write(create(0)).await;
+}

@@ -1,0 +1,261 @@
+//! The command line: every command and flag, with the help text `nvme-gw --help` prints.
+//!
+//! Ids, pools, groups and locations are taken as plain strings here and checked with
+//! gwmon-proto's domain rules in [`crate::commands`]: a bad id is a *refusal* (exit 1, like
+//! the monitor's own answer to one), not a usage error (exit 2), so a script gets the same
+//! exit code whether the CLI or the monitor caught it.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+
+/// The embedded monitor's address: `gwmon` with no options listens there.
+pub const DEFAULT_MONITORS: &str = "127.0.0.1:7400";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nvme-gw",
+    version,
+    about = "Administer gwmon, the NVMe-oF gateway monitor cluster",
+    long_about = "Administer gwmon, the NVMe-oF gateway monitor cluster.\n\n\
+        Commands and JSON keys follow `ceph nvme-gw`, so scripts written for Ceph keep \
+        working. Exit codes: 0 success; 1 the command was refused (unknown gateway, group \
+        full, invalid id, nothing to delete); 2 usage error; 3 no monitor could answer."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes, before or after the command name.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Monitor addresses (host:port), comma-separated. Any one will do: the CLI follows
+    /// the leader a monitor names and tries the others when one does not answer.
+    #[arg(
+        long,
+        global = true,
+        env = "GWMON_MONITORS",
+        value_delimiter = ',',
+        default_value = DEFAULT_MONITORS,
+        value_parser = monitor_addr
+    )]
+    pub monitors: Vec<String>,
+    /// Output format. Without this flag: `plain` (aligned tables) when standard output is a
+    /// terminal, `json` otherwise, so that scripts get Ceph-compatible JSON as `ceph
+    /// nvme-gw` gives it and people get tables.
+    #[arg(long, global = true, env = "GWMON_FORMAT", value_enum)]
+    pub format: Option<Format>,
+    /// Reads only: accept an answer from any monitor's own copy of the map, which may lag
+    /// behind the leader. Works while the cluster has no leader, when looking matters most.
+    #[arg(long, global = true)]
+    pub stale: bool,
+    /// How long one attempt at one monitor may take (connecting and answering), in
+    /// milliseconds.
+    #[arg(long, global = true, env = "GWMON_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+    /// How many times to retry when no monitor can serve the request (unreachable, no
+    /// leader elected yet, no quorum, membership change under way). Waits double from 50 ms
+    /// to 1 s between tries; following a leader redirect is not a retry.
+    #[arg(long, global = true, env = "GWMON_RETRIES", default_value_t = 10)]
+    pub retries: u32,
+}
+
+/// A `--monitors` entry that can be dialled; a bad one is a usage error (exit 2).
+fn monitor_addr(s: &str) -> Result<String, String> {
+    crate::client::check_addr(s).map(|()| s.to_owned())
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Stable JSON with Ceph's keys where Ceph has the command (documented in README.md).
+    Json,
+    /// Aligned tables and one-line messages for people.
+    Plain,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a gateway in (POOL, GROUP) and allocate its ANA group. Creating an existing
+    /// gateway again succeeds and changes nothing, as in Ceph.
+    Create {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        /// The gateway's location (site or rack); failover prefers gateways of the same
+        /// location.
+        #[arg(long)]
+        location: Option<String>,
+    },
+    /// Delete a gateway. Its ANA group fails over first; it stays DELETING until no
+    /// namespace is left in that ANA group.
+    Delete {
+        #[command(flatten)]
+        gw: GatewayArgs,
+    },
+    /// Enable a gateway again after `disable`; its ANA group fails back once it reports in.
+    Enable {
+        #[command(flatten)]
+        gw: GatewayArgs,
+    },
+    /// Disable a gateway (e.g. for host maintenance): its ANA group fails over.
+    Disable {
+        #[command(flatten)]
+        gw: GatewayArgs,
+    },
+    /// Set a gateway's location.
+    SetLocation {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        /// The new location; "" for none.
+        location: String,
+    },
+    /// Declare a location of a group a disaster: its gateways' ANA groups move elsewhere
+    /// and do not come back until `disaster-clear`. Every gateway there must be down.
+    DisasterSet {
+        #[command(flatten)]
+        group: GroupArgs,
+        /// The location.
+        location: String,
+    },
+    /// End a disaster declaration: the location's gateways get their ANA groups back.
+    DisasterClear {
+        #[command(flatten)]
+        group: GroupArgs,
+        /// The location.
+        location: String,
+    },
+    /// Show one group: its gateways, their availability and per-ANA-group states.
+    Show {
+        #[command(flatten)]
+        group: GroupArgs,
+    },
+    /// Show every group of the map.
+    ShowAll,
+    /// List the listeners the gateways of a group report, by subsystem NQN.
+    Listeners {
+        #[command(flatten)]
+        group: GroupArgs,
+    },
+    /// The blocklist: fences issued against failed gateways.
+    Blocklist {
+        #[command(subcommand)]
+        command: BlocklistCommand,
+    },
+    /// Health checks: a group with a single gateway, a gateway down, a gateway stuck
+    /// deleting, a fence not completing. Exits 0 whatever the health; read the status.
+    Health,
+    /// The monitor cluster: status and membership.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Print a shell completion script, e.g. `nvme-gw completions bash > /etc/bash_completion.d/nvme-gw`.
+    Completions {
+        /// The shell to complete for.
+        shell: Shell,
+    },
+}
+
+/// A gateway: `ID POOL GROUP`, in Ceph's order.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// The gateway's id, unique within its group (e.g. `client.nvmeof.rbd.grp1.host1.abc`).
+    pub id: String,
+    #[command(flatten)]
+    pub group: GroupArgs,
+}
+
+/// A gateway group: `POOL GROUP`.
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    /// The storage pool the group serves.
+    pub pool: String,
+    /// The group's name within the pool; "" is Ceph's default group.
+    pub group: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BlocklistCommand {
+    /// List every fence on record, completed or not, oldest first.
+    Ls,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members, leader, term, commit and applied indexes, and each member's lag behind the
+    /// leader (asked of the leader unless --stale).
+    Status,
+    /// Add a monitor started with `gwmon --join`: it joins as a learner, catches up, then
+    /// becomes a voter.
+    Add {
+        /// The new monitor's id (its `--node-id`); not 0 and not already a member.
+        id: u64,
+        /// The new monitor's gRPC address, host:port.
+        addr: String,
+    },
+    /// Remove a monitor from the cluster.
+    Remove {
+        /// The monitor's id.
+        id: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_command() {
+        let a = Cli::try_parse_from(["nvme-gw", "--format", "json", "show", "rbd", "g"])
+            .expect("before");
+        let b = Cli::try_parse_from(["nvme-gw", "show", "rbd", "g", "--format", "json"])
+            .expect("after");
+        assert_eq!(a.global.format, Some(Format::Json));
+        assert_eq!(b.global.format, Some(Format::Json));
+    }
+
+    #[test]
+    fn a_bad_monitor_address_is_a_usage_error() {
+        for bad in ["", "localhost", "a:1,", "a b:1"] {
+            let e = Cli::try_parse_from(["nvme-gw", "--monitors", bad, "health"]).expect_err(bad);
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn monitors_are_comma_separated() {
+        let c = Cli::try_parse_from(["nvme-gw", "--monitors", "a:1,b:2", "health"]).expect("ok");
+        assert_eq!(c.global.monitors, ["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn every_flag_and_argument_is_documented() {
+        fn walk(cmd: &clap::Command) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some() || arg.get_long_help().is_some(),
+                    "{} {id} has no help",
+                    cmd.get_name()
+                );
+            }
+            for sub in cmd.get_subcommands() {
+                assert!(sub.get_about().is_some(), "{} has no about", sub.get_name());
+                walk(sub);
+            }
+        }
+        walk(&Cli::command());
+    }
+}

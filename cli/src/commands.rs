@@ -1,0 +1,405 @@
+//! Running a command: check the arguments, make the calls, print the result.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::CommandFactory;
+use gwmon_proto::domain::{GatewayId, Group, Location, Pool};
+use gwmon_proto::v1;
+
+use crate::args::{BlocklistCommand, Cli, ClusterCommand, Command, Format, GatewayArgs, GroupArgs};
+use crate::client::{check_addr, Admin, Settings};
+use crate::error::CliError;
+use crate::view::blocklist::BlocklistOut;
+use crate::view::cluster::{MembershipOut, StatusOut};
+use crate::view::group::{AllOut, GroupOut};
+use crate::view::health::HealthOut;
+use crate::view::listeners::ListenersOut;
+use crate::view::write::{Change, WriteOut};
+use crate::view::{print, View};
+
+/// Run `cli`, printing to `out` in `format` (already resolved from `--format` and whether
+/// standard output is a terminal).
+pub async fn run(cli: Cli, format: Format, out: &mut dyn Write) -> Result<(), CliError> {
+    let g = cli.global;
+    if let Command::Completions { shell } = cli.command {
+        // Needs no monitor, so it works before anything is set up.
+        clap_complete::generate(shell, &mut Cli::command(), "nvme-gw", out);
+        return Ok(());
+    }
+    if g.monitors.is_empty() {
+        // Only an empty GWMON_MONITORS gets here; clap checked every address given.
+        return Err(CliError::Refused(
+            "invalid --monitors: no monitor address given".to_owned(),
+        ));
+    }
+    let mut admin = Admin::new(Settings {
+        monitors: g.monitors,
+        timeout: Duration::from_millis(g.timeout_ms),
+        retries: g.retries,
+    });
+    let stale = g.stale;
+    match cli.command {
+        Command::Create { gw, location } => {
+            let (id, key) = gateway(&gw)?;
+            let location = match location {
+                Some(l) => {
+                    checked::<Location>(&l, "location")?;
+                    l
+                }
+                None => String::new(),
+            };
+            let req = v1::CreateGatewayRequest {
+                key: Some(key),
+                gateway_id: id.clone(),
+                location: location.clone(),
+            };
+            let resp = admin
+                .call(|mut c| {
+                    let req = req.clone();
+                    async move { c.create_gateway(req).await }
+                })
+                .await?
+                .value;
+            let mut o = WriteOut::new(
+                Change::Create,
+                &gw.group.pool,
+                &gw.group.group,
+                resp.map_epoch,
+            );
+            o.gw_id = Some(id);
+            o.anagrp_id = Some(resp.ana_group);
+            o.location = (!location.is_empty()).then_some(location);
+            emit(out, &o, format)
+        }
+        Command::Delete { gw } => {
+            let (id, key) = gateway(&gw)?;
+            let req = v1::DeleteGatewayRequest {
+                key: Some(key),
+                gateway_id: id.clone(),
+            };
+            let resp = admin
+                .call(|mut c| {
+                    let req = req.clone();
+                    async move { c.delete_gateway(req).await }
+                })
+                .await
+                .map_err(|e| match e {
+                    // Ceph answers 0 here; gwmon says so, as the issue asks: a script that
+                    // deletes a gateway it believes exists has a wrong belief worth knowing.
+                    CliError::Refused(m) if m.contains("no gateway") => {
+                        CliError::Refused(format!("nothing to delete: {m}"))
+                    }
+                    other => other,
+                })?
+                .value;
+            let mut o = WriteOut::new(
+                Change::Delete,
+                &gw.group.pool,
+                &gw.group.group,
+                resp.map_epoch,
+            );
+            o.gw_id = Some(id);
+            emit(out, &o, format)
+        }
+        Command::Enable { gw } => admin_state(&mut admin, &gw, true, format, out).await,
+        Command::Disable { gw } => admin_state(&mut admin, &gw, false, format, out).await,
+        Command::SetLocation { gw, location } => {
+            let (id, key) = gateway(&gw)?;
+            checked::<Location>(&location, "location")?;
+            let req = v1::SetLocationRequest {
+                key: Some(key),
+                gateway_id: id.clone(),
+                location: location.clone(),
+            };
+            let resp = admin
+                .call(|mut c| {
+                    let req = req.clone();
+                    async move { c.set_location(req).await }
+                })
+                .await?
+                .value;
+            let mut o = WriteOut::new(
+                Change::SetLocation,
+                &gw.group.pool,
+                &gw.group.group,
+                resp.map_epoch,
+            );
+            o.gw_id = Some(id);
+            o.location = Some(location);
+            emit(out, &o, format)
+        }
+        Command::DisasterSet { group, location } => {
+            let (key, location) = disaster_args(&group, &location)?;
+            let req = v1::DisasterSetRequest {
+                key: Some(key),
+                location: location.clone(),
+            };
+            let resp = admin
+                .call(|mut c| {
+                    let req = req.clone();
+                    async move { c.disaster_set(req).await }
+                })
+                .await?
+                .value;
+            let mut o = WriteOut::new(
+                Change::DisasterSet,
+                &group.pool,
+                &group.group,
+                resp.map_epoch,
+            );
+            o.location = Some(location);
+            emit(out, &o, format)
+        }
+        Command::DisasterClear { group, location } => {
+            let (key, location) = disaster_args(&group, &location)?;
+            let req = v1::DisasterClearRequest {
+                key: Some(key),
+                location: location.clone(),
+            };
+            let resp = admin
+                .call(|mut c| {
+                    let req = req.clone();
+                    async move { c.disaster_clear(req).await }
+                })
+                .await?
+                .value;
+            let mut o = WriteOut::new(
+                Change::DisasterClear,
+                &group.pool,
+                &group.group,
+                resp.map_epoch,
+            );
+            o.location = Some(location);
+            emit(out, &o, format)
+        }
+        Command::Show { group } => {
+            let view = show_group(&mut admin, &group, stale).await?;
+            emit(out, &view, format)
+        }
+        Command::ShowAll => {
+            let resp = admin
+                .call(|mut c| async move { c.show_all(v1::ShowAllRequest { stale }).await })
+                .await?
+                .value;
+            let view = AllOut {
+                epoch: resp.map_epoch,
+                groups: resp.groups.into_iter().map(GroupOut::from_wire).collect(),
+            };
+            emit(out, &view, format)
+        }
+        Command::Listeners { group } => {
+            // The group first: it gives the header Ceph prints, and refuses an unknown group
+            // with the same message as `show`.
+            let head = show_group(&mut admin, &group, stale).await?;
+            let key = group_key(&group)?;
+            let resp = admin
+                .call(|mut c| {
+                    let req = v1::ListenersRequest {
+                        key: Some(key.clone()),
+                        stale,
+                    };
+                    async move { c.listeners(req).await }
+                })
+                .await?
+                .value;
+            emit(out, &ListenersOut::from_wire(&head, resp.listeners), format)
+        }
+        Command::Blocklist {
+            command: BlocklistCommand::Ls,
+        } => {
+            let resp =
+                admin
+                    .call(|mut c| async move {
+                        c.blocklist_list(v1::BlocklistListRequest { stale }).await
+                    })
+                    .await?
+                    .value;
+            emit(out, &BlocklistOut::from_wire(resp), format)
+        }
+        Command::Health => {
+            let resp = admin
+                .call(|mut c| async move { c.health(v1::HealthRequest {}).await })
+                .await?
+                .value;
+            emit(out, &HealthOut::from_wire(resp), format)
+        }
+        Command::Cluster { command } => cluster(&mut admin, command, stale, format, out).await,
+        Command::Completions { .. } => Ok(()),
+    }
+}
+
+fn emit<V: View>(out: &mut dyn Write, view: &V, format: Format) -> Result<(), CliError> {
+    Ok(print(out, view, format)?)
+}
+
+/// Check a value with the domain type's rules: a bad one is refused here, with the same
+/// reason the monitor would give, without a round trip.
+fn checked<T: std::str::FromStr<Err = gwmon_proto::domain::Invalid>>(
+    value: &str,
+    what: &str,
+) -> Result<(), CliError> {
+    value
+        .parse::<T>()
+        .map(drop)
+        .map_err(|e| CliError::Refused(format!("invalid {what} {value:?}: {e}")))
+}
+
+fn group_key(g: &GroupArgs) -> Result<v1::GroupKey, CliError> {
+    checked::<Pool>(&g.pool, "pool")?;
+    checked::<Group>(&g.group, "group")?;
+    Ok(v1::GroupKey {
+        pool: g.pool.clone(),
+        group: g.group.clone(),
+    })
+}
+
+fn gateway(gw: &GatewayArgs) -> Result<(String, v1::GroupKey), CliError> {
+    checked::<GatewayId>(&gw.id, "gateway id")?;
+    Ok((gw.id.clone(), group_key(&gw.group)?))
+}
+
+fn disaster_args(group: &GroupArgs, location: &str) -> Result<(v1::GroupKey, String), CliError> {
+    let key = group_key(group)?;
+    if location.is_empty() {
+        return Err(CliError::Refused(
+            "invalid location \"\": a disaster is declared for a named location".to_owned(),
+        ));
+    }
+    checked::<Location>(location, "location")?;
+    Ok((key, location.to_owned()))
+}
+
+async fn show_group(
+    admin: &mut Admin,
+    group: &GroupArgs,
+    stale: bool,
+) -> Result<GroupOut, CliError> {
+    let key = group_key(group)?;
+    let resp = admin
+        .call(|mut c| {
+            let req = v1::ShowGroupRequest {
+                key: Some(key.clone()),
+                stale,
+            };
+            async move { c.show_group(req).await }
+        })
+        .await?
+        .value;
+    let view = resp
+        .group
+        .ok_or_else(|| CliError::Refused("the monitor answered without the group".to_owned()))?;
+    Ok(GroupOut::from_wire(view))
+}
+
+async fn admin_state(
+    admin: &mut Admin,
+    gw: &GatewayArgs,
+    enabled: bool,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let (id, key) = gateway(gw)?;
+    let req = v1::SetAdminStateRequest {
+        key: Some(key),
+        gateway_id: id.clone(),
+        enabled,
+    };
+    let resp = admin
+        .call(|mut c| {
+            let req = req.clone();
+            async move { c.set_admin_state(req).await }
+        })
+        .await?
+        .value;
+    let change = if enabled {
+        Change::Enable
+    } else {
+        Change::Disable
+    };
+    let mut o = WriteOut::new(change, &gw.group.pool, &gw.group.group, resp.map_epoch);
+    o.gw_id = Some(id);
+    emit(out, &o, format)
+}
+
+async fn cluster_status(admin: &mut Admin) -> Result<StatusOut, CliError> {
+    let answer = admin
+        .call(|mut c| async move { c.cluster_status(v1::ClusterStatusRequest {}).await })
+        .await?;
+    Ok(StatusOut::from_wire(answer.value, answer.from))
+}
+
+async fn cluster(
+    admin: &mut Admin,
+    command: ClusterCommand,
+    stale: bool,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    match command {
+        ClusterCommand::Status => {
+            let mut view = cluster_status(admin).await?;
+            // Any monitor answers, but only the leader knows how far behind each member is:
+            // unless a stale answer will do, ask the leader it named (once; if it cannot be
+            // reached, the first answer is still worth printing).
+            if !stale && !view.has_progress() {
+                if let Some(leader) = view.leader_addr().map(str::to_owned) {
+                    if leader != view.answered_by {
+                        admin.prefer(leader);
+                        if let Ok(better) = cluster_status(admin).await {
+                            view = better;
+                        }
+                    }
+                }
+            }
+            emit(out, &view, format)
+        }
+        ClusterCommand::Add { id, addr } => {
+            if id == 0 {
+                return Err(CliError::Refused(
+                    "invalid monitor id 0: ids start at 1".to_owned(),
+                ));
+            }
+            check_addr(&addr).map_err(|e| CliError::Refused(format!("invalid address: {e}")))?;
+            let req = v1::AddMonitorRequest {
+                id,
+                addr: addr.clone(),
+            };
+            let resp = admin
+                .call(|mut c| {
+                    let req = req.clone();
+                    async move { c.add_monitor(req).await }
+                })
+                .await?
+                .value;
+            emit(
+                out,
+                &MembershipOut {
+                    action: "add".to_owned(),
+                    id,
+                    addr: Some(addr),
+                    log_index: resp.log_index,
+                },
+                format,
+            )
+        }
+        ClusterCommand::Remove { id } => {
+            let resp = admin
+                .call(
+                    |mut c| async move { c.remove_monitor(v1::RemoveMonitorRequest { id }).await },
+                )
+                .await?
+                .value;
+            emit(
+                out,
+                &MembershipOut {
+                    action: "remove".to_owned(),
+                    id,
+                    addr: None,
+                    log_index: resp.log_index,
+                },
+                format,
+            )
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! nvme-gw: the admin CLI of gwmon.
+//!
+//! * [`args`]: the command line (clap derive), every flag documented.
+//! * [`commands`]: checking arguments, making the calls, printing the result.
+//! * [`client`]: the admin client: leader following and bounded retries.
+//! * [`view`]: the output types, their documented JSON and their tables.
+//! * [`table`]: aligned plain-text tables.
+//! * [`time`]: timestamps for people.
+//! * [`error`]: the error classes and their exit codes.
+
+pub mod args;
+pub mod client;
+pub mod commands;
+pub mod error;
+pub mod table;
+pub mod time;
+pub mod view;

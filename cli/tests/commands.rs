@@ -1,0 +1,404 @@
+//! The real `nvme-gw` binary against an in-process cluster of three monitors (real gRPC,
+//! real sled): every command, its JSON checked against the documented shape, the plain
+//! table, each error class with its exit code, and leader following.
+
+mod common;
+
+use common::*;
+use gwmon_monitor::map::Availability;
+use gwmon_proto::domain::GroupKey;
+use gwmon_tests::{eventually, Cluster};
+
+const J: &str = "--format=json";
+const P: &str = "--format=plain";
+
+fn key() -> GroupKey {
+    GroupKey::new("rbd".parse().expect("pool"), "grp1".parse().expect("group"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_works_and_prints_the_documented_json() {
+    // Three voters and a fourth monitor waiting to be added.
+    let cluster = Cluster::start(3, 1, |_| {}).await;
+    cluster.leader().await;
+    fast_map(&cluster, |_| {}).await;
+    let voters: Vec<String> = (1..=3).map(|id| cluster.addrs[&id].clone()).collect();
+    let m = voters.join(",");
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // create, idempotently
+    let c = nvme_gw(&m, &[J, "create", "gw1", "rbd", "grp1"])
+        .await
+        .json();
+    assert_write_shape(&c, "create");
+    assert_eq!(c["anagrp-id"], 1);
+    let c = nvme_gw(
+        &m,
+        &[J, "create", "gw2", "rbd", "grp1", "--location", "siteA"],
+    )
+    .await
+    .json();
+    assert_write_shape(&c, "create");
+    assert_eq!(
+        (c["anagrp-id"].as_u64(), c["location"].as_str()),
+        (Some(2), Some("siteA"))
+    );
+    let again = nvme_gw(&m, &[J, "create", "gw1", "rbd", "grp1"])
+        .await
+        .json();
+    assert_eq!(again["anagrp-id"], 1, "creating again changes nothing");
+    let c = nvme_gw(
+        &m,
+        &[J, "create", "gw3", "rbd", "grp1", "--location", "siteC"],
+    )
+    .await
+    .json();
+    assert_eq!(c["anagrp-id"], 3);
+
+    // Two gateways come up; gw3 never does.
+    let gw1 = Gateway::start(
+        &cluster,
+        "gw1",
+        "rbd",
+        "grp1",
+        &target_file(dir.path(), "gw1", 4420),
+    );
+    let gw2 = Gateway::start(
+        &cluster,
+        "gw2",
+        "rbd",
+        "grp1",
+        &target_file(dir.path(), "gw2", 4421),
+    );
+    let show = until_json(
+        &m,
+        &[J, "show", "rbd", "grp1"],
+        "both gateways active",
+        |v| {
+            gateway(v, "gw1")["ana states"]
+                .as_str()
+                .is_some_and(|s| s.contains(" 1: ACTIVE "))
+                && gateway(v, "gw2")["ana states"]
+                    .as_str()
+                    .is_some_and(|s| s.contains(" 2: ACTIVE "))
+        },
+    )
+    .await;
+    assert_show_shape(&show);
+    assert_eq!(
+        (show["pool"].as_str(), show["group"].as_str()),
+        (Some("rbd"), Some("grp1"))
+    );
+    assert_eq!(show["num gws"], 3);
+    assert_eq!(show["Anagrp list"], "[ 1 2 3 ]");
+    let g1 = gateway(&show, "gw1");
+    assert_eq!(g1["Availability"], "AVAILABLE");
+    assert_eq!(g1["performed-full-startup"], 1);
+    assert_eq!(g1["num-listeners"], 1);
+    assert_eq!(g1["ana states"], " 1: ACTIVE ,  2: STANDBY ,  3: STANDBY ");
+    assert_eq!(gateway(&show, "gw3")["Availability"], "CREATED");
+
+    // show-all, listeners (Ceph's shape), stale reads from a follower
+    let all = nvme_gw(&m, &[J, "show-all"]).await.json();
+    assert_show_all_shape(&all);
+    assert_eq!(all["groups"].as_array().map(Vec::len), Some(1));
+    let l = nvme_gw(&m, &[J, "listeners", "rbd", "grp1"]).await.json();
+    assert_listeners_shape(&l);
+    let list = l["Created listeners"]["nqn.2016-06.io.spdk:cnode1"]
+        .as_array()
+        .expect("the subsystem's listeners");
+    assert_eq!(list.len(), 2, "{l}");
+    assert_eq!(list[0]["gw_id"], "gw1");
+    assert_eq!(list[0]["svcid"], "4420");
+    assert_eq!(list[0]["address_family"], "IPv4");
+    let leader = cluster.leader().await;
+    let follower = cluster.addrs[&(1..=3).find(|id| *id != leader).expect("a follower")].clone();
+    let stale = nvme_gw(&follower, &[J, "--stale", "show", "rbd", "grp1"])
+        .await
+        .json();
+    assert_show_shape(&stale);
+
+    // disable / enable, set-location
+    let d = nvme_gw(&m, &[J, "disable", "gw3", "rbd", "grp1"])
+        .await
+        .json();
+    assert_write_shape(&d, "disable");
+    let show = nvme_gw(&m, &[J, "show", "rbd", "grp1"]).await.json();
+    assert_eq!(gateway(&show, "gw3")["admin state"], "DISABLED");
+    let e = nvme_gw(&m, &[J, "enable", "gw3", "rbd", "grp1"])
+        .await
+        .json();
+    assert_write_shape(&e, "enable");
+    assert!(e["epoch"].as_u64() > d["epoch"].as_u64(), "epochs grow");
+    let s = nvme_gw(&m, &[J, "set-location", "gw1", "rbd", "grp1", "siteB"])
+        .await
+        .json();
+    assert_write_shape(&s, "set-location");
+    let show = nvme_gw(&m, &[J, "show", "rbd", "grp1"]).await.json();
+    assert_eq!(gateway(&show, "gw1")["location"], "siteB");
+
+    // disaster-set / disaster-clear on gw3's location, where nothing is available
+    let ds = nvme_gw(&m, &[J, "disaster-set", "rbd", "grp1", "siteC"])
+        .await
+        .json();
+    assert_write_shape(&ds, "disaster-set");
+    let show = nvme_gw(&m, &[J, "show", "rbd", "grp1"]).await.json();
+    assert_show_shape(&show);
+    assert_eq!(gateway(&show, "gw3")["disaster state"], "Disaster");
+    assert!(gateway(&show, "gw1").get("disaster state").is_none());
+    let dc = nvme_gw(&m, &[J, "disaster-clear", "rbd", "grp1", "siteC"])
+        .await
+        .json();
+    assert_write_shape(&dc, "disaster-clear");
+
+    // A gateway dies: failover, a fence in the blocklist, a health warning.
+    gw1.kill();
+    let show = until_json(
+        &m,
+        &[J, "show", "rbd", "grp1"],
+        "gw1's group failed over to gw2",
+        |v| {
+            gateway(v, "gw1")["Availability"] == "UNAVAILABLE"
+                && gateway(v, "gw2")["ana states"]
+                    .as_str()
+                    .is_some_and(|s| s.contains(" 1: ACTIVE "))
+        },
+    )
+    .await;
+    assert_show_shape(&show);
+    let b = until_json(&m, &[J, "blocklist", "ls"], "gw1 fenced", |v| {
+        v["entries"].as_array().is_some_and(|e| !e.is_empty())
+    })
+    .await;
+    assert_blocklist_shape(&b);
+    assert_eq!(b["entries"][0]["gw_id"], "gw1");
+    let h = nvme_gw(&m, &[J, "health"]).await.json();
+    assert_health_shape(&h);
+    assert_eq!(h["status"], "HEALTH_WARN");
+    assert!(
+        h["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .any(|c| c["code"] == "NVMEOF_GATEWAY_DOWN"),
+        "{h}"
+    );
+
+    // cluster status (from the leader, with lags), add and remove a monitor
+    let st = nvme_gw(&follower, &[J, "cluster", "status"]).await.json();
+    assert_status_shape(&st);
+    assert_eq!(st["leader"], leader);
+    assert_eq!(st["members"].as_array().map(Vec::len), Some(3));
+    assert!(
+        st["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .all(|m| m["lag"].is_u64()),
+        "asked of the leader, every member has a lag: {st}"
+    );
+    let add = nvme_gw(&m, &[J, "cluster", "add", "4", &cluster.addrs[&4]])
+        .await
+        .json();
+    assert_membership_shape(&add, "add");
+    let st = nvme_gw(&m, &[J, "cluster", "status"]).await.json();
+    let four = st["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["id"] == 4)
+        .cloned();
+    assert_eq!(four.map(|m| m["voter"].clone()), Some(true.into()), "{st}");
+    let rm = nvme_gw(&m, &[J, "cluster", "remove", "4"]).await.json();
+    assert_membership_shape(&rm, "remove");
+    let st = nvme_gw(&m, &[J, "cluster", "status"]).await.json();
+    assert_eq!(st["members"].as_array().map(Vec::len), Some(3), "{st}");
+
+    // delete: the gateway drains (DELETING), and its ANA group leaves the list
+    let del = nvme_gw(&m, &[J, "delete", "gw3", "rbd", "grp1"])
+        .await
+        .json();
+    assert_write_shape(&del, "delete");
+    let show = nvme_gw(&m, &[J, "show", "rbd", "grp1"]).await.json();
+    assert!(
+        !show["Anagrp list"].as_str().expect("list").contains('3'),
+        "{show}"
+    );
+
+    // completions need no monitor at all
+    let comp = nvme_gw(&closed_port(), &["completions", "bash"]).await;
+    assert!(comp.ok().contains("nvme-gw"), "{comp:?}");
+    assert!(comp.stdout.contains("show-all") && comp.stdout.contains("disaster-set"));
+
+    gw2.stop.cancel();
+    let _ = gw2.task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_output_is_an_aligned_table_with_one_row_per_gateway() {
+    // A fresh cluster whose map only sees these commands, so the epochs are exact.
+    let cluster = Cluster::start(3, 0, |_| {}).await;
+    cluster.leader().await;
+    let m = all(&cluster);
+    let out = nvme_gw(&m, &[P, "create", "gw1", "rbd", "grp1"]).await;
+    assert_eq!(
+        out.ok(),
+        "gateway gw1 created in rbd/grp1, ANA group 1 (map epoch 1)\n"
+    );
+    let out = nvme_gw(
+        &m,
+        &[P, "create", "gw2", "rbd", "grp1", "--location", "siteB"],
+    )
+    .await;
+    // Creating with a location is two commits: the gateway, then its location.
+    assert_eq!(
+        out.ok(),
+        "gateway gw2 created in rbd/grp1, ANA group 2 (map epoch 3)\n"
+    );
+    let out = nvme_gw(&m, &[P, "disable", "gw2", "rbd", "grp1"]).await;
+    assert_eq!(out.ok(), "gateway gw2 of rbd/grp1 disabled (map epoch 4)\n");
+    // Epochs are exact: this fresh map has seen only these commands.
+    let show = nvme_gw(&m, &[P, "show", "rbd", "grp1"]).await;
+    assert_eq!(
+        show.ok(),
+        "rbd/grp1  gateways 2  namespaces 0  ANA groups [ 1 2 ]  epoch 4  gw-epoch 2\n\
+         GATEWAY  ANA  AVAILABILITY  ADMIN     LOCATION  NS  LISTENERS  STARTED  ANA STATES\n\
+         gw1      1    CREATED       ENABLED   -         0   0          no       1:STANDBY 2:STANDBY\n\
+         gw2      2    CREATED       DISABLED  siteB     0   0          no       1:STANDBY 2:STANDBY\n"
+    );
+    let all = nvme_gw(&m, &[P, "show-all"]).await;
+    assert_eq!(all.ok(), show.stdout, "show-all of one group is its show");
+    let health = nvme_gw(&m, &[P, "health"]).await;
+    assert_eq!(health.ok(), "HEALTH_OK\n");
+    let none = nvme_gw(&m, &[P, "blocklist", "ls"]).await;
+    assert_eq!(none.ok(), "blocklist empty\n");
+    let listeners = nvme_gw(&m, &[P, "listeners", "rbd", "grp1"]).await;
+    assert_eq!(listeners.ok(), "rbd/grp1: no listeners\n");
+    let status = nvme_gw(&m, &[P, "cluster", "status"]).await;
+    let text = status.ok();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines[0].starts_with("leader "), "{text}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["ID", "ADDRESS", "ROLE", "MATCHED", "LAG"]
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(" leader ")).count(),
+        1,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_error_class_has_its_exit_code_and_one_line() {
+    let cluster = Cluster::start(3, 0, |_| {}).await;
+    cluster.leader().await;
+    fast_map(&cluster, |c| c.max_gateways_per_group = 2).await;
+    let m = all(&cluster);
+    nvme_gw(&m, &["create", "gw1", "rbd", "grp1"]).await.ok();
+    nvme_gw(&m, &["create", "gw2", "rbd", "grp1"]).await.ok();
+
+    // 1: refused
+    let full = nvme_gw(&m, &["create", "gw3", "rbd", "grp1"]).await;
+    assert!(
+        full.refused_with(1).contains("already has 2 gateways"),
+        "{full:?}"
+    );
+    let unknown = nvme_gw(&m, &["enable", "nosuch", "rbd", "grp1"]).await;
+    assert!(
+        unknown.refused_with(1).contains("no gateway nosuch"),
+        "{unknown:?}"
+    );
+    let nothing = nvme_gw(&m, &["delete", "nosuch", "rbd", "grp1"]).await;
+    assert!(
+        nothing.refused_with(1).contains("nothing to delete"),
+        "{nothing:?}"
+    );
+    let no_group = nvme_gw(&m, &["show", "rbd", "nosuch"]).await;
+    assert!(
+        no_group
+            .refused_with(1)
+            .contains("no gateway group rbd/nosuch"),
+        "{no_group:?}"
+    );
+    let invalid = nvme_gw(&m, &["create", "bad id!", "rbd", "grp1"]).await;
+    assert!(
+        invalid.refused_with(1).contains("invalid gateway id"),
+        "{invalid:?}"
+    );
+    let no_pool = nvme_gw(&m, &["show", "", "grp1"]).await;
+    assert!(
+        no_pool.refused_with(1).contains("invalid pool"),
+        "{no_pool:?}"
+    );
+    let up = nvme_gw(&m, &["disaster-clear", "rbd", "grp1", "siteZ"]).await;
+    assert_eq!(up.code, 1, "{up:?}");
+
+    // 2: usage
+    for args in [
+        &["create", "gw1"][..],
+        &["frobnicate"][..],
+        &["show", "rbd", "grp1", "--format", "yaml"][..],
+        &["cluster", "add", "x", "127.0.0.1:1"][..],
+    ] {
+        let run = nvme_gw(&m, args).await;
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stdout.is_empty());
+    }
+
+    // 3: no monitor answers; every address tried is named
+    let (a, b) = (closed_port(), closed_port());
+    let dead = nvme_gw(
+        &format!("{a},{b}"),
+        &["--retries", "2", "--timeout-ms", "500", "health"],
+    )
+    .await;
+    let line = dead.refused_with(3);
+    assert!(line.contains(&a) && line.contains(&b), "{line}");
+    assert!(line.contains("cannot connect"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_follow_the_leader_even_while_it_is_replaced() {
+    let mut cluster = Cluster::start(3, 0, |_| {}).await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let at_follower = cluster.addrs[&follower].clone();
+
+    // A write and a linearizable read sent to a follower are redirected to the leader.
+    nvme_gw(&at_follower, &[J, "create", "gw1", "rbd", "grp1"])
+        .await
+        .json();
+    let show = nvme_gw(&at_follower, &[J, "show", "rbd", "grp1"])
+        .await
+        .json();
+    assert_eq!(show["num gws"], 1);
+
+    // The leader stops; the command is sent to it first and must still succeed by finding
+    // the new leader within its retries.
+    let old = cluster.addrs[&leader].clone();
+    let rest: Vec<String> = (1..=3)
+        .filter(|id| *id != leader)
+        .map(|id| cluster.addrs[&id].clone())
+        .collect();
+    let monitors = format!("{old},{}", rest.join(","));
+    cluster.stop(leader).await;
+    let created = nvme_gw(&monitors, &[J, "create", "gw2", "rbd", "grp1"])
+        .await
+        .json();
+    assert_eq!(created["anagrp-id"], 2);
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    eventually("gw2 in the new leader's map", || {
+        let map = cluster.map(new_leader);
+        let ok = map
+            .group(&key())
+            .and_then(|g| g.gateways.get(&"gw2".parse().expect("id")))
+            .is_some_and(|gw| gw.availability == Availability::Created);
+        std::future::ready(ok)
+    })
+    .await;
+    let show = nvme_gw(&monitors, &[J, "show", "rbd", "grp1"]).await.json();
+    assert_eq!(show["num gws"], 2);
+}
