@@ -109,6 +109,8 @@ fn the_readme_quickstart_runs_as_written() {
         .env("PATH", std::env::join_paths(path).expect("PATH"))
         .env("GWMON_LISTEN", &addr)
         .env("GWMON_MONITORS", &addr)
+        // Not the default 127.0.0.1:7401: the test must not depend on that port being free.
+        .env("GWMON_HTTP_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("dup"))
         .stderr(out);

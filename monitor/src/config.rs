@@ -17,6 +17,39 @@ use crate::fence::{FencerConfig, FencerKind, FencerSettings};
 /// Where the embedded default monitor listens; `nvme-gw` and gateways look here by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 
+/// Where the HTTP listener (`/metrics`, `/health/*`, `/status`) listens by default: next to
+/// the gRPC port, loopback only, so nothing is exposed beyond the host unless asked.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7401";
+
+/// The `http_listen` setting: an address, or `off` for no HTTP listener at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpListen {
+    Off,
+    At(SocketAddr),
+}
+
+impl FromStr for HttpListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(HttpListen::Off);
+        }
+        s.trim()
+            .parse()
+            .map(HttpListen::At)
+            .map_err(|_| format!("{s:?} is neither IP:PORT nor off"))
+    }
+}
+
+impl HttpListen {
+    fn addr(self) -> Option<SocketAddr> {
+        match self {
+            HttpListen::Off => None,
+            HttpListen::At(a) => Some(a),
+        }
+    }
+}
+
 /// A configuration that cannot be used. One line, naming the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -119,6 +152,10 @@ pub struct Args {
     /// The address others use to reach this monitor [default: the listen address].
     #[arg(long, env = "GWMON_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// HTTP listen address for /metrics, /health/live, /health/ready and /status, or `off`
+    /// [default: 127.0.0.1:7401].
+    #[arg(long, env = "GWMON_HTTP_LISTEN", value_name = "ADDR|off")]
+    pub http_listen: Option<HttpListen>,
     /// The initial cluster, `ID=HOST:PORT` comma-separated. The lowest id bootstraps it once;
     /// restarts are harmless. Without it the monitor bootstraps a single-node cluster of
     /// itself, unless --join is given.
@@ -197,6 +234,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<String>,
     advertise: Option<String>,
+    http_listen: Option<String>,
     initial_members: Option<Vec<String>>,
     join: Option<bool>,
     heartbeat_ms: Option<u64>,
@@ -235,6 +273,9 @@ pub struct MonitorConfig {
     pub listen: SocketAddr,
     /// `None`: the bound listen address (useful with port 0 in tests).
     pub advertise: Option<String>,
+    /// Where the daemon serves HTTP; `None`: not at all. (`Monitor::start_with_http` takes
+    /// an already bound listener instead, so this is read only by `node::run`.)
+    pub http_listen: Option<SocketAddr>,
     pub bootstrap: Bootstrap,
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
@@ -256,6 +297,7 @@ impl MonitorConfig {
             data_dir: data_dir.as_ref().to_path_buf(),
             listen,
             advertise: None,
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7401))),
             bootstrap: Bootstrap::Single,
             heartbeat_ms: 100,
             election_timeout_min_ms: 500,
@@ -292,6 +334,14 @@ impl MonitorConfig {
             listen,
         );
         c.advertise = args.advertise.or(file.advertise);
+        let http_listen = match (args.http_listen, file.http_listen) {
+            (Some(h), _) => h,
+            (None, Some(h)) => h.parse().map_err(|e| invalid("http_listen", e))?,
+            (None, None) => DEFAULT_HTTP_LISTEN
+                .parse()
+                .map_err(|e| invalid("http_listen", e))?,
+        };
+        c.http_listen = http_listen.addr();
         let members = match (args.initial_members, file.initial_members) {
             (Some(m), _) => Some(m),
             (None, Some(list)) => Some(
@@ -400,6 +450,12 @@ impl MonitorConfig {
                 }
             }
         }
+        if self.http_listen == Some(self.listen) && self.listen.port() != 0 {
+            return Err(invalid(
+                "http_listen",
+                format!("{} is also the gRPC listen address", self.listen),
+            ));
+        }
         if self.heartbeat_ms == 0 {
             return Err(invalid("heartbeat_ms", "must be more than 0"));
         }
@@ -453,6 +509,41 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("gwmon-data"));
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.bootstrap, Bootstrap::Single);
+        assert_eq!(
+            c.http_listen.map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_HTTP_LISTEN)
+        );
+    }
+
+    #[test]
+    fn the_http_listener_is_set_from_flag_or_file_or_turned_off() {
+        let c = parse(&["--http-listen", "0.0.0.0:9100"]).expect("flag");
+        assert_eq!(c.http_listen.map(|a| a.port()), Some(9100));
+        let c = parse(&["--http-listen", "off"]).expect("off");
+        assert_eq!(c.http_listen, None);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("gwmon.toml");
+        std::fs::write(&path, "http_listen = \"127.0.0.1:7411\"\n").expect("write");
+        let file = path.to_str().expect("utf-8 path");
+        let c = parse(&["--config", file]).expect("file");
+        assert_eq!(c.http_listen.map(|a| a.port()), Some(7411));
+        let c = parse(&["--config", file, "--http-listen", "OFF"]).expect("flag wins");
+        assert_eq!(c.http_listen, None);
+
+        std::fs::write(&path, "http_listen = \"nowhere\"\n").expect("write");
+        let err = parse(&["--config", file]).expect_err("bad address");
+        assert!(err.contains("http_listen"), "{err}");
+        let err = parse(&["--http-listen", "7401"]).expect_err("no ip");
+        assert!(err.contains("neither IP:PORT nor off"), "{err}");
+        let err = parse(&[
+            "--listen",
+            "127.0.0.1:7500",
+            "--http-listen",
+            "127.0.0.1:7500",
+        ])
+        .expect_err("same port");
+        assert!(err.contains("also the gRPC listen address"), "{err}");
     }
 
     #[test]

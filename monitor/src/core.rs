@@ -9,6 +9,7 @@ use openraft::{BasicNode, ServerState};
 use crate::clock::Clock;
 use crate::error::MonitorError;
 use crate::map::{Command, GatewayMap};
+use crate::metrics::Telemetry;
 use crate::raft::state_machine::MapReader;
 use crate::raft::{Applied, NodeId, Raft, Request};
 use gwmon_proto::domain::Epoch;
@@ -32,6 +33,7 @@ struct Inner {
     raft: Raft,
     reader: MapReader,
     clock: Arc<dyn Clock>,
+    telemetry: Telemetry,
 }
 
 impl Core {
@@ -42,6 +44,7 @@ impl Core {
                 raft,
                 reader,
                 clock,
+                telemetry: Telemetry::default(),
             }),
         }
     }
@@ -56,6 +59,11 @@ impl Core {
 
     pub fn reader(&self) -> &MapReader {
         &self.inner.reader
+    }
+
+    /// This monitor's counters: every service that counts something holds a `Core` already.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
     }
 
     pub fn clock(&self) -> &dyn Clock {

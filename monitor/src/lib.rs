@@ -9,6 +9,8 @@
 //! * [`admin`]: the `AdminService` gRPC service.
 //! * [`session`]: the `GatewayService` gRPC service: one stream per gateway.
 //! * [`fence`]: the pluggable fence (none, exec, webhook) and the leader's loop running it.
+//! * [`metrics`], [`http`]: Prometheus metrics and the HTTP listener (`/metrics`, `/health`,
+//!   `/status`).
 //! * [`node`]: one monitor, wired and started; the daemon's `run`.
 //! * [`config`], [`clock`], [`error`]: settings, time, errors and their gRPC codes.
 
@@ -19,8 +21,10 @@ pub mod config;
 pub mod core;
 pub mod error;
 pub mod fence;
+pub mod http;
 pub mod liveness;
 pub mod map;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod session;

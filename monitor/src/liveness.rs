@@ -84,6 +84,7 @@ impl Liveness {
                 leader: self.core.leader_addr(),
             });
         }
+        self.core.telemetry().beacon_received();
         self.lock()
             .seen
             .insert((key.clone(), gateway.clone()), Instant::now());

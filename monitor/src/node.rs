@@ -1,5 +1,5 @@
-//! One monitor: the store, Raft, the gRPC services and the liveness loop, started in order
-//! and stopped in reverse order.
+//! One monitor: the store, Raft, the gRPC services, the HTTP listener and the leader's
+//! loops, started in order and stopped in reverse order.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -64,18 +64,33 @@ pub struct Monitor {
     pub addr: String,
     pub core: Core,
     pub liveness: Arc<Liveness>,
+    /// Where `/metrics`, `/health/*` and `/status` are served, if they are.
+    pub http_addr: Option<SocketAddr>,
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
     server: JoinHandle<Result<(), MonitorError>>,
+    http: Option<JoinHandle<Result<(), MonitorError>>>,
     loops: Vec<JoinHandle<()>>,
 }
 
 impl Monitor {
     /// Open the store, start Raft and the gRPC server on `listener`, bootstrap the cluster
-    /// if this monitor should, and start the liveness loop.
+    /// if this monitor should, and start the liveness loop. No HTTP listener: see
+    /// [`Monitor::start_with_http`].
     pub async fn start(
         config: MonitorConfig,
         listener: TcpListener,
+        plumbing: Plumbing,
+    ) -> Result<Monitor, MonitorError> {
+        Self::start_with_http(config, listener, None, plumbing).await
+    }
+
+    /// [`Monitor::start`], also serving `/metrics`, `/health/*` and `/status` on `http` if
+    /// given. The listener is injected, like the gRPC one, so tests bind port 0.
+    pub async fn start_with_http(
+        config: MonitorConfig,
+        listener: TcpListener,
+        http: Option<TcpListener>,
         plumbing: Plumbing,
     ) -> Result<Monitor, MonitorError> {
         config.validate()?;
@@ -103,6 +118,9 @@ impl Monitor {
         );
         let (log_store, state_machine, reader) =
             raft::state_machine::open_storage(store.clone()).await?;
+        // Subscribed before Raft starts applying, so the counters miss nothing this process
+        // applies (the log replayed after the snapshot included).
+        let applied_events = reader.events();
 
         let raft_config = openraft::Config {
             cluster_name: "gwmon".into(),
@@ -164,6 +182,26 @@ impl Monitor {
             })
         };
 
+        let (http_addr, http) = match http {
+            None => (None, None),
+            Some(l) => {
+                let bound = l.local_addr().map_err(|source| MonitorError::Listen {
+                    addr: config
+                        .http_listen
+                        .map_or_else(|| "http".to_owned(), |a| a.to_string()),
+                    source,
+                })?;
+                let state = crate::http::HttpState::new(
+                    core.clone(),
+                    store.clone(),
+                    Duration::from_millis(config.election_timeout_max_ms),
+                );
+                let stop = shutdown.clone();
+                let task = tokio::spawn(crate::http::serve(l, state, stop));
+                (Some(bound), Some(task))
+            }
+        };
+
         bootstrap(&raft, config.node_id, &addr, &config.bootstrap).await?;
 
         let fencer = match plumbing.fencer.clone() {
@@ -183,6 +221,11 @@ impl Monitor {
                 let stop = shutdown.clone();
                 tokio::spawn(async move { runner.run(stop).await })
             },
+            {
+                let telemetry = core.telemetry().clone();
+                let stop = shutdown.clone();
+                tokio::spawn(async move { telemetry.count_events(applied_events, stop).await })
+            },
         ];
         info!(id = config.node_id, %addr, data_dir = %config.data_dir.display(), "monitor started");
         Ok(Monitor {
@@ -190,9 +233,11 @@ impl Monitor {
             addr,
             core,
             liveness,
+            http_addr,
             store,
             shutdown,
             server,
+            http,
             loops,
         })
     }
@@ -231,6 +276,15 @@ impl Monitor {
                 Ok(())
             }
         };
+        if let Some(mut http) = self.http {
+            // Scrapes are short; a client holding a connection open must not hold the stop.
+            match tokio::time::timeout(SERVER_DRAIN, &mut http).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => warn!(error = %e, "http listener ended abnormally"),
+                Ok(Err(e)) => warn!(error = %e, "http task ended abnormally"),
+                Err(_) => http.abort(),
+            }
+        }
         if let Err(e) = self.core.raft().shutdown().await {
             warn!(error = %e, "raft shut down abnormally");
         }
@@ -309,11 +363,27 @@ pub async fn run(
                 addr: config.listen.to_string(),
                 source,
             })?;
-    let monitor = Monitor::start(config, listener, Plumbing::default()).await?;
+    let http = match config.http_listen {
+        None => None,
+        Some(addr) => {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| MonitorError::Listen {
+                        addr: addr.to_string(),
+                        source,
+                    })?,
+            )
+        }
+    };
+    let monitor = Monitor::start_with_http(config, listener, http, Plumbing::default()).await?;
     println!(
         "gwmon: monitor {} serving gRPC on {}",
         monitor.id, monitor.addr
     );
+    if let Some(http) = monitor.http_addr {
+        println!("gwmon: monitor {} serving HTTP on {http}", monitor.id);
+    }
     let stop = monitor.shutdown_token();
     tokio::select! {
         () = shutdown => info!("shutting down"),

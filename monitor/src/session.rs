@@ -143,6 +143,8 @@ enum Next {
 
 impl Session {
     async fn run(mut self, mut inbound: Streaming<v1::GatewayMessage>, stop: CancellationToken) {
+        // Counted open for exactly as long as this task runs, however it ends.
+        let _open = self.core.telemetry().session_opened();
         let mut changes = self.core.reader().changes();
         let mut leadership = self.core.raft().metrics();
         if let Next::End = self.push_slice().await {

@@ -53,7 +53,14 @@ fn an_unusable_data_dir_is_a_clear_error_and_exit_1() {
     let blocker = dir.path().join("data");
     std::fs::write(&blocker, b"not a directory").expect("write");
     let out = gwmon(
-        &["--data-dir", "data", "--listen", "127.0.0.1:0"],
+        &[
+            "--data-dir",
+            "data",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "off",
+        ],
         dir.path(),
     );
     let err = stderr(&out);

@@ -6,8 +6,11 @@
 //! * [`env`]: monitors plus gateways with recording handlers, for end-to-end scenarios.
 //! * [`proxy`]: a TCP relay a test can cut, to isolate a gateway from the monitors.
 //! * [`recorder`]: a gateway handler that timestamps every ANA state change.
+//! * [`http`]: a minimal HTTP GET and a Prometheus text parser, for the monitors' HTTP
+//!   listener (every test monitor serves one on `127.0.0.1:0`).
 
 pub mod env;
+pub mod http;
 pub mod proxy;
 pub mod recorder;
 
@@ -115,7 +118,8 @@ impl Cluster {
             };
             tweak(&mut c);
             cluster.configs.insert(id, c.clone());
-            let m = Monitor::start(c, listener, cluster.plumbing.clone())
+            let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+            let m = Monitor::start_with_http(c, listener, Some(http), cluster.plumbing.clone())
                 .await
                 .expect("monitor starts");
             cluster.monitors.insert(id, m);
@@ -180,7 +184,8 @@ impl Cluster {
     pub async fn restart(&mut self, id: u64) {
         let c = self.configs.get(&id).expect("known monitor").clone();
         let listener = bind_again(&self.addrs[&id]).await;
-        let m = Monitor::start(c, listener, self.plumbing.clone())
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let m = Monitor::start_with_http(c, listener, Some(http), self.plumbing.clone())
             .await
             .expect("monitor restarts");
         self.monitors.insert(id, m);

@@ -151,6 +151,19 @@ fn decode_at(index: u64, bytes: &[u8]) -> Result<Entry, StorageError> {
     Ok(entry)
 }
 
+/// The committed log id as this monitor last saved it: openraft 0.9's metrics do not carry
+/// the commit index, and readiness needs "applied up to what this monitor knows is
+/// committed". Cheap: sled keeps metadata in its cache.
+pub fn stored_committed(store: &dyn Store) -> Result<Option<LogId>, StoreError> {
+    let Some(bytes) = store.get_meta(MetaKey::Committed)? else {
+        return Ok(None);
+    };
+    codec::decode::<Option<LogId>>(&bytes).map_err(|source| StoreError::Corrupt {
+        op: "reading the committed log id",
+        source,
+    })
+}
+
 impl LogStore {
     pub fn new(store: Arc<dyn Store>) -> LogStore {
         LogStore { store }

@@ -10,7 +10,8 @@
 //! ```text
 //!   openraft ──apply(entries)──▶ StateMachine ──write lock──▶ AppliedState { map, last_applied, membership }
 //!                                     │                             ▲ read lock
-//!                                     └─ watch::Sender<u64> ──▶ MapReader (clone per gateway session)
+//!                                     ├─ watch::Sender<u64> ──▶ MapReader (clone per gateway session)
+//!                                     └─ broadcast::Sender<AppliedEvents> ──▶ metrics (and the event stream)
 //! ```
 #![allow(clippy::result_large_err)] // openraft's StorageError is large; its API returns it.
 
@@ -18,19 +19,20 @@ use std::fmt::Debug;
 use std::io::Cursor;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use gwmon_proto::domain::Epoch;
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     AnyError, BasicNode, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{broadcast, watch, Mutex};
 
 use super::log_store::LogStore;
 use super::{
     Applied, Entry, LogId, NodeId, Request, Response, StorageError, StoredMembership, TypeConfig,
 };
 use crate::codec::{self, Versioned};
-use crate::map::GatewayMap;
+use crate::map::{Event, GatewayMap};
 use crate::store::{MetaKey, Store, StoreError};
 
 /// The state a snapshot captures. The map is nested in its own versioned encoding, so a
@@ -197,11 +199,28 @@ fn load_snapshot(
         .map_err(|source| StoreError::Corrupt { op, source })
 }
 
+/// The events one applied log entry produced, as the state machine publishes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedEvents {
+    /// The log index of the entry: each index is published at most once per process, so a
+    /// subscriber counting events counts each one once on this monitor.
+    pub index: u64,
+    /// The map epoch after the entry.
+    pub map_epoch: Epoch,
+    /// Shared, not copied per subscriber.
+    pub events: Arc<[Event]>,
+}
+
+/// How many entries' events a slow subscriber may fall behind before it misses some (it is
+/// told how many, see `broadcast::error::RecvError::Lagged`). `apply` never waits for one.
+pub const EVENTS_BACKLOG: usize = 4096;
+
 /// The replicated gateway map as openraft drives it.
 pub struct StateMachine {
     state: SharedState,
     slot: Arc<SnapshotSlot>,
     applied_tx: watch::Sender<u64>,
+    events_tx: broadcast::Sender<AppliedEvents>,
 }
 
 impl Debug for StateMachine {
@@ -225,6 +244,7 @@ pub struct SnapshotBuilder {
 pub struct MapReader {
     state: SharedState,
     applied_rx: watch::Receiver<u64>,
+    events_tx: broadcast::Sender<AppliedEvents>,
 }
 
 impl Debug for MapReader {
@@ -267,6 +287,14 @@ impl MapReader {
         rx.mark_unchanged();
         rx
     }
+
+    /// A receiver of the events of every entry applied from now on, in log order. Entries
+    /// that produced no event are not sent, and a snapshot install sends nothing (the
+    /// history it skips is not replayed). Replaying the log after a restart sends the
+    /// replayed entries' events again, once per process.
+    pub fn events(&self) -> broadcast::Receiver<AppliedEvents> {
+        self.events_tx.subscribe()
+    }
 }
 
 /// Opens the storage openraft needs over one [`Store`]: the log, the state machine (restored
@@ -291,13 +319,19 @@ pub async fn open_storage(
         built: std::sync::atomic::AtomicU64::new(0),
     };
     let (applied_tx, applied_rx) = watch::channel(state.last_index());
+    let (events_tx, _) = broadcast::channel(EVENTS_BACKLOG);
     let state = Arc::new(RwLock::new(state));
     let sm = StateMachine {
         state: state.clone(),
         slot: Arc::new(slot),
         applied_tx,
+        events_tx: events_tx.clone(),
     };
-    let reader = MapReader { state, applied_rx };
+    let reader = MapReader {
+        state,
+        applied_rx,
+        events_tx,
+    };
     Ok((LogStore::new(store), sm, reader))
 }
 
@@ -307,6 +341,7 @@ impl StateMachine {
         MapReader {
             state: self.state.clone(),
             applied_rx: self.applied_tx.subscribe(),
+            events_tx: self.events_tx.clone(),
         }
     }
 
@@ -379,6 +414,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: openraft::OptionalSend,
     {
         let mut responses = Vec::new();
+        let mut published = Vec::new();
         let index = {
             let mut state = self.write_state()?;
             for entry in entries {
@@ -402,6 +438,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         })
                     }
                 };
+                if let Ok(a) = &outcome {
+                    if !a.events.is_empty() {
+                        published.push(AppliedEvents {
+                            index: entry.log_id.index,
+                            map_epoch: state.map.epoch(),
+                            events: a.events.as_slice().into(),
+                        });
+                    }
+                }
                 responses.push(Response {
                     map_epoch: state.map.epoch(),
                     outcome,
@@ -410,6 +455,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             state.last_index()
         };
         self.publish(index);
+        for events in published {
+            // Never blocks; an error only means nobody is subscribed.
+            let _ = self.events_tx.send(events);
+        }
         Ok(responses)
     }
 
