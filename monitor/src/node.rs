@@ -298,7 +298,7 @@ impl Monitor {
 /// go of the directory a moment after a monitor in this process stopped. Another live
 /// process holding it is still an error, after the wait.
 async fn open_store(path: &std::path::Path, cache: u64) -> Result<SledStore, StoreError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match SledStore::open(path, cache) {
             Err(StoreError::Locked { .. }) if tokio::time::Instant::now() < deadline => {

@@ -291,7 +291,7 @@ mod tests {
             store.flush().await.expect("flush");
             assert!(store.size_on_disk().expect("size") > 0);
         }
-        let store = SledStore::open(dir.path(), CACHE).expect("reopen");
+        let store = open_unlocked(dir.path());
         assert_eq!(
             store
                 .read_range(Bound::Unbounded, Bound::Unbounded)
@@ -314,22 +314,27 @@ mod tests {
         assert!(err.to_string().contains("is locked"), "{err}");
     }
 
+    /// Open a store whose previous handles were just dropped. sled's flusher thread lets go
+    /// of the directory a moment after the last handle is dropped, not always at the very
+    /// instant: wait for the lock, with a deadline.
+    fn open_unlocked(path: &std::path::Path) -> SledStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match SledStore::open(path, CACHE) {
+                Ok(s) => return s,
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("open after drop: {e}"),
+            }
+        }
+    }
+
     #[test]
     fn dropping_the_last_handle_releases_the_lock() {
-        // sled's flusher thread lets go of the directory a moment after the last handle is
-        // dropped: the lock is released, though not always at the very instant of the drop.
         let dir = tempfile::tempdir().expect("tempdir");
         for _ in 0..20 {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            let store = loop {
-                match SledStore::open(dir.path(), CACHE) {
-                    Ok(s) => break s,
-                    Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                        std::thread::yield_now();
-                    }
-                    Err(e) => panic!("open after drop: {e}"),
-                }
-            };
+            let store = open_unlocked(dir.path());
             store.append(entries(1..=3)).expect("append");
             drop(store);
         }
