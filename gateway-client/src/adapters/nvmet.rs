@@ -40,11 +40,12 @@
 //! nvmet has no per-namespace fencing nonce; [`NvmetConfig::nonce`] lets the gateway supply
 //! one (for example the identity of its storage client) that is reported for every namespace.
 
+use super::WarnOnce;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use gwmon_proto::domain::{AnaAccess, AnaGroupId, Listener, Namespace, Nonce, Nqn, Subsystem};
 
@@ -434,27 +435,5 @@ fn invalid(path: &Path, message: String) -> HandlerError {
         target: TARGET,
         what: path.display().to_string(),
         message,
-    }
-}
-
-/// Logs each distinct warning once: a scan runs with every beacon, and an unsupported port or
-/// subsystem name would otherwise fill the log with the same line every few seconds.
-#[derive(Debug, Default)]
-struct WarnOnce(Mutex<BTreeSet<String>>);
-
-impl WarnOnce {
-    /// Distinct messages remembered; beyond this the memory starts over (and repeats).
-    const MAX: usize = 1024;
-
-    fn warn(&self, message: String) {
-        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.contains(&message) {
-            return;
-        }
-        if seen.len() >= Self::MAX {
-            seen.clear();
-        }
-        tracing::warn!("{message}");
-        seen.insert(message);
     }
 }

@@ -36,6 +36,7 @@
 
 mod jsonrpc;
 
+use super::WarnOnce;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -474,27 +475,5 @@ impl std::fmt::Display for ListenAddress {
             self.traddr,
             self.trsvcid.as_deref().unwrap_or("-")
         )
-    }
-}
-
-/// Logs each distinct warning once: a scan runs with every beacon, and an unsupported
-/// subsystem or listener would otherwise fill the log with the same line every few seconds.
-#[derive(Debug, Default)]
-struct WarnOnce(Mutex<BTreeSet<String>>);
-
-impl WarnOnce {
-    /// Distinct messages remembered; beyond this the memory starts over (and repeats).
-    const MAX: usize = 1024;
-
-    fn warn(&self, message: String) {
-        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.contains(&message) {
-            return;
-        }
-        if seen.len() >= Self::MAX {
-            seen.clear();
-        }
-        tracing::warn!("{message}");
-        seen.insert(message);
     }
 }
