@@ -147,6 +147,20 @@ pub enum Command {
     /// Health checks: a group with a single gateway, a gateway down, a gateway stuck
     /// deleting, a fence not completing. Exits 0 whatever the health; read the status.
     Health,
+    /// The event stream: gateways coming and going, failovers, fences, promotions,
+    /// failbacks and leader changes, one line each, oldest first. Prints the events the
+    /// monitor still keeps (its window reaches back to its last snapshot) and exits; with
+    /// --follow keeps printing new ones, and after a lost connection resumes at another
+    /// monitor without a gap or a repeat.
+    Events {
+        /// Keep printing new events until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Start after this map epoch (the `epoch` of the last event you saw) instead of
+        /// with the oldest event kept. Refused when the monitors no longer keep it.
+        #[arg(long)]
+        after_epoch: Option<u64>,
+    },
     /// The monitor cluster: status and membership.
     Cluster {
         #[command(subcommand)]

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use gwmon_proto::domain::{GatewayId, GroupKey};
 
+use crate::metrics::ClientMetrics;
+
 /// What the gateway does when it cannot reach any monitor.
 ///
 /// Self-demotion is what keeps two gateways from being optimized for one ANA group when a
@@ -61,6 +63,9 @@ pub struct ClientConfig {
     pub handler_backoff: Duration,
     /// Timeout of a connection attempt to a monitor.
     pub connect_timeout: Duration,
+    /// Where the session counts what it does; register it to serve it (see
+    /// [`ClientMetrics`]). A fresh, unregistered one by default.
+    pub metrics: ClientMetrics,
 }
 
 impl ClientConfig {
@@ -80,6 +85,7 @@ impl ClientConfig {
                 handler_attempts: 5,
                 handler_backoff: Duration::from_millis(50),
                 connect_timeout: Duration::from_secs(1),
+                metrics: ClientMetrics::default(),
             },
         }
     }
@@ -120,6 +126,10 @@ impl ClientConfigBuilder {
     setter!(handler_attempts: u32);
     setter!(handler_backoff: Duration);
     setter!(connect_timeout: Duration);
+    setter!(
+        /// Count into these metrics (keep a clone to register and serve them).
+        metrics: ClientMetrics
+    );
 
     /// Check and return the configuration.
     pub fn build(self) -> Result<ClientConfig, crate::ClientError> {

@@ -4,6 +4,7 @@
 //! * [`session`]: the session with the monitors: beacons, map slices, the lease.
 //! * [`handler`]: the `AnaHandler` trait the gateway implements (or takes from [`adapters`]).
 //! * [`adapters`]: handlers for a JSON file, Linux nvmet (configfs) and SPDK (JSON-RPC).
+//! * [`metrics`]: the client's Prometheus metrics, for the gateway to serve.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), gwmon_client::ClientError> {
@@ -21,12 +22,14 @@
 pub mod adapters;
 pub mod config;
 pub mod handler;
+pub mod metrics;
 pub mod session;
 
 use std::time::Duration;
 
 pub use config::{ClientConfig, ClientConfigBuilder, OnMonitorLoss};
 pub use handler::{AnaEntry, AnaHandler, AnaStates, HandlerError};
+pub use metrics::ClientMetrics;
 pub use session::{run, Exit};
 
 /// Why a session ended in error. Every ANA group was made inaccessible first.

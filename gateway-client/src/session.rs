@@ -21,7 +21,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Streaming};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::config::{ClientConfig, OnMonitorLoss};
 use crate::handler::{AnaEntry, AnaHandler, AnaStates, HandlerError};
@@ -97,6 +97,8 @@ struct State<H> {
     next_monitor: usize,
     leader: Option<String>,
     backoff: Duration,
+    /// Whether a session was open before: the next one is a reconnect.
+    opened_before: bool,
 }
 
 /// Run a gateway's session until the monitors order it to stop, `stop` is cancelled, or a
@@ -126,13 +128,22 @@ pub async fn run<H: AnaHandler>(
         sent: VecDeque::new(),
         next_monitor: 0,
         leader: None,
+        opened_before: false,
     };
-    let result = s.run(stop).await;
-    s.demote().await;
-    if let Err(e) = &result {
-        s.shutdown_handler(&e.to_string()).await;
+    // Every log line of the session names the gateway and its group.
+    let span = info_span!("gwmon_client", pool = %s.config.key.pool, group = %s.config.key.group,
+        gateway = %s.config.gateway);
+    async move {
+        let result = s.run(stop).await;
+        s.config.metrics.session_closed();
+        s.demote().await;
+        if let Err(e) = &result {
+            s.shutdown_handler(&e.to_string()).await;
+        }
+        result
     }
-    result
+    .instrument(span)
+    .await
 }
 
 impl<H: AnaHandler> State<H> {
@@ -151,7 +162,8 @@ impl<H: AnaHandler> State<H> {
                 () = stop.cancelled() => return Ok(Exit::Stopped),
                 () = sleep_until(panic_deadline) => return Err(self.panic_reason()),
                 () = sleep_until(lease_deadline) => {
-                    warn!(gateway = %self.config.gateway, "no ack from the monitors within the lease: every ANA group goes inaccessible");
+                    warn!("no ack from the monitors within the lease: every ANA group goes inaccessible");
+                    self.config.metrics.demoted();
                     self.reconcile().await;
                 }
                 done = async { match connecting.as_mut() { Some(c) => c.await, None => std::future::pending().await } } => {
@@ -159,6 +171,8 @@ impl<H: AnaHandler> State<H> {
                     match done {
                         Ok(c) => {
                             info!(monitor = %c.addr, "session open");
+                            self.config.metrics.session_opened(!self.opened_before);
+                            self.opened_before = true;
                             self.backoff = self.config.reconnect_min;
                             conn = Some(c);
                             beacon.reset_immediately();
@@ -178,7 +192,10 @@ impl<H: AnaHandler> State<H> {
                         Some(c) => c.tx.send(v1::GatewayMessage::from(domain::GatewayMessage::Beacon(report))).await.is_ok(),
                         None => false,
                     };
-                    if !sent {
+                    if sent {
+                        self.config.metrics.beacon_sent();
+                    } else {
+                        self.config.metrics.session_closed();
                         conn = None;
                         reconnect_at = self.after_failure(None);
                     }
@@ -194,12 +211,14 @@ impl<H: AnaHandler> State<H> {
                             let hint = leader_hint(&status).map(str::to_owned);
                             debug!(code = ?status.code(), message = status.message(), "session ended by the monitor");
                             if status.code() == Code::NotFound {
-                                warn!(gateway = %self.config.gateway, "{}", status.message());
+                                warn!("{}", status.message());
                             }
+                            self.config.metrics.session_closed();
                             conn = None;
                             reconnect_at = self.after_failure(hint);
                         }
                         None => {
+                            self.config.metrics.session_closed();
                             conn = None;
                             reconnect_at = self.after_failure(None);
                         }
@@ -338,16 +357,16 @@ impl<H: AnaHandler> State<H> {
                 }
                 self.applied_epoch = want.epoch;
                 info!(
-                    gateway = %self.config.gateway,
                     epoch = %want.epoch,
                     optimized = ?want.optimized().map(|e| e.ana_group.get()).collect::<std::collections::BTreeSet<_>>(),
                     "ANA states applied"
                 );
+                self.config.metrics.serving(want.optimized().count());
                 self.applied = Some(want);
                 self.target_ok = true;
             }
             Err(e) => {
-                warn!(gateway = %self.config.gateway, error = %e, "cannot apply ANA states; reporting the target unavailable");
+                warn!(error = %e, "cannot apply ANA states; reporting the target unavailable");
                 self.applied = None;
                 self.target_ok = false;
             }
@@ -360,8 +379,12 @@ impl<H: AnaHandler> State<H> {
         for attempt in 1..=self.config.handler_attempts {
             match tokio::time::timeout(HANDLER_TIMEOUT, self.handler.apply(want)).await {
                 Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => last = Some(e),
+                Ok(Err(e)) => {
+                    self.config.metrics.handler_error("apply");
+                    last = Some(e);
+                }
                 Err(_) => {
+                    self.config.metrics.handler_error("apply");
                     last = Some(HandlerError::Target {
                         target: "handler",
                         op: "apply",
@@ -393,7 +416,14 @@ impl<H: AnaHandler> State<H> {
     }
 
     async fn shutdown_handler(&self, reason: &str) {
-        let _ = tokio::time::timeout(HANDLER_TIMEOUT, self.handler.shutdown(reason)).await;
+        // The handler's shutdown cannot fail; it can only hang.
+        if tokio::time::timeout(HANDLER_TIMEOUT, self.handler.shutdown(reason))
+            .await
+            .is_err()
+        {
+            self.config.metrics.handler_error("shutdown");
+            warn!("the target did not shut down in time");
+        }
     }
 
     async fn beacon(&mut self) -> GatewayReport {
@@ -411,10 +441,12 @@ impl<H: AnaHandler> State<H> {
                 }
             }
             Ok(Err(e)) => {
+                self.config.metrics.handler_error("subsystems");
                 warn!(error = %e, "cannot read the target's subsystems");
                 self.target_ok = false;
             }
             Err(_) => {
+                self.config.metrics.handler_error("subsystems");
                 warn!("the target did not list its subsystems in time");
                 self.target_ok = false;
             }
@@ -464,6 +496,7 @@ impl<H: AnaHandler> State<H> {
                     // ack arrived: the monitor's grace started no earlier than that.
                     let until = sent_at + ack.lease;
                     self.lease_until = Some(self.lease_until.map_or(until, |t| t.max(until)));
+                    self.config.metrics.ack(now, self.lease_until);
                     if was_starting {
                         self.starting = false;
                     }
@@ -472,6 +505,7 @@ impl<H: AnaHandler> State<H> {
                 None
             }
             domain::MonitorMessage::MapSlice(slice) => {
+                self.config.metrics.slice();
                 self.last_contact = Instant::now();
                 self.first_map = true;
                 self.slice = Some(slice);
@@ -479,7 +513,7 @@ impl<H: AnaHandler> State<H> {
                 None
             }
             domain::MonitorMessage::Shutdown { reason } => {
-                info!(gateway = %self.config.gateway, %reason, "the monitors ordered this gateway to stop");
+                info!(%reason, "the monitors ordered this gateway to stop");
                 self.demote().await;
                 self.shutdown_handler(&reason).await;
                 Some(Exit::Shutdown(reason))

@@ -4,14 +4,19 @@
 use std::collections::BTreeSet;
 
 use gwmon_proto::convert::required;
-use gwmon_proto::domain::{Field, FieldError, GatewayId, GroupKey, Location};
+use gwmon_proto::domain::{Epoch, Field, FieldError, GatewayId, GroupKey, Location};
 use gwmon_proto::v1::{self, admin_service_server::AdminService};
 use openraft::ChangeMembers;
 use tonic::{Request, Response, Status};
 
 use crate::core::{write_error, Committed, Core};
 use crate::error::MonitorError;
+use crate::events;
 use crate::map::{Availability, Command, GatewayMap, GroupState, Timestamp};
+
+/// How many events a watch stream buffers towards a slow watcher (and reads at once);
+/// beyond that it waits, and the window keeps the rest until the watcher is overrun.
+const WATCH_BUFFER: usize = 256;
 
 /// How long a new monitor may take to catch up as a learner before it is refused.
 const LEARNER_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
@@ -377,6 +382,55 @@ impl AdminService for AdminGrpc {
         Ok(Response::new(v1::RemoveMonitorResponse {
             log_index: resp.log_id.index,
         }))
+    }
+
+    type WatchEventsStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<v1::WatchEventsResponse, Status>> + Send>,
+    >;
+
+    /// Served by any monitor from its own window of applied events (see `events`): a
+    /// watcher needs no leader, which is when it most wants to watch.
+    async fn watch_events(
+        &self,
+        req: Request<v1::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let req = req.into_inner();
+        let log = self.core.events().clone();
+        let mut cursor = match req.after_epoch {
+            None if req.from_oldest => log.oldest(),
+            after => log.cursor(after.map(Epoch)).map_err(MonitorError::from)?,
+        };
+        let stop_at = req.stop_when_caught_up.then(|| log.end());
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                if stop_at.is_some_and(|end| cursor >= end) {
+                    return;
+                }
+                let batch = match log.read_until(&mut cursor, WATCH_BUFFER, stop_at) {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        // The watcher may be gone already; nothing more to tell anyone.
+                        let _ = tx.send(Err(MonitorError::from(e).into())).await;
+                        return;
+                    }
+                };
+                if batch.is_empty() {
+                    tokio::select! {
+                        () = log.wait(&cursor) => continue,
+                        () = tx.closed() => return,
+                    }
+                }
+                for record in &batch {
+                    if tx.send(Ok(events::to_wire(record))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 

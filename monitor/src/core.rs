@@ -8,6 +8,7 @@ use openraft::{BasicNode, ServerState};
 
 use crate::clock::Clock;
 use crate::error::MonitorError;
+use crate::events::EventLog;
 use crate::map::{Command, GatewayMap};
 use crate::metrics::Telemetry;
 use crate::raft::state_machine::MapReader;
@@ -34,10 +35,17 @@ struct Inner {
     reader: MapReader,
     clock: Arc<dyn Clock>,
     telemetry: Telemetry,
+    events: EventLog,
 }
 
 impl Core {
-    pub fn new(id: NodeId, raft: Raft, reader: MapReader, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        id: NodeId,
+        raft: Raft,
+        reader: MapReader,
+        clock: Arc<dyn Clock>,
+        events: EventLog,
+    ) -> Self {
         Core {
             inner: Arc::new(Inner {
                 id,
@@ -45,6 +53,7 @@ impl Core {
                 reader,
                 clock,
                 telemetry: Telemetry::default(),
+                events,
             }),
         }
     }
@@ -64,6 +73,11 @@ impl Core {
     /// This monitor's counters: every service that counts something holds a `Core` already.
     pub fn telemetry(&self) -> &Telemetry {
         &self.inner.telemetry
+    }
+
+    /// The window of applied events that `WatchEvents` serves.
+    pub fn events(&self) -> &EventLog {
+        &self.inner.events
     }
 
     pub fn clock(&self) -> &dyn Clock {

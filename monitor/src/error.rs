@@ -3,7 +3,8 @@
 //! Clients branch on the code: `FAILED_PRECONDITION` with the `gwmon-leader` header means
 //! "not the leader, ask that one"; `NOT_FOUND` an unknown gateway or group;
 //! `INVALID_ARGUMENT` a bad id or value; `ABORTED` a stale beacon or epoch;
-//! `UNAVAILABLE` no leader known or the cluster shutting down.
+//! `UNAVAILABLE` no leader known or the cluster shutting down; `OUT_OF_RANGE` an event
+//! watch resuming from an epoch the monitor no longer keeps.
 
 use gwmon_proto::domain::FieldError;
 use gwmon_proto::leader;
@@ -11,6 +12,7 @@ use tonic::{Code, Status};
 
 use crate::codec::CodecError;
 use crate::config::ConfigError;
+use crate::events::WatchError;
 use crate::map::MapError;
 use crate::store::StoreError;
 
@@ -43,6 +45,9 @@ pub enum MonitorError {
     Serve(String),
     #[error("shutting down")]
     ShuttingDown,
+    /// An event watcher cannot be served from the retained window.
+    #[error(transparent)]
+    Watch(#[from] WatchError),
 }
 
 impl From<MonitorError> for Status {
@@ -55,7 +60,12 @@ impl From<MonitorError> for Status {
             MonitorError::NotLeader { leader: l } => leader::not_leader(l.as_deref()),
             MonitorError::Invalid(_) => Status::invalid_argument(message),
             MonitorError::Refused(m) => Status::new(map_code(&m), message),
-            MonitorError::Raft(_) | MonitorError::ShuttingDown => Status::unavailable(message),
+            MonitorError::Raft(_)
+            | MonitorError::ShuttingDown
+            | MonitorError::Watch(WatchError::Closed) => Status::unavailable(message),
+            MonitorError::Watch(WatchError::Gone { .. } | WatchError::Overrun { .. }) => {
+                Status::out_of_range(message)
+            }
             MonitorError::Config(_)
             | MonitorError::Store(_)
             | MonitorError::Codec(_)

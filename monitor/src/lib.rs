@@ -6,6 +6,7 @@
 //! * [`raft`]: replication of the map with openraft: types, storage adapters, network.
 //! * [`core`]: proposing commands and reading the map, shared by every service.
 //! * [`liveness`]: the leader's beacon timers.
+//! * [`events`]: the window of applied events behind the `WatchEvents` stream.
 //! * [`admin`]: the `AdminService` gRPC service.
 //! * [`session`]: the `GatewayService` gRPC service: one stream per gateway.
 //! * [`fence`]: the pluggable fence (none, exec, webhook) and the leader's loop running it.
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod events;
 pub mod fence;
 pub mod http;
 pub mod liveness;

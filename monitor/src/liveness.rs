@@ -203,8 +203,11 @@ impl Liveness {
                 .copied()
                 .unwrap_or(since)
                 .max(since);
-            if now.duration_since(last) >= grace {
-                info!(%key, %gateway, silent_ms = now.duration_since(last).as_millis() as u64, "gateway timed out");
+            let silent = now.duration_since(last);
+            if silent >= grace {
+                info!(pool = %key.pool, group = %key.group, %gateway,
+                      silent_ms = silent.as_millis() as u64, "gateway timed out");
+                self.core.telemetry().detected(silent - grace);
                 self.core
                     .propose(Command::GatewayTimedOut { key, gateway })
                     .await?;

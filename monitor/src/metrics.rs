@@ -12,23 +12,50 @@
 //! Every scrape encodes a fresh registry: the counters are registered as clones (they share
 //! their atomics), the gauges are built from one consistent read.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use openraft::ServerState;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::map::{Availability, Event, GatewayMap, Holder};
+use crate::map::{Availability, Event, GatewayMap, Holder, Timestamp};
 use crate::raft::state_machine::AppliedEvents;
 use crate::raft::NodeId;
-use gwmon_proto::domain::GroupKey;
+use gwmon_proto::domain::{AnaGroupId, Epoch, GatewayId, GroupKey};
+
+/// Bucket bounds of the failover histograms, in seconds: from a fast fence on loopback to a
+/// fence that needed retries.
+const FAILOVER_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0,
+];
+
+fn failover_histogram() -> Histogram {
+    Histogram::new(FAILOVER_BUCKETS)
+}
+
+/// The phases of `gwmon_failover_phase_seconds`, in the order a failover goes through them.
+pub mod phase {
+    /// Leader: how long after the grace ran out the timeout was proposed.
+    pub const DETECTION: &str = "detection";
+    /// Fence issued to fence completed (committed times).
+    pub const FENCE: &str = "fence";
+    /// Leader: the commit that turned an ANA group optimized for a gateway to the slice
+    /// carrying it being sent to that gateway.
+    pub const DELIVERY: &str = "delivery";
+    /// The later of failover start and fence completion to the new owner's beacon
+    /// confirming it serves (committed times): the new owner applying its slice.
+    pub const PROMOTION: &str = "promotion";
+}
 
 /// Label pairs. Only pool, group, gateway, and small closed sets (availability, state, peer
 /// monitor id) are used as labels, so the number of series stays bounded by the deployment.
@@ -53,14 +80,57 @@ pub struct Telemetry {
     inner: Arc<Counters>,
 }
 
-#[derive(Default)]
 struct Counters {
     failovers: Family<Labels, Counter>,
     failbacks: Family<Labels, Counter>,
     fences_completed: Family<Labels, Counter>,
+    fence_operations: Family<Labels, Counter>,
+    phases: Family<Labels, Histogram, fn() -> Histogram>,
+    failover_seconds: Histogram,
     beacons: Counter,
     sessions: Gauge,
     events_missed: Counter,
+    snapshots: Counter,
+    in_flight: Mutex<InFlight>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            failovers: Family::default(),
+            failbacks: Family::default(),
+            fences_completed: Family::default(),
+            fence_operations: Family::default(),
+            phases: Family::new_with_constructor(failover_histogram),
+            failover_seconds: failover_histogram(),
+            beacons: Counter::default(),
+            sessions: Gauge::default(),
+            events_missed: Counter::default(),
+            snapshots: Counter::default(),
+            in_flight: Mutex::new(InFlight::default()),
+        }
+    }
+}
+
+/// Failovers and fences under way, by the committed times of their events, so their phases
+/// can be timed when they end. Entries leave when the failover or fence ends, so the maps
+/// stay as small as the number of failovers in progress.
+#[derive(Default)]
+struct InFlight {
+    fences: HashMap<(GroupKey, GatewayId, Epoch), Timestamp>,
+    /// Per ANA group: when its failover started, its fence epoch, and when that fence
+    /// completed.
+    failovers: HashMap<(GroupKey, AnaGroupId), Failover>,
+}
+
+struct Failover {
+    started: Timestamp,
+    fence_epoch: Epoch,
+    fenced: Option<Timestamp>,
+}
+
+fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
+    to.as_millis().saturating_sub(from.as_millis()) as f64 / 1000.0
 }
 
 /// Keeps the open-sessions gauge up while a gateway session lives, whatever way it ends.
@@ -84,51 +154,160 @@ impl Telemetry {
         SessionGuard(self.inner.sessions.clone())
     }
 
-    /// Counts what one applied entry produced.
-    pub fn record(&self, events: &[Event]) {
+    /// Counts what one applied entry produced, and times the failover phases it ends. `at`
+    /// is the entry's committed time, the same on every monitor.
+    pub fn record(&self, at: Timestamp, events: &[Event]) {
+        let mut in_flight = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for e in events {
             match e {
-                Event::FailoverStarted { key, .. } => {
+                Event::FailoverStarted {
+                    key,
+                    ana_group,
+                    fence_epoch,
+                    ..
+                } => {
                     self.inner.failovers.get_or_create(&group_labels(key)).inc();
+                    in_flight.failovers.insert(
+                        (key.clone(), *ana_group),
+                        Failover {
+                            started: at,
+                            fence_epoch: *fence_epoch,
+                            fenced: None,
+                        },
+                    );
                 }
                 Event::FailbackStarted { key, .. } => {
                     self.inner.failbacks.get_or_create(&group_labels(key)).inc();
                 }
-                Event::FenceCompleted { key, .. } => {
+                Event::FenceIssued {
+                    key,
+                    gateway,
+                    epoch,
+                } => {
+                    in_flight
+                        .fences
+                        .insert((key.clone(), gateway.clone(), *epoch), at);
+                }
+                Event::FenceCompleted {
+                    key,
+                    gateway,
+                    epoch,
+                } => {
                     self.inner
                         .fences_completed
                         .get_or_create(&group_labels(key))
                         .inc();
+                    if let Some(issued) =
+                        in_flight
+                            .fences
+                            .remove(&(key.clone(), gateway.clone(), *epoch))
+                    {
+                        self.observe_phase(phase::FENCE, seconds_between(issued, at));
+                    }
+                    for ((k, _), f) in in_flight.failovers.iter_mut() {
+                        if k == key && f.fence_epoch <= *epoch && f.fenced.is_none() {
+                            f.fenced = Some(at);
+                        }
+                    }
+                }
+                Event::FenceExpired {
+                    key,
+                    gateway,
+                    epoch,
+                } => {
+                    in_flight
+                        .fences
+                        .remove(&(key.clone(), gateway.clone(), *epoch));
+                }
+                Event::Promoted { key, ana_group, .. } => {
+                    if let Some(f) = in_flight.failovers.remove(&(key.clone(), *ana_group)) {
+                        let from = f.fenced.map_or(f.started, |t| t.max(f.started));
+                        self.observe_phase(phase::PROMOTION, seconds_between(from, at));
+                        self.inner
+                            .failover_seconds
+                            .observe(seconds_between(f.started, at));
+                    }
+                }
+                Event::FenceWaitExpired { key, ana_group, .. } => {
+                    in_flight.failovers.remove(&(key.clone(), *ana_group));
+                }
+                Event::GatewayRemoved { key, gateway } => {
+                    in_flight
+                        .fences
+                        .retain(|(k, g, _), _| !(k == key && g == gateway));
                 }
                 _ => {}
             }
         }
     }
 
-    /// Count applied events until `stop`. Subscribe (`MapReader::events`) before Raft starts
-    /// applying, so nothing applied by this process is missed; if this loop ever falls more
-    /// than the backlog behind, the loss is counted in `gwmon_events_missed_total` and
-    /// logged rather than blocking `apply`.
+    fn observe_phase(&self, name: &'static str, seconds: f64) {
+        self.inner
+            .phases
+            .get_or_create(&vec![("phase", name.to_owned())])
+            .observe(seconds);
+    }
+
+    /// Leader: a gateway's timeout was proposed `late` after its grace ran out.
+    pub fn detected(&self, late: Duration) {
+        self.observe_phase(phase::DETECTION, late.as_secs_f64());
+    }
+
+    /// Leader: a slice newly making a gateway optimized was sent `elapsed` after the map
+    /// change was applied.
+    pub fn delivered(&self, elapsed: Duration) {
+        self.observe_phase(phase::DELIVERY, elapsed.as_secs_f64());
+    }
+
+    /// Leader: one run of the fencer ended, `ok` or not.
+    pub fn fence_result(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.inner
+            .fence_operations
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+    }
+
+    /// Count applied events, and snapshots from Raft's metrics, until `stop`. Subscribe
+    /// (`MapReader::events`) before Raft starts applying, so nothing applied by this
+    /// process is missed; if this loop ever falls more than the backlog behind, the loss is
+    /// counted in `gwmon_events_missed_total` and logged rather than blocking `apply`.
     pub async fn count_events(
         &self,
         mut rx: broadcast::Receiver<AppliedEvents>,
+        mut raft: watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
         stop: CancellationToken,
     ) {
+        let mut snapshot = raft.borrow_and_update().snapshot;
         loop {
-            let got = tokio::select! {
+            tokio::select! {
                 () = stop.cancelled() => return,
-                got = rx.recv() => got,
-            };
-            match got {
-                Ok(applied) => self.record(&applied.events),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    warn!(
-                        entries = n,
-                        "metrics fell behind the state machine; events missed"
-                    );
-                    self.inner.events_missed.inc_by(n);
+                got = rx.recv() => match got {
+                    Ok(applied) => self.record(applied.at, &applied.events),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(
+                            entries = n,
+                            "metrics fell behind the state machine; events missed"
+                        );
+                        self.inner.events_missed.inc_by(n);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                changed = raft.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let now = raft.borrow_and_update().snapshot;
+                    if now != snapshot && now.is_some() {
+                        // Built here or installed from the leader: either way a new one.
+                        self.inner.snapshots.inc();
+                    }
+                    snapshot = now;
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
             }
         }
     }
@@ -202,6 +381,28 @@ impl Telemetry {
             "fences_completed",
             "Fences of failed gateways confirmed complete",
             c.fences_completed.clone(),
+        );
+        r.register(
+            "fence_operations",
+            "Leader: runs of the fencer by result (success, failure); failures are retried",
+            c.fence_operations.clone(),
+        );
+        r.register_with_unit(
+            "failover_phase",
+            "Failover phases: detection (timeout proposed after the grace ran out), fence (issued to completed), delivery (commit to the slice sent to the new owner), promotion (fence completed to the new owner serving)",
+            Unit::Seconds,
+            c.phases.clone(),
+        );
+        r.register_with_unit(
+            "failover",
+            "Failover start to the new owner serving (committed times; detection not included)",
+            Unit::Seconds,
+            c.failover_seconds.clone(),
+        );
+        r.register(
+            "snapshots",
+            "Raft snapshots this monitor built or installed since it started",
+            c.snapshots.clone(),
         );
         r.register(
             "beacons_received",
@@ -382,19 +583,44 @@ mod tests {
         let t = Telemetry::default();
         let gw: GatewayId = "gw1".parse().expect("gateway");
         let ana = AnaGroupId::new(1).expect("ana group");
-        t.record(&[
-            Event::FailoverStarted {
+        let old: GatewayId = "gw0".parse().expect("gateway");
+        // gw0 failed: fence issued and failover started at 1.0 s, fence done at 1.25 s,
+        // the new owner serving at 1.4 s.
+        t.record(
+            Timestamp(1_000),
+            &[
+                Event::FenceIssued {
+                    key: key(),
+                    gateway: old.clone(),
+                    epoch: Epoch(3),
+                },
+                Event::FailoverStarted {
+                    key: key(),
+                    ana_group: ana,
+                    to: gw.clone(),
+                    fence_epoch: Epoch(3),
+                },
+            ],
+        );
+        t.record(
+            Timestamp(1_250),
+            &[Event::FenceCompleted {
+                key: key(),
+                gateway: old,
+                epoch: Epoch(3),
+            }],
+        );
+        t.record(
+            Timestamp(1_400),
+            &[Event::Promoted {
                 key: key(),
                 ana_group: ana,
-                to: gw.clone(),
-                fence_epoch: Epoch(3),
-            },
-            Event::FenceCompleted {
-                key: key(),
                 gateway: gw.clone(),
-                epoch: Epoch(3),
-            },
-        ]);
+            }],
+        );
+        t.fence_result(true);
+        t.fence_result(false);
+        t.detected(Duration::from_millis(30));
         t.beacon_received();
         let guard = t.session_opened();
 
@@ -419,6 +645,16 @@ mod tests {
             "gwmon_failovers_total{pool=\"rbd\",group=\"grp1\"} 1",
             "gwmon_fences_completed_total{pool=\"rbd\",group=\"grp1\"} 1",
             "gwmon_beacons_received_total 1",
+            "gwmon_fence_operations_total{result=\"success\"} 1",
+            "gwmon_fence_operations_total{result=\"failure\"} 1",
+            // fence 0.25 s, promotion 0.15 s, detection 0.03 s: one observation each.
+            "gwmon_failover_phase_seconds_sum{phase=\"fence\"} 0.25",
+            "gwmon_failover_phase_seconds_bucket{le=\"0.25\",phase=\"fence\"} 1",
+            "gwmon_failover_phase_seconds_bucket{le=\"0.1\",phase=\"fence\"} 0",
+            "gwmon_failover_phase_seconds_sum{phase=\"promotion\"} 0.15",
+            "gwmon_failover_phase_seconds_count{phase=\"detection\"} 1",
+            "gwmon_failover_seconds_sum 0.4",
+            "gwmon_snapshots_total 0",
             "gwmon_gateway_sessions 1",
             "gwmon_gateways{pool=\"rbd\",group=\"grp1\",availability=\"CREATED\"} 1",
             "gwmon_gateways{pool=\"rbd\",group=\"grp1\",availability=\"AVAILABLE\"} 0",

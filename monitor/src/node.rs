@@ -20,6 +20,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Bootstrap, MonitorConfig};
 use crate::core::Core;
 use crate::error::MonitorError;
+use crate::events::EventLog;
 use crate::fence::runner::FenceRunner;
 use crate::fence::Fencer;
 use crate::liveness::Liveness;
@@ -121,6 +122,8 @@ impl Monitor {
         // Subscribed before Raft starts applying, so the counters miss nothing this process
         // applies (the log replayed after the snapshot included).
         let applied_events = reader.events();
+        let watched_events = reader.events();
+        let event_log = EventLog::new(crate::events::DEFAULT_CAPACITY, reader.read(|m| m.epoch()));
 
         let raft_config = openraft::Config {
             cluster_name: "gwmon".into(),
@@ -148,7 +151,13 @@ impl Monitor {
         .await
         .map_err(|e| MonitorError::Raft(format!("cannot start: {e}")))?;
 
-        let core = Core::new(config.node_id, raft.clone(), reader, plumbing.clock.clone());
+        let core = Core::new(
+            config.node_id,
+            raft.clone(),
+            reader,
+            plumbing.clock.clone(),
+            event_log,
+        );
         let liveness = Arc::new(Liveness::new(
             core.clone(),
             Duration::from_millis(config.liveness_tick_ms),
@@ -223,8 +232,28 @@ impl Monitor {
             },
             {
                 let telemetry = core.telemetry().clone();
+                let raft_metrics = raft.metrics();
                 let stop = shutdown.clone();
-                tokio::spawn(async move { telemetry.count_events(applied_events, stop).await })
+                tokio::spawn(async move {
+                    telemetry
+                        .count_events(applied_events, raft_metrics, stop)
+                        .await;
+                })
+            },
+            {
+                let core = core.clone();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    core.events()
+                        .feed(
+                            watched_events,
+                            core.raft().metrics(),
+                            || core.clock().now(),
+                            || core.reader().read(|m| m.epoch()),
+                            stop,
+                        )
+                        .await;
+                })
             },
         ];
         info!(id = config.node_id, %addr, data_dir = %config.data_dir.display(), "monitor started");

@@ -9,13 +9,15 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use gwmon_proto::domain::{self, GatewayId, GroupKey, MapSlice, ReportedAvailability};
+use gwmon_proto::domain::{
+    self, AnaAccess, AnaGroupId, GatewayId, GroupKey, MapSlice, ReportedAvailability,
+};
 use gwmon_proto::v1::{self, gateway_service_server::GatewayService};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::core::Core;
 use crate::error::MonitorError;
@@ -104,7 +106,9 @@ impl GatewayService for GatewayGrpc {
             Ok(())
         });
         known.map_err(MonitorError::Refused)?;
-        info!(gateway = %hello.gateway, key = %hello.key, version = %hello.software_version, "gateway session opened");
+        // Every log line of the session carries the gateway and its group.
+        let span = info_span!("gateway_session", pool = %hello.key.pool, group = %hello.key.group, gateway = %hello.gateway);
+        span.in_scope(|| info!(version = %hello.software_version, "gateway session opened"));
 
         let (tx, rx) = mpsc::channel(OUTBOX);
         let session = Session {
@@ -117,7 +121,7 @@ impl GatewayService for GatewayGrpc {
             beaconed: false,
         };
         let stop = self.shutdown.clone();
-        tokio::spawn(session.run(inbound, stop));
+        tokio::spawn(session.run(inbound, stop).instrument(span));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -159,7 +163,7 @@ impl Session {
                 msg = inbound.next() => match msg {
                     None => Next::End,
                     Some(Err(e)) => {
-                        debug!(gateway = %self.gateway, error = %e, "gateway stream ended");
+                        debug!(error = %e, "gateway stream ended");
                         Next::End
                     }
                     Some(Ok(m)) => self.on_message(m).await,
@@ -180,7 +184,7 @@ impl Session {
                 },
             };
             if let Next::End = next {
-                info!(gateway = %self.gateway, key = %self.key, "gateway session closed");
+                info!("gateway session closed");
                 return;
             }
         }
@@ -233,11 +237,11 @@ impl Session {
                 self.push_slice().await
             }
             Err(MonitorError::Refused(MapError::StaleBeacon { .. })) => {
-                debug!(gateway = %self.gateway, seq, "late beacon ignored");
+                debug!(seq, "late beacon ignored");
                 Next::Continue
             }
             Err(e) => {
-                warn!(gateway = %self.gateway, error = %e, "beacon refused");
+                warn!(error = %e, "beacon refused");
                 let _ = self.tx.send(Err(e.into())).await;
                 Next::End
             }
@@ -247,6 +251,9 @@ impl Session {
     /// Send the gateway's slice if it changed, or the order to stop if the map says the
     /// gateway is gone.
     async fn push_slice(&mut self) -> Next {
+        // The session wakes as soon as the change is applied: the delivery phase is timed
+        // from here to the slice being handed to the stream.
+        let woke = tokio::time::Instant::now();
         let (slice, availability) = self.core.reader().read(|m| {
             let group = m.group(&self.key);
             let slice = group.and_then(|g| g.slice(&self.gateway));
@@ -265,6 +272,13 @@ impl Session {
         };
         if let Some(slice) = slice {
             if self.last_sent.as_ref() != Some(&slice) {
+                let newly_serving = serving(&slice).into_iter().any(|g| {
+                    !self
+                        .last_sent
+                        .as_ref()
+                        .is_some_and(|s| serving(s).contains(&g))
+                });
+                let epoch = slice.epoch;
                 self.last_sent = Some(slice.clone());
                 if let Next::End = self
                     .send(domain::MonitorMessage::MapSlice(slice).into())
@@ -272,10 +286,14 @@ impl Session {
                 {
                     return Next::End;
                 }
+                if newly_serving {
+                    self.core.telemetry().delivered(woke.elapsed());
+                    debug!(%epoch, "slice sent: the gateway may now serve an ANA group");
+                }
             }
         }
         if let Some(reason) = reason {
-            info!(gateway = %self.gateway, reason, "ordering the gateway to stop");
+            info!(reason, "ordering the gateway to stop");
             let _ = self
                 .send(
                     domain::MonitorMessage::Shutdown {
@@ -288,4 +306,14 @@ impl Session {
         }
         Next::Continue
     }
+}
+
+/// The ANA groups a slice lets its gateway serve: optimized with the fence confirmed.
+fn serving(slice: &MapSlice) -> Vec<AnaGroupId> {
+    slice
+        .ana_groups
+        .iter()
+        .filter(|v| v.access == AnaAccess::Optimized && v.fence_complete)
+        .map(|v| v.ana_group)
+        .collect()
 }

@@ -71,6 +71,8 @@ impl Fencer for RecordingFencer {
 }
 
 pub struct Gateway {
+    /// The client's metrics, registered nowhere: tests encode them directly.
+    pub metrics: gwmon_client::ClientMetrics,
     pub stop: CancellationToken,
     pub task: JoinHandle<Result<Exit, ClientError>>,
     pub proxies: Vec<Proxy>,
@@ -163,7 +165,9 @@ impl Env {
         } else {
             self.cluster.addrs.values().cloned().collect()
         };
-        let config = self.client_config(name, monitors, policy);
+        let metrics = gwmon_client::ClientMetrics::new();
+        let mut config = self.client_config(name, monitors, policy);
+        config.metrics = metrics.clone();
         let handler = Arc::new(Recorder::new(
             &gw(name),
             &self.groups,
@@ -174,6 +178,7 @@ impl Env {
         self.gateways.insert(
             name.to_owned(),
             Gateway {
+                metrics,
                 stop,
                 task,
                 proxies,

@@ -11,11 +11,13 @@
 //! * [`listeners`]: the `listeners` command.
 //! * [`blocklist`]: `blocklist ls`.
 //! * [`health`]: the `health` command.
+//! * [`events`]: `events`, one line per event.
 //! * [`cluster`]: `cluster status|add|remove`.
 //! * [`write`]: the result of every map change.
 
 pub mod blocklist;
 pub mod cluster;
+pub mod events;
 pub mod group;
 pub mod health;
 pub mod listeners;

@@ -11,8 +11,9 @@ use clap::{Parser, ValueEnum};
 use gwmon_client::adapters::file::FileTarget;
 use gwmon_client::adapters::nvmet::NvmetTarget;
 use gwmon_client::adapters::spdk::SpdkTarget;
-use gwmon_client::{AnaHandler, ClientConfig, ClientError, Exit, OnMonitorLoss};
+use gwmon_client::{AnaHandler, ClientConfig, ClientError, ClientMetrics, Exit, OnMonitorLoss};
 use gwmon_proto::domain::{GatewayId, Group, GroupKey, Pool};
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -74,6 +75,10 @@ struct Args {
     /// `human` or `json` logs.
     #[arg(long, default_value = "human")]
     log_format: String,
+    /// Serve the client's Prometheus metrics (lease age, reconnects, handler errors, ...)
+    /// at http://ADDR/metrics. Off unless given.
+    #[arg(long, env = "GWMON_GATEWAY_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
+    let metrics = ClientMetrics::new();
     let config = ClientConfig::builder(
         args.id.clone(),
         GroupKey::new(args.pool.clone(), args.group.clone()),
@@ -111,6 +117,7 @@ async fn run(args: Args) -> ExitCode {
     .connect_panic(Duration::from_secs(args.connect_panic_s))
     .disconnect_panic(Duration::from_secs(args.disconnect_panic_s))
     .on_monitor_loss(args.on_monitor_loss)
+    .metrics(metrics.clone())
     .build();
     let config = match config {
         Ok(c) => c,
@@ -125,6 +132,29 @@ async fn run(args: Args) -> ExitCode {
         tokio::spawn(async move {
             signal().await;
             stop.cancel();
+        });
+    }
+    if let Some(addr) = args.metrics_listen {
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("gwmon-gateway: cannot listen for metrics on {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let app = axum::Router::new()
+            .route("/metrics", axum::routing::get(scrape))
+            .with_state(Arc::new(registry));
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "the metrics listener stopped");
+            }
         });
     }
     let result = match args.adapter {
@@ -155,6 +185,25 @@ async fn run(args: Args) -> ExitCode {
             eprintln!("gwmon-gateway: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `GET /metrics`: the registry in the OpenMetrics text format.
+async fn scrape(
+    axum::extract::State(registry): axum::extract::State<Arc<Registry>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+        Ok(()) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use gwmon_proto::domain::{Epoch, GatewayId, GroupKey};
 
@@ -55,6 +55,8 @@ pub(crate) trait FenceBoard: Send + Sync + 'static {
     fn changes(&self) -> watch::Receiver<u64>;
     /// Commit the fence's completion.
     fn complete(&self, order: FenceOrder) -> BoxFuture<'static, Result<(), MonitorError>>;
+    /// One run of the fencer ended, `ok` or not (for metrics).
+    fn fence_ended(&self, _ok: bool) {}
 }
 
 impl FenceBoard for Core {
@@ -68,6 +70,10 @@ impl FenceBoard for Core {
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.reader().changes()
+    }
+
+    fn fence_ended(&self, ok: bool) {
+        self.telemetry().fence_result(ok);
     }
 
     fn complete(&self, order: FenceOrder) -> BoxFuture<'static, Result<(), MonitorError>> {
@@ -244,16 +250,28 @@ impl FenceRunner {
                 continue;
             }
             t.in_flight = true;
-            info!(key = %order.key, gateway = %order.gateway, epoch = %order.epoch,
-                nonces = order.nonces.len(), attempt = t.failures + 1, fencer = self.fencer.name(),
-                "fencing");
+            // The fencer's own log lines (an exec fencer's stderr, a webhook's answer) carry
+            // the fence they belong to.
+            let span = info_span!("fence", pool = %order.key.pool, group = %order.key.group,
+                gateway = %order.gateway, epoch = %order.epoch);
+            span.in_scope(|| {
+                info!(
+                    nonces = order.nonces.len(),
+                    attempt = t.failures + 1,
+                    fencer = self.fencer.name(),
+                    "fencing"
+                );
+            });
             let fencer = self.fencer.clone();
             let board = self.board.clone();
             let task_key = key.clone();
-            let handle = tasks.spawn(async move {
-                let outcome = attempt(&*fencer, &*board, order).await;
-                (task_key, outcome)
-            });
+            let handle = tasks.spawn(
+                async move {
+                    let outcome = attempt(&*fencer, &*board, order).await;
+                    (task_key, outcome)
+                }
+                .instrument(span),
+            );
             running.insert(handle.id(), key);
         }
     }
@@ -278,6 +296,15 @@ impl FenceRunner {
             }
         };
         let (group, gateway, epoch) = &key;
+        match &outcome {
+            Outcome::Completed | Outcome::NotLeader | Outcome::Failed(Failure::Commit(_)) => {
+                self.board.fence_ended(true)
+            }
+            Outcome::Failed(Failure::Fence(_) | Failure::Panicked(_)) => {
+                self.board.fence_ended(false);
+            }
+            Outcome::Gone => {}
+        }
         match outcome {
             Outcome::Completed => {
                 info!(key = %group, %gateway, %epoch, "fence completed");

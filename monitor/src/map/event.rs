@@ -81,3 +81,24 @@ pub enum Event {
         location: String,
     },
 }
+
+impl Event {
+    /// The group the event is about.
+    pub fn key(&self) -> &GroupKey {
+        match self {
+            Event::GatewayCreated { key, .. }
+            | Event::GatewayRemoved { key, .. }
+            | Event::AvailabilityChanged { key, .. }
+            | Event::ZombieRefused { key, .. }
+            | Event::Released { key, .. }
+            | Event::FenceIssued { key, .. }
+            | Event::FenceCompleted { key, .. }
+            | Event::FailoverStarted { key, .. }
+            | Event::Promoted { key, .. }
+            | Event::FailbackStarted { key, .. }
+            | Event::FenceWaitExpired { key, .. }
+            | Event::FenceExpired { key, .. }
+            | Event::DisasterRecovered { key, .. } => key,
+        }
+    }
+}

@@ -32,7 +32,7 @@ use super::{
     Applied, Entry, LogId, NodeId, Request, Response, StorageError, StoredMembership, TypeConfig,
 };
 use crate::codec::{self, Versioned};
-use crate::map::{Event, GatewayMap};
+use crate::map::{Event, GatewayMap, Timestamp};
 use crate::store::{MetaKey, Store, StoreError};
 
 /// The state a snapshot captures. The map is nested in its own versioned encoding, so a
@@ -207,6 +207,8 @@ pub struct AppliedEvents {
     pub index: u64,
     /// The map epoch after the entry.
     pub map_epoch: Epoch,
+    /// The time the leader proposed the entry with (the command's `now`).
+    pub at: Timestamp,
     /// Shared, not copied per subscriber.
     pub events: Arc<[Event]>,
 }
@@ -419,12 +421,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut state = self.write_state()?;
             for entry in entries {
                 state.last_applied = Some(entry.log_id);
+                let mut at = Timestamp::ZERO;
                 let outcome = match entry.payload {
                     EntryPayload::Blank => Ok(Applied {
                         changed: false,
                         events: Vec::new(),
                     }),
                     EntryPayload::Normal(Request::Map { now, cmd }) => {
+                        at = now;
                         state.map.apply(&cmd, now).map(|a| Applied {
                             changed: a.changed,
                             events: a.events,
@@ -443,6 +447,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         published.push(AppliedEvents {
                             index: entry.log_id.index,
                             map_epoch: state.map.epoch(),
+                            at,
                             events: a.events.as_slice().into(),
                         });
                     }
