@@ -161,10 +161,27 @@ pub enum Command {
         #[arg(long)]
         after_epoch: Option<u64>,
     },
+    /// The map's tunables (timers and limits), replicated with the map: show them, or
+    /// change some of them.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// The monitor cluster: status and membership.
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
+    },
+    /// Replicated volumes: hosts build an MD RAID1 over their NVMe-oF replicas, report each
+    /// replica's health, and get a bad replica replaced in committed stages.
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
+    /// The hosts (compute nodes) whose agents report replica health.
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
     },
     /// Print a shell completion script, e.g. `nvme-gw completions bash > /etc/bash_completion.d/nvme-gw`.
     Completions {
@@ -198,6 +215,20 @@ pub enum BlocklistCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Every setting, its value and its default (asked of the leader unless --stale).
+    Show,
+    /// Change settings, e.g. `config set beacon_grace_ms=2000 failback_delay_ms=500`; the
+    /// others keep their values. While gateways are available the grace may at most halve
+    /// in one change.
+    Set {
+        /// `NAME=VALUE` pairs; durations in milliseconds. `config show` lists the names.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Members, leader, term, commit and applied indexes, and each member's lag behind the
     /// leader (asked of the leader unless --stale).
@@ -215,6 +246,61 @@ pub enum ClusterCommand {
         /// The monitor's id.
         id: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Register a volume with its replicas, all in sync (what a storage backend does when
+    /// it creates one). Registering the same volume again changes nothing.
+    Create {
+        /// The volume's UUID.
+        volume_id: String,
+        /// The name of the host's md array, /dev/md/ALIAS (at most 32 characters).
+        #[arg(long)]
+        alias: String,
+        /// The volume's size: bytes, or with a binary suffix K, M, G or T (10G = 10 GiB).
+        #[arg(long)]
+        capacity: String,
+        /// One replica, repeated for each: ID,NQN,PORTAL[,PORTAL...][,ns=UUID], where
+        /// PORTAL is TRANSPORT:ADDRESS:PORT (tcp or rdma; an IPv6 address in brackets), e.g.
+        /// 7b6a...,nqn.2016-06.io.spdk:r1,tcp:10.0.0.5:4420.
+        #[arg(long = "replica", required = true)]
+        replicas: Vec<String>,
+        /// How many replicas the volume should have; defaults to the number given.
+        #[arg(long)]
+        replica_count: Option<u32>,
+        /// How long a replica must be missing or faulty before a replacement is accepted,
+        /// in seconds. The default, 5 minutes, lets a path that flaps (md's failfast marks
+        /// a leg faulty at the first error) come back before a whole new replica is synced.
+        #[arg(long, default_value_t = 300)]
+        grace_secs: u64,
+    },
+    /// Show a volume (by UUID or alias): every replica, its state and whether it is stale,
+    /// and the replacement under way.
+    Show {
+        /// The volume's UUID or alias.
+        volume: String,
+    },
+    /// List every volume.
+    List,
+    /// Ask for a replica to be replaced. Accepted once it has been missing or faulty for
+    /// the volume's grace period; --force replaces it now, whatever its state.
+    Replace {
+        /// The volume's UUID.
+        volume: String,
+        /// The replica's UUID.
+        replica: String,
+        /// Skip the grace period and the missing-or-faulty requirement (e.g. to move a
+        /// volume off a backend).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// List every registered host and its last heartbeat.
+    List,
 }
 
 #[cfg(test)]

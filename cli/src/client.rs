@@ -95,9 +95,23 @@ impl Admin {
 
     /// Make one call. `call` gets a client connected to the monitor being tried and may be
     /// invoked several times (once per attempt), so it must build its request afresh.
-    pub async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<Answer<T>, CliError>
+    pub async fn call<T, F, Fut>(&mut self, call: F) -> Result<Answer<T>, CliError>
     where
         F: FnMut(AdminServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.call_on(AdminServiceClient::new, call).await
+    }
+
+    /// [`Admin::call`] on another service of the monitors (`ReplicaService`), which
+    /// follows the same leader-redirect convention: `client` wraps the connected channel.
+    pub async fn call_on<C, T, F, Fut>(
+        &mut self,
+        client: fn(Channel) -> C,
+        mut call: F,
+    ) -> Result<Answer<T>, CliError>
+    where
+        F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let mut target = self.preferred.take();
@@ -114,7 +128,7 @@ impl Admin {
                 self.tried.push(addr.clone());
             }
             attempts += 1;
-            let last = match self.attempt(&addr, &mut call).await {
+            let last = match self.attempt(&addr, client, &mut call).await {
                 Ok(resp) => {
                     self.preferred = Some(addr.clone());
                     return Ok(Answer {
@@ -162,9 +176,14 @@ impl Admin {
     }
 
     /// One attempt at one monitor, connecting and answering within the timeout.
-    async fn attempt<T, F, Fut>(&self, addr: &str, call: &mut F) -> Result<Response<T>, Failure>
+    async fn attempt<C, T, F, Fut>(
+        &self,
+        addr: &str,
+        client: fn(Channel) -> C,
+        call: &mut F,
+    ) -> Result<Response<T>, Failure>
     where
-        F: FnMut(AdminServiceClient<Channel>) -> Fut,
+        F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let timeout = self.settings.timeout;
@@ -177,7 +196,7 @@ impl Admin {
                 .connect()
                 .await
                 .map_err(|e| Failure::Retry(format!("cannot connect: {}", chain(&e))))?;
-            call(AdminServiceClient::new(channel))
+            call(client(channel))
                 .await
                 .map_err(|status| classify(&status))
         };

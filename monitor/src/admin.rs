@@ -12,7 +12,9 @@ use tonic::{Request, Response, Status};
 use crate::core::{write_error, Committed, Core};
 use crate::error::MonitorError;
 use crate::events;
-use crate::map::{Availability, Command, GatewayMap, GroupState, Timestamp};
+use crate::map::{
+    Availability, Command, ConfigUpdate, GatewayMap, GroupState, MapConfig, Timestamp,
+};
 
 /// How many events a watch stream buffers towards a slow watcher (and reads at once);
 /// beyond that it waits, and the window keeps the rest until the watcher is overrun.
@@ -388,6 +390,52 @@ impl AdminService for AdminGrpc {
         Box<dyn tokio_stream::Stream<Item = Result<v1::WatchEventsResponse, Status>> + Send>,
     >;
 
+    async fn get_config(
+        &self,
+        req: Request<v1::GetConfigRequest>,
+    ) -> Result<Response<v1::GetConfigResponse>, Status> {
+        let stale = req.into_inner().stale;
+        let (settings, map_epoch) = self
+            .core
+            .read(stale, |m| (settings(m.config()), m.epoch().0))
+            .await?;
+        Ok(Response::new(v1::GetConfigResponse {
+            settings: Some(settings),
+            defaults: Some(settings_of_default()),
+            map_epoch,
+        }))
+    }
+
+    async fn set_config(
+        &self,
+        req: Request<v1::SetConfigRequest>,
+    ) -> Result<Response<v1::SetConfigResponse>, Status> {
+        let u = required(req.into_inner().update, "update").map_err(MonitorError::from)?;
+        let update = ConfigUpdate {
+            max_gateways_per_group: u.max_gateways_per_group,
+            beacon_grace_ms: u.beacon_grace_ms,
+            fence_timeout_ms: u.fence_timeout_ms,
+            failback_prepare_ms: u.failback_prepare_ms,
+            failback_delay_ms: u.failback_delay_ms,
+            skip_failover_redeploy_ms: u.skip_failover_redeploy_ms,
+            skip_failover_admin_ms: u.skip_failover_admin_ms,
+            blocklist_expiry_ms: u.blocklist_expiry_ms,
+            delete_grace_ms: u.delete_grace_ms,
+        };
+        if update.is_empty() {
+            return Err(Status::invalid_argument(
+                "invalid request: update sets no setting",
+            ));
+        }
+        let done = self.write(Command::UpdateConfig(update)).await?;
+        // Read on this (the leader's) copy, which has applied the change.
+        let now = self.core.reader().read(|m| settings(m.config()));
+        Ok(Response::new(v1::SetConfigResponse {
+            map_epoch: done.map_epoch.0,
+            settings: Some(now),
+        }))
+    }
+
     /// Served by any monitor from its own window of applied events (see `events`): a
     /// watcher needs no leader, which is when it most wants to watch.
     async fn watch_events(
@@ -530,4 +578,23 @@ pub fn health_checks(map: &GatewayMap, now: Timestamp) -> Vec<v1::HealthCheck> {
         }
     }
     checks
+}
+
+/// The wire form of the tunables.
+fn settings(c: &MapConfig) -> v1::MapSettings {
+    v1::MapSettings {
+        max_gateways_per_group: c.max_gateways_per_group,
+        beacon_grace_ms: c.beacon_grace_ms,
+        fence_timeout_ms: c.fence_timeout_ms,
+        failback_prepare_ms: c.failback_prepare_ms,
+        failback_delay_ms: c.failback_delay_ms,
+        skip_failover_redeploy_ms: c.skip_failover_redeploy_ms,
+        skip_failover_admin_ms: c.skip_failover_admin_ms,
+        blocklist_expiry_ms: c.blocklist_expiry_ms,
+        delete_grace_ms: c.delete_grace_ms,
+    }
+}
+
+fn settings_of_default() -> v1::MapSettings {
+    settings(&MapConfig::default())
 }

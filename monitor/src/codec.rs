@@ -86,3 +86,13 @@ impl Versioned for crate::map::Command {
     const WHAT: &'static str = "map command";
     const VERSION: u8 = 1;
 }
+
+impl Versioned for crate::replica::ReplicaRegistry {
+    const WHAT: &'static str = "replica registry";
+    const VERSION: u8 = 1;
+}
+
+impl Versioned for crate::replica::ReplicaCommand {
+    const WHAT: &'static str = "replica command";
+    const VERSION: u8 = 1;
+}

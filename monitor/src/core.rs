@@ -13,6 +13,7 @@ use crate::map::{Command, GatewayMap};
 use crate::metrics::Telemetry;
 use crate::raft::state_machine::MapReader;
 use crate::raft::{Applied, NodeId, Raft, Request};
+use crate::replica::{self, ReplicaCommand, ReplicaRegistry};
 use gwmon_proto::domain::Epoch;
 
 /// A committed command's result.
@@ -20,6 +21,13 @@ use gwmon_proto::domain::Epoch;
 pub struct Committed {
     pub map_epoch: Epoch,
     pub applied: Applied,
+    pub log_index: u64,
+}
+
+/// A committed replica-registry command's result.
+#[derive(Debug, Clone)]
+pub struct ReplicaCommitted {
+    pub applied: replica::Applied,
     pub log_index: u64,
 }
 
@@ -120,6 +128,43 @@ impl Core {
             applied,
             log_index,
         })
+    }
+
+    /// Commit a replica-registry command through Raft, stamped with this leader's time.
+    /// Returns once the command is applied here, so a following read sees it. A refusal by
+    /// the registry is [`MonitorError::Replica`].
+    pub async fn propose_replica(
+        &self,
+        cmd: ReplicaCommand,
+    ) -> Result<ReplicaCommitted, MonitorError> {
+        let now = self.inner.clock.now();
+        let resp = self
+            .inner
+            .raft
+            .client_write(Request::Replica { now, cmd })
+            .await
+            .map_err(write_error)?;
+        let log_index = resp.log_id.index;
+        let applied = resp.data.replica.ok_or_else(|| {
+            MonitorError::Raft("a replica command came back without its outcome".into())
+        })??;
+        Ok(ReplicaCommitted { applied, log_index })
+    }
+
+    /// Read the replica registry, linearizable unless `stale` (as [`Core::read`]).
+    pub async fn read_replicas<T>(
+        &self,
+        stale: bool,
+        f: impl FnOnce(&ReplicaRegistry) -> T,
+    ) -> Result<T, MonitorError> {
+        if !stale {
+            self.inner
+                .raft
+                .ensure_linearizable()
+                .await
+                .map_err(read_error)?;
+        }
+        Ok(self.inner.reader.read_registry(f))
     }
 
     /// Read the map. Linearizable unless `stale`: the leader first confirms with a quorum

@@ -5,6 +5,12 @@
 //! `INVALID_ARGUMENT` a bad id or value; `ABORTED` a stale beacon or epoch;
 //! `UNAVAILABLE` no leader known or the cluster shutting down; `OUT_OF_RANGE` an event
 //! watch resuming from an epoch the monitor no longer keeps.
+//!
+//! The replica registry's refusals ([`ReplicaError`]) follow the same scheme:
+//! `NOT_FOUND` an unknown host, volume, replica or replacement; `ALREADY_EXISTS` a create or
+//! supply that conflicts with what is registered; `FAILED_PRECONDITION` (without the leader
+//! header) "not now": grace period, stage order, nothing safe to connect; `ABORTED` another
+//! replacement of the volume under way.
 
 use gwmon_proto::domain::FieldError;
 use gwmon_proto::leader;
@@ -14,6 +20,7 @@ use crate::codec::CodecError;
 use crate::config::ConfigError;
 use crate::events::WatchError;
 use crate::map::MapError;
+use crate::replica::ReplicaError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +37,9 @@ pub enum MonitorError {
     /// The map engine refused the command.
     #[error("refused: {0}")]
     Refused(#[from] MapError),
+    /// The replica registry refused the command or read.
+    #[error("{0}")]
+    Replica(#[from] ReplicaError),
     /// This monitor is not the leader; `leader` is the leader's address when known.
     #[error("not the leader{}", leader.as_ref().map(|l| format!("; the leader is {l}")).unwrap_or_default())]
     NotLeader { leader: Option<String> },
@@ -60,6 +70,7 @@ impl From<MonitorError> for Status {
             MonitorError::NotLeader { leader: l } => leader::not_leader(l.as_deref()),
             MonitorError::Invalid(_) => Status::invalid_argument(message),
             MonitorError::Refused(m) => Status::new(map_code(&m), message),
+            MonitorError::Replica(r) => Status::new(replica_code(&r), message),
             MonitorError::Raft(_)
             | MonitorError::ShuttingDown
             | MonitorError::Watch(WatchError::Closed) => Status::unavailable(message),
@@ -92,6 +103,33 @@ fn map_code(e: &MapError) -> Code {
     }
 }
 
+fn replica_code(e: &ReplicaError) -> Code {
+    match e {
+        ReplicaError::UnknownHost(_)
+        | ReplicaError::UnknownVolume(_)
+        | ReplicaError::UnknownAlias(_)
+        | ReplicaError::UnknownReplica { .. }
+        | ReplicaError::UnknownReplacement { .. } => Code::NotFound,
+        ReplicaError::VolumeExists(_)
+        | ReplicaError::AliasTaken { .. }
+        | ReplicaError::ReplicaIdTaken { .. }
+        | ReplicaError::ConflictingSupply { .. } => Code::AlreadyExists,
+        ReplicaError::TooManyReplicas { .. }
+        | ReplicaError::ShrinkRefused { .. }
+        | ReplicaError::NotAcknowledgeable(_) => Code::InvalidArgument,
+        ReplicaError::ReplicaNotBad { .. }
+        | ReplicaError::GraceNotPassed { .. }
+        | ReplicaError::AlreadyTerminating { .. }
+        | ReplicaError::NoSyncSource { .. }
+        | ReplicaError::StageOutOfOrder { .. }
+        | ReplicaError::ReplacementFinished { .. }
+        | ReplicaError::NotRetiring { .. }
+        | ReplicaError::NoSafeReplica { .. } => Code::FailedPrecondition,
+        ReplicaError::ReplacementBusy { .. } => Code::Aborted,
+        ReplicaError::Invariant(_) => Code::Internal,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +152,21 @@ mod tests {
         let status = Status::from(MonitorError::Refused(MapError::UnknownGroup(key)));
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(status.message(), "refused: no gateway group rbd/g");
+    }
+
+    #[test]
+    fn replica_refusals_are_not_leader_redirects() {
+        let volume: gwmon_proto::domain::VolumeId = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
+            .parse()
+            .expect("volume id");
+        let status = Status::from(MonitorError::Replica(ReplicaError::UnknownVolume(volume)));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(
+            status.message(),
+            "unknown volume f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
+        );
+        let status = Status::from(MonitorError::Replica(ReplicaError::NoSyncSource { volume }));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(leader::leader_hint(&status), None);
     }
 }

@@ -166,7 +166,7 @@ async fn metrics(State(s): State<HttpState>) -> Response {
     let text = s
         .core
         .reader()
-        .read(|map| s.telemetry().render(map, &scrape));
+        .read_both(|map, replicas| s.telemetry().render(map, replicas, &scrape));
     match text {
         Ok(body) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response(),

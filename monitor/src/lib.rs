@@ -1,6 +1,7 @@
 //! The gwmon monitor.
 //!
 //! * [`map`]: the pure gateway-map engine (no I/O, no clock).
+//! * [`replica`]: the pure replica-registry engine: hosts, replicated volumes, replacements.
 //! * [`codec`]: versioned binary encodings of everything the monitor persists.
 //! * [`store`]: the narrow byte-oriented storage under Raft (sled today, swappable).
 //! * [`raft`]: replication of the map with openraft: types, storage adapters, network.
@@ -8,6 +9,7 @@
 //! * [`liveness`]: the leader's beacon timers.
 //! * [`events`]: the window of applied events behind the `WatchEvents` stream.
 //! * [`admin`]: the `AdminService` gRPC service.
+//! * [`replica_service`]: the `ReplicaService` gRPC service: host agents and storage backends.
 //! * [`session`]: the `GatewayService` gRPC service: one stream per gateway.
 //! * [`fence`]: the pluggable fence (none, exec, webhook) and the leader's loop running it.
 //! * [`metrics`], [`http`]: Prometheus metrics and the HTTP listener (`/metrics`, `/health`,
@@ -29,5 +31,7 @@ pub mod map;
 pub mod metrics;
 pub mod node;
 pub mod raft;
+pub mod replica;
+pub mod replica_service;
 pub mod session;
 pub mod store;

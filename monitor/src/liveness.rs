@@ -45,6 +45,8 @@ struct State {
     since: Option<Instant>,
     last_tick: Option<Instant>,
     seen: HashMap<(GroupKey, GatewayId), Instant>,
+    /// The beacon grace in force at the last tick.
+    grace: Option<Duration>,
 }
 
 impl State {
@@ -160,8 +162,25 @@ impl Liveness {
             s.seen.clear();
             return Ok(());
         }
+        let grace_now = self
+            .core
+            .reader()
+            .read(|map| Duration::from_millis(map.config().beacon_grace_ms));
         let (since, seen) = {
             let mut s = self.lock();
+            if let Some(old) = s.grace.filter(|old| grace_now < *old) {
+                // Leases already granted last half the old grace from their beacon. Nobody
+                // may be failed over before those have run out, so no timer counts before
+                // then: a shorter grace must not make a still-serving owner's group move.
+                let hold = now + old / 2;
+                info!(
+                    old_ms = old.as_millis() as u64,
+                    new_ms = grace_now.as_millis() as u64,
+                    "beacon grace shortened: timers count from when the old leases have run out"
+                );
+                s.since = Some(s.since.map_or(hold, |t| t.max(hold)));
+            }
+            s.grace = Some(grace_now);
             if s.term != Some(term) {
                 info!(term, "leading: every gateway's timer restarts");
                 s.term = Some(term);

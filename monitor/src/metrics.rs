@@ -31,6 +31,8 @@ use tracing::warn;
 use crate::map::{Availability, Event, GatewayMap, Holder, Timestamp};
 use crate::raft::state_machine::AppliedEvents;
 use crate::raft::NodeId;
+use crate::replica::ReplicaRegistry;
+use gwmon_proto::domain::ReplicaState;
 use gwmon_proto::domain::{AnaGroupId, Epoch, GatewayId, GroupKey};
 
 /// Bucket bounds of the failover histograms, in seconds: from a fast fence on loopback to a
@@ -364,7 +366,12 @@ fn count(n: usize) -> i64 {
 impl Telemetry {
     /// The OpenMetrics text of this monitor: the counters and gauges computed from `map`
     /// and `scrape`.
-    pub fn render(&self, map: &GatewayMap, scrape: &Scrape<'_>) -> Result<String, std::fmt::Error> {
+    pub fn render(
+        &self,
+        map: &GatewayMap,
+        replicas: &ReplicaRegistry,
+        scrape: &Scrape<'_>,
+    ) -> Result<String, std::fmt::Error> {
         let mut r = Registry::with_prefix("gwmon");
         let c = &self.inner;
         r.register(
@@ -421,6 +428,7 @@ impl Telemetry {
         );
 
         self.map_gauges(&mut r, map);
+        registry_gauges(&mut r, replicas);
         raft_gauges(&mut r, scrape);
 
         let mut out = String::new();
@@ -496,6 +504,53 @@ impl Telemetry {
             gauge_u(map.epoch().0),
         );
     }
+}
+
+/// The replica registry: hosts, volumes, replicas by state, replacements by stage. Totals
+/// only (no per-volume labels), so the series stay few however many volumes there are.
+fn registry_gauges(r: &mut Registry, reg: &ReplicaRegistry) {
+    let replicas = Family::<Labels, Gauge>::default();
+    for state in [
+        ReplicaState::Available,
+        ReplicaState::Synchronizing,
+        ReplicaState::Missing,
+        ReplicaState::Faulty,
+        ReplicaState::Terminating,
+    ] {
+        let n = reg
+            .volumes()
+            .values()
+            .flat_map(|v| v.replicas.values())
+            .filter(|x| x.state == state)
+            .count();
+        replicas
+            .get_or_create(&vec![("state", state.as_str().to_owned())])
+            .set(count(n));
+    }
+    let replacements = Family::<Labels, Gauge>::default();
+    for v in reg.volumes().values() {
+        if let Some(rp) = &v.replacement {
+            replacements
+                .get_or_create(&vec![("stage", rp.stage.as_str().to_owned())])
+                .inc();
+        }
+    }
+    r.register(
+        "hosts",
+        "Initiator hosts registered",
+        gauge(count(reg.hosts().len())),
+    );
+    r.register(
+        "volumes",
+        "Replicated volumes registered",
+        gauge(count(reg.volumes().len())),
+    );
+    r.register("replicas", "Replicas of all volumes by state", replicas);
+    r.register(
+        "replacements",
+        "Replica replacements under way, by stage",
+        replacements,
+    );
 }
 
 fn raft_gauges(r: &mut Registry, s: &Scrape<'_>) {
@@ -640,7 +695,9 @@ mod tests {
             store_bytes: Some(4096),
             ready: false,
         };
-        let text = t.render(&map, &scrape).expect("encode");
+        let text = t
+            .render(&map, &ReplicaRegistry::default(), &scrape)
+            .expect("encode");
         for line in [
             "gwmon_failovers_total{pool=\"rbd\",group=\"grp1\"} 1",
             "gwmon_fences_completed_total{pool=\"rbd\",group=\"grp1\"} 1",
@@ -655,6 +712,9 @@ mod tests {
             "gwmon_failover_phase_seconds_count{phase=\"detection\"} 1",
             "gwmon_failover_seconds_sum 0.4",
             "gwmon_snapshots_total 0",
+            "gwmon_volumes 0",
+            "gwmon_hosts 0",
+            "gwmon_replicas{state=\"faulty\"} 0",
             "gwmon_gateway_sessions 1",
             "gwmon_gateways{pool=\"rbd\",group=\"grp1\",availability=\"CREATED\"} 1",
             "gwmon_gateways{pool=\"rbd\",group=\"grp1\",availability=\"AVAILABLE\"} 0",
@@ -667,7 +727,9 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         drop(guard);
-        let text = t.render(&map, &scrape).expect("encode");
+        let text = t
+            .render(&map, &ReplicaRegistry::default(), &scrape)
+            .expect("encode");
         assert!(text.contains("gwmon_gateway_sessions 0"), "{text}");
     }
 }

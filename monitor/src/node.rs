@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use gwmon_proto::v1::admin_service_server::AdminServiceServer;
 use gwmon_proto::v1::gateway_service_server::GatewayServiceServer;
+use gwmon_proto::v1::replica_service_server::ReplicaServiceServer;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::net::TcpListener;
@@ -26,6 +27,7 @@ use crate::fence::Fencer;
 use crate::liveness::Liveness;
 use crate::raft::network::{Connector, Network, TcpConnector};
 use crate::raft::{self, NodeId, Raft};
+use crate::replica_service::ReplicaGrpc;
 use crate::session::GatewayGrpc;
 use crate::store::{SledStore, Store, StoreError};
 
@@ -178,6 +180,11 @@ impl Monitor {
                 )
                 .add_service(
                     AdminServiceServer::new(AdminGrpc::new(core.clone()))
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                )
+                .add_service(
+                    ReplicaServiceServer::new(ReplicaGrpc::new(core.clone()))
                         .max_decoding_message_size(MAX_MESSAGE_BYTES)
                         .max_encoding_message_size(MAX_MESSAGE_BYTES),
                 );

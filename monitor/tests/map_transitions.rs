@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use gwmon_monitor::map::{AnaState, Availability, Command, Event, MapConfig, MapError};
+use gwmon_monitor::map::{
+    AnaState, Availability, Command, ConfigUpdate, Event, MapConfig, MapError,
+};
 use gwmon_proto::domain::{AnaAccess, ReportedAvailability, SliceAvailability};
 
 /// Two gateways, each active on its own ANA group.
@@ -623,4 +625,61 @@ fn an_idle_tick_changes_nothing() {
     let tick = h.tick(1_000);
     assert!(!tick.changed);
     assert_eq!(h.map.epoch(), epoch);
+}
+
+#[test]
+fn config_updates_merge_and_the_grace_at_most_halves_while_leases_are_out() {
+    let mut h = Harness::new();
+    let before = h.map.config().clone();
+    // With no gateway available no lease is out: any valid grace goes.
+    h.ok(Command::UpdateConfig(ConfigUpdate {
+        beacon_grace_ms: Some(1_000),
+        ..ConfigUpdate::default()
+    }));
+    assert_eq!(h.map.config().beacon_grace_ms, 1_000);
+    h.ok(Command::UpdateConfig(ConfigUpdate {
+        beacon_grace_ms: Some(8_000),
+        failback_delay_ms: Some(250),
+        ..ConfigUpdate::default()
+    }));
+    let c = h.map.config().clone();
+    assert_eq!((c.beacon_grace_ms, c.failback_delay_ms), (8_000, 250));
+    assert_eq!(
+        c.fence_timeout_ms, before.fence_timeout_ms,
+        "untouched settings stay"
+    );
+
+    // A gateway serves: it holds a lease of half of 8 s.
+    h.create("a");
+    h.boot("a", &[1]);
+    let err = h
+        .apply(Command::UpdateConfig(ConfigUpdate {
+            beacon_grace_ms: Some(3_999),
+            ..ConfigUpdate::default()
+        }))
+        .expect_err("more than halving");
+    assert!(
+        matches!(&err, MapError::InvalidConfig { field, reason }
+            if field == "beacon_grace_ms" && reason.contains("set 4000 first")),
+        "{err}"
+    );
+    assert_eq!(
+        h.map.config().beacon_grace_ms,
+        8_000,
+        "a refusal changes nothing"
+    );
+    h.ok(Command::UpdateConfig(ConfigUpdate {
+        beacon_grace_ms: Some(4_000),
+        ..ConfigUpdate::default()
+    }));
+    assert_eq!(h.map.config().beacon_grace_ms, 4_000);
+    // Invalid values are refused whole: nothing of the update is applied.
+    assert!(h
+        .apply(Command::UpdateConfig(ConfigUpdate {
+            failback_delay_ms: Some(1),
+            max_gateways_per_group: Some(0),
+            ..ConfigUpdate::default()
+        }))
+        .is_err());
+    assert_eq!(h.map.config().failback_delay_ms, 250);
 }

@@ -259,3 +259,103 @@ proptest! {
         }
     }
 }
+
+// ---- the replica service's messages ----
+
+/// UUIDs, near-UUIDs, and the other strings.
+fn uuid_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+        "[0-9a-f-]{30,40}",
+        text(),
+    ]
+}
+
+fn portal() -> impl Strategy<Value = v1::Portal> {
+    (enum_value(), text(), num32()).prop_map(|(transport, address, port)| v1::Portal {
+        transport,
+        address,
+        port,
+    })
+}
+
+fn replica_spec() -> impl Strategy<Value = v1::ReplicaSpec> {
+    (uuid_text(), text(), vec(portal(), 0..4), uuid_text()).prop_map(
+        |(replica_id, target_nqn, portals, namespace_uuid)| v1::ReplicaSpec {
+            replica_id,
+            target_nqn,
+            portals,
+            namespace_uuid,
+        },
+    )
+}
+
+fn volume_spec() -> impl Strategy<Value = v1::VolumeSpec> {
+    (uuid_text(), text(), any::<u64>(), num32(), any::<u64>()).prop_map(
+        |(volume_id, alias, capacity_bytes, replica_count, grace_period_ms)| v1::VolumeSpec {
+            volume_id,
+            alias,
+            capacity_bytes,
+            replica_count,
+            grace_period_ms,
+        },
+    )
+}
+
+fn state_report() -> impl Strategy<Value = v1::ReplicaStateReport> {
+    (uuid_text(), enum_value(), proptest::option::of(num32())).prop_map(
+        |(replica_id, state, sync_permille)| v1::ReplicaStateReport {
+            replica_id,
+            state,
+            sync_permille,
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn garbage_portals(w in portal()) {
+        check::<_, gwmon_proto::domain::Portal>(w, &["transport", "address", "port"])?;
+    }
+
+    #[test]
+    fn garbage_replica_specs(w in replica_spec()) {
+        check::<_, gwmon_proto::domain::ReplicaSpec>(
+            w,
+            &["replica_id", "target_nqn", "portals", "namespace_uuid"],
+        )?;
+    }
+
+    #[test]
+    fn garbage_volume_specs(w in volume_spec()) {
+        check::<_, gwmon_proto::domain::VolumeSpec>(
+            w,
+            &["volume_id", "alias", "capacity_bytes", "replica_count", "grace_period_ms"],
+        )?;
+    }
+
+    #[test]
+    fn garbage_state_reports(w in state_report()) {
+        check::<_, gwmon_proto::domain::ReplicaReport>(w, &["replica_id", "state", "sync_permille"])?;
+    }
+
+    #[test]
+    fn arbitrary_replica_requests_never_panic(bytes in vec(any::<u8>(), 0..512)) {
+        use gwmon_proto::convert::replica::{replica_reports, replica_specs, volume_ids};
+        if let Ok(w) = v1::CreateVolumeRequest::decode(bytes.as_slice()) {
+            let _ = replica_specs(w.replicas, 16, "replicas");
+            if let Some(v) = w.volume {
+                check::<_, gwmon_proto::domain::VolumeSpec>(
+                    v,
+                    &["volume_id", "alias", "capacity_bytes", "replica_count", "grace_period_ms"],
+                )?;
+            }
+        }
+        if let Ok(w) = v1::ReportReplicaStatesRequest::decode(bytes.as_slice()) {
+            let _ = replica_reports(w.reports);
+        }
+        if let Ok(w) = v1::HeartbeatRequest::decode(bytes.as_slice()) {
+            let _ = volume_ids(w.volume_ids);
+        }
+    }
+}

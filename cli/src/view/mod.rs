@@ -13,14 +13,18 @@
 //! * [`health`]: the `health` command.
 //! * [`events`]: `events`, one line per event.
 //! * [`cluster`]: `cluster status|add|remove`.
+//! * [`config`]: `config show|set`, the map's tunables.
+//! * [`volume`]: `volume create|show|list|replace` and `host list`: replicated volumes.
 //! * [`write`]: the result of every map change.
 
 pub mod blocklist;
 pub mod cluster;
+pub mod config;
 pub mod events;
 pub mod group;
 pub mod health;
 pub mod listeners;
+pub mod volume;
 pub mod write;
 
 use std::io::Write;

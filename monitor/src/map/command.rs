@@ -4,7 +4,7 @@
 use gwmon_proto::domain::{Epoch, GatewayId, GatewayReport, GroupKey, Location};
 use serde::{Deserialize, Serialize};
 
-use super::config::MapConfig;
+use super::config::{ConfigUpdate, MapConfig};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -47,6 +47,8 @@ pub enum Command {
     TimerTick,
     /// Replace the engine's tunables.
     SetConfig(MapConfig),
+    /// Change some tunables (`nvme-gw config set`), merged into the current ones.
+    UpdateConfig(ConfigUpdate),
 }
 
 impl Command {
@@ -62,7 +64,7 @@ impl Command {
             | Command::GatewayReport { key, .. }
             | Command::GatewayTimedOut { key, .. }
             | Command::FenceCompleted { key, .. } => Some(key),
-            Command::TimerTick | Command::SetConfig(_) => None,
+            Command::TimerTick | Command::SetConfig(_) | Command::UpdateConfig(_) => None,
         }
     }
 }

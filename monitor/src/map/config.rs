@@ -96,3 +96,45 @@ impl MapConfig {
         Ok(())
     }
 }
+
+/// A change to some tunables, merged into the current ones when it is applied, so two
+/// operators changing different settings at once do not undo each other.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigUpdate {
+    pub max_gateways_per_group: Option<u32>,
+    pub beacon_grace_ms: Option<u64>,
+    pub fence_timeout_ms: Option<u64>,
+    pub failback_prepare_ms: Option<u64>,
+    pub failback_delay_ms: Option<u64>,
+    pub skip_failover_redeploy_ms: Option<u64>,
+    pub skip_failover_admin_ms: Option<u64>,
+    pub blocklist_expiry_ms: Option<u64>,
+    pub delete_grace_ms: Option<u64>,
+}
+
+impl ConfigUpdate {
+    /// `base` with the given settings replaced.
+    pub fn merged(&self, base: &MapConfig) -> MapConfig {
+        MapConfig {
+            max_gateways_per_group: self
+                .max_gateways_per_group
+                .unwrap_or(base.max_gateways_per_group),
+            beacon_grace_ms: self.beacon_grace_ms.unwrap_or(base.beacon_grace_ms),
+            fence_timeout_ms: self.fence_timeout_ms.unwrap_or(base.fence_timeout_ms),
+            failback_prepare_ms: self.failback_prepare_ms.unwrap_or(base.failback_prepare_ms),
+            failback_delay_ms: self.failback_delay_ms.unwrap_or(base.failback_delay_ms),
+            skip_failover_redeploy_ms: self
+                .skip_failover_redeploy_ms
+                .unwrap_or(base.skip_failover_redeploy_ms),
+            skip_failover_admin_ms: self
+                .skip_failover_admin_ms
+                .unwrap_or(base.skip_failover_admin_ms),
+            blocklist_expiry_ms: self.blocklist_expiry_ms.unwrap_or(base.blocklist_expiry_ms),
+            delete_grace_ms: self.delete_grace_ms.unwrap_or(base.delete_grace_ms),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == ConfigUpdate::default()
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::gateway::Availability;
 use gwmon_proto::domain::{Epoch, GatewayId, GatewayReport, GroupKey, MapSlice};
 use serde::{Deserialize, Serialize};
 
@@ -87,18 +88,44 @@ impl GatewayMap {
             || *gw.subsystems != report.subsystems
     }
 
+    /// Replace the tunables with `config` if they are valid and safe to switch to now.
+    ///
+    /// The grace may at most halve in one change while any gateway is available: a gateway
+    /// holds a lease of half the grace in force when its last beacon was acked, and it must
+    /// have run out before the gateway can be timed out under the new grace (timers count
+    /// from the last beacon). With no gateway available no lease is out, and anything valid
+    /// goes.
+    fn set_config(&mut self, config: MapConfig) -> Result<bool, MapError> {
+        config.validate()?;
+        let leases_out = self.groups.values().any(|g| {
+            g.gateways
+                .values()
+                .any(|gw| gw.availability == Availability::Available)
+        });
+        if leases_out && config.beacon_grace_ms < self.config.beacon_grace_ms.div_ceil(2) {
+            return Err(MapError::InvalidConfig {
+                field: "beacon_grace_ms".to_owned(),
+                reason: format!(
+                    "may at most halve in one change while gateways are available (leases of \
+                     half the current {} ms are out): set {} first",
+                    self.config.beacon_grace_ms,
+                    self.config.beacon_grace_ms.div_ceil(2)
+                ),
+            });
+        }
+        let changed = config != self.config;
+        self.config = config;
+        Ok(changed)
+    }
+
     /// Apply one committed command at the leader's time `now`. Deterministic: the same map,
     /// command and time give the same result on every replica.
     pub fn apply(&mut self, cmd: &Command, now: Timestamp) -> Outcome {
         let now = now.max(self.time);
         let mut events = Vec::new();
         let changed = match cmd {
-            Command::SetConfig(config) => {
-                config.validate()?;
-                let changed = *config != self.config;
-                self.config = config.clone();
-                changed
-            }
+            Command::SetConfig(config) => self.set_config(config.clone())?,
+            Command::UpdateConfig(update) => self.set_config(update.merged(&self.config))?,
             Command::TimerTick => {
                 let keys: Vec<GroupKey> = self.groups.keys().cloned().collect();
                 let mut any = false;

@@ -25,7 +25,7 @@ pub mod time;
 pub mod transition;
 
 pub use command::Command;
-pub use config::MapConfig;
+pub use config::{ConfigUpdate, MapConfig};
 pub use engine::{Applied, GatewayMap, Outcome};
 pub use error::MapError;
 pub use event::Event;

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::{Entry, LogId, NodeId, Request, StorageError, TypeConfig};
 use crate::codec::{self, CodecError, Versioned};
 use crate::map::{Command, Timestamp};
+use crate::replica::ReplicaCommand;
 use crate::store::{MetaKey, Store, StoreError};
 
 impl Versioned for Vote<NodeId> {
@@ -50,6 +51,12 @@ pub enum StoredPayload {
         cmd: Vec<u8>,
     },
     Membership(Membership<NodeId, BasicNode>),
+    /// [`Request::Replica`]; `cmd` is the command's own versioned encoding. Added after
+    /// the others, so logs written before the replica registry existed still decode.
+    Replica {
+        now: Timestamp,
+        cmd: Vec<u8>,
+    },
 }
 
 impl Versioned for StoredEntry {
@@ -62,6 +69,10 @@ impl StoredEntry {
         let payload = match &entry.payload {
             EntryPayload::Blank => StoredPayload::Blank,
             EntryPayload::Normal(Request::Map { now, cmd }) => StoredPayload::Map {
+                now: *now,
+                cmd: codec::encode(cmd)?,
+            },
+            EntryPayload::Normal(Request::Replica { now, cmd }) => StoredPayload::Replica {
                 now: *now,
                 cmd: codec::encode(cmd)?,
             },
@@ -79,6 +90,10 @@ impl StoredEntry {
             StoredPayload::Map { now, cmd } => EntryPayload::Normal(Request::Map {
                 now,
                 cmd: codec::decode::<Command>(&cmd)?,
+            }),
+            StoredPayload::Replica { now, cmd } => EntryPayload::Normal(Request::Replica {
+                now,
+                cmd: codec::decode::<ReplicaCommand>(&cmd)?,
             }),
             StoredPayload::Membership(m) => EntryPayload::Membership(m),
         };

@@ -1,4 +1,4 @@
-//! Replication of the gateway map with openraft.
+//! Replication of the gateway map and the replica registry with openraft.
 //!
 //! * [`TypeConfig`]: the openraft type configuration: what is proposed and what comes back.
 //! * `log_store`, `state_machine`: the storage adapters over the narrow [`crate::store::Store`].
@@ -9,18 +9,21 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 use crate::map::{Command, Event, MapError, Timestamp};
+use crate::replica::{self, ReplicaCommand};
 
-/// What the leader proposes: a map command with the leader's time. Every replica applies it
-/// with that time, so every replica computes the same map.
+/// What the leader proposes: a map or replica-registry command with the leader's time.
+/// Every replica applies it with that time, so every replica computes the same state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     Map { now: Timestamp, cmd: Command },
+    Replica { now: Timestamp, cmd: ReplicaCommand },
 }
 
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Request::Map { now, cmd } => write!(f, "map command at {now}: {cmd:?}"),
+            Request::Replica { now, cmd } => write!(f, "replica command at {now}: {cmd:?}"),
         }
     }
 }
@@ -28,9 +31,14 @@ impl std::fmt::Display for Request {
 /// What applying a [`Request`] gave, returned to the proposer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
-    /// The map epoch after the command.
+    /// The map epoch after the entry.
     pub map_epoch: gwmon_proto::domain::Epoch,
+    /// The map engine's outcome; an unchanged success for entries that are not map
+    /// commands (blank, membership, replica commands).
     pub outcome: Result<Applied, MapError>,
+    /// The replica registry's outcome for a [`Request::Replica`]; `None` for every other
+    /// entry.
+    pub replica: Option<replica::Outcome>,
 }
 
 /// A command the engine accepted.

@@ -1,14 +1,15 @@
 //! openraft's state machine (`RaftStateMachine` + `RaftSnapshotBuilder`) around the pure map
-//! engine, its snapshots, and [`MapReader`], the read handle the rest of the monitor uses.
+//! engine and the pure replica registry, their snapshots, and [`MapReader`], the read handle
+//! the rest of the monitor uses.
 //!
 //! The state machine lives in memory and is made durable only through snapshots: `apply` does
 //! no I/O, it decodes nothing beyond what openraft hands it and calls
-//! [`GatewayMap::apply`]. On restart, [`open_storage`] loads the latest snapshot and openraft
+//! [`GatewayMap::apply`] or [`ReplicaRegistry::apply`]. On restart, [`open_storage`] loads the latest snapshot and openraft
 //! replays the log after it, up to the saved committed id. That is why every snapshot is
 //! flushed before it is reported: openraft purges the log it covers.
 //!
 //! ```text
-//!   openraft ──apply(entries)──▶ StateMachine ──write lock──▶ AppliedState { map, last_applied, membership }
+//!   openraft ──apply(entries)──▶ StateMachine ──write lock──▶ AppliedState { map, registry, last_applied, membership }
 //!                                     │                             ▲ read lock
 //!                                     ├─ watch::Sender<u64> ──▶ MapReader (clone per gateway session)
 //!                                     └─ broadcast::Sender<AppliedEvents> ──▶ metrics (and the event stream)
@@ -33,21 +34,59 @@ use super::{
 };
 use crate::codec::{self, Versioned};
 use crate::map::{Event, GatewayMap, Timestamp};
+use crate::replica::ReplicaRegistry;
 use crate::store::{MetaKey, Store, StoreError};
 
-/// The state a snapshot captures. The map is nested in its own versioned encoding, so a
-/// change of the map format is detected as such, not as a corrupt snapshot.
+/// The state a snapshot captures. The map and the registry are nested in their own
+/// versioned encodings, so a change of either format is detected as such, not as a corrupt
+/// snapshot.
+///
+/// Version 2 added the replica registry. A version 1 snapshot (written before the registry
+/// existed) still decodes, through [`SnapshotPayloadV1`], with an empty registry: the
+/// registry did not exist when it was taken, so empty is exactly what it held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotPayload {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
     /// `codec::encode(&GatewayMap)`.
     pub map: Vec<u8>,
+    /// `codec::encode(&ReplicaRegistry)`.
+    pub registry: Vec<u8>,
 }
 
 impl Versioned for SnapshotPayload {
     const WHAT: &'static str = "map snapshot";
+    const VERSION: u8 = 2;
+}
+
+/// The snapshot payload before the replica registry: read, never written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPayloadV1 {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    /// `codec::encode(&GatewayMap)`.
+    pub map: Vec<u8>,
+}
+
+impl Versioned for SnapshotPayloadV1 {
+    const WHAT: &'static str = "map snapshot";
     const VERSION: u8 = 1;
+}
+
+impl SnapshotPayload {
+    /// Decodes the current version, or version 1 with an empty registry.
+    pub fn decode(bytes: &[u8]) -> Result<SnapshotPayload, codec::CodecError> {
+        if bytes.first() == Some(&SnapshotPayloadV1::VERSION) {
+            let old: SnapshotPayloadV1 = codec::decode(bytes)?;
+            return Ok(SnapshotPayload {
+                last_applied: old.last_applied,
+                membership: old.membership,
+                map: old.map,
+                registry: codec::encode(&ReplicaRegistry::default())?,
+            });
+        }
+        codec::decode(bytes)
+    }
 }
 
 /// A snapshot as persisted in the store: openraft's metadata and the encoded
@@ -68,6 +107,7 @@ impl Versioned for StoredSnapshot {
 #[derive(Debug)]
 struct AppliedState {
     map: GatewayMap,
+    registry: ReplicaRegistry,
     last_applied: Option<LogId>,
     membership: StoredMembership,
 }
@@ -78,6 +118,7 @@ impl AppliedState {
             // Every replica must start from the same map, so the initial tunables are the
             // defaults; they change only through a committed `Command::SetConfig`.
             map: GatewayMap::default(),
+            registry: ReplicaRegistry::default(),
             last_applied: None,
             membership: StoredMembership::default(),
         }
@@ -90,10 +131,12 @@ impl AppliedState {
         data: &[u8],
         op: &'static str,
     ) -> Result<AppliedState, StoreError> {
-        let payload: SnapshotPayload =
-            codec::decode(data).map_err(|source| StoreError::Corrupt { op, source })?;
+        let payload =
+            SnapshotPayload::decode(data).map_err(|source| StoreError::Corrupt { op, source })?;
         let map: GatewayMap =
             codec::decode(&payload.map).map_err(|source| StoreError::Corrupt { op, source })?;
+        let registry: ReplicaRegistry = codec::decode(&payload.registry)
+            .map_err(|source| StoreError::Corrupt { op, source })?;
         if payload.last_applied != meta.last_log_id || payload.membership != meta.last_membership {
             return Err(StoreError::Inconsistent {
                 what: SnapshotPayload::WHAT,
@@ -109,6 +152,7 @@ impl AppliedState {
         }
         Ok(AppliedState {
             map,
+            registry,
             last_applied: payload.last_applied,
             membership: payload.membership,
         })
@@ -263,6 +307,18 @@ impl MapReader {
         f(&read_state(&self.state).map)
     }
 
+    /// Runs `f` on the replica registry as last applied.
+    pub fn read_registry<T>(&self, f: impl FnOnce(&ReplicaRegistry) -> T) -> T {
+        f(&read_state(&self.state).registry)
+    }
+
+    /// Runs `f` on the map and the registry, read together (one lock: never nest `read`
+    /// and `read_registry`, a waiting writer would block the inner read).
+    pub fn read_both<T>(&self, f: impl FnOnce(&GatewayMap, &ReplicaRegistry) -> T) -> T {
+        let state = read_state(&self.state);
+        f(&state.map, &state.registry)
+    }
+
     /// Runs `f` on the map and the index of the last log entry it reflects (0 before anything
     /// was applied), read together.
     pub fn read_at<T>(&self, f: impl FnOnce(&GatewayMap, u64) -> T) -> T {
@@ -367,10 +423,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let payload = {
             let state = read_state(&self.state);
             let map = codec::encode(&state.map).map_err(|e| sm_error(ErrorVerb::Read, &e))?;
+            let registry =
+                codec::encode(&state.registry).map_err(|e| sm_error(ErrorVerb::Read, &e))?;
             SnapshotPayload {
                 last_applied: state.last_applied,
                 membership: state.membership.clone(),
                 map,
+                registry,
             }
         };
         let data = codec::encode(&payload).map_err(|e| sm_error(ErrorVerb::Read, &e))?;
@@ -422,6 +481,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for entry in entries {
                 state.last_applied = Some(entry.log_id);
                 let mut at = Timestamp::ZERO;
+                let mut replica = None;
                 let outcome = match entry.payload {
                     EntryPayload::Blank => Ok(Applied {
                         changed: false,
@@ -432,6 +492,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         state.map.apply(&cmd, now).map(|a| Applied {
                             changed: a.changed,
                             events: a.events,
+                        })
+                    }
+                    EntryPayload::Normal(Request::Replica { now, cmd }) => {
+                        at = now;
+                        replica = Some(state.registry.apply(&cmd, now));
+                        Ok(Applied {
+                            changed: false,
+                            events: Vec::new(),
                         })
                     }
                     EntryPayload::Membership(m) => {
@@ -455,6 +523,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 responses.push(Response {
                     map_epoch: state.map.epoch(),
                     outcome,
+                    replica,
                 });
             }
             state.last_index()

@@ -16,6 +16,7 @@
 //! memory one peer can cause per beacon stay predictable.
 
 mod ids;
+pub mod replica;
 mod report;
 mod session;
 mod slice;

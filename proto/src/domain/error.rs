@@ -30,6 +30,11 @@ pub enum Invalid {
     Unspecified,
     #[error("appears twice: {0}")]
     Duplicate(String),
+    #[error("is not a UUID ({0})")]
+    Uuid(&'static str),
+    /// A valid value that this field does not accept (a state only the monitors may set).
+    #[error("must not be {0}")]
+    NotAllowed(&'static str),
 }
 
 /// A rejected field of an incoming message, named by its path (`beacon.subsystems[2].nqn`),

@@ -3,14 +3,21 @@
 pub mod error;
 pub mod ids;
 pub mod nqn;
+pub mod replica;
 pub mod report;
 pub mod session;
+pub mod uuid;
 
 pub use error::{Field, FieldError, Invalid};
 pub use ids::{AnaGroupId, Epoch, GatewayId, Group, GroupKey, Location, MonitorId, Nonce, Pool};
 pub use nqn::Nqn;
+pub use replica::{
+    HostId, HostIdentity, HostName, Portal, ReplacementId, ReplicaId, ReplicaReport, ReplicaSpec,
+    ReplicaState, Stage, Transport, VolumeAlias, VolumeId, VolumeSpec,
+};
 pub use report::{
     AnaAccess, AnaGroupView, GatewayReport, Listener, MapSlice, Namespace, ReportedAvailability,
     SliceAvailability, Subsystem,
 };
 pub use session::{Ack, GatewayMessage, Hello, MonitorMessage};
+pub use uuid::Uuid;

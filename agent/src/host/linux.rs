@@ -1,0 +1,32 @@
+//! The real host: sysfs under a root directory, `nvme`/`mdadm` through a [`Runner`].
+
+use std::path::PathBuf;
+
+use super::command::HostCommand;
+use super::model::Snapshot;
+use super::runner::Runner;
+use super::{sysfs, Host, HostError};
+
+#[derive(Debug, Clone)]
+pub struct LinuxHost {
+    /// `/` on a real machine; a generated tree in tests, or a container's view of the host.
+    pub root: PathBuf,
+    pub runner: Runner,
+}
+
+impl LinuxHost {
+    pub fn new(root: PathBuf, runner: Runner) -> Self {
+        LinuxHost { root, runner }
+    }
+}
+
+impl Host for LinuxHost {
+    fn snapshot(&self) -> Result<Snapshot, HostError> {
+        sysfs::read_snapshot(&self.root)
+    }
+
+    async fn run(&self, cmd: HostCommand) -> Result<String, HostError> {
+        tracing::info!(command = %cmd, "running");
+        self.runner.run(&cmd).await
+    }
+}

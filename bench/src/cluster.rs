@@ -1,0 +1,220 @@
+//! Three `gwmon` processes on loopback, each with its own sled store (fsync on every append
+//! and vote) in a temporary directory, stopped when the cluster is dropped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::admin::Admin;
+use crate::config::Timers;
+use crate::error::{BenchError, Result};
+
+/// How long three fresh monitors may take to elect a leader.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+struct Proc {
+    child: Child,
+    data_dir: PathBuf,
+    log: PathBuf,
+}
+
+pub struct Cluster {
+    // Dropped last: the processes are killed (kill_on_drop) before their directory goes.
+    procs: BTreeMap<u64, Proc>,
+    pub addrs: BTreeMap<u64, String>,
+    pub admin: Admin,
+    dir: tempfile::TempDir,
+}
+
+/// `count` ports free right now on 127.0.0.1 (all bound at once, so distinct, then
+/// released for the processes to take).
+pub fn free_ports(count: usize) -> Result<Vec<u16>> {
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| BenchError::io("bind 127.0.0.1:0", e))?;
+        held.push(l);
+    }
+    held.iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .map_err(|e| BenchError::io("local address", e))
+        })
+        .collect()
+}
+
+/// The last lines of a log file, for an error message.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            let from = all.len().saturating_sub(lines);
+            all[from..].join(" / ")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+impl Cluster {
+    /// Start three monitors with `timers` and wait until they have a leader.
+    pub async fn start(gwmon: &Path, timers: &Timers, extra: &[String]) -> Result<Cluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("gwmon-bench-")
+            .tempdir()
+            .map_err(|e| BenchError::io("create a temporary directory", e))?;
+        let ports = free_ports(6)?;
+        let addrs: BTreeMap<u64, String> = (1..=3u64)
+            .map(|id| (id, format!("127.0.0.1:{}", ports[(id as usize - 1) * 2])))
+            .collect();
+        let members = addrs
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut procs = BTreeMap::new();
+        for (id, addr) in &addrs {
+            let http = format!("127.0.0.1:{}", ports[(*id as usize - 1) * 2 + 1]);
+            let data_dir = dir.path().join(format!("m{id}"));
+            let log = dir.path().join(format!("m{id}.log"));
+            let out = std::fs::File::create(&log)
+                .map_err(|e| BenchError::io(format!("create {}", log.display()), e))?;
+            let err = out
+                .try_clone()
+                .map_err(|e| BenchError::io(format!("open {}", log.display()), e))?;
+            let child = Command::new(gwmon)
+                .arg("--node-id")
+                .arg(id.to_string())
+                .arg("--listen")
+                .arg(addr)
+                .arg("--http-listen")
+                .arg(&http)
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .arg("--initial-members")
+                .arg(&members)
+                .arg("--heartbeat-ms")
+                .arg(timers.heartbeat_ms.to_string())
+                .arg("--election-timeout-min-ms")
+                .arg(timers.election_min_ms.to_string())
+                .arg("--election-timeout-max-ms")
+                .arg(timers.election_max_ms.to_string())
+                .arg("--liveness-tick-ms")
+                .arg(timers.liveness_tick_ms.to_string())
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(out))
+                .stderr(Stdio::from(err))
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| BenchError::io(format!("start {}", gwmon.display()), e))?;
+            procs.insert(
+                *id,
+                Proc {
+                    child,
+                    data_dir,
+                    log,
+                },
+            );
+        }
+        let admin = Admin::new(addrs.values().cloned().collect());
+        let mut cluster = Cluster {
+            procs,
+            addrs,
+            admin,
+            dir,
+        };
+        cluster.wait_leader().await?;
+        Ok(cluster)
+    }
+
+    /// Wait until a leader is elected and answers; its id and address.
+    pub async fn wait_leader(&mut self) -> Result<(u64, String)> {
+        let end = Instant::now() + START_DEADLINE;
+        loop {
+            self.check_alive()?;
+            if let Ok(found) = self.leader().await {
+                return Ok(found);
+            }
+            if Instant::now() >= end {
+                return Err(BenchError::timeout(
+                    format!(
+                        "a leader among the gwmon monitors (log of monitor 1: {})",
+                        self.procs
+                            .get(&1)
+                            .map(|p| log_tail(&p.log, 5))
+                            .unwrap_or_default()
+                    ),
+                    START_DEADLINE,
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The current leader as the monitors report it, confirmed by the leader itself.
+    pub async fn leader(&self) -> Result<(u64, String)> {
+        for addr in self.addrs.values() {
+            let Ok(status) = self.admin.cluster_status(addr).await else {
+                continue;
+            };
+            let Some(leader_addr) = self.addrs.get(&status.leader_id) else {
+                continue;
+            };
+            if let Ok(own) = self.admin.cluster_status(leader_addr).await {
+                if own.leader_id == status.leader_id {
+                    return Ok((status.leader_id, leader_addr.clone()));
+                }
+            }
+        }
+        Err(BenchError::failed("no monitor knows a leader"))
+    }
+
+    /// Fail if a monitor process has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        for (id, p) in &mut self.procs {
+            match p.child.try_wait() {
+                Ok(None) => {}
+                Ok(Some(status)) => {
+                    return Err(BenchError::failed(format!(
+                        "gwmon monitor {id} exited ({status}): {}",
+                        log_tail(&p.log, 5)
+                    )))
+                }
+                Err(e) => return Err(BenchError::io(format!("wait for monitor {id}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.procs.get(&id).and_then(|p| p.child.id())
+    }
+
+    pub fn data_dir(&self, id: u64) -> Option<&Path> {
+        self.procs.get(&id).map(|p| p.data_dir.as_path())
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.procs.keys().copied().collect()
+    }
+
+    /// Where the monitors' logs and stores are (removed when the cluster is dropped).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stop every monitor and wait for them to exit.
+    pub async fn stop(mut self) {
+        for p in self.procs.values_mut() {
+            let _ = p.child.start_kill();
+        }
+        for p in self.procs.values_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), p.child.wait()).await;
+        }
+    }
+}

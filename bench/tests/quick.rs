@@ -1,0 +1,115 @@
+//! The CI smoke of the benchmark tool: `gwmon-bench --quick` against real `gwmon`
+//! processes. It proves that every scenario runs and prints its tables; it judges no speed.
+//!
+//! `CARGO_BIN_EXE_*` names only this package's binaries, so `gwmon` is built here with the
+//! cargo that runs the test (`env!("CARGO")`), this test's profile and `--locked`, and its
+//! path is taken from cargo's JSON messages, as `cli/tests/quickstart.rs` does. After
+//! `cargo test --workspace` it is already built and this only checks it is fresh.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BENCH: &str = env!("CARGO_BIN_EXE_gwmon-bench");
+/// The quick mode aims at under 2 minutes in a debug build; room for a loaded machine.
+const DEADLINE: Duration = Duration::from_secs(400);
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// `--profile NAME` as this test was built (cargo's `debug` directory is the `dev` profile).
+fn profile_args() -> Vec<String> {
+    let dir = Path::new(BENCH)
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug");
+    let profile = if dir == "debug" { "dev" } else { dir };
+    vec!["--profile".to_owned(), profile.to_owned()]
+}
+
+fn build_gwmon() -> PathBuf {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(workspace())
+        .args(["build", "--locked", "--bins", "-p", "gwmon-monitor"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .args(profile_args())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo build");
+    assert!(out.status.success(), "cargo build of gwmon failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "gwmon")
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .expect("cargo built no gwmon")
+}
+
+#[test]
+fn the_quick_mode_runs_every_scenario_against_real_monitors() {
+    let gwmon = build_gwmon();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_path = dir.path().join("bench.out");
+    let err_path = dir.path().join("bench.err");
+    let mut child = Command::new(BENCH)
+        .arg("--quick")
+        .arg("--gwmon")
+        .arg(&gwmon)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("output file"))
+        .stderr(std::fs::File::create(&err_path).expect("error file"))
+        .spawn()
+        .expect("start gwmon-bench");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for gwmon-bench") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gwmon-bench --quick did not finish within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let read = |p: &Path| {
+        let mut s = String::new();
+        std::fs::File::open(p)
+            .and_then(|mut f| f.read_to_string(&mut s))
+            .expect("read output");
+        s
+    };
+    let out = read(&out_path);
+    let err = read(&err_path);
+    assert!(status.success(), "gwmon-bench --quick failed: {err}\n{out}");
+    for heading in [
+        "## Commit",
+        "## Failover",
+        "## Beacons",
+        "## Fan-out",
+        "## Footprint",
+        "## etcd side by side",
+    ] {
+        assert!(out.contains(heading), "no {heading:?} section in:\n{out}");
+    }
+    // Every failover trial completed, and its phases came from the event stream.
+    assert!(out.contains("3 of 3 trials complete"), "{out}");
+    assert!(
+        out.contains("| fence issued → fence completed |")
+            && !out.contains("| fence issued → fence completed | n/a"),
+        "{out}"
+    );
+    // etcd either ran or said clearly why not.
+    assert!(
+        out.contains("### gwmon against etcd") || out.contains("**Skipped:**"),
+        "{out}"
+    );
+    println!("{out}");
+}

@@ -1,0 +1,64 @@
+//! `nvme-gw config show|set`: the map's tunables over the real binary.
+
+mod common;
+
+use common::*;
+use gwmon_tests::Cluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_show_set_and_refusals() {
+    let cluster = Cluster::start(3, 0, |_| {}).await;
+    cluster.leader().await;
+    let m = all(&cluster);
+
+    let shown = nvme_gw(&m, &["--format=json", "config", "show"])
+        .await
+        .json();
+    assert_eq!(shown["settings"]["beacon_grace_ms"], 4000);
+    assert_eq!(shown["defaults"]["beacon_grace_ms"], 4000);
+    assert_eq!(shown["settings"].as_object().map(|o| o.len()), Some(9));
+
+    let set = nvme_gw(
+        &m,
+        &[
+            "--format=json",
+            "config",
+            "set",
+            "beacon_grace_ms=1500",
+            "failback_delay_ms=250",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(set["settings"]["beacon_grace_ms"], 1500);
+    assert_eq!(set["settings"]["failback_delay_ms"], 250);
+    assert!(set["epoch"].as_u64() > shown["epoch"].as_u64());
+
+    // The table marks what differs from the default.
+    let plain = nvme_gw(&m, &["--format=plain", "config", "show"]).await;
+    let text = plain.ok();
+    assert!(
+        text.lines().any(|l| l.starts_with("beacon_grace_ms")
+            && l.contains("1500")
+            && l.contains("4000 (changed)")),
+        "{text}"
+    );
+
+    let unknown = nvme_gw(&m, &["config", "set", "grace=1"]).await;
+    assert!(
+        unknown.refused_with(1).contains("unknown setting"),
+        "{unknown:?}"
+    );
+    let invalid = nvme_gw(&m, &["config", "set", "max_gateways_per_group=0"]).await;
+    assert!(
+        invalid.refused_with(1).contains("max_gateways_per_group"),
+        "{invalid:?}"
+    );
+    let after = nvme_gw(&m, &["--format=json", "config", "show"])
+        .await
+        .json();
+    assert_eq!(
+        after["settings"]["max_gateways_per_group"], 16,
+        "a refusal changes nothing"
+    );
+}
