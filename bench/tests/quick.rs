@@ -15,40 +15,9 @@ const BENCH: &str = env!("CARGO_BIN_EXE_gwmon-bench");
 /// The quick mode aims at under 2 minutes in a debug build; room for a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(400);
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench/ is inside the workspace")
-        .to_path_buf()
-}
-
-/// `--profile NAME` as this test was built (cargo's `debug` directory is the `dev` profile).
-fn profile_args() -> Vec<String> {
-    let dir = Path::new(BENCH)
-        .parent()
-        .and_then(Path::file_name)
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug");
-    let profile = if dir == "debug" { "dev" } else { dir };
-    vec!["--profile".to_owned(), profile.to_owned()]
-}
-
 fn build_gwmon() -> PathBuf {
-    let out = Command::new(env!("CARGO"))
-        .current_dir(workspace())
-        .args(["build", "--locked", "--bins", "-p", "gwmon-monitor"])
-        .args(["--message-format", "json-render-diagnostics"])
-        .args(profile_args())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run cargo build");
-    assert!(out.status.success(), "cargo build of gwmon failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "gwmon")
-        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .expect("cargo built no gwmon")
+    let mut bins = gwmon_tests::bins::build(BENCH, &["gwmon-monitor"], &["gwmon"]);
+    bins.remove("gwmon").unwrap_or_default()
 }
 
 #[test]

@@ -210,28 +210,7 @@ impl Admin {
     }
 }
 
-/// A monitor address as a URI: `host:port` gets the `http://` scheme gRPC needs.
-pub fn uri(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
-/// Whether `addr` can be dialled at all; used to refuse a bad `--monitors` up front.
-pub fn check_addr(addr: &str) -> Result<(), String> {
-    if addr.trim().is_empty() {
-        return Err("an empty monitor address".to_owned());
-    }
-    let parsed = uri(addr)
-        .parse::<tonic::codegen::http::Uri>()
-        .map_err(|e| format!("monitor address {addr:?} is not host:port: {e}"))?;
-    if parsed.port_u16().is_none() {
-        return Err(format!("monitor address {addr:?} has no port"));
-    }
-    Ok(())
-}
+pub use gwmon_proto::addr::{check_addr, uri};
 
 /// Decide what a monitor's error status means for the next attempt.
 fn classify(status: &Status) -> Failure {

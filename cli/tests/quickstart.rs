@@ -25,60 +25,16 @@ const NVME_GW: &str = env!("CARGO_BIN_EXE_nvme-gw");
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(240);
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli/ is inside the workspace")
-        .to_path_buf()
-}
-
-/// `--release` or `--profile NAME` as this test was built: cargo puts a profile's output in
-/// a directory named after it, except `dev`, whose directory is `debug`.
-fn profile_args() -> Vec<String> {
-    let dir = Path::new(NVME_GW)
-        .parent()
-        .and_then(Path::file_name)
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug");
-    let profile = if dir == "debug" { "dev" } else { dir };
-    vec!["--profile".to_owned(), profile.to_owned()]
+    gwmon_tests::bins::workspace()
 }
 
 /// Build `gwmon` and `gwmon-gateway`; their paths by binary name.
 fn build_daemons() -> BTreeMap<String, PathBuf> {
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(workspace())
-        .args([
-            "build",
-            "--locked",
-            "--bins",
-            "-p",
-            "gwmon-monitor",
-            "-p",
-            "gwmon-client",
-        ])
-        .args(["--message-format", "json-render-diagnostics"])
-        .args(profile_args())
-        .stderr(Stdio::inherit());
-    let out = cmd.output().expect("run cargo build");
-    assert!(out.status.success(), "cargo build of the daemons failed");
-    let mut bins = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if msg["reason"] != "compiler-artifact" {
-            continue;
-        }
-        if let (Some(name), Some(exe)) =
-            (msg["target"]["name"].as_str(), msg["executable"].as_str())
-        {
-            bins.insert(name.to_owned(), PathBuf::from(exe));
-        }
-    }
-    for name in ["gwmon", "gwmon-gateway"] {
-        assert!(bins.contains_key(name), "cargo built no {name}: {bins:?}");
-    }
-    bins
+    gwmon_tests::bins::build(
+        NVME_GW,
+        &["gwmon-monitor", "gwmon-client"],
+        &["gwmon", "gwmon-gateway"],
+    )
 }
 
 /// A port free right now (bound, then released) for the monitor to listen on.

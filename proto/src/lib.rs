@@ -4,7 +4,9 @@
 //! * [`v1`]: the gRPC messages and services generated from `proto/gwmon/v1/*.proto`.
 //! * [`convert`]: the conversions between the two, refusing bad input with the field's path.
 //! * [`leader`]: the not-leader redirect (the `gwmon-leader` header) both sides follow.
+//! * [`addr`]: monitor addresses as clients take them: URI and dial check.
 
+pub mod addr;
 pub mod convert;
 pub mod domain;
 pub mod leader;

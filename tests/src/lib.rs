@@ -8,7 +8,9 @@
 //! * [`recorder`]: a gateway handler that timestamps every ANA state change.
 //! * [`http`]: a minimal HTTP GET and a Prometheus text parser, for the monitors' HTTP
 //!   listener (every test monitor serves one on `127.0.0.1:0`).
+//! * [`bins`]: building other packages' binaries for tests that run them as processes.
 
+pub mod bins;
 pub mod env;
 pub mod http;
 pub mod proxy;

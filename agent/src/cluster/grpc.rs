@@ -76,29 +76,7 @@ enum Failure {
     Refused(ClusterError),
 }
 
-/// A monitor address as a URI: `host:port` gets the `http://` scheme.
-pub fn uri(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
-/// Whether `addr` can be dialled at all: checked when the flags are read, so a typo is a
-/// usage error and not a period-after-period connection failure.
-pub fn check_addr(addr: &str) -> Result<(), String> {
-    if addr.trim().is_empty() {
-        return Err("an empty monitor address".to_owned());
-    }
-    let parsed = uri(addr)
-        .parse::<tonic::codegen::http::Uri>()
-        .map_err(|e| format!("monitor address {addr:?} is not host:port: {e}"))?;
-    if parsed.port_u16().is_none() {
-        return Err(format!("monitor address {addr:?} has no port"));
-    }
-    Ok(())
-}
+pub use gwmon_proto::addr::{check_addr, uri};
 
 impl GrpcCluster {
     pub fn new(settings: Settings) -> Self {
