@@ -162,8 +162,6 @@ impl<H: AnaHandler> State<H> {
                 () = stop.cancelled() => return Ok(Exit::Stopped),
                 () = sleep_until(panic_deadline) => return Err(self.panic_reason()),
                 () = sleep_until(lease_deadline) => {
-                    warn!("no ack from the monitors within the lease: every ANA group goes inaccessible");
-                    self.config.metrics.demoted();
                     self.reconcile().await;
                 }
                 done = async { match connecting.as_mut() { Some(c) => c.await, None => std::future::pending().await } } => {
@@ -350,8 +348,28 @@ impl<H: AnaHandler> State<H> {
         if self.applied.as_ref() == Some(&want) {
             return;
         }
+        // The lease ran out (whichever check noticed first: its deadline or a beacon) while
+        // this gateway served: it stops serving on its own, before the monitors promote
+        // anyone else.
+        let serving = self
+            .applied
+            .as_ref()
+            .is_some_and(|a| a.optimized().next().is_some());
+        let demoting = serving
+            && want.optimized().next().is_none()
+            && !self.lease_valid(Instant::now())
+            && self
+                .slice
+                .as_ref()
+                .is_some_and(|s| slice_states(s).optimized().next().is_some());
+        if demoting {
+            warn!("no ack from the monitors within the lease: every ANA group goes inaccessible");
+        }
         match self.apply(&want).await {
             Ok(()) => {
+                if demoting {
+                    self.config.metrics.demoted();
+                }
                 for e in want.optimized() {
                     self.fence_epoch = self.fence_epoch.max(e.fence_epoch);
                 }

@@ -149,7 +149,8 @@ impl Session {
     async fn run(mut self, mut inbound: Streaming<v1::GatewayMessage>, stop: CancellationToken) {
         // Counted open for exactly as long as this task runs, however it ends.
         let _open = self.core.telemetry().session_opened();
-        let mut changes = self.core.reader().changes();
+        // Only this gateway's group's changes (and changes of every group) concern it.
+        let mut changes = self.core.reader().group_changes(&self.key);
         let mut leadership = self.core.raft().metrics();
         if let Next::End = self.push_slice().await {
             return;
@@ -168,10 +169,7 @@ impl Session {
                     }
                     Some(Ok(m)) => self.on_message(m).await,
                 },
-                changed = changes.changed() => match changed {
-                    Ok(()) => self.push_slice().await,
-                    Err(_) => Next::End,
-                },
+                () = changes.changed() => self.push_slice().await,
                 changed = leadership.changed() => match changed {
                     Ok(()) if !self.core.is_leader() => {
                         let _ = self.tx.send(Err(MonitorError::NotLeader {

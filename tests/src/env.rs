@@ -158,8 +158,18 @@ impl Env {
     pub async fn start_gateway_with(&mut self, name: &str, relayed: bool, policy: OnMonitorLoss) {
         let mut proxies = Vec::new();
         let monitors: Vec<String> = if relayed {
-            for addr in self.cluster.addrs.values() {
-                proxies.push(Proxy::start(addr.clone()).await);
+            // The leader's relay first: a follower would redirect the gateway to the
+            // leader's real address, past the relays, and a cut would then cut nothing.
+            let leader = self.cluster.leader().await;
+            let mut targets: Vec<(u64, String)> = self
+                .cluster
+                .addrs
+                .iter()
+                .map(|(id, a)| (*id, a.clone()))
+                .collect();
+            targets.sort_by_key(|(id, _)| *id != leader);
+            for (_, addr) in targets {
+                proxies.push(Proxy::start(addr).await);
             }
             proxies.iter().map(|p| p.addr.clone()).collect()
         } else {

@@ -451,14 +451,15 @@ async fn gateway_client_metrics_show_its_lease_reconnects_and_demotion() {
             > 0.0
     );
     assert!(s.get("gwmon_client_lease_age_seconds", &[]).is_some());
-    assert_eq!(s.get("gwmon_client_demotions_total", &[]), Some(0.0));
 
-    // Cut off from every monitor, it demotes itself when the lease runs out.
+    // Cut off from every monitor, it demotes itself when the lease runs out. (A slow
+    // start may already have cost it a lease: count from here.)
+    let before = s.get("gwmon_client_demotions_total", &[]).unwrap_or(0.0);
     env.cut("gw1");
     let env_ref = &env;
     eventually("gw1 demoted itself", || async move {
         let s = client_samples(env_ref, "gw1");
-        s.get("gwmon_client_demotions_total", &[]) == Some(1.0)
+        s.get("gwmon_client_demotions_total", &[]) > Some(before)
             && s.get("gwmon_client_lease_remaining_seconds", &[]) == Some(0.0)
             && s.get("gwmon_client_optimized_ana_groups", &[]) == Some(0.0)
             && s.get("gwmon_client_lease_age_seconds", &[]) > Some(0.5)

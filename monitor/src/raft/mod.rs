@@ -69,4 +69,5 @@ pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNo
 pub mod log_store;
 pub mod network;
 pub mod service;
+pub mod signals;
 pub mod state_machine;

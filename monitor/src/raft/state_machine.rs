@@ -20,7 +20,7 @@ use std::fmt::Debug;
 use std::io::Cursor;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use gwmon_proto::domain::Epoch;
+use gwmon_proto::domain::{Epoch, GroupKey};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     AnyError, BasicNode, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError,
@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch, Mutex};
 
 use super::log_store::LogStore;
+use super::signals::{GroupChanges, Signals, Touched};
 use super::{
     Applied, Entry, LogId, NodeId, Request, Response, StorageError, StoredMembership, TypeConfig,
 };
@@ -266,6 +267,7 @@ pub struct StateMachine {
     state: SharedState,
     slot: Arc<SnapshotSlot>,
     applied_tx: watch::Sender<u64>,
+    signals: Signals,
     events_tx: broadcast::Sender<AppliedEvents>,
 }
 
@@ -290,6 +292,7 @@ pub struct SnapshotBuilder {
 pub struct MapReader {
     state: SharedState,
     applied_rx: watch::Receiver<u64>,
+    signals: Signals,
     events_tx: broadcast::Sender<AppliedEvents>,
 }
 
@@ -346,6 +349,12 @@ impl MapReader {
         rx
     }
 
+    /// A waiter for applied changes of `key`'s group (or of every group): what a gateway
+    /// session waits on to push its slice, instead of every applied entry.
+    pub fn group_changes(&self, key: &GroupKey) -> GroupChanges {
+        self.signals.watch(key)
+    }
+
     /// A receiver of the events of every entry applied from now on, in log order. Entries
     /// that produced no event are not sent, and a snapshot install sends nothing (the
     /// history it skips is not replayed). Replaying the log after a restart sends the
@@ -377,17 +386,20 @@ pub async fn open_storage(
         built: std::sync::atomic::AtomicU64::new(0),
     };
     let (applied_tx, applied_rx) = watch::channel(state.last_index());
+    let signals = Signals::new(state.last_index());
     let (events_tx, _) = broadcast::channel(EVENTS_BACKLOG);
     let state = Arc::new(RwLock::new(state));
     let sm = StateMachine {
         state: state.clone(),
         slot: Arc::new(slot),
         applied_tx,
+        signals: signals.clone(),
         events_tx: events_tx.clone(),
     };
     let reader = MapReader {
         state,
         applied_rx,
+        signals,
         events_tx,
     };
     Ok((LogStore::new(store), sm, reader))
@@ -399,6 +411,7 @@ impl StateMachine {
         MapReader {
             state: self.state.clone(),
             applied_rx: self.applied_tx.subscribe(),
+            signals: self.signals.clone(),
             events_tx: self.events_tx.clone(),
         }
     }
@@ -476,6 +489,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut responses = Vec::new();
         let mut published = Vec::new();
+        let mut touched = Touched::default();
         let index = {
             let mut state = self.write_state()?;
             for entry in entries {
@@ -489,7 +503,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }),
                     EntryPayload::Normal(Request::Map { now, cmd }) => {
                         at = now;
-                        state.map.apply(&cmd, now).map(|a| Applied {
+                        let outcome = state.map.apply(&cmd, now);
+                        if outcome.as_ref().is_ok_and(|a| a.changed) {
+                            touched.add(cmd.key());
+                        }
+                        outcome.map(|a| Applied {
                             changed: a.changed,
                             events: a.events,
                         })
@@ -529,6 +547,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             state.last_index()
         };
         self.publish(index);
+        self.signals.signal(&touched, index);
         for events in published {
             // Never blocks; an error only means nobody is subscribed.
             let _ = self.events_tx.send(events);
@@ -568,6 +587,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let index = restored.last_index();
         *self.write_state()? = restored;
         self.publish(index);
+        let mut everything = Touched::default();
+        everything.everything();
+        self.signals.signal(&everything, index);
         Ok(())
     }
 
