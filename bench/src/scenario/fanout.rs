@@ -1,7 +1,7 @@
 //! Fan-out: how long one map change takes to reach the subscribed gateways, and what each
 //! receives. A gateway receives only its own group's slice, so gwmon has no map-wide
 //! broadcast: the scenario measures (a) one change in one group while N sessions are open
-//! (every session wakes on every applied change and checks its slice), and (b) a change in
+//! (only the sessions of the changed group wake), and (b) a change in
 //! every group at once (one `CreateGateway` per group, 64 writes in flight), which reaches
 //! all N gateways. The change is a gateway added to the group: it allocates an ANA group,
 //! which every gateway of the group must be told about.
@@ -115,9 +115,8 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
              gateway* is from sending the admin write(s) to the last gateway's slice. Bytes \
              are the protobuf `MonitorMessage` plus {FRAMING} bytes of gRPC and HTTP/2 \
              framing. What bounds it: one Raft commit (fsync on the leader and a follower), \
-             then each session of the group builds and sends its slice; every session \
-             wakes on every applied change, so N sessions cost N wake-ups per change even \
-             when only one group changed."
+             then each session of the group builds and sends its slice, on a leader that \
+             meanwhile takes every gateway's beacons."
         );
     }
     if do_footprint && !foot.is_empty() {
