@@ -391,8 +391,14 @@ fn beacon_message(
             subsystems: spec.subsystems.as_ref().clone(),
             applied_epoch: applied,
             fence_epoch: fence,
+            incarnation: incarnation(spec),
         })),
     }
+}
+
+/// One process per simulated gateway for the whole run: reconnects keep it.
+fn incarnation(spec: &GwSpec) -> u64 {
+    spec.index as u64 + 1
 }
 
 enum End {
@@ -422,6 +428,7 @@ async fn run_gateway(gw: Arc<SimGateway>, shared: Arc<Shared>, stop: Cancellatio
                 gateway_id: gw.spec.id.clone(),
                 key: Some(gw.spec.key.clone()),
                 software_version: "gwmon-bench".to_owned(),
+                incarnation: incarnation(&gw.spec),
             })),
         };
         if tx.send(hello).await.is_err() {

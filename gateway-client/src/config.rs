@@ -59,8 +59,19 @@ pub struct ClientConfig {
     pub reconnect_max: Duration,
     /// Attempts per handler call before the target counts as failed (then the gateway
     /// reports itself unavailable), with a backoff doubling from `handler_backoff`.
+    /// Default 3.
     pub handler_attempts: u32,
     pub handler_backoff: Duration,
+    /// How long one handler call may take before it counts as failed. Default 400 ms:
+    /// configfs writes and SPDK RPCs answer in milliseconds, and a demotion may have to wait
+    /// for one call in flight (see `beacon_grace`).
+    pub handler_timeout: Duration,
+    /// The monitors' beacon grace this gateway is deployed against (default 4 s, the
+    /// monitors' default). The lease is at most half of it, and the other half is all the
+    /// time a gateway whose lease ran out has to make its target inaccessible before the
+    /// monitors may fail it over: `handler_timeout × handler_attempts + beacon_interval`
+    /// must fit in it, or the configuration is refused.
+    pub beacon_grace: Duration,
     /// Timeout of a connection attempt to a monitor.
     pub connect_timeout: Duration,
     /// Where the session counts what it does; register it to serve it (see
@@ -82,8 +93,10 @@ impl ClientConfig {
                 on_monitor_loss: OnMonitorLoss::Demote,
                 reconnect_min: Duration::from_millis(50),
                 reconnect_max: Duration::from_secs(2),
-                handler_attempts: 5,
+                handler_attempts: 3,
                 handler_backoff: Duration::from_millis(50),
+                handler_timeout: Duration::from_millis(400),
+                beacon_grace: Duration::from_secs(4),
                 connect_timeout: Duration::from_secs(1),
                 metrics: ClientMetrics::default(),
             },
@@ -125,6 +138,8 @@ impl ClientConfigBuilder {
     setter!(reconnect_max: Duration);
     setter!(handler_attempts: u32);
     setter!(handler_backoff: Duration);
+    setter!(handler_timeout: Duration);
+    setter!(beacon_grace: Duration);
     setter!(connect_timeout: Duration);
     setter!(
         /// Count into these metrics (keep a clone to register and serve them).
@@ -149,6 +164,25 @@ impl ClientConfigBuilder {
         }
         if c.reconnect_max < c.reconnect_min {
             return bad("reconnect_max must be at least reconnect_min");
+        }
+        if c.handler_timeout.is_zero() {
+            return bad("handler_timeout must be more than zero");
+        }
+        let demotion = c
+            .handler_timeout
+            .saturating_mul(c.handler_attempts)
+            .saturating_add(c.beacon_interval);
+        let room = c.beacon_grace / 2;
+        if demotion > room {
+            return Err(crate::ClientError::Config(format!(
+                "handler_timeout {} ms x handler_attempts {} + beacon_interval {} ms = {} ms                  does not fit in half the beacon grace ({} ms of {} ms): a gateway whose lease                  ran out could still be demoting when the monitors fail it over",
+                c.handler_timeout.as_millis(),
+                c.handler_attempts,
+                c.beacon_interval.as_millis(),
+                demotion.as_millis(),
+                room.as_millis(),
+                c.beacon_grace.as_millis()
+            )));
         }
         Ok(c)
     }

@@ -43,6 +43,29 @@ impl AnaStates {
         }
     }
 
+    /// Every ANA group of every subsystem listed, on every one of them, inaccessible: what
+    /// a target that knows only its subsystems is told to make sure nothing is served.
+    pub fn inaccessible_for(subsystems: &[Subsystem]) -> AnaStates {
+        let groups: std::collections::BTreeSet<AnaGroupId> = subsystems
+            .iter()
+            .flat_map(|s| s.namespaces.iter().map(|n| n.ana_group))
+            .collect();
+        AnaStates {
+            epoch: Epoch::ZERO,
+            entries: subsystems
+                .iter()
+                .flat_map(|s| {
+                    groups.iter().map(|g| AnaEntry {
+                        nqn: s.nqn.clone(),
+                        ana_group: *g,
+                        access: AnaAccess::Inaccessible,
+                        fence_epoch: Epoch::ZERO,
+                    })
+                })
+                .collect(),
+        }
+    }
+
     /// ANA groups exposed optimized.
     pub fn optimized(&self) -> impl Iterator<Item = &AnaEntry> {
         self.entries
@@ -76,7 +99,11 @@ pub enum HandlerError {
 }
 
 /// The gateway's side of the contract. The client calls these from one task, never
-/// concurrently, and retries a failing call with a bounded backoff (never a tight loop).
+/// concurrently, one call after the other, and retries a failing call with a bounded
+/// backoff (never a tight loop). A call that does not answer within the handler timeout is
+/// dropped and counts as failed: a target whose operations can outlive their future (a
+/// blocking write on another thread) must make sure such a late write cannot land after a
+/// later call's.
 pub trait AnaHandler: Send + Sync + 'static {
     /// The subsystems the target serves now: listeners, and namespaces with their ANA group
     /// and fencing nonce. Reported in every beacon.
@@ -84,6 +111,18 @@ pub trait AnaHandler: Send + Sync + 'static {
 
     /// Expose exactly these ANA states. Groups not listed are left as they are.
     fn apply(&self, states: &AnaStates) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Make every ANA group of the target inaccessible, whatever the client last told it:
+    /// at start (a crashed predecessor may have left groups optimized), when the lease runs
+    /// out, and before stopping. The default lists the subsystems and applies
+    /// [`AnaStates::inaccessible_for`]; a target that can reach every group more directly
+    /// (every port of a kernel target, say) should do that instead.
+    fn demote_all(&self) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async move {
+            let subsystems = self.subsystems().await?;
+            self.apply(&AnaStates::inaccessible_for(&subsystems)).await
+        }
+    }
 
     /// The gateway must stop: the monitors declared it failed or deleted it, or it lost them
     /// for too long. Called once, after every ANA group was made inaccessible.

@@ -1,8 +1,19 @@
-//! The client's session with the monitors: one task that keeps a stream to the leader,
-//! beacons, applies map slices to the target, and enforces the lease.
+//! The client's session with the monitors: a stream to the leader, beacons, map slices, and
+//! the lease; and, on a task of its own, the target.
 //!
-//! Everything runs in one `select!` loop, so the handler is never called concurrently and
-//! the lease is enforced even while the client is reconnecting.
+//! The session loop never waits for the target: it sends *orders* to the target task
+//! ([`Order`]: apply these states, or make everything inaccessible) through a channel that
+//! keeps only the latest one, and hears back when one is done. So a target call that hangs
+//! cannot hold up beacons or the lease deadline, a demotion can never queue behind older
+//! work (it replaces whatever was pending, and an apply still retrying gives up at once),
+//! and the target still sees one call at a time, in order.
+//!
+//! Safety rests on one flag, `may_serve`: whether the target may expose an optimized path.
+//! It becomes true when an order with an optimized group is *sent* (a call that failed or
+//! timed out may still have taken effect), and false only when a later order that serves
+//! nothing is *done*. While it is true and the lease runs out, the gateway demotes; it starts
+//! true, so a process that starts over a target left optimized by a crashed predecessor
+//! makes it inaccessible before its first beacon.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -11,38 +22,57 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gwmon_proto::domain::{
-    self, AnaAccess, Epoch, GatewayReport, Hello, MapSlice, ReportedAvailability, Subsystem,
+    self, AnaAccess, Epoch, GatewayReport, Hello, MapSlice, ReportedAvailability, ShutdownKind,
+    Subsystem,
 };
 use gwmon_proto::leader::leader_hint;
 use gwmon_proto::v1::{self, gateway_service_client::GatewayServiceClient};
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Streaming};
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::config::{ClientConfig, OnMonitorLoss};
 use crate::handler::{AnaEntry, AnaHandler, AnaStates, HandlerError};
+use crate::metrics::ClientMetrics;
 use crate::ClientError;
 
-/// How long one handler call may take before it counts as failed.
-const HANDLER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Beacons remembered to match acks to their send times.
 const IN_FLIGHT: usize = 256;
+/// The longest wait between two attempts at a demotion that keeps failing: a demotion is
+/// never given up on.
+const DEMOTE_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Why a session ended without an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
-    /// The monitors ordered the gateway to stop (declared failed, deleted).
+    /// The monitors ordered the gateway to stop (deleted, removed from the map).
     Shutdown(String),
     /// The caller cancelled the session.
     Stopped,
 }
 
-type Connecting =
-    Pin<Box<dyn Future<Output = Result<Connection, (Option<String>, String)>> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Connection, Refusal>> + Send>>;
+
+/// Why a session could not be opened.
+struct Refusal {
+    leader: Option<String>,
+    code: Option<Code>,
+    why: String,
+}
+
+impl Refusal {
+    fn transport(why: String) -> Self {
+        Refusal {
+            leader: None,
+            code: None,
+            why,
+        }
+    }
+}
 
 struct Connection {
     addr: String,
@@ -76,19 +106,174 @@ pub fn slice_states(slice: &MapSlice) -> AnaStates {
     }
 }
 
+/// What the target task is told to do. Only the latest order counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    Apply(AnaStates),
+    /// Every ANA group inaccessible, retried until it succeeds or a newer order comes.
+    DemoteAll,
+}
+
+impl Action {
+    fn serves(&self) -> bool {
+        matches!(self, Action::Apply(s) if s.optimized().next().is_some())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Order {
+    seq: u64,
+    action: Action,
+}
+
+/// What the target task reports.
+enum Report {
+    Done {
+        seq: u64,
+        result: Result<(), HandlerError>,
+    },
+    Subsystems(Result<Vec<Subsystem>, HandlerError>),
+}
+
+/// The target task's settings.
+#[derive(Clone)]
+struct TargetSettings {
+    timeout: Duration,
+    attempts: u32,
+    backoff: Duration,
+    metrics: ClientMetrics,
+}
+
+/// The target task: runs orders one call at a time, and lists subsystems when asked and
+/// no order is pending. Ends when the session drops its channels.
+async fn target_task<H: AnaHandler>(
+    handler: Arc<H>,
+    mut orders: watch::Receiver<Option<Order>>,
+    mut listings: watch::Receiver<u64>,
+    reports: mpsc::Sender<Report>,
+    settings: TargetSettings,
+) {
+    let mut pending: Option<Order> = None;
+    loop {
+        if pending.is_none() {
+            tokio::select! {
+                biased;
+                changed = orders.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    pending = orders.borrow_and_update().clone();
+                }
+                changed = listings.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    listings.borrow_and_update();
+                    let listed = call(&settings, "subsystems", handler.subsystems()).await;
+                    if reports.send(Report::Subsystems(listed)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            continue;
+        }
+        let Some(order) = pending.take() else {
+            continue;
+        };
+        let mut wait = settings.backoff;
+        let mut attempt = 0u32;
+        let result = loop {
+            attempt += 1;
+            let outcome = match &order.action {
+                Action::Apply(states) => call(&settings, "apply", handler.apply(states)).await,
+                Action::DemoteAll => call(&settings, "demote", handler.demote_all()).await,
+            };
+            let e = match outcome {
+                Ok(()) => break Ok(()),
+                Err(e) => e,
+            };
+            let demoting = order.action == Action::DemoteAll;
+            if !demoting && attempt >= settings.attempts {
+                break Err(e);
+            }
+            if demoting {
+                error!(error = %e, attempt, "cannot make the target inaccessible; retrying");
+            } else {
+                debug!(error = %e, attempt, "handler call failed; retrying");
+            }
+            // A newer order ends the wait and this order: it is what counts now.
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                changed = orders.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    pending = orders.borrow_and_update().clone();
+                    break Err(e);
+                }
+            }
+            let cap = if demoting {
+                DEMOTE_BACKOFF_MAX
+            } else {
+                Duration::from_secs(2)
+            };
+            wait = (wait * 2).min(cap);
+        };
+        if reports
+            .send(Report::Done {
+                seq: order.seq,
+                result,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        // An order that came in while this one ran is next.
+        if pending.is_none() && orders.has_changed().unwrap_or(false) {
+            pending = orders.borrow_and_update().clone();
+        }
+    }
+}
+
+/// One handler call within the timeout; a timeout is a failed call.
+async fn call<T>(
+    settings: &TargetSettings,
+    op: &'static str,
+    fut: impl Future<Output = Result<T, HandlerError>>,
+) -> Result<T, HandlerError> {
+    let result = match tokio::time::timeout(settings.timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(HandlerError::Target {
+            target: "handler",
+            op,
+            message: format!("no answer within {} ms", settings.timeout.as_millis()),
+        }),
+    };
+    if result.is_err() {
+        settings.metrics.handler_error(op);
+    }
+    result
+}
+
 struct State<H> {
     config: ClientConfig,
     handler: Arc<H>,
     started: Instant,
+    /// This process's incarnation; drawn again when it rejoins after being declared failed.
+    incarnation: u64,
     seq: u64,
     /// Until a `Starting` beacon is acked, beacons say `Starting`: the monitors then know
     /// this is a new process, whatever the map remembers of the previous one.
     starting: bool,
     first_map: bool,
     slice: Option<MapSlice>,
+    /// What the target last confirmed it applied (for the epochs beacons echo).
     applied: Option<AnaStates>,
     applied_epoch: Epoch,
     fence_epoch: Epoch,
+    /// Whether the target may expose an optimized path (see the module docs).
+    may_serve: bool,
     lease_until: Option<Instant>,
     last_contact: Instant,
     target_ok: bool,
@@ -99,6 +284,18 @@ struct State<H> {
     backoff: Duration,
     /// Whether a session was open before: the next one is a reconnect.
     opened_before: bool,
+    orders: watch::Sender<Option<Order>>,
+    listings: watch::Sender<u64>,
+    reports: mpsc::Receiver<Report>,
+    order_seq: u64,
+    /// The latest order sent to the target.
+    ordered: Option<Order>,
+    /// Whether the latest order is done (successfully).
+    ordered_done: bool,
+}
+
+fn incarnation() -> u64 {
+    rand::rng().random_range(1..=u64::MAX)
 }
 
 /// Run a gateway's session until the monitors order it to stop, `stop` is cancelled, or a
@@ -109,11 +306,31 @@ pub async fn run<H: AnaHandler>(
     stop: CancellationToken,
 ) -> Result<Exit, ClientError> {
     let now = Instant::now();
+    let (orders, orders_rx) = watch::channel(None);
+    let (listings, listings_rx) = watch::channel(0);
+    let (reports_tx, reports) = mpsc::channel(16);
+    let settings = TargetSettings {
+        timeout: config.handler_timeout,
+        attempts: config.handler_attempts,
+        backoff: config.handler_backoff,
+        metrics: config.metrics.clone(),
+    };
+    let target = tokio::spawn(
+        target_task(
+            handler.clone(),
+            orders_rx,
+            listings_rx,
+            reports_tx,
+            settings,
+        )
+        .instrument(tracing::Span::current()),
+    );
     let mut s = State {
         backoff: config.reconnect_min,
         config,
         handler,
         started: now,
+        incarnation: incarnation(),
         seq: 0,
         starting: true,
         first_map: false,
@@ -121,6 +338,7 @@ pub async fn run<H: AnaHandler>(
         applied: None,
         applied_epoch: Epoch::ZERO,
         fence_epoch: Epoch::ZERO,
+        may_serve: true,
         lease_until: None,
         last_contact: now,
         target_ok: true,
@@ -129,25 +347,42 @@ pub async fn run<H: AnaHandler>(
         next_monitor: 0,
         leader: None,
         opened_before: false,
+        orders,
+        listings,
+        reports,
+        order_seq: 0,
+        ordered: None,
+        ordered_done: false,
     };
     // Every log line of the session names the gateway and its group.
     let span = info_span!("gwmon_client", pool = %s.config.key.pool, group = %s.config.key.group,
         gateway = %s.config.gateway);
-    async move {
+    let result = async {
         let result = s.run(stop).await;
         s.config.metrics.session_closed();
-        s.demote().await;
-        if let Err(e) = &result {
-            s.shutdown_handler(&e.to_string()).await;
+        s.demote_and_wait().await;
+        let reason = match &result {
+            Ok(Exit::Shutdown(reason)) => Some(reason.clone()),
+            Ok(Exit::Stopped) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(reason) = reason {
+            s.shutdown_handler(&reason).await;
         }
         result
     }
     .instrument(span)
-    .await
+    .await;
+    drop(s);
+    let _ = target.await;
+    result
 }
 
 impl<H: AnaHandler> State<H> {
     async fn run(&mut self, stop: CancellationToken) -> Result<Exit, ClientError> {
+        // Before anything else: a crashed predecessor may have left groups optimized.
+        self.order(Action::DemoteAll);
+        self.listings.send_modify(|n| *n += 1);
         let mut conn: Option<Connection> = None;
         let mut connecting: Option<Connecting> = Some(self.connect());
         let mut reconnect_at = Instant::now();
@@ -161,9 +396,11 @@ impl<H: AnaHandler> State<H> {
                 biased;
                 () = stop.cancelled() => return Ok(Exit::Stopped),
                 () = sleep_until(panic_deadline) => return Err(self.panic_reason()),
-                () = sleep_until(lease_deadline) => {
-                    self.reconcile().await;
-                }
+                () = sleep_until(lease_deadline) => self.reconcile(),
+                report = self.reports.recv() => match report {
+                    Some(r) => self.on_report(r),
+                    None => return Err(ClientError::Config("the target task ended".into())),
+                },
                 done = async { match connecting.as_mut() { Some(c) => c.await, None => std::future::pending().await } } => {
                     connecting = None;
                     match done {
@@ -175,9 +412,13 @@ impl<H: AnaHandler> State<H> {
                             conn = Some(c);
                             beacon.reset_immediately();
                         }
-                        Err((hint, why)) => {
-                            debug!(error = %why, "cannot open a session");
-                            reconnect_at = self.after_failure(hint);
+                        Err(refusal) => {
+                            if refusal.code == Some(Code::AlreadyExists) {
+                                warn!("{}", refusal.why);
+                            } else {
+                                debug!(error = %refusal.why, "cannot open a session");
+                            }
+                            reconnect_at = self.after_failure(refusal.leader);
                         }
                     }
                 }
@@ -185,9 +426,9 @@ impl<H: AnaHandler> State<H> {
                     connecting = Some(self.connect());
                 }
                 _ = beacon.tick(), if conn.is_some() => {
-                    let report = self.beacon().await;
+                    let msg = self.beacon();
                     let sent = match conn.as_ref() {
-                        Some(c) => c.tx.send(v1::GatewayMessage::from(domain::GatewayMessage::Beacon(report))).await.is_ok(),
+                        Some(c) => c.tx.send(msg).await.is_ok(),
                         None => false,
                     };
                     if sent {
@@ -200,15 +441,19 @@ impl<H: AnaHandler> State<H> {
                 }
                 msg = async { match conn.as_mut() { Some(c) => c.inbound.next().await, None => std::future::pending().await } } => {
                     match msg {
-                        Some(Ok(m)) => {
-                            if let Some(exit) = self.on_message(m).await {
-                                return Ok(exit);
+                        Some(Ok(m)) => match self.on_message(m) {
+                            Next::Continue => {}
+                            Next::Exit(exit) => return Ok(exit),
+                            Next::Rejoin => {
+                                self.config.metrics.session_closed();
+                                conn = None;
+                                reconnect_at = Instant::now();
                             }
-                        }
+                        },
                         Some(Err(status)) => {
                             let hint = leader_hint(&status).map(str::to_owned);
                             debug!(code = ?status.code(), message = status.message(), "session ended by the monitor");
-                            if status.code() == Code::NotFound {
+                            if matches!(status.code(), Code::NotFound | Code::AlreadyExists | Code::InvalidArgument) {
                                 warn!("{}", status.message());
                             }
                             self.config.metrics.session_closed();
@@ -237,6 +482,7 @@ impl<H: AnaHandler> State<H> {
             gateway: self.config.gateway.clone(),
             key: self.config.key.clone(),
             software_version: self.config.software_version.clone(),
+            incarnation: self.incarnation,
         };
         let timeout = self.config.connect_timeout;
         Box::pin(async move {
@@ -246,7 +492,7 @@ impl<H: AnaHandler> State<H> {
                 format!("http://{addr}")
             };
             let endpoint = tonic::transport::Endpoint::from_shared(uri)
-                .map_err(|e| (None, format!("{addr}: {e}")))?
+                .map_err(|e| Refusal::transport(format!("{addr}: {e}")))?
                 .connect_timeout(timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(1))
@@ -255,28 +501,29 @@ impl<H: AnaHandler> State<H> {
             let channel = endpoint
                 .connect()
                 .await
-                .map_err(|e| (None, format!("{addr}: {e}")))?;
+                .map_err(|e| Refusal::transport(format!("{addr}: {e}")))?;
             let (tx, rx) = mpsc::channel(16);
             tx.send(domain::GatewayMessage::Hello(hello).into())
                 .await
-                .map_err(|_| (None, "session closed".to_owned()))?;
+                .map_err(|_| Refusal::transport("session closed".to_owned()))?;
             let mut client = GatewayServiceClient::new(channel);
             let opened = tokio::time::timeout(
                 timeout * 5,
                 client.session(tokio_stream::wrappers::ReceiverStream::new(rx)),
             )
             .await
-            .map_err(|_| (None, format!("{addr}: no answer to hello")))?;
+            .map_err(|_| Refusal::transport(format!("{addr}: no answer to hello")))?;
             match opened {
                 Ok(resp) => Ok(Connection {
                     addr,
                     tx,
                     inbound: resp.into_inner(),
                 }),
-                Err(status) => Err((
-                    leader_hint(&status).map(str::to_owned),
-                    format!("{addr}: {}", status.message()),
-                )),
+                Err(status) => Err(Refusal {
+                    leader: leader_hint(&status).map(str::to_owned),
+                    code: Some(status.code()),
+                    why: format!("{addr}: {}", status.message()),
+                }),
             }
         })
     }
@@ -315,127 +562,154 @@ impl<H: AnaHandler> State<H> {
         self.lease_until.is_some_and(|t| now < t)
     }
 
-    /// When the states applied now must be reconsidered because the lease runs out.
+    /// When the target may be serving and the lease runs out, if it has not already.
     fn lease_deadline(&self) -> Option<Instant> {
-        let serving = self
-            .applied
-            .as_ref()
-            .is_some_and(|a| a.optimized().next().is_some());
-        (serving && self.config.on_monitor_loss == OnMonitorLoss::Demote)
-            .then_some(self.lease_until)
-            .flatten()
+        if !self.may_serve || self.config.on_monitor_loss != OnMonitorLoss::Demote {
+            return None;
+        }
+        self.lease_until.filter(|t| Instant::now() < *t)
     }
 
-    /// What the target should expose now.
-    fn desired(&self) -> Option<AnaStates> {
-        let slice = self.slice.as_ref()?;
-        let states = slice_states(slice);
-        let allowed = self.lease_valid(Instant::now())
-            || (self.config.on_monitor_loss == OnMonitorLoss::Hold
-                && self.applied.as_ref() == Some(&states));
-        Some(if allowed {
-            states
-        } else {
-            states.all_inaccessible()
-        })
-    }
-
-    /// Bring the target to the desired states, with bounded retries.
-    async fn reconcile(&mut self) {
-        let Some(want) = self.desired() else {
-            return;
+    /// What the target should do now.
+    fn desired(&self) -> Action {
+        let Some(slice) = self.slice.as_ref() else {
+            return Action::DemoteAll;
         };
-        if self.applied.as_ref() == Some(&want) {
-            return;
+        let states = slice_states(slice);
+        let held = self.config.on_monitor_loss == OnMonitorLoss::Hold
+            && self.applied.as_ref() == Some(&states);
+        if self.lease_valid(Instant::now()) || held || states.optimized().next().is_none() {
+            Action::Apply(states)
+        } else {
+            Action::DemoteAll
         }
-        // The lease ran out (whichever check noticed first: its deadline or a beacon) while
-        // this gateway served: it stops serving on its own, before the monitors promote
-        // anyone else.
-        let serving = self
-            .applied
-            .as_ref()
-            .is_some_and(|a| a.optimized().next().is_some());
-        let demoting = serving
-            && want.optimized().next().is_none()
-            && !self.lease_valid(Instant::now())
-            && self
-                .slice
-                .as_ref()
-                .is_some_and(|s| slice_states(s).optimized().next().is_some());
-        if demoting {
-            warn!("no ack from the monitors within the lease: every ANA group goes inaccessible");
-        }
-        match self.apply(&want).await {
-            Ok(()) => {
-                if demoting {
-                    self.config.metrics.demoted();
-                }
-                for e in want.optimized() {
-                    self.fence_epoch = self.fence_epoch.max(e.fence_epoch);
-                }
-                self.applied_epoch = want.epoch;
-                info!(
-                    epoch = %want.epoch,
-                    optimized = ?want.optimized().map(|e| e.ana_group.get()).collect::<std::collections::BTreeSet<_>>(),
-                    "ANA states applied"
+    }
+
+    /// Send the target the desired order if it differs from the latest one.
+    fn reconcile(&mut self) {
+        let want = self.desired();
+        let serving_before = self.may_serve;
+        if want == Action::DemoteAll && serving_before && self.slice.is_some() {
+            let lease_ran_out = !self.lease_valid(Instant::now());
+            if lease_ran_out && self.ordered.as_ref().is_none_or(|o| o.action.serves()) {
+                warn!(
+                    "no ack from the monitors within the lease: every ANA group goes inaccessible"
                 );
-                self.config.metrics.serving(want.optimized().count());
-                self.applied = Some(want);
-                self.target_ok = true;
+                self.config.metrics.demoted();
             }
-            Err(e) => {
-                warn!(error = %e, "cannot apply ANA states; reporting the target unavailable");
-                self.applied = None;
+        }
+        self.order(want);
+    }
+
+    fn order(&mut self, action: Action) {
+        if self.ordered.as_ref().is_some_and(|o| o.action == action) {
+            // Already ordered; a failed apply is retried by ordering it again.
+            if self.ordered_done || self.target_ok {
+                return;
+            }
+        }
+        if action.serves() {
+            self.may_serve = true;
+        }
+        self.order_seq += 1;
+        let order = Order {
+            seq: self.order_seq,
+            action,
+        };
+        self.ordered = Some(order.clone());
+        self.ordered_done = false;
+        self.orders.send_replace(Some(order));
+    }
+
+    fn on_report(&mut self, report: Report) {
+        match report {
+            Report::Subsystems(Ok(mut subs)) => {
+                for s in &mut subs {
+                    s.canonicalize();
+                }
+                subs.sort_by(|a, b| a.nqn.cmp(&b.nqn));
+                self.subsystems = subs;
+                if self.ordered_done {
+                    self.target_ok = true;
+                }
+            }
+            Report::Subsystems(Err(e)) => {
+                warn!(error = %e, "cannot read the target's subsystems");
                 self.target_ok = false;
             }
+            Report::Done { seq, result } => {
+                let Some(order) = self.ordered.clone().filter(|o| o.seq == seq) else {
+                    return; // superseded
+                };
+                match result {
+                    Ok(()) => {
+                        self.ordered_done = true;
+                        self.target_ok = true;
+                        match order.action {
+                            Action::Apply(states) => {
+                                for e in states.optimized() {
+                                    self.fence_epoch = self.fence_epoch.max(e.fence_epoch);
+                                }
+                                self.applied_epoch = states.epoch;
+                                self.may_serve = states.optimized().next().is_some();
+                                info!(
+                                    epoch = %states.epoch,
+                                    optimized = ?states.optimized().map(|e| e.ana_group.get()).collect::<std::collections::BTreeSet<_>>(),
+                                    "ANA states applied"
+                                );
+                                self.config.metrics.serving(states.optimized().count());
+                                self.applied = Some(states);
+                            }
+                            Action::DemoteAll => {
+                                self.may_serve = false;
+                                self.config.metrics.serving(0);
+                                self.applied =
+                                    self.applied.as_ref().map(AnaStates::all_inaccessible);
+                                debug!("every ANA group inaccessible");
+                            }
+                        }
+                        // The lease may have run out meanwhile, or a slice come in.
+                        self.reconcile();
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot apply ANA states; reporting the target unavailable");
+                        self.target_ok = false;
+                    }
+                }
+            }
         }
     }
 
-    async fn apply(&self, want: &AnaStates) -> Result<(), HandlerError> {
-        let mut wait = self.config.handler_backoff;
-        let mut last = None;
-        for attempt in 1..=self.config.handler_attempts {
-            match tokio::time::timeout(HANDLER_TIMEOUT, self.handler.apply(want)).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => {
-                    self.config.metrics.handler_error("apply");
-                    last = Some(e);
+    /// Make every ANA group inaccessible and wait for it, bounded: before exiting.
+    async fn demote_and_wait(&mut self) {
+        self.order(Action::DemoteAll);
+        let bound = self
+            .config
+            .handler_timeout
+            .saturating_mul(self.config.handler_attempts.max(1))
+            .saturating_add(self.config.handler_timeout);
+        let deadline = Instant::now() + bound;
+        while !self.ordered_done || self.may_serve {
+            match tokio::time::timeout_at(deadline, self.reports.recv()).await {
+                Ok(Some(Report::Done { seq, result })) => {
+                    if self.ordered.as_ref().is_some_and(|o| o.seq == seq) && result.is_ok() {
+                        self.ordered_done = true;
+                        self.may_serve = false;
+                        self.config.metrics.serving(0);
+                    }
                 }
-                Err(_) => {
-                    self.config.metrics.handler_error("apply");
-                    last = Some(HandlerError::Target {
-                        target: "handler",
-                        op: "apply",
-                        message: format!("no answer within {HANDLER_TIMEOUT:?}"),
-                    })
+                Ok(Some(Report::Subsystems(_))) => {}
+                Ok(None) | Err(_) => {
+                    error!("the target did not confirm every ANA group inaccessible before exit");
+                    return;
                 }
             }
-            if attempt < self.config.handler_attempts {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(2));
-            }
-        }
-        Err(last.unwrap_or(HandlerError::Target {
-            target: "handler",
-            op: "apply",
-            message: "no attempt made".into(),
-        }))
-    }
-
-    /// Every ANA group inaccessible, whatever the map says: before exiting.
-    async fn demote(&mut self) {
-        let Some(applied) = self.applied.clone() else {
-            return;
-        };
-        let down = applied.all_inaccessible();
-        if down != applied && self.apply(&down).await.is_ok() {
-            self.applied = Some(down);
         }
     }
 
     async fn shutdown_handler(&self, reason: &str) {
         // The handler's shutdown cannot fail; it can only hang.
-        if tokio::time::timeout(HANDLER_TIMEOUT, self.handler.shutdown(reason))
+        if tokio::time::timeout(self.config.handler_timeout, self.handler.shutdown(reason))
             .await
             .is_err()
         {
@@ -444,31 +718,11 @@ impl<H: AnaHandler> State<H> {
         }
     }
 
-    async fn beacon(&mut self) -> GatewayReport {
+    fn beacon(&mut self) -> v1::GatewayMessage {
+        // A fresh listing for the next beacon; this one carries the last.
+        self.listings.send_modify(|n| *n += 1);
         // A state change that failed to apply earlier is retried at every beacon.
-        self.reconcile().await;
-        match tokio::time::timeout(HANDLER_TIMEOUT, self.handler.subsystems()).await {
-            Ok(Ok(mut subs)) => {
-                for s in &mut subs {
-                    s.canonicalize();
-                }
-                subs.sort_by(|a, b| a.nqn.cmp(&b.nqn));
-                self.subsystems = subs;
-                if self.applied.is_some() || self.slice.is_none() {
-                    self.target_ok = true;
-                }
-            }
-            Ok(Err(e)) => {
-                self.config.metrics.handler_error("subsystems");
-                warn!(error = %e, "cannot read the target's subsystems");
-                self.target_ok = false;
-            }
-            Err(_) => {
-                self.config.metrics.handler_error("subsystems");
-                warn!("the target did not list its subsystems in time");
-                self.target_ok = false;
-            }
-        }
+        self.reconcile();
         let availability = if self.starting {
             ReportedAvailability::Starting
         } else if self.target_ok {
@@ -486,21 +740,25 @@ impl<H: AnaHandler> State<H> {
         while self.sent.len() > IN_FLIGHT {
             self.sent.pop_front();
         }
-        GatewayReport {
-            seq,
-            availability,
-            subsystems: self.subsystems.clone(),
-            applied_epoch: self.applied_epoch,
-            fence_epoch: self.fence_epoch,
+        domain::GatewayMessage::Beacon {
+            incarnation: self.incarnation,
+            report: GatewayReport {
+                seq,
+                availability,
+                subsystems: self.subsystems.clone(),
+                applied_epoch: self.applied_epoch,
+                fence_epoch: self.fence_epoch,
+            },
         }
+        .into()
     }
 
-    async fn on_message(&mut self, msg: v1::MonitorMessage) -> Option<Exit> {
+    fn on_message(&mut self, msg: v1::MonitorMessage) -> Next {
         let msg = match domain::MonitorMessage::try_from(msg) {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "malformed message from the monitor ignored");
-                return None;
+                return Next::Continue;
             }
         };
         match msg {
@@ -511,31 +769,55 @@ impl<H: AnaHandler> State<H> {
                     self.sent.iter().find(|(seq, _, _)| *seq == ack.seq)
                 {
                     // The lease counts from when the acked beacon left, not from when the
-                    // ack arrived: the monitor's grace started no earlier than that.
-                    let until = sent_at + ack.lease;
-                    self.lease_until = Some(self.lease_until.map_or(until, |t| t.max(until)));
+                    // ack arrived: the monitor's grace started no earlier than that. The
+                    // newest ack decides, shorter or not: a lowered grace, or a leader with
+                    // less quorum contact left, shortens the lease at once.
+                    self.lease_until = Some(sent_at + ack.lease);
                     self.config.metrics.ack(now, self.lease_until);
                     if was_starting {
                         self.starting = false;
                     }
                 }
-                self.reconcile().await;
-                None
+                self.reconcile();
+                Next::Continue
             }
             domain::MonitorMessage::MapSlice(slice) => {
                 self.config.metrics.slice();
                 self.last_contact = Instant::now();
                 self.first_map = true;
                 self.slice = Some(slice);
-                self.reconcile().await;
-                None
+                self.reconcile();
+                Next::Continue
             }
-            domain::MonitorMessage::Shutdown { reason } => {
+            domain::MonitorMessage::Shutdown { kind, reason } => {
                 info!(%reason, "the monitors ordered this gateway to stop");
-                self.demote().await;
-                self.shutdown_handler(&reason).await;
-                Some(Exit::Shutdown(reason))
+                if kind == ShutdownKind::DeclaredFailed {
+                    // Stop serving now, then come back as a new process: the monitors
+                    // know it restarted, and give its group back once it is available.
+                    self.slice = None;
+                    self.lease_until = None;
+                    self.order(Action::DemoteAll);
+                    self.incarnation = incarnation();
+                    self.starting = true;
+                    self.seq = 0;
+                    self.sent.clear();
+                    self.applied_epoch = Epoch::ZERO;
+                    self.fence_epoch = Epoch::ZERO;
+                    info!(
+                        incarnation = format_args!("{:016x}", self.incarnation),
+                        "rejoining as a new incarnation"
+                    );
+                    return Next::Rejoin;
+                }
+                Next::Exit(Exit::Shutdown(reason))
             }
         }
     }
+}
+
+enum Next {
+    Continue,
+    Exit(Exit),
+    /// Declared failed: open a new session as a new incarnation.
+    Rejoin,
 }

@@ -263,7 +263,7 @@ impl AdminService for AdminGrpc {
         &self,
         _req: Request<v1::HealthRequest>,
     ) -> Result<Response<v1::HealthResponse>, Status> {
-        let now = self.core.clock().now();
+        let now = self.core.now();
         let checks = self.core.read(true, |m| health_checks(m, now)).await?;
         Ok(Response::new(v1::HealthResponse { checks }))
     }

@@ -1,16 +1,20 @@
 //! What every service of a monitor shares: proposing commands through Raft and reading the
 //! replicated map, with leader forwarding expressed as one error.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
+use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::error::MonitorError;
 use crate::events::EventLog;
-use crate::map::{Command, GatewayMap};
+use crate::map::{Command, GatewayMap, Timestamp};
 use crate::metrics::Telemetry;
+use crate::raft::contact::QuorumContact;
 use crate::raft::state_machine::MapReader;
 use crate::raft::{Applied, NodeId, Raft, Request};
 use crate::replica::{self, ReplicaCommand, ReplicaRegistry};
@@ -44,16 +48,71 @@ struct Inner {
     clock: Arc<dyn Clock>,
     telemetry: Telemetry,
     events: EventLog,
+    contact: Arc<QuorumContact>,
+    lease_span: Duration,
 }
 
+/// The share of `election_timeout_min` a leader's lease keeps back for clocks that run at
+/// different rates: the lease is counted on the leader's clock (and the gateway's), the
+/// election timeout on the followers'. A tenth covers rates 10% apart, far beyond what
+/// NTP-disciplined or even free-running quartz clocks drift over seconds.
+pub const CLOCK_RATE_MARGIN_DIVISOR: u32 = 10;
+
+/// How fast the map's time may run ahead of the monotonic time elapsed on the leader, to
+/// catch up with the wall clock after the whole cluster was down: twice real time, so an
+/// outage of an hour is caught up in an hour, while a leader whose wall clock jumped hours
+/// ahead can move the map's time only that much faster than real time.
+pub const MAP_TIME_CATCH_UP: u32 = 2;
+
+/// This monitor's leadership as a quorum last confirmed it (see [`Core::lease`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The term it leads in.
+    pub term: u64,
+    /// The latest instant by which a quorum had acknowledged it in `term`.
+    pub quorum_at: Instant,
+    /// Until then no other monitor can have been elected: `quorum_at` plus
+    /// `election_timeout_min`, less the clock-rate margin. Only a leader within it acts on
+    /// its own observations (times gateways out, runs fences).
+    pub exclusive_until: Instant,
+}
+
+impl Lease {
+    /// The longest lease a gateway may be granted now, with `grace` the beacon grace: half
+    /// the grace, and never past half the grace after the last quorum contact. A leader cut
+    /// off from its quorum therefore stops renewing leases half a grace after it last heard
+    /// from it, while any newer leader is elected after that contact and fails nobody over
+    /// before a full grace of silence under it.
+    pub fn gateway_lease(&self, grace: Duration, now: Instant) -> Option<Duration> {
+        let half = grace / 2;
+        let bound = (self.quorum_at + half).checked_duration_since(now)?;
+        let lease = half.min(bound);
+        (lease >= MIN_GATEWAY_LEASE).then_some(lease)
+    }
+
+    /// Whether no other leader can exist now.
+    pub fn exclusive(&self, now: Instant) -> bool {
+        now < self.exclusive_until
+    }
+}
+
+/// A lease shorter than this is not worth granting: the gateway would demote before the
+/// ack reached it.
+pub const MIN_GATEWAY_LEASE: Duration = Duration::from_millis(10);
+
 impl Core {
+    /// `contact` must be the record the Raft network of `raft` writes acknowledgements to;
+    /// `election_timeout_min` is Raft's.
     pub fn new(
         id: NodeId,
         raft: Raft,
         reader: MapReader,
         clock: Arc<dyn Clock>,
         events: EventLog,
+        contact: Arc<QuorumContact>,
+        election_timeout_min: Duration,
     ) -> Self {
+        let lease_span = election_timeout_min - election_timeout_min / CLOCK_RATE_MARGIN_DIVISOR;
         Core {
             inner: Arc::new(Inner {
                 id,
@@ -62,8 +121,83 @@ impl Core {
                 clock,
                 telemetry: Telemetry::default(),
                 events,
+                contact,
+                lease_span,
             }),
         }
+    }
+
+    /// This monitor's leadership as far as a quorum has confirmed it, or `None` if it is
+    /// not the leader, no quorum has acknowledged it in its term yet, or it has not yet
+    /// applied an entry of its own term. The last condition puts everything earlier terms
+    /// committed (a timeout its predecessor decided, a completed fence) into its map
+    /// before it acks a beacon, times anyone out or runs a fence.
+    pub fn lease(&self) -> Option<Lease> {
+        let (term, configs) = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow();
+            if m.state != ServerState::Leader || m.current_leader != Some(self.inner.id) {
+                return None;
+            }
+            let configs: Vec<BTreeSet<NodeId>> =
+                m.membership_config.membership().get_joint_config().clone();
+            (m.current_term, configs)
+        };
+        let own_term_applied = self
+            .inner
+            .reader
+            .last_applied()
+            .is_some_and(|l| l.leader_id.term == term);
+        if !own_term_applied {
+            return None;
+        }
+        let quorum_at =
+            self.inner
+                .contact
+                .quorum_since(term, self.inner.id, &configs, Instant::now())?;
+        Some(Lease {
+            term,
+            quorum_at,
+            exclusive_until: quorum_at + self.inner.lease_span,
+        })
+    }
+
+    /// [`Core::lease`] if no other leader can exist now: what the liveness loop and the
+    /// fence runner require before acting.
+    pub fn exclusive_lease(&self) -> Option<Lease> {
+        self.lease().filter(|l| l.exclusive(Instant::now()))
+    }
+
+    /// The answer for a caller that needs a confirmed leader and did not find one here: a
+    /// redirect when another leader is known, otherwise "unconfirmed" (try another).
+    pub fn not_confirmed(&self) -> MonitorError {
+        if self.is_leader() {
+            MonitorError::Unconfirmed
+        } else {
+            MonitorError::NotLeader {
+                leader: self.leader_addr(),
+            }
+        }
+    }
+
+    /// The time to stamp on a command proposed now: the wall clock, kept within what the
+    /// monotonic clock allows since the latest command this monitor applied. It never runs
+    /// slower than real time (a wall clock set back cannot freeze timers) and never faster
+    /// than [`MAP_TIME_CATCH_UP`] times real time (a wall clock set hours ahead cannot
+    /// expire fences or close windows early). Before any command there is nothing to
+    /// bound it by.
+    pub fn now(&self) -> Timestamp {
+        let wall = self.inner.clock.now();
+        let anchor = self.inner.reader.time_anchor();
+        if anchor.time == Timestamp::ZERO {
+            return wall;
+        }
+        let elapsed = u64::try_from(anchor.at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let slowest = anchor.time.after(elapsed);
+        let fastest = anchor
+            .time
+            .after(elapsed.saturating_mul(u64::from(MAP_TIME_CATCH_UP)));
+        wall.clamp(slowest, fastest)
     }
 
     pub fn id(&self) -> NodeId {
@@ -92,7 +226,8 @@ impl Core {
         self.inner.clock.as_ref()
     }
 
-    /// Whether this monitor is the leader right now, by its own latest metrics.
+    /// Whether this monitor is the leader right now, by its own latest metrics: enough to
+    /// route a request, never to grant a lease or act on liveness (see [`Core::lease`]).
     pub fn is_leader(&self) -> bool {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
@@ -113,11 +248,26 @@ impl Core {
     /// Commit a map command through Raft, stamped with this leader's time. Returns once the
     /// command is applied here, so a following read sees it.
     pub async fn propose(&self, cmd: Command) -> Result<Committed, MonitorError> {
-        let now = self.inner.clock.now();
+        let now = self.now();
+        self.write(Request::Map { now, cmd }).await
+    }
+
+    /// Commit a command this leader decided from its own observations in `term` (a
+    /// timeout, a due timer, a completed fence): refused at apply unless appended in `term`.
+    pub async fn propose_as_leader(
+        &self,
+        term: u64,
+        cmd: Command,
+    ) -> Result<Committed, MonitorError> {
+        let now = self.now();
+        self.write(Request::Leader { now, term, cmd }).await
+    }
+
+    async fn write(&self, request: Request) -> Result<Committed, MonitorError> {
         let resp = self
             .inner
             .raft
-            .client_write(Request::Map { now, cmd })
+            .client_write(request)
             .await
             .map_err(write_error)?;
         let log_index = resp.log_id.index;
@@ -137,7 +287,7 @@ impl Core {
         &self,
         cmd: ReplicaCommand,
     ) -> Result<ReplicaCommitted, MonitorError> {
-        let now = self.inner.clock.now();
+        let now = self.now();
         let resp = self
             .inner
             .raft

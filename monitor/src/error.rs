@@ -3,8 +3,9 @@
 //! Clients branch on the code: `FAILED_PRECONDITION` with the `gwmon-leader` header means
 //! "not the leader, ask that one"; `NOT_FOUND` an unknown gateway or group;
 //! `INVALID_ARGUMENT` a bad id or value; `ABORTED` a stale beacon or epoch;
-//! `UNAVAILABLE` no leader known or the cluster shutting down; `OUT_OF_RANGE` an event
-//! watch resuming from an epoch the monitor no longer keeps.
+//! `UNAVAILABLE` no leader known, a leader not confirmed by a quorum, or the cluster
+//! shutting down; `ALREADY_EXISTS` a second process for a gateway id whose first one holds
+//! a lease; `OUT_OF_RANGE` an event watch resuming from an epoch the monitor no longer keeps.
 //!
 //! The replica registry's refusals ([`ReplicaError`]) follow the same scheme:
 //! `NOT_FOUND` an unknown host, volume, replica or replacement; `ALREADY_EXISTS` a create or
@@ -46,6 +47,19 @@ pub enum MonitorError {
     /// Raft could not complete the request (no quorum, shutting down, membership busy).
     #[error("replication: {0}")]
     Raft(String),
+    /// This monitor is the Raft leader by its own account, but no quorum has confirmed it
+    /// recently enough (or it has not yet applied its own first entry), so it grants no
+    /// lease and decides nothing: another monitor may be leading already.
+    #[error("this monitor has no leadership confirmed by a quorum; try another monitor")]
+    Unconfirmed,
+    /// Another process serves this gateway id and holds a lease.
+    #[error("gateway {gateway} of group {key} is already served by another process (incarnation {holder:016x}) whose lease runs another {remaining_ms} ms; stop that process or give this one another id")]
+    Duplicate {
+        key: gwmon_proto::domain::GroupKey,
+        gateway: gwmon_proto::domain::GatewayId,
+        holder: u64,
+        remaining_ms: u64,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -71,7 +85,9 @@ impl From<MonitorError> for Status {
             MonitorError::Invalid(_) => Status::invalid_argument(message),
             MonitorError::Refused(m) => Status::new(map_code(&m), message),
             MonitorError::Replica(r) => Status::new(replica_code(&r), message),
+            MonitorError::Duplicate { .. } => Status::already_exists(message),
             MonitorError::Raft(_)
+            | MonitorError::Unconfirmed
             | MonitorError::ShuttingDown
             | MonitorError::Watch(WatchError::Closed) => Status::unavailable(message),
             MonitorError::Watch(WatchError::Gone { .. } | WatchError::Overrun { .. }) => {
@@ -99,6 +115,7 @@ fn map_code(e: &MapError) -> Code {
         | MapError::LocationAvailable { .. }
         | MapError::NotInDisaster { .. }
         | MapError::DisasterRecovering { .. } => Code::FailedPrecondition,
+        MapError::StaleLeaderCommand { .. } => Code::Aborted,
         MapError::Invariant(_) => Code::Internal,
     }
 }

@@ -25,6 +25,7 @@ use crate::events::EventLog;
 use crate::fence::runner::FenceRunner;
 use crate::fence::Fencer;
 use crate::liveness::Liveness;
+use crate::raft::contact::QuorumContact;
 use crate::raft::network::{Connector, Network, TcpConnector};
 use crate::raft::{self, NodeId, Raft};
 use crate::replica_service::ReplicaGrpc;
@@ -142,7 +143,8 @@ impl Monitor {
         .map_err(|e| MonitorError::Raft(format!("raft settings: {e}")))?;
         raft::network::check_raft_config(&raft_config)
             .map_err(|e| MonitorError::Raft(format!("raft settings: {e}")))?;
-        let network = Network::new(plumbing.connector.clone());
+        let contact = Arc::new(QuorumContact::default());
+        let network = Network::new(plumbing.connector.clone()).with_contact(contact.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -159,6 +161,8 @@ impl Monitor {
             reader,
             plumbing.clock.clone(),
             event_log,
+            contact,
+            Duration::from_millis(config.election_timeout_min_ms),
         );
         let liveness = Arc::new(Liveness::new(
             core.clone(),
@@ -255,7 +259,7 @@ impl Monitor {
                         .feed(
                             watched_events,
                             core.raft().metrics(),
-                            || core.clock().now(),
+                            || core.now(),
                             || core.reader().read(|m| m.epoch()),
                             stop,
                         )

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use gwmon_proto::domain::{
-    self, AnaAccess, AnaGroupId, GatewayId, GroupKey, MapSlice, ReportedAvailability,
+    self, AnaAccess, AnaGroupId, GatewayId, GroupKey, MapSlice, ReportedAvailability, ShutdownKind,
 };
 use gwmon_proto::v1::{self, gateway_service_server::GatewayService};
 use tokio::sync::mpsc;
@@ -48,14 +48,6 @@ impl GatewayGrpc {
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<v1::MonitorMessage, Status>> + Send>>;
 
-/// The lease a gateway is given with each ack: half the beacon grace. A gateway that has
-/// had no ack for this long stops serving, and the monitors fail it over only after the
-/// whole grace since its last beacon arrived, so the old owner has demoted itself before a
-/// new one is promoted, with half the grace to spare for delays and clock-rate differences.
-pub fn lease_for(grace_ms: u64) -> Duration {
-    Duration::from_millis((grace_ms / 2).max(1))
-}
-
 #[tonic::async_trait]
 impl GatewayService for GatewayGrpc {
     type SessionStream = Outbound;
@@ -64,11 +56,8 @@ impl GatewayService for GatewayGrpc {
         &self,
         req: Request<Streaming<v1::GatewayMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        if !self.core.is_leader() {
-            return Err(MonitorError::NotLeader {
-                leader: self.core.leader_addr(),
-            }
-            .into());
+        if self.core.lease().is_none() {
+            return Err(self.core.not_confirmed().into());
         }
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
@@ -77,7 +66,7 @@ impl GatewayService for GatewayGrpc {
             .ok_or_else(|| Status::cancelled("stream closed before hello"))??;
         let hello = match domain::GatewayMessage::try_from(first) {
             Ok(domain::GatewayMessage::Hello(h)) => h,
-            Ok(domain::GatewayMessage::Beacon(_)) => {
+            Ok(domain::GatewayMessage::Beacon { .. }) => {
                 return Err(Status::invalid_argument(
                     "invalid request: the first message must be a hello",
                 ))
@@ -106,6 +95,15 @@ impl GatewayService for GatewayGrpc {
             Ok(())
         });
         known.map_err(MonitorError::Refused)?;
+        // A second process with this id is refused while the first holds a lease.
+        if let Err(e) = self
+            .liveness
+            .admit(&hello.key, &hello.gateway, hello.incarnation)
+        {
+            warn!(pool = %hello.key.pool, group = %hello.key.group, gateway = %hello.gateway,
+                  incarnation = hello.incarnation, error = %e, "session refused");
+            return Err(e.into());
+        }
         // Every log line of the session carries the gateway and its group.
         let span = info_span!("gateway_session", pool = %hello.key.pool, group = %hello.key.group, gateway = %hello.gateway);
         span.in_scope(|| info!(version = %hello.software_version, "gateway session opened"));
@@ -116,6 +114,7 @@ impl GatewayService for GatewayGrpc {
             liveness: self.liveness.clone(),
             key: hello.key,
             gateway: hello.gateway,
+            incarnation: hello.incarnation,
             tx,
             last_sent: None,
             beaconed: false,
@@ -133,6 +132,8 @@ struct Session {
     liveness: Arc<Liveness>,
     key: GroupKey,
     gateway: GatewayId,
+    /// The process this session serves; its beacons must name it.
+    incarnation: u64,
     tx: mpsc::Sender<Result<v1::MonitorMessage, Status>>,
     last_sent: Option<MapSlice>,
     /// Whether a beacon of this session has been taken: until then an `Unavailable` map
@@ -156,7 +157,19 @@ impl Session {
             return;
         }
         loop {
+            // When acks would stop for want of quorum contact: the session is closed then,
+            // so the gateway looks for the monitor that leads now.
+            let recheck = self.lease_recheck();
             let next = tokio::select! {
+                () = tokio::time::sleep_until(recheck) => {
+                    if self.lease_recheck() <= tokio::time::Instant::now() {
+                        info!("no quorum contact: closing the session so the gateway finds the leader");
+                        let _ = self.tx.send(Err(self.core.not_confirmed().into())).await;
+                        Next::End
+                    } else {
+                        Next::Continue
+                    }
+                }
                 () = stop.cancelled() => {
                     let _ = self.tx.send(Err(Status::unavailable("monitor shutting down"))).await;
                     Next::End
@@ -188,6 +201,20 @@ impl Session {
         }
     }
 
+    /// When this leader can no longer grant a lease without new quorum contact (now, if it
+    /// cannot already).
+    fn lease_recheck(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let Some(lease) = self.core.lease() else {
+            return now;
+        };
+        let grace = self
+            .core
+            .reader()
+            .read(|m| Duration::from_millis(m.config().beacon_grace_ms));
+        lease.quorum_at + grace / 2
+    }
+
     async fn send(&self, msg: v1::MonitorMessage) -> Next {
         match self.tx.send(Ok(msg)).await {
             Ok(()) => Next::Continue,
@@ -197,7 +224,20 @@ impl Session {
 
     async fn on_message(&mut self, msg: v1::GatewayMessage) -> Next {
         let report = match domain::GatewayMessage::try_from(msg) {
-            Ok(domain::GatewayMessage::Beacon(r)) => r,
+            Ok(domain::GatewayMessage::Beacon {
+                incarnation,
+                report,
+            }) if incarnation == self.incarnation => report,
+            Ok(domain::GatewayMessage::Beacon { incarnation, .. }) => {
+                let _ = self
+                    .tx
+                    .send(Err(Status::invalid_argument(format!(
+                        "invalid request: beacon.incarnation {incarnation:016x} is not the session's {:016x}",
+                        self.incarnation
+                    ))))
+                    .await;
+                return Next::End;
+            }
             Ok(domain::GatewayMessage::Hello(_)) => {
                 let _ = self
                     .tx
@@ -214,18 +254,23 @@ impl Session {
         };
         let seq = report.seq;
         let restarted = report.availability == ReportedAvailability::Starting;
-        match self.liveness.beacon(&self.key, &self.gateway, report).await {
+        match self
+            .liveness
+            .beacon(&self.key, &self.gateway, self.incarnation, report)
+            .await
+        {
             Ok(ack) => {
                 self.beaconed = true;
-                let grace = self.core.reader().read(|m| m.config().beacon_grace_ms);
-                let ack = domain::MonitorMessage::Ack(domain::Ack {
-                    seq,
-                    epoch: ack.group_epoch,
-                    map_epoch: ack.map_epoch,
-                    lease: lease_for(grace),
-                });
-                if let Next::End = self.send(ack.into()).await {
-                    return Next::End;
+                if let Some(lease) = ack.lease {
+                    let ack = domain::MonitorMessage::Ack(domain::Ack {
+                        seq,
+                        epoch: ack.group_epoch,
+                        map_epoch: ack.map_epoch,
+                        lease,
+                    });
+                    if let Next::End = self.send(ack.into()).await {
+                        return Next::End;
+                    }
                 }
                 if restarted {
                     // A restarted process has applied nothing yet: resend even an
@@ -261,11 +306,12 @@ impl Session {
             (slice, availability)
         });
         let reason = match availability {
-            None => Some("the gateway was removed from the map"),
-            Some(Availability::Deleting) => Some("the gateway was deleted"),
-            Some(Availability::Unavailable) if self.beaconed => {
-                Some("the monitors declared the gateway failed; restart it to rejoin")
-            }
+            None => Some((ShutdownKind::Removed, "the gateway was removed from the map")),
+            Some(Availability::Deleting) => Some((ShutdownKind::Deleted, "the gateway was deleted")),
+            Some(Availability::Unavailable) if self.beaconed => Some((
+                ShutdownKind::DeclaredFailed,
+                "the monitors declared the gateway failed; it must stop serving and rejoin as a new process",
+            )),
             _ => None,
         };
         if let Some(slice) = slice {
@@ -290,11 +336,12 @@ impl Session {
                 }
             }
         }
-        if let Some(reason) = reason {
+        if let Some((kind, reason)) = reason {
             info!(reason, "ordering the gateway to stop");
             let _ = self
                 .send(
                     domain::MonitorMessage::Shutdown {
+                        kind,
                         reason: reason.to_owned(),
                     }
                     .into(),

@@ -76,18 +76,26 @@ fn beacon() -> impl Strategy<Value = v1::Beacon> {
                 subsystems,
                 applied_epoch,
                 fence_epoch,
+                incarnation: seq.rotate_left(7),
             },
         )
 }
 
 fn hello() -> impl Strategy<Value = v1::Hello> {
-    (text(), proptest::option::of(group_key()), text()).prop_map(
-        |(gateway_id, key, software_version)| v1::Hello {
-            gateway_id,
-            key,
-            software_version,
-        },
+    (
+        text(),
+        proptest::option::of(group_key()),
+        text(),
+        any::<u64>(),
     )
+        .prop_map(
+            |(gateway_id, key, software_version, incarnation)| v1::Hello {
+                gateway_id,
+                key,
+                software_version,
+                incarnation,
+            },
+        )
 }
 
 fn ana_view() -> impl Strategy<Value = v1::AnaGroupView> {
@@ -145,7 +153,8 @@ fn monitor_message() -> impl Strategy<Value = v1::MonitorMessage> {
                 })
             ),
         map_slice().prop_map(MonitorBody::MapSlice),
-        text().prop_map(|reason| MonitorBody::Shutdown(v1::Shutdown { reason })),
+        (text(), enum_value())
+            .prop_map(|(reason, kind)| MonitorBody::Shutdown(v1::Shutdown { reason, kind })),
     ])
     .prop_map(|body| v1::MonitorMessage { body })
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use gwmon_proto::domain::{
     Ack, AnaAccess, AnaGroupId, AnaGroupView, Epoch, GatewayId, GatewayMessage, GatewayReport,
     Group, GroupKey, Hello, Listener, MapSlice, MonitorMessage, Namespace, Nonce, Nqn, Pool,
-    ReportedAvailability, SliceAvailability, Subsystem,
+    ReportedAvailability, ShutdownKind, SliceAvailability, Subsystem,
 };
 use gwmon_proto::v1;
 use proptest::collection::{btree_map, btree_set, vec};
@@ -103,11 +103,14 @@ fn report() -> impl Strategy<Value = GatewayReport> {
 }
 
 fn hello() -> impl Strategy<Value = Hello> {
-    (gateway_id(), group_key(), "[ -~]{1,64}").prop_map(|(gateway, key, software_version)| Hello {
-        gateway,
-        key,
-        software_version,
-    })
+    (gateway_id(), group_key(), "[ -~]{1,64}", 1u64..).prop_map(
+        |(gateway, key, software_version, incarnation)| Hello {
+            gateway,
+            key,
+            software_version,
+            incarnation,
+        },
+    )
 }
 
 fn ana_access() -> impl Strategy<Value = AnaAccess> {
@@ -167,14 +170,25 @@ fn monitor_message() -> impl Strategy<Value = MonitorMessage> {
     prop_oneof![
         ack().prop_map(MonitorMessage::Ack),
         map_slice().prop_map(MonitorMessage::MapSlice),
-        ".{0,200}".prop_map(|reason| MonitorMessage::Shutdown { reason }),
+        (
+            prop_oneof![
+                Just(ShutdownKind::DeclaredFailed),
+                Just(ShutdownKind::Deleted),
+                Just(ShutdownKind::Removed)
+            ],
+            ".{0,200}"
+        )
+            .prop_map(|(kind, reason)| MonitorMessage::Shutdown { kind, reason }),
     ]
 }
 
 fn gateway_message() -> impl Strategy<Value = GatewayMessage> {
     prop_oneof![
         hello().prop_map(GatewayMessage::Hello),
-        report().prop_map(GatewayMessage::Beacon),
+        (any::<u64>(), report()).prop_map(|(incarnation, report)| GatewayMessage::Beacon {
+            incarnation,
+            report
+        }),
     ]
 }
 

@@ -52,15 +52,23 @@ pub fn ana(n: u32) -> AnaGroupId {
     AnaGroupId::new(n).expect("ana group")
 }
 
-/// A fencer that records when it cut a gateway off, on the shared timeline.
+/// A fencer that cuts a gateway's target off (inaccessible, refusing older maps), as a
+/// storage backend would, and records when, on the shared timeline.
 pub struct RecordingFencer {
     pub timeline: Timeline,
+    /// Whether the fence reaches the targets. `false` stands for fencer `none` (or a
+    /// storage-side fence the target does not see): only the lease keeps two targets from
+    /// both saying optimized.
+    pub reaches_targets: bool,
 }
 
 impl Fencer for RecordingFencer {
     fn fence<'a>(&'a self, order: &'a FenceOrder) -> BoxFuture<'a, Result<(), FenceError>> {
         Box::pin(async move {
-            self.timeline.fenced(&order.gateway, Instant::now());
+            if self.reaches_targets {
+                self.timeline
+                    .fence(&order.gateway, order.epoch.0, Instant::now());
+            }
             Ok(())
         })
     }
@@ -97,14 +105,43 @@ impl Env {
         timers: Timers,
         tweak: impl Fn(&mut MapConfig),
     ) -> Env {
+        Self::start_custom(gateways, timers, tweak, None, Plumbing::default(), true).await
+    }
+
+    /// [`Env::start_timed`] with the monitors' Raft links through `partition` if given,
+    /// and `base` plumbing (a clock, say) under the recording fencer.
+    pub async fn start_custom(
+        gateways: &[&str],
+        timers: Timers,
+        tweak: impl Fn(&mut MapConfig),
+        partition: Option<Arc<crate::partition::Partition>>,
+        base: Plumbing,
+        fence_reaches_targets: bool,
+    ) -> Env {
         let timeline = Timeline::default();
         let plumbing = Plumbing {
             fencer: Some(Arc::new(RecordingFencer {
                 timeline: timeline.clone(),
+                reaches_targets: fence_reaches_targets,
             })),
-            ..Plumbing::default()
+            ..base
         };
-        let cluster = Cluster::start_with(3, 0, |_| {}, plumbing).await;
+        let cluster = Cluster::start_each(
+            3,
+            0,
+            |_| {},
+            |id| match &partition {
+                Some(p) => Plumbing {
+                    connector: p.connector(id),
+                    ..plumbing.clone()
+                },
+                None => plumbing.clone(),
+            },
+        )
+        .await;
+        if let Some(p) = &partition {
+            p.learn(&cluster.addrs);
+        }
         let mut config = MapConfig {
             beacon_grace_ms: timers.grace_ms,
             failback_prepare_ms: 200,
@@ -141,6 +178,8 @@ impl Env {
         ClientConfig::builder(gw(name), key())
             .monitors(monitors)
             .beacon_interval(self.timers.beacon)
+            .beacon_grace(Duration::from_millis(self.timers.grace_ms))
+            .handler_timeout(Duration::from_millis(100))
             .disconnect_panic(Duration::from_secs(5))
             .reconnect_max(Duration::from_millis(300))
             .on_monitor_loss(policy)
@@ -156,8 +195,26 @@ impl Env {
 
     /// [`Env::start_gateway`] with a chosen `on_monitor_loss` policy.
     pub async fn start_gateway_with(&mut self, name: &str, relayed: bool, policy: OnMonitorLoss) {
+        let handler = Recorder::new(&gw(name), &self.groups, self.timeline.clone());
+        self.start_gateway_on(name, name, relayed, policy, None, Arc::new(handler))
+            .await;
+    }
+
+    /// Start gateway `id` as process `name` (two processes may share an id) with its own
+    /// handler, talking to `monitors` (default: every monitor, or relays if `relayed`).
+    pub async fn start_gateway_on<H: gwmon_client::AnaHandler>(
+        &mut self,
+        name: &str,
+        id: &str,
+        relayed: bool,
+        policy: OnMonitorLoss,
+        monitors: Option<Vec<String>>,
+        handler: Arc<H>,
+    ) {
         let mut proxies = Vec::new();
-        let monitors: Vec<String> = if relayed {
+        let monitors: Vec<String> = if let Some(m) = monitors {
+            m
+        } else if relayed {
             // The leader's relay first: a follower would redirect the gateway to the
             // leader's real address, past the relays, and a cut would then cut nothing.
             let leader = self.cluster.leader().await;
@@ -176,13 +233,8 @@ impl Env {
             self.cluster.addrs.values().cloned().collect()
         };
         let metrics = gwmon_client::ClientMetrics::new();
-        let mut config = self.client_config(name, monitors, policy);
+        let mut config = self.client_config(id, monitors, policy);
         config.metrics = metrics.clone();
-        let handler = Arc::new(Recorder::new(
-            &gw(name),
-            &self.groups,
-            self.timeline.clone(),
-        ));
         let stop = CancellationToken::new();
         let task = tokio::spawn(gwmon_client::run(config, handler, stop.clone()));
         self.gateways.insert(

@@ -5,6 +5,8 @@
 //!
 //! * [`env`]: monitors plus gateways with recording handlers, for end-to-end scenarios.
 //! * [`proxy`]: a TCP relay a test can cut, to isolate a gateway from the monitors.
+//! * [`partition`]: Raft connections through such relays, one per pair of monitors, to
+//!   cut a monitor off from the others while clients still reach it.
 //! * [`recorder`]: a gateway handler that timestamps every ANA state change.
 //! * [`http`]: a minimal HTTP GET and a Prometheus text parser, for the monitors' HTTP
 //!   listener (every test monitor serves one on `127.0.0.1:0`).
@@ -13,6 +15,7 @@
 pub mod bins;
 pub mod env;
 pub mod http;
+pub mod partition;
 pub mod proxy;
 pub mod recorder;
 
@@ -64,6 +67,9 @@ pub struct Cluster {
     pub monitors: BTreeMap<u64, Monitor>,
     configs: BTreeMap<u64, MonitorConfig>,
     plumbing: Plumbing,
+    /// Per monitor, plumbing that replaces `plumbing` (a connector that knows which
+    /// monitor dials, to cut one monitor off from the others).
+    each: BTreeMap<u64, Plumbing>,
 }
 
 /// Settings that make elections and snapshots quick in tests.
@@ -90,6 +96,16 @@ impl Cluster {
         tweak: impl Fn(&mut MonitorConfig),
         plumbing: Plumbing,
     ) -> Cluster {
+        Self::start_each(voters, learners, tweak, |_| plumbing.clone()).await
+    }
+
+    /// [`Cluster::start`] with plumbing of its own for each monitor.
+    pub async fn start_each(
+        voters: u64,
+        learners: u64,
+        tweak: impl Fn(&mut MonitorConfig),
+        plumbing: impl Fn(u64) -> Plumbing,
+    ) -> Cluster {
         init_logs();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut listeners = BTreeMap::new();
@@ -109,7 +125,10 @@ impl Cluster {
             addrs,
             monitors: BTreeMap::new(),
             configs: BTreeMap::new(),
-            plumbing,
+            plumbing: plumbing(0),
+            each: (1..=voters + learners)
+                .map(|id| (id, plumbing(id)))
+                .collect(),
         };
         for (id, listener) in listeners {
             let mut c = test_config(id, cluster.dir.path(), listener.local_addr().expect("addr"));
@@ -121,7 +140,7 @@ impl Cluster {
             tweak(&mut c);
             cluster.configs.insert(id, c.clone());
             let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-            let m = Monitor::start_with_http(c, listener, Some(http), cluster.plumbing.clone())
+            let m = Monitor::start_with_http(c, listener, Some(http), cluster.plumbing_of(id))
                 .await
                 .expect("monitor starts");
             cluster.monitors.insert(id, m);
@@ -153,6 +172,13 @@ impl Cluster {
         })
         .await;
         found
+    }
+
+    fn plumbing_of(&self, id: u64) -> Plumbing {
+        self.each
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| self.plumbing.clone())
     }
 
     pub fn monitor(&self, id: u64) -> &Monitor {
@@ -187,7 +213,7 @@ impl Cluster {
         let c = self.configs.get(&id).expect("known monitor").clone();
         let listener = bind_again(&self.addrs[&id]).await;
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-        let m = Monitor::start_with_http(c, listener, Some(http), self.plumbing.clone())
+        let m = Monitor::start_with_http(c, listener, Some(http), self.plumbing_of(id))
             .await
             .expect("monitor restarts");
         self.monitors.insert(id, m);

@@ -1,6 +1,12 @@
 //! A gateway handler that records, with a timestamp, every change of every ANA group
 //! between optimized and inaccessible, so tests can check that no two gateways were ever
-//! optimized for one ANA group at the same time.
+//! optimized for one ANA group at the same time, from what the targets say.
+//!
+//! The fence acts on the targets, as a storage backend or a data-plane fencer would: a
+//! fenced target is made inaccessible at once (recorded like any other change) and refuses
+//! to serve any state of a map epoch at or below the fence's, so a paused or cut-off process
+//! resuming with its old map cannot serve again. The overlap check reads the targets'
+//! records only; a fence ends an interval only by making the target inaccessible.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +35,45 @@ pub struct Timeline {
 struct TimelineInner {
     changes: Vec<Change>,
     fenced: Vec<(Instant, GatewayId)>,
+    /// Per target: the map epoch up to which it refuses to serve, and whether it is
+    /// currently optimized for each ANA group.
+    targets: BTreeMap<GatewayId, TargetState>,
+}
+
+#[derive(Debug, Default)]
+struct TargetState {
+    fenced_epoch: u64,
+    current: BTreeMap<AnaGroupId, bool>,
+}
+
+impl TimelineInner {
+    /// Apply one target's new states, as a target would: refused whole if it serves
+    /// anything at a fenced epoch.
+    fn apply(&mut self, target: &GatewayId, states: &AnaStates, now: Instant) -> Result<(), ()> {
+        let t = self.targets.entry(target.clone()).or_default();
+        let serves = states
+            .entries
+            .iter()
+            .any(|e| e.access == AnaAccess::Optimized);
+        if serves && states.epoch.0 <= t.fenced_epoch {
+            return Err(());
+        }
+        let mut changes = Vec::new();
+        for e in &states.entries {
+            let optimized = e.access == AnaAccess::Optimized;
+            if t.current.get(&e.ana_group) != Some(&optimized) {
+                t.current.insert(e.ana_group, optimized);
+                changes.push(Change {
+                    at: now,
+                    gateway: target.clone(),
+                    ana_group: e.ana_group,
+                    optimized,
+                });
+            }
+        }
+        self.changes.extend(changes);
+        Ok(())
+    }
 }
 
 impl Timeline {
@@ -42,8 +87,30 @@ impl Timeline {
         self.lock().changes.clone()
     }
 
-    pub fn fenced(&self, gateway: &GatewayId, at: Instant) {
-        self.lock().fenced.push((at, gateway.clone()));
+    /// The fencer cut `gateway` off as of map epoch `epoch`: its target goes inaccessible
+    /// now and refuses to serve any map up to that epoch.
+    pub fn fence(&self, gateway: &GatewayId, epoch: u64, at: Instant) {
+        let mut inner = self.lock();
+        inner.fenced.push((at, gateway.clone()));
+        let t = inner.targets.entry(gateway.clone()).or_default();
+        t.fenced_epoch = t.fenced_epoch.max(epoch);
+        let down: Vec<AnaGroupId> = t
+            .current
+            .iter()
+            .filter(|(_, on)| **on)
+            .map(|(g, _)| *g)
+            .collect();
+        for g in &down {
+            t.current.insert(*g, false);
+        }
+        for g in down {
+            inner.changes.push(Change {
+                at,
+                gateway: gateway.clone(),
+                ana_group: g,
+                optimized: false,
+            });
+        }
     }
 
     pub fn fence_times(&self) -> Vec<(Instant, GatewayId)> {
@@ -61,25 +128,37 @@ impl Timeline {
         last.optimized.then_some(last.at)
     }
 
-    /// Who can write through an optimized path of `g` now, by the targets' own records: a
-    /// gateway whose target says optimized and that has not been fenced since.
+    /// Whose target says optimized for `g` now.
     pub fn holders(&self, g: AnaGroupId) -> Vec<GatewayId> {
         let inner = self.lock();
-        let mut last: BTreeMap<GatewayId, (bool, Instant)> = BTreeMap::new();
-        for c in inner.changes.iter().filter(|c| c.ana_group == g) {
-            last.insert(c.gateway.clone(), (c.optimized, c.at));
-        }
-        last.into_iter()
-            .filter(|(gw, (optimized, since))| {
-                *optimized && !inner.fenced.iter().any(|(t, f)| f == gw && t >= since)
-            })
-            .map(|(g, _)| g)
+        inner
+            .targets
+            .iter()
+            .filter(|(_, t)| t.current.get(&g) == Some(&true))
+            .map(|(id, _)| id.clone())
             .collect()
     }
 
-    /// Panic if two gateways were ever optimized for one ANA group at once. A gateway's
-    /// optimized interval ends when its target says inaccessible, or when it was fenced,
-    /// whichever comes first (a killed gateway never says anything again).
+    /// When `gateway`'s target last went inaccessible for `g` by its own process (not by a
+    /// fence), if it did.
+    pub fn demoted_at(&self, gateway: &GatewayId, g: AnaGroupId) -> Option<Instant> {
+        let inner = self.lock();
+        inner
+            .changes
+            .iter()
+            .rev()
+            .find(|c| {
+                &c.gateway == gateway
+                    && c.ana_group == g
+                    && !c.optimized
+                    && !inner.fenced.iter().any(|(t, f)| f == gateway && *t == c.at)
+            })
+            .map(|c| c.at)
+    }
+
+    /// Panic if two targets ever said optimized for one ANA group at the same time. An
+    /// interval ends only when the target says inaccessible (by its process, or because the
+    /// fencer made it so); a fence that did not reach the target does not end it.
     pub fn assert_no_overlap(&self) {
         let inner = self.lock();
         let mut intervals: BTreeMap<AnaGroupId, Vec<(Instant, Option<Instant>, GatewayId)>> =
@@ -101,19 +180,6 @@ impl Timeline {
             intervals.entry(g).or_default().push((start, None, gw));
         }
         for (g, list) in &mut intervals {
-            // Cut each interval at the first fence of its gateway after it began.
-            for (start, end, gw) in list.iter_mut() {
-                let fence = inner
-                    .fenced
-                    .iter()
-                    .filter(|(t, f)| f == gw && *t >= *start)
-                    .map(|(t, _)| *t)
-                    .min();
-                *end = match (*end, fence) {
-                    (Some(e), Some(f)) => Some(e.min(f)),
-                    (e, f) => e.or(f),
-                };
-            }
             list.sort_by_key(|(s, _, _)| *s);
             for pair in list.windows(2) {
                 let (_, end_a, gw_a) = &pair[0];
@@ -131,10 +197,10 @@ impl Timeline {
 
 /// A target that serves one subsystem with namespaces in the given ANA groups.
 pub struct Recorder {
-    gateway: GatewayId,
+    /// The target's name on the timeline (usually the gateway id).
+    target: GatewayId,
     subsystems: Vec<Subsystem>,
     timeline: Timeline,
-    current: Mutex<BTreeMap<AnaGroupId, bool>>,
     pub shutdown: Mutex<Option<String>>,
 }
 
@@ -151,7 +217,7 @@ impl Recorder {
             })
             .collect();
         Recorder {
-            gateway: gateway.clone(),
+            target: gateway.clone(),
             subsystems: vec![Subsystem {
                 nqn,
                 listeners: vec![Listener {
@@ -161,9 +227,15 @@ impl Recorder {
                 namespaces,
             }],
             timeline,
-            current: Mutex::new(BTreeMap::new()),
             shutdown: Mutex::new(None),
         }
+    }
+
+    /// The same target recorded under another name: a second process started with the
+    /// same gateway id, on a target of its own.
+    pub fn named(mut self, target: &str) -> Self {
+        self.target = target.parse().expect("target name");
+        self
     }
 }
 
@@ -173,26 +245,14 @@ impl AnaHandler for Recorder {
     }
 
     async fn apply(&self, states: &AnaStates) -> Result<(), HandlerError> {
-        let now = Instant::now();
-        let mut current = self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut changes = Vec::new();
-        for e in &states.entries {
-            let optimized = e.access == AnaAccess::Optimized;
-            if current.get(&e.ana_group) != Some(&optimized) {
-                current.insert(e.ana_group, optimized);
-                changes.push(Change {
-                    at: now,
-                    gateway: self.gateway.clone(),
-                    ana_group: e.ana_group,
-                    optimized,
-                });
-            }
-        }
-        self.timeline.lock().changes.extend(changes);
-        Ok(())
+        let mut inner = self.timeline.lock();
+        inner
+            .apply(&self.target, states, Instant::now())
+            .map_err(|()| HandlerError::Target {
+                target: "recorder",
+                op: "apply",
+                message: format!("fenced: map epoch {} may not serve", states.epoch),
+            })
     }
 
     async fn shutdown(&self, reason: &str) {

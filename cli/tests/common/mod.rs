@@ -142,6 +142,8 @@ impl Gateway {
         let config = ClientConfig::builder(id.parse().expect("id"), key)
             .monitors(cluster.addrs.values().cloned())
             .beacon_interval(Duration::from_millis(100))
+            .beacon_grace(Duration::from_millis(1_000))
+            .handler_timeout(Duration::from_millis(100))
             .reconnect_max(Duration::from_millis(300))
             .build()
             .expect("client config");

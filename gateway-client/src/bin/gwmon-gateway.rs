@@ -61,6 +61,17 @@ struct Args {
     /// Beacon interval in milliseconds.
     #[arg(long, default_value_t = 500)]
     beacon_ms: u64,
+    /// The monitors' beacon grace in milliseconds (`nvme-gw config show`): the lease is at
+    /// most half of it, and a gateway whose lease ran out must be able to demote in the
+    /// other half, so handler timing is checked against it.
+    #[arg(long, env = "GWMON_BEACON_GRACE_MS", default_value_t = 4_000)]
+    grace_ms: u64,
+    /// How long one call to the target may take, in milliseconds.
+    #[arg(long, default_value_t = 400)]
+    handler_timeout_ms: u64,
+    /// Attempts per target call before the target counts as failed.
+    #[arg(long, default_value_t = 3)]
+    handler_attempts: u32,
     /// Exit if no first map arrives within this many seconds.
     #[arg(long, default_value_t = 30)]
     connect_panic_s: u64,
@@ -117,6 +128,9 @@ async fn run(args: Args) -> ExitCode {
     .connect_panic(Duration::from_secs(args.connect_panic_s))
     .disconnect_panic(Duration::from_secs(args.disconnect_panic_s))
     .on_monitor_loss(args.on_monitor_loss)
+    .beacon_grace(Duration::from_millis(args.grace_ms))
+    .handler_timeout(Duration::from_millis(args.handler_timeout_ms))
+    .handler_attempts(args.handler_attempts)
     .metrics(metrics.clone())
     .build();
     let config = match config {

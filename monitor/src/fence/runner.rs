@@ -48,20 +48,26 @@ const MIN_WAIT: Duration = Duration::from_millis(10);
 /// What the runner needs from its monitor: [`Core`] in production, a fake in unit tests
 /// (which is how leadership loss and commit failures are tested without a cluster).
 pub(crate) trait FenceBoard: Send + Sync + 'static {
-    fn is_leader(&self) -> bool;
+    /// If this monitor leads and no other can have been elected: its term, and until when
+    /// that holds without new quorum contact.
+    fn lease(&self) -> Option<(u64, Instant)>;
     /// Fences not completed, as the map last applied here says.
     fn pending(&self) -> Vec<FenceOrder>;
     /// Ticks after every applied change; errors once the monitor's state machine is gone.
     fn changes(&self) -> watch::Receiver<u64>;
-    /// Commit the fence's completion.
-    fn complete(&self, order: FenceOrder) -> BoxFuture<'static, Result<(), MonitorError>>;
+    /// Commit the fence's completion, as decided by the leader of `term`.
+    fn complete(
+        &self,
+        term: u64,
+        order: FenceOrder,
+    ) -> BoxFuture<'static, Result<(), MonitorError>>;
     /// One run of the fencer ended, `ok` or not (for metrics).
     fn fence_ended(&self, _ok: bool) {}
 }
 
 impl FenceBoard for Core {
-    fn is_leader(&self) -> bool {
-        Core::is_leader(self)
+    fn lease(&self) -> Option<(u64, Instant)> {
+        self.exclusive_lease().map(|l| (l.term, l.exclusive_until))
     }
 
     fn pending(&self) -> Vec<FenceOrder> {
@@ -76,14 +82,21 @@ impl FenceBoard for Core {
         self.telemetry().fence_result(ok);
     }
 
-    fn complete(&self, order: FenceOrder) -> BoxFuture<'static, Result<(), MonitorError>> {
+    fn complete(
+        &self,
+        term: u64,
+        order: FenceOrder,
+    ) -> BoxFuture<'static, Result<(), MonitorError>> {
         let core = self.clone();
         Box::pin(async move {
-            core.propose(Command::FenceCompleted {
-                key: order.key,
-                gateway: order.gateway,
-                epoch: order.epoch,
-            })
+            core.propose_as_leader(
+                term,
+                Command::FenceCompleted {
+                    key: order.key,
+                    gateway: order.gateway,
+                    epoch: order.epoch,
+                },
+            )
             .await
             .map(|_| ())
         })
@@ -193,13 +206,15 @@ impl FenceRunner {
         let mut fences: HashMap<FenceKey, Tracked> = HashMap::new();
         let mut leading = false;
         loop {
-            self.launch(&mut tasks, &mut running, &mut fences, &mut leading);
+            let lease_end = self.launch(&mut tasks, &mut running, &mut fences, &mut leading);
             let next_retry = fences
                 .values()
                 .filter(|t| !t.in_flight)
                 .filter_map(|t| t.retry_at)
                 .min();
             tokio::select! {
+                // Leadership unconfirmed from then on unless a quorum answered meanwhile.
+                () = sleep_until(lease_end) => {}
                 () = shutdown.cancelled() => break,
                 changed = changes.changed() => {
                     if changed.is_err() {
@@ -218,23 +233,32 @@ impl FenceRunner {
         info!("fence runner stopped");
     }
 
-    /// If leading, start every pending fence that is not running or backing off.
+    /// If leading, start every pending fence that is not running or backing off; if not,
+    /// cancel every fence in flight. Returns when the leadership must be checked again.
     fn launch(
         &self,
         tasks: &mut JoinSet<(FenceKey, Outcome)>,
         running: &mut HashMap<Id, FenceKey>,
         fences: &mut HashMap<FenceKey, Tracked>,
         leading: &mut bool,
-    ) {
-        if !self.board.is_leader() {
+    ) -> Option<Instant> {
+        let Some((term, lease_end)) = self.board.lease() else {
             if *leading {
-                info!("no longer the leader: no new fences are started here");
+                info!(
+                    "no longer the leader: fences in flight are cancelled, no new ones start here"
+                );
             }
             *leading = false;
+            if !running.is_empty() {
+                // A deposed leader must not keep cutting gateways off: the new leader
+                // decides from its own, newer map (an exec fencer's command is killed).
+                tasks.abort_all();
+                running.clear();
+            }
             // Backoffs restart from the first if leadership comes back.
-            fences.retain(|_, t| t.in_flight);
-            return;
-        }
+            fences.clear();
+            return None;
+        };
         if !*leading {
             debug!("leading: running pending fences");
             *leading = true;
@@ -267,13 +291,14 @@ impl FenceRunner {
             let task_key = key.clone();
             let handle = tasks.spawn(
                 async move {
-                    let outcome = attempt(&*fencer, &*board, order).await;
+                    let outcome = attempt(&*fencer, &*board, term, order).await;
                     (task_key, outcome)
                 }
                 .instrument(span),
             );
             running.insert(handle.id(), key);
         }
+        Some(lease_end)
     }
 
     fn finished(
@@ -289,9 +314,14 @@ impl FenceRunner {
             }
             Err(e) => {
                 // A fencer panicked: a failed attempt like any other, retried after a backoff.
+                // (A cancelled one was aborted on losing leadership and is forgotten.)
                 let Some(key) = running.remove(&e.id()) else {
                     return;
                 };
+                if e.is_cancelled() {
+                    fences.remove(&key);
+                    return;
+                }
                 (key, Outcome::Failed(Failure::Panicked(e.to_string())))
             }
         };
@@ -350,13 +380,19 @@ impl FenceRunner {
 }
 
 /// One attempt: fence, then commit.
-async fn attempt(fencer: &dyn Fencer, board: &dyn FenceBoard, order: FenceOrder) -> Outcome {
+async fn attempt(
+    fencer: &dyn Fencer,
+    board: &dyn FenceBoard,
+    term: u64,
+    order: FenceOrder,
+) -> Outcome {
     if let Err(e) = fencer.fence(&order).await {
         return Outcome::Failed(Failure::Fence(e));
     }
-    match board.complete(order).await {
+    match board.complete(term, order).await {
         Ok(()) => Outcome::Completed,
-        Err(MonitorError::NotLeader { .. }) => Outcome::NotLeader,
+        Err(MonitorError::NotLeader { .. } | MonitorError::Unconfirmed) => Outcome::NotLeader,
+        Err(MonitorError::Refused(MapError::StaleLeaderCommand { .. })) => Outcome::NotLeader,
         Err(MonitorError::Refused(MapError::UnknownFence { .. })) => Outcome::Gone,
         Err(e) => Outcome::Failed(Failure::Commit(e)),
     }
@@ -430,9 +466,11 @@ mod tests {
     }
 
     impl FenceBoard for FakeBoard {
-        fn is_leader(&self) -> bool {
+        fn lease(&self) -> Option<(u64, Instant)> {
             self.leader_checks.fetch_add(1, Ordering::SeqCst);
-            self.leader.load(Ordering::SeqCst)
+            self.leader
+                .load(Ordering::SeqCst)
+                .then(|| (1, Instant::now() + Duration::from_secs(3600)))
         }
 
         fn pending(&self) -> Vec<FenceOrder> {
@@ -443,7 +481,11 @@ mod tests {
             self.tx.subscribe()
         }
 
-        fn complete(&self, order: FenceOrder) -> BoxFuture<'static, Result<(), MonitorError>> {
+        fn complete(
+            &self,
+            _term: u64,
+            order: FenceOrder,
+        ) -> BoxFuture<'static, Result<(), MonitorError>> {
             self.commit_calls.fetch_add(1, Ordering::SeqCst);
             let result = lock(&self.commits).pop_front().unwrap_or(Ok(()));
             let remove = matches!(
@@ -467,6 +509,25 @@ mod tests {
         script: Mutex<VecDeque<Result<(), FenceError>>>,
         calls: Mutex<Vec<(FenceOrder, Instant)>>,
         gate: Option<Semaphore>,
+        /// Attempts dropped before they finished (cancelled).
+        dropped: Arc<AtomicUsize>,
+    }
+
+    /// Counts a drop unless disarmed: an attempt that ends normally disarms it.
+    struct DropCount(Arc<AtomicUsize>, bool);
+
+    impl DropCount {
+        fn disarm(&mut self) {
+            self.1 = false;
+        }
+    }
+
+    impl Drop for DropCount {
+        fn drop(&mut self) {
+            if self.1 {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
     }
 
     impl FakeFencer {
@@ -475,11 +536,16 @@ mod tests {
                 script: Mutex::new(script.into()),
                 calls: Mutex::new(Vec::new()),
                 gate: gated.then(|| Semaphore::new(0)),
+                dropped: Arc::new(AtomicUsize::new(0)),
             })
         }
 
         fn calls(&self) -> usize {
             lock(&self.calls).len()
+        }
+
+        fn dropped(&self) -> usize {
+            self.dropped.load(Ordering::SeqCst)
         }
 
         fn open(&self, n: usize) {
@@ -492,10 +558,12 @@ mod tests {
     impl Fencer for FakeFencer {
         fn fence<'a>(&'a self, order: &'a FenceOrder) -> BoxFuture<'a, Result<(), FenceError>> {
             lock(&self.calls).push((order.clone(), Instant::now()));
+            let mut guard = DropCount(self.dropped.clone(), true);
             Box::pin(async move {
                 if let Some(g) = &self.gate {
                     g.acquire().await.expect("gate").forget();
                 }
+                guard.disarm();
                 lock(&self.script).pop_front().unwrap_or(Ok(()))
             })
         }
@@ -631,17 +699,15 @@ mod tests {
 
         board.leader.store(true, Ordering::SeqCst);
         until("the new leader fences", || fencer.calls() == 1).await;
-        // Leadership goes while the fence is in flight: its commit is refused.
+        // Leadership goes while the fence is in flight: the attempt is cancelled, so a
+        // deposed leader neither finishes cutting the gateway off nor commits it.
         board.leader.store(false, Ordering::SeqCst);
-        lock(&board.commits).push_back(Err(MonitorError::NotLeader { leader: None }));
+        until("the attempt is cancelled", || fencer.dropped() == 1).await;
         fencer.open(1);
-        until("the commit is tried", || {
-            board.commit_calls.load(Ordering::SeqCst) == 1
-        })
-        .await;
         let checks = board.checks();
         until("several passes", || board.checks() >= checks + 5).await;
         assert_eq!(fencer.calls(), 1, "no new attempt without leadership");
+        assert_eq!(board.commit_calls.load(Ordering::SeqCst), 0);
         assert_eq!(board.completed(), 0);
 
         // Leading again: the fence is still pending, so it runs again and completes.

@@ -42,4 +42,8 @@ pub enum MapError {
     /// it reaches the map; the command is refused and the map stays as it was.
     #[error("refused: the result would break an invariant: {0}")]
     Invariant(String),
+    /// A command the leader decided from its own observations in one term reached the log
+    /// in another: what it saw then no longer counts.
+    #[error("refused: decided by the leader of term {decided} but appended in term {appended}")]
+    StaleLeaderCommand { decided: u64, appended: u64 },
 }

@@ -57,6 +57,13 @@ pub enum StoredPayload {
         now: Timestamp,
         cmd: Vec<u8>,
     },
+    /// [`Request::Leader`]; `cmd` is the command's own versioned encoding. Added last, for
+    /// the same reason.
+    Leader {
+        now: Timestamp,
+        term: u64,
+        cmd: Vec<u8>,
+    },
 }
 
 impl Versioned for StoredEntry {
@@ -74,6 +81,11 @@ impl StoredEntry {
             },
             EntryPayload::Normal(Request::Replica { now, cmd }) => StoredPayload::Replica {
                 now: *now,
+                cmd: codec::encode(cmd)?,
+            },
+            EntryPayload::Normal(Request::Leader { now, term, cmd }) => StoredPayload::Leader {
+                now: *now,
+                term: *term,
                 cmd: codec::encode(cmd)?,
             },
             EntryPayload::Membership(m) => StoredPayload::Membership(m.clone()),
@@ -94,6 +106,11 @@ impl StoredEntry {
             StoredPayload::Replica { now, cmd } => EntryPayload::Normal(Request::Replica {
                 now,
                 cmd: codec::decode::<ReplicaCommand>(&cmd)?,
+            }),
+            StoredPayload::Leader { now, term, cmd } => EntryPayload::Normal(Request::Leader {
+                now,
+                term,
+                cmd: codec::decode::<Command>(&cmd)?,
             }),
             StoredPayload::Membership(m) => EntryPayload::Membership(m),
         };

@@ -15,8 +15,25 @@ use crate::replica::{self, ReplicaCommand};
 /// Every replica applies it with that time, so every replica computes the same state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    Map { now: Timestamp, cmd: Command },
-    Replica { now: Timestamp, cmd: ReplicaCommand },
+    Map {
+        now: Timestamp,
+        cmd: Command,
+    },
+    Replica {
+        now: Timestamp,
+        cmd: ReplicaCommand,
+    },
+    /// A map command the leader decided from its own timers and observations (a gateway
+    /// timed out, a timer is due, a fence completed) in `term`. It is applied only if the
+    /// entry was appended in that same term: a leader that lost and regained leadership
+    /// between deciding and proposing (and so restarted its timers meanwhile) must not act
+    /// on what it saw in the earlier term. Appended last, so entries of the other variants
+    /// written by earlier releases still decode.
+    Leader {
+        now: Timestamp,
+        term: u64,
+        cmd: Command,
+    },
 }
 
 impl std::fmt::Display for Request {
@@ -24,6 +41,9 @@ impl std::fmt::Display for Request {
         match self {
             Request::Map { now, cmd } => write!(f, "map command at {now}: {cmd:?}"),
             Request::Replica { now, cmd } => write!(f, "replica command at {now}: {cmd:?}"),
+            Request::Leader { now, term, cmd } => {
+                write!(f, "leader command of term {term} at {now}: {cmd:?}")
+            }
         }
     }
 }
@@ -66,6 +86,7 @@ pub type Entry = openraft::Entry<TypeConfig>;
 pub type StorageError = openraft::StorageError<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
 
+pub mod contact;
 pub mod log_store;
 pub mod network;
 pub mod service;

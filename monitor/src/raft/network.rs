@@ -55,8 +55,10 @@ use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use super::contact::QuorumContact;
 use super::{NodeId, TypeConfig};
 use crate::codec::{self, CodecError, Versioned};
+use tokio::time::Instant;
 
 /// The largest gRPC message a monitor sends or accepts on the Raft service, both ways.
 ///
@@ -250,6 +252,7 @@ impl Connector for TcpConnector {
 pub struct Network {
     connector: Arc<dyn Connector>,
     max_message_bytes: usize,
+    contact: Arc<QuorumContact>,
 }
 
 impl Network {
@@ -257,7 +260,15 @@ impl Network {
         Network {
             connector,
             max_message_bytes: MAX_MESSAGE_BYTES,
+            contact: Arc::default(),
         }
+    }
+
+    /// Record every acknowledgement of this monitor's leadership into `contact` (see
+    /// [`QuorumContact`]); by default they go to a record nobody reads.
+    pub fn with_contact(mut self, contact: Arc<QuorumContact>) -> Self {
+        self.contact = contact;
+        self
     }
 
     /// Use a different message limit (tests use a small one to exercise the splitting).
@@ -275,6 +286,7 @@ impl Network {
             connector: self.connector.clone(),
             max_message_bytes: self.max_message_bytes,
             client: None,
+            contact: self.contact.clone(),
         }
     }
 }
@@ -295,6 +307,8 @@ pub struct PeerClient {
     max_message_bytes: usize,
     /// The connection, when the last call proved it healthy. See the module docs.
     client: Option<RaftServiceClient<Channel>>,
+    /// Where an answer that acknowledges this monitor as leader is recorded.
+    contact: Arc<QuorumContact>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -582,11 +596,20 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let payload = self
             .encode(Rpc::AppendEntries, &rpc)
             .map_err(|f| self.append_failure(f, entries))?;
+        // Taken before the request leaves: the peer reset its election timer no earlier.
+        let sent = Instant::now();
         let reply = self
             .call(Rpc::AppendEntries, payload, &option)
             .await
             .map_err(|f| self.append_failure(f, entries))?;
-        self.reply(Rpc::AppendEntries, &reply)
+        let resp = self.reply(Rpc::AppendEntries, &reply)?;
+        // A conflict still means the peer took this leader's vote; only a higher vote
+        // means it did not.
+        if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
+            self.contact
+                .acknowledged(rpc.vote.leader_id().term, self.target, sent);
+        }
+        Ok(resp)
     }
 
     async fn install_snapshot(
@@ -600,11 +623,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let payload = self
             .encode(Rpc::InstallSnapshot, &rpc)
             .map_err(Failure::into_rpc)?;
+        let sent = Instant::now();
         let reply = self
             .call(Rpc::InstallSnapshot, payload, &option)
             .await
             .map_err(Failure::into_rpc)?;
-        self.reply(Rpc::InstallSnapshot, &reply)
+        let resp: InstallSnapshotResponse<NodeId> = self.reply(Rpc::InstallSnapshot, &reply)?;
+        if resp.vote == rpc.vote {
+            self.contact
+                .acknowledged(rpc.vote.leader_id().term, self.target, sent);
+        }
+        Ok(resp)
     }
 
     async fn vote(
@@ -613,11 +642,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let payload = self.encode(Rpc::Vote, &rpc).map_err(Failure::into_rpc)?;
+        let sent = Instant::now();
         let reply = self
             .call(Rpc::Vote, payload, &option)
             .await
             .map_err(Failure::into_rpc)?;
-        self.reply(Rpc::Vote, &reply)
+        let resp: VoteResponse<NodeId> = self.reply(Rpc::Vote, &reply)?;
+        // A granted vote resets the voter's timer too: it counts from the election on.
+        if resp.vote_granted {
+            self.contact
+                .acknowledged(rpc.vote.leader_id().term, self.target, sent);
+        }
+        Ok(resp)
     }
 }
 

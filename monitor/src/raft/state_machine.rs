@@ -27,6 +27,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch, Mutex};
+use tokio::time::Instant;
 
 use super::log_store::LogStore;
 use super::signals::{GroupChanges, Signals, Touched};
@@ -34,7 +35,7 @@ use super::{
     Applied, Entry, LogId, NodeId, Request, Response, StorageError, StoredMembership, TypeConfig,
 };
 use crate::codec::{self, Versioned};
-use crate::map::{Event, GatewayMap, Timestamp};
+use crate::map::{Event, GatewayMap, MapError, Timestamp};
 use crate::replica::ReplicaRegistry;
 use crate::store::{MetaKey, Store, StoreError};
 
@@ -111,6 +112,33 @@ struct AppliedState {
     registry: ReplicaRegistry,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    /// Not replicated: the latest command time applied here and the local instant it was
+    /// applied at, so a leader can bound the time it stamps on its next command by the
+    /// monotonic time elapsed since (see `Core::now`).
+    anchor: TimeAnchor,
+}
+
+/// The latest command time this monitor applied, and when (on its monotonic clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeAnchor {
+    pub time: Timestamp,
+    pub at: Instant,
+}
+
+impl TimeAnchor {
+    fn new(time: Timestamp) -> Self {
+        TimeAnchor {
+            time,
+            at: Instant::now(),
+        }
+    }
+
+    /// A command stamped `time` was applied just now.
+    fn advance(&mut self, time: Timestamp) {
+        if time >= self.time {
+            *self = TimeAnchor::new(time);
+        }
+    }
 }
 
 impl AppliedState {
@@ -122,6 +150,7 @@ impl AppliedState {
             registry: ReplicaRegistry::default(),
             last_applied: None,
             membership: StoredMembership::default(),
+            anchor: TimeAnchor::new(Timestamp::ZERO),
         }
     }
 
@@ -152,6 +181,7 @@ impl AppliedState {
             });
         }
         Ok(AppliedState {
+            anchor: TimeAnchor::new(map.time()),
             map,
             registry,
             last_applied: payload.last_applied,
@@ -339,6 +369,11 @@ impl MapReader {
         read_state(&self.state).last_applied
     }
 
+    /// The latest command time applied here and when it was applied.
+    pub fn time_anchor(&self) -> TimeAnchor {
+        read_state(&self.state).anchor
+    }
+
     /// A receiver that changes to the last applied index after every `apply` batch and every
     /// snapshot install, so a gateway session can wait for a new map and push its slice. The
     /// current value counts as seen; `changed().await` waits for the next one. It errors once
@@ -501,8 +536,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         changed: false,
                         events: Vec::new(),
                     }),
+                    EntryPayload::Normal(Request::Leader { now, term, cmd }) => {
+                        at = now;
+                        state.anchor.advance(now);
+                        let appended = entry.log_id.leader_id.term;
+                        let outcome = if appended == term {
+                            state.map.apply(&cmd, now)
+                        } else {
+                            Err(MapError::StaleLeaderCommand {
+                                decided: term,
+                                appended,
+                            })
+                        };
+                        if outcome.as_ref().is_ok_and(|a| a.changed) {
+                            touched.add(cmd.key());
+                        }
+                        outcome.map(|a| Applied {
+                            changed: a.changed,
+                            events: a.events,
+                        })
+                    }
                     EntryPayload::Normal(Request::Map { now, cmd }) => {
                         at = now;
+                        state.anchor.advance(now);
                         let outcome = state.map.apply(&cmd, now);
                         if outcome.as_ref().is_ok_and(|a| a.changed) {
                             touched.add(cmd.key());
@@ -514,6 +570,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     EntryPayload::Normal(Request::Replica { now, cmd }) => {
                         at = now;
+                        state.anchor.advance(now);
                         replica = Some(state.registry.apply(&cmd, now));
                         Ok(Applied {
                             changed: false,

@@ -203,6 +203,8 @@ impl From<GatewayReport> for v1::Beacon {
             subsystems: r.subsystems.into_iter().map(Into::into).collect(),
             applied_epoch: r.applied_epoch.0,
             fence_epoch: r.fence_epoch.0,
+            // Not part of the report: the session envelope sets it.
+            incarnation: 0,
         }
     }
 }
@@ -243,6 +245,7 @@ mod tests {
             subsystems,
             applied_epoch: 3,
             fence_epoch: 2,
+            incarnation: 0,
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::required;
 use crate::domain::{
     Ack, Epoch, Field, FieldError, GatewayMessage, GatewayReport, GroupKey, Hello, Invalid,
-    MapSlice, MonitorMessage,
+    MapSlice, MonitorMessage, ShutdownKind,
 };
 use crate::v1;
 use crate::v1::gateway_message::Body as GatewayBody;
@@ -23,10 +23,14 @@ impl TryFrom<v1::Hello> for Hello {
         let gateway = wire.gateway_id.try_into().field("gateway_id")?;
         let key = GroupKey::try_from(required(wire.key, "key")?).map_err(|e| e.within("key"))?;
         Hello::check_software_version(&wire.software_version).field("software_version")?;
+        if wire.incarnation == 0 {
+            return Err(FieldError::new("incarnation", Invalid::Zero));
+        }
         Ok(Hello {
             gateway,
             key,
             software_version: wire.software_version,
+            incarnation: wire.incarnation,
         })
     }
 }
@@ -37,6 +41,7 @@ impl From<Hello> for v1::Hello {
             gateway_id: h.gateway.into(),
             key: Some(h.key.into()),
             software_version: h.software_version,
+            incarnation: h.incarnation,
         }
     }
 }
@@ -49,9 +54,15 @@ impl TryFrom<v1::GatewayMessage> for GatewayMessage {
             GatewayBody::Hello(h) => Hello::try_from(h)
                 .map(GatewayMessage::Hello)
                 .map_err(|e| e.within("hello")),
-            GatewayBody::Beacon(b) => GatewayReport::try_from(b)
-                .map(GatewayMessage::Beacon)
-                .map_err(|e| e.within("beacon")),
+            GatewayBody::Beacon(b) => {
+                let incarnation = b.incarnation;
+                GatewayReport::try_from(b)
+                    .map(|report| GatewayMessage::Beacon {
+                        incarnation,
+                        report,
+                    })
+                    .map_err(|e| e.within("beacon"))
+            }
         }
     }
 }
@@ -60,7 +71,14 @@ impl From<GatewayMessage> for v1::GatewayMessage {
     fn from(m: GatewayMessage) -> Self {
         match m {
             GatewayMessage::Hello(h) => v1::Hello::from(h).into(),
-            GatewayMessage::Beacon(r) => v1::Beacon::from(r).into(),
+            GatewayMessage::Beacon {
+                incarnation,
+                report,
+            } => v1::Beacon {
+                incarnation,
+                ..v1::Beacon::from(report)
+            }
+            .into(),
         }
     }
 }
@@ -138,9 +156,17 @@ impl TryFrom<v1::MonitorMessage> for MonitorMessage {
             MonitorBody::MapSlice(s) => MapSlice::try_from(s)
                 .map(MonitorMessage::MapSlice)
                 .map_err(|e| e.within("map_slice")),
-            MonitorBody::Shutdown(s) => shutdown_reason(s)
-                .map(|reason| MonitorMessage::Shutdown { reason })
-                .map_err(|e| e.within("shutdown")),
+            MonitorBody::Shutdown(s) => {
+                let kind = match v1::ShutdownKind::try_from(s.kind) {
+                    Ok(v1::ShutdownKind::DeclaredFailed) => ShutdownKind::DeclaredFailed,
+                    Ok(v1::ShutdownKind::Deleted) => ShutdownKind::Deleted,
+                    // Older monitors send no kind: stopping for good is the safe reading.
+                    _ => ShutdownKind::Removed,
+                };
+                shutdown_reason(s)
+                    .map(|reason| MonitorMessage::Shutdown { kind, reason })
+                    .map_err(|e| e.within("shutdown"))
+            }
         }
     }
 }
@@ -150,7 +176,16 @@ impl From<MonitorMessage> for v1::MonitorMessage {
         match m {
             MonitorMessage::Ack(a) => v1::Ack::from(a).into(),
             MonitorMessage::MapSlice(s) => v1::MapSlice::from(s).into(),
-            MonitorMessage::Shutdown { reason } => v1::Shutdown { reason }.into(),
+            MonitorMessage::Shutdown { kind, reason } => v1::Shutdown {
+                reason,
+                kind: match kind {
+                    ShutdownKind::DeclaredFailed => v1::ShutdownKind::DeclaredFailed,
+                    ShutdownKind::Deleted => v1::ShutdownKind::Deleted,
+                    ShutdownKind::Removed => v1::ShutdownKind::Removed,
+                }
+                .into(),
+            }
+            .into(),
         }
     }
 }
@@ -191,6 +226,7 @@ mod tests {
                 group: "grp1".into(),
             }),
             software_version: "1.4.0".into(),
+            incarnation: 7,
         }
     }
 
@@ -320,13 +356,28 @@ mod tests {
     #[test]
     fn shutdowns_round_trip_and_long_reasons_are_refused() {
         let msg = MonitorMessage::Shutdown {
+            kind: ShutdownKind::Deleted,
             reason: "gateway deleted".into(),
         };
         let wire = v1::MonitorMessage::from(msg.clone());
         assert_eq!(MonitorMessage::try_from(wire), Ok(msg));
 
+        // An older monitor names no kind: the gateway stops for good.
+        let wire = v1::MonitorMessage::from(v1::Shutdown {
+            reason: "bye".into(),
+            kind: 0,
+        });
+        assert_eq!(
+            MonitorMessage::try_from(wire),
+            Ok(MonitorMessage::Shutdown {
+                kind: ShutdownKind::Removed,
+                reason: "bye".into()
+            })
+        );
+
         let wire = v1::MonitorMessage::from(v1::Shutdown {
             reason: "x".repeat(1025),
+            kind: 1,
         });
         let err = MonitorMessage::try_from(wire).unwrap_err();
         assert_eq!(err.field, "shutdown.reason");

@@ -19,5 +19,5 @@ pub use report::{
     AnaAccess, AnaGroupView, GatewayReport, Listener, MapSlice, Namespace, ReportedAvailability,
     SliceAvailability, Subsystem,
 };
-pub use session::{Ack, GatewayMessage, Hello, MonitorMessage};
+pub use session::{Ack, GatewayMessage, Hello, MonitorMessage, ShutdownKind};
 pub use uuid::Uuid;

@@ -20,6 +20,10 @@ pub struct Hello {
     /// The gateway software's version, shown to operators. Checked by
     /// [`Hello::check_software_version`] at the edge.
     pub software_version: String,
+    /// This process's incarnation: drawn at random when it starts (and again when it
+    /// rejoins after being declared failed), never zero. The leader lets one incarnation of
+    /// a gateway id hold a lease at a time.
+    pub incarnation: u64,
 }
 
 impl Hello {
@@ -57,7 +61,11 @@ impl Hello {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GatewayMessage {
     Hello(Hello),
-    Beacon(GatewayReport),
+    /// A beacon, with the incarnation of the process that sent it.
+    Beacon {
+        incarnation: u64,
+        report: GatewayReport,
+    },
 }
 
 /// The monitor's answer to one beacon.
@@ -81,10 +89,24 @@ pub struct Ack {
 pub enum MonitorMessage {
     Ack(Ack),
     MapSlice(MapSlice),
-    /// Stop serving and exit, for the reason given (logged by the gateway).
+    /// Stop serving, for the reason given (logged by the gateway); `kind` says whether the
+    /// gateway may rejoin.
     Shutdown {
+        kind: ShutdownKind,
         reason: String,
     },
+}
+
+/// Why a gateway is told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ShutdownKind {
+    /// Declared failed (timed out, or its target failed): it makes every ANA group
+    /// inaccessible and may rejoin at once as a new incarnation.
+    DeclaredFailed,
+    /// Deleted by an admin.
+    Deleted,
+    /// No longer in the map (or an older monitor that did not say why).
+    Removed,
 }
 
 impl MonitorMessage {

@@ -1,0 +1,349 @@
+//! Regression tests for split brain at the edges: each reproduces an interleaving that once
+//! left two targets saying optimized for one ANA group, or a group dark for good, and checks
+//! what the targets say (never only the map).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gwmon_client::adapters::file::FileTarget;
+use gwmon_client::{AnaHandler, AnaStates, ClientConfig, HandlerError, OnMonitorLoss};
+use gwmon_monitor::clock::{Clock, SystemClock};
+use gwmon_monitor::map::{Availability, Timestamp};
+use gwmon_monitor::node::Plumbing;
+use gwmon_proto::domain::{AnaAccess, Subsystem};
+use gwmon_tests::env::{ana, gw, key, Env, Timers};
+use gwmon_tests::eventually;
+use gwmon_tests::partition::Partition;
+use gwmon_tests::recorder::Recorder;
+use tokio_util::sync::CancellationToken;
+
+fn encode(m: &gwmon_client::ClientMetrics) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    m.register(&mut registry);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
+    out
+}
+
+fn metric(m: &gwmon_client::ClientMetrics, name: &str) -> f64 {
+    encode(m)
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A leader cut off from the other monitors, while its gateways still reach it, stops
+/// renewing their leases: they demote (or move to the new leader) before the other side can
+/// promote anyone. The fence here does not reach the targets (fencer `none`), so only the
+/// leases keep the targets apart. Before the fix the old leader acked unchanged beacons
+/// forever, and groups 1 and 2 were optimized on two gateways until the partition healed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_its_quorum_stops_renewing_leases() {
+    let partition = Partition::new();
+    let mut env = Env::start_custom(
+        &["gw1", "gw2", "gw3"],
+        Timers::FAST,
+        |_| {},
+        Some(partition.clone()),
+        Plumbing::default(),
+        false,
+    )
+    .await;
+    env.start_gateway("gw1", false).await;
+    env.start_gateway("gw2", false).await;
+    env.settled().await;
+    let old = env.cluster.leader().await;
+    partition.isolate(old).await;
+    // The others elect a leader.
+    let mut new = 0;
+    eventually("a new leader confirmed by a quorum", || {
+        new = env
+            .cluster
+            .monitors
+            .iter()
+            .find(|(id, m)| **id != old && m.core.lease().is_some())
+            .map_or(0, |(id, _)| *id);
+        std::future::ready(new != 0)
+    })
+    .await;
+    // A gateway that only ever reaches the new side, so it is there to take groups over.
+    let majority: Vec<String> = env
+        .cluster
+        .addrs
+        .iter()
+        .filter(|(id, _)| **id != old)
+        .map(|(_, a)| a.clone())
+        .collect();
+    let handler = Arc::new(Recorder::new(&gw("gw3"), &env.groups, env.timeline.clone()));
+    env.start_gateway_on(
+        "gw3",
+        "gw3",
+        false,
+        OnMonitorLoss::Demote,
+        Some(majority),
+        handler,
+    )
+    .await;
+    // Wait until every group is served again on the new side, then a full grace longer.
+    let grace = Duration::from_millis(Timers::FAST.grace_ms);
+    eventually("every group served once by the new leader's map", || {
+        let map = env.cluster.map(new);
+        let served = map.group(&key()).is_some_and(|g| {
+            g.ana
+                .values()
+                .filter(|a| a.holder.optimized().is_some())
+                .count()
+                == 3
+        });
+        std::future::ready(
+            served
+                && env
+                    .groups
+                    .iter()
+                    .all(|g| env.timeline.holders(ana(*g)).len() == 1),
+        )
+    })
+    .await;
+    let until = tokio::time::Instant::now() + grace * 2;
+    eventually("two graces under the new leader", || {
+        std::future::ready(tokio::time::Instant::now() >= until)
+    })
+    .await;
+    env.timeline.assert_no_overlap();
+    partition.heal().await;
+    env.settled().await;
+    env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
+/// Two processes started with one gateway id: the second is refused while the first holds
+/// a lease, so only one target ever serves the gateway's group. Before the fix the monitor
+/// kept both sessions and both targets said optimized.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_process_with_the_same_gateway_id_is_refused() {
+    let mut env = Env::start(&["gw1", "gw2"], |_| {}).await;
+    env.start_gateway("gw1", false).await;
+    env.start_gateway("gw2", false).await;
+    env.settled().await;
+    let twin =
+        Arc::new(Recorder::new(&gw("gw1"), &env.groups, env.timeline.clone()).named("gw1-twin"));
+    env.start_gateway_on("gw1-twin", "gw1", false, OnMonitorLoss::Demote, None, twin)
+        .await;
+    let first = env.gateways["gw1"].metrics.clone();
+    let acks = metric(&first, "gwmon_client_acks_received_total");
+    eventually(
+        "the first process keeps being acked for two seconds' worth",
+        || std::future::ready(metric(&first, "gwmon_client_acks_received_total") >= acks + 20.0),
+    )
+    .await;
+    let twin = env.gateways["gw1-twin"].metrics.clone();
+    assert_eq!(
+        metric(&twin, "gwmon_client_sessions_opened_total"),
+        0.0,
+        "the second process got a session"
+    );
+    assert_eq!(env.timeline.holders(ana(1)), vec![gw("gw1")]);
+    env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
+/// A gateway that starts over a target its crashed predecessor left optimized makes it
+/// inaccessible before anything else, even with no monitor to talk to. Before the fix the
+/// target stayed optimized until the connect panic, and after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_demotes_a_target_left_optimized_before_its_first_beacon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw1.json");
+    let nqn = "nqn.2016-06.io.spdk:cnode1";
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"subsystems":[{{"nqn":"{nqn}","listeners":[{{"address":"127.0.0.1","port":4420}}],
+                "namespaces":[{{"nsid":1,"ana_group":1}}]}}],
+                "ana":{{"{nqn}":{{"1":"optimized"}}}}}}"#
+        ),
+    )
+    .expect("write target");
+    // Nothing listens there: the monitors are out of reach.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let config = ClientConfig::builder(gw("gw1"), key())
+        .monitors([closed])
+        .connect_panic(Duration::from_secs(120))
+        .build()
+        .expect("config");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(gwmon_client::run(
+        config,
+        Arc::new(FileTarget::new(&path)),
+        stop.clone(),
+    ));
+    eventually("the target left optimized goes inaccessible", || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        std::future::ready(text.contains("inaccessible") && !text.contains("\"optimized\""))
+    })
+    .await;
+    stop.cancel();
+    let _ = task.await;
+}
+
+/// A gateway declared failed while cut off rejoins as a new incarnation once it can reach
+/// the monitors again, and gets its own group back without an operator. Before the fix it
+/// was told to stop and exited, and its group stayed on the failover gateway for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_declared_failed_rejoins_and_takes_its_group_back() {
+    let mut env = Env::start(&["gw1", "gw2"], |_| {}).await;
+    env.start_gateway("gw1", true).await;
+    env.start_gateway("gw2", false).await;
+    env.settled().await;
+    env.cut("gw1");
+    let leader = env.cluster.leader().await;
+    eventually("gw1 declared failed", || {
+        std::future::ready(env.availability(leader, "gw1") == Some(Availability::Unavailable))
+    })
+    .await;
+    env.holder_is(1, "gw2").await;
+    env.heal("gw1");
+    env.holder_is(1, "gw1").await;
+    assert!(!env.gateways["gw1"].task.is_finished(), "gw1 exited");
+    env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
+/// Fails every apply that serves anything, after it took effect (a target that applied
+/// half-way), and at that moment cuts its gateway off, through a hook.
+struct HalfApplies {
+    inner: Recorder,
+    cut: Arc<AtomicBool>,
+}
+
+impl AnaHandler for HalfApplies {
+    async fn subsystems(&self) -> Result<Vec<Subsystem>, HandlerError> {
+        self.inner.subsystems().await
+    }
+
+    async fn apply(&self, states: &AnaStates) -> Result<(), HandlerError> {
+        self.inner.apply(states).await?;
+        if states
+            .entries
+            .iter()
+            .any(|e| e.access == AnaAccess::Optimized)
+        {
+            self.cut.store(true, Ordering::SeqCst);
+            return Err(HandlerError::Target {
+                target: "half",
+                op: "apply",
+                message: "failed after the optimized state took".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self, reason: &str) {
+        self.inner.shutdown(reason).await;
+    }
+}
+
+/// An apply that failed after the optimized state took effect leaves the lease deadline
+/// armed: cut off, the gateway demotes by itself. Before the fix a handler error cleared the
+/// applied states, which disarmed the deadline and turned the final demotion into a no-op,
+/// so only the fence ever made the target inaccessible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_whose_apply_failed_half_way_still_demotes_when_cut_off() {
+    let mut env = Env::start(&["gw1", "gw2"], |_| {}).await;
+    env.start_gateway("gw2", false).await;
+    let cut = Arc::new(AtomicBool::new(false));
+    let handler = Arc::new(HalfApplies {
+        inner: Recorder::new(&gw("gw1"), &env.groups, env.timeline.clone()),
+        cut: cut.clone(),
+    });
+    env.start_gateway_on("gw1", "gw1", true, OnMonitorLoss::Demote, None, handler)
+        .await;
+    eventually("gw1's target took the optimized state", || {
+        std::future::ready(cut.load(Ordering::SeqCst))
+    })
+    .await;
+    env.cut("gw1");
+    eventually("gw1 demoted its own target", || {
+        std::future::ready(env.timeline.demoted_at(&gw("gw1"), ana(1)).is_some())
+    })
+    .await;
+    env.holder_is(1, "gw2").await;
+    env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
+/// The system clock, shifted by a number of milliseconds a test sets.
+#[derive(Default)]
+struct ShiftedClock {
+    shift_ms: AtomicI64,
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> Timestamp {
+        let now = SystemClock.now().as_millis() as i64 + self.shift_ms.load(Ordering::SeqCst);
+        Timestamp::from_millis(u64::try_from(now).unwrap_or(0))
+    }
+}
+
+/// Wall clocks that jump, back or forward by hours, neither freeze the map's timers nor
+/// expire fences early: the time a leader stamps is kept within what its monotonic clock
+/// allows. Before the fix a clock set back 10 minutes froze a failback for as long, and a
+/// clock an hour ahead expired every completed fence at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clock_jumps_neither_freeze_timers_nor_expire_fences() {
+    let clock = Arc::new(ShiftedClock::default());
+    let mut env = Env::start_custom(
+        &["gw1", "gw2"],
+        Timers::FAST,
+        |_| {},
+        None,
+        Plumbing {
+            clock: clock.clone(),
+            ..Plumbing::default()
+        },
+        true,
+    )
+    .await;
+    env.start_gateway("gw1", true).await;
+    env.start_gateway("gw2", false).await;
+    env.settled().await;
+    // gw1 fails and group 1 moves to gw2, fenced first.
+    env.cut("gw1");
+    env.holder_is(1, "gw2").await;
+    let leader = env.cluster.leader().await;
+    let fences = |env: &Env| {
+        env.cluster.map(leader).group(&key()).map_or(0, |g| {
+            g.fences.iter().filter(|f| f.completed_at.is_some()).count()
+        })
+    };
+    eventually("the fence of gw1 completed", || {
+        std::future::ready(fences(&env) == 1)
+    })
+    .await;
+
+    // An hour ahead: a completed fence (1 h expiry) must survive the next writes.
+    clock.shift_ms.store(3_600_000, Ordering::SeqCst);
+    env.cluster
+        .write(gwmon_monitor::map::Command::TimerTick)
+        .await;
+    let map_time = env.cluster.map(env.cluster.leader().await).time();
+    assert!(
+        map_time.as_millis() < SystemClock.now().as_millis() + 600_000,
+        "the map's time jumped ahead with the clock"
+    );
+    assert_eq!(fences(&env), 1, "a clock an hour ahead expired the fence");
+
+    // Ten minutes behind: gw1 comes back and the failback must complete (its prepare
+    // window is 200 ms of map time).
+    clock.shift_ms.store(-600_000, Ordering::SeqCst);
+    env.heal("gw1");
+    env.holder_is(1, "gw1").await;
+    env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
