@@ -42,4 +42,11 @@ pub enum MapError {
     /// it reaches the map; the command is refused and the map stays as it was.
     #[error("refused: the result would break an invariant: {0}")]
     Invariant(String),
+    /// A tunable outside its documented range (see `config::BOUNDS`).
+    #[error("invalid configuration: {field} {value} is out of range; it must be {range}")]
+    OutOfRange {
+        field: String,
+        value: u64,
+        range: String,
+    },
 }

@@ -77,6 +77,23 @@ impl AnaGroup {
     pub fn unreleased_except(&self, except: &GatewayId) -> bool {
         self.unreleased.keys().any(|g| g != except)
     }
+
+    /// The last gateway that might still serve this group was just fenced or confirmed it
+    /// stopped: a failover target waiting here gets until `ends` (the completion plus the
+    /// fence timeout) to confirm the fence epoch. The deadline set at the failover's start
+    /// is only kept if it is later: a fence that took longer than the timeout must not
+    /// make a healthy target fail in the very command that lets it serve. Reusing the
+    /// holder's deadline keeps the persisted map's layout unchanged.
+    pub(crate) fn start_fence_wait(&mut self, ends: Timestamp) {
+        if let Holder::WaitFence {
+            gateway, deadline, ..
+        } = &mut self.holder
+        {
+            if !self.unreleased.keys().any(|g| g != gateway) {
+                *deadline = (*deadline).max(ends);
+            }
+        }
+    }
 }
 
 /// A blocklist entry: the fencer must cut `gateway` (all of `nonces`) off from storage.
