@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use gwmon_proto::domain::{AnaGroupId, Epoch, GatewayId, Location, Nonce};
 use serde::{Deserialize, Serialize};
 
+use super::config::MapConfig;
 use super::gateway::{AdminState, AnaState, Availability, Gateway};
 use super::time::Timestamp;
 
@@ -213,6 +214,57 @@ impl GroupState {
             .iter()
             .filter(|f| &f.gateway == gateway && f.epoch >= epoch)
             .max_by_key(|f| f.epoch)
+    }
+
+    /// Since when ANA group `g` has had no gateway allowed to serve it (no holder, a
+    /// failback handover, or a failover target still waiting for its fence), or `None` if it
+    /// is served or the map holds no time for it.
+    ///
+    /// The map keeps no "dark since" field (adding one would change the persisted layout),
+    /// so this is derived, and errs late rather than early, so that a health warning never
+    /// claims a longer outage than there was: a waiting failover counts from its fence's
+    /// issue (at or after the old holder stopped), a handover from its start (its deadline
+    /// less the current `failback_prepare_ms`), and an ANA group with no holder from the
+    /// latest time its owner, or a gateway that may still be serving it, went down, was
+    /// deleted or was disabled. A holder that stopped for a reason the map keeps no time of
+    /// (it lost its listeners) is only seen once one of those times is later.
+    pub fn dark_since(&self, g: AnaGroupId, config: &MapConfig) -> Option<Timestamp> {
+        let a = self.ana.get(&g)?;
+        match &a.holder {
+            Holder::Active(_) => None,
+            Holder::WaitFence {
+                gateway,
+                fence_epoch,
+                deadline,
+            } => {
+                if !a.unreleased_except(gateway) {
+                    return None;
+                }
+                let issued = self
+                    .fences
+                    .iter()
+                    .find(|f| f.epoch == *fence_epoch)
+                    .map(|f| f.issued_at);
+                Some(issued.unwrap_or_else(|| deadline.before(config.fence_timeout_ms)))
+            }
+            Holder::Handover { deadline, .. } => Some(deadline.before(config.failback_prepare_ms)),
+            Holder::None => {
+                let owner = self.owner(g).map(|(id, _)| id);
+                owner
+                    .into_iter()
+                    .chain(a.unreleased.keys())
+                    .filter_map(|id| self.gateways.get(id))
+                    .flat_map(|gw| {
+                        let disabled = (gw.hold_failovers_until > Timestamp::ZERO).then(|| {
+                            gw.hold_failovers_until
+                                .before(config.skip_failover_admin_ms)
+                        });
+                        [gw.last_down_at, gw.deleting_since, disabled]
+                    })
+                    .flatten()
+                    .max()
+            }
+        }
     }
 
     /// Whether anything a gateway of this group is told differs between `self` and `other`:
