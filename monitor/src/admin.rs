@@ -395,14 +395,22 @@ impl AdminService for AdminGrpc {
         req: Request<v1::GetConfigRequest>,
     ) -> Result<Response<v1::GetConfigResponse>, Status> {
         let stale = req.into_inner().stale;
-        let (settings, map_epoch) = self
+        let (in_force, min, map_epoch) = self
             .core
-            .read(stale, |m| (settings(m.config()), m.epoch().0))
+            .read(stale, |m| {
+                (
+                    settings(m.config()),
+                    settings(&m.config().lowest()),
+                    m.epoch().0,
+                )
+            })
             .await?;
         Ok(Response::new(v1::GetConfigResponse {
-            settings: Some(settings),
+            settings: Some(in_force),
             defaults: Some(settings_of_default()),
             map_epoch,
+            min: Some(min),
+            max: Some(settings(&MapConfig::highest())),
         }))
     }
 
