@@ -585,7 +585,7 @@ pub fn health_checks(map: &GatewayMap, now: Timestamp) -> Vec<v1::HealthCheck> {
                 }
             }
         }
-        for (ana_group, _) in &g.ana {
+        for ana_group in g.ana.keys() {
             if g.namespaces_in(*ana_group, true) == 0 {
                 continue;
             }
