@@ -17,6 +17,12 @@ async fn config_show_set_and_refusals() {
     assert_eq!(shown["settings"]["beacon_grace_ms"], 4000);
     assert_eq!(shown["defaults"]["beacon_grace_ms"], 4000);
     assert_eq!(shown["settings"].as_object().map(|o| o.len()), Some(9));
+    assert_eq!(shown["ranges"]["beacon_grace_ms"]["min"], 500);
+    assert_eq!(shown["ranges"]["beacon_grace_ms"]["max"], 120_000);
+    assert_eq!(
+        shown["ranges"]["blocklist_expiry_ms"]["min"], 30_000,
+        "at least the fence timeout in force"
+    );
 
     let set = nvme_gw(
         &m,
@@ -40,8 +46,21 @@ async fn config_show_set_and_refusals() {
     assert!(
         text.lines().any(|l| l.starts_with("beacon_grace_ms")
             && l.contains("1500")
-            && l.contains("4000 (changed)")),
+            && l.contains("4000 (changed)")
+            && l.contains("500 to 120000")),
         "{text}"
+    );
+
+    // Issue 14: a grace of u64::MAX was accepted; now the refusal names the range.
+    let huge = nvme_gw(
+        &m,
+        &["config", "set", "beacon_grace_ms=18446744073709551615"],
+    )
+    .await;
+    let said = huge.refused_with(1);
+    assert!(
+        said.contains("beacon_grace_ms 18446744073709551615") && said.contains("500 to 120000"),
+        "{huge:?}"
     );
 
     let unknown = nvme_gw(&m, &["config", "set", "grace=1"]).await;

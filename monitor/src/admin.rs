@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use gwmon_proto::convert::required;
-use gwmon_proto::domain::{Epoch, Field, FieldError, GatewayId, GroupKey, Location};
+use gwmon_proto::domain::{AnaGroupId, Epoch, Field, FieldError, GatewayId, GroupKey, Location};
 use gwmon_proto::v1::{self, admin_service_server::AdminService};
 use openraft::ChangeMembers;
 use tonic::{Request, Response, Status};
@@ -13,7 +13,7 @@ use crate::core::{write_error, Committed, Core};
 use crate::error::MonitorError;
 use crate::events;
 use crate::map::{
-    Availability, Command, ConfigUpdate, GatewayMap, GroupState, MapConfig, Timestamp,
+    Availability, Command, ConfigUpdate, GatewayMap, GroupState, Holder, MapConfig, Timestamp,
 };
 
 /// How many events a watch stream buffers towards a slow watcher (and reads at once);
@@ -395,14 +395,22 @@ impl AdminService for AdminGrpc {
         req: Request<v1::GetConfigRequest>,
     ) -> Result<Response<v1::GetConfigResponse>, Status> {
         let stale = req.into_inner().stale;
-        let (settings, map_epoch) = self
+        let (in_force, min, map_epoch) = self
             .core
-            .read(stale, |m| (settings(m.config()), m.epoch().0))
+            .read(stale, |m| {
+                (
+                    settings(m.config()),
+                    settings(&m.config().lowest()),
+                    m.epoch().0,
+                )
+            })
             .await?;
         Ok(Response::new(v1::GetConfigResponse {
-            settings: Some(settings),
+            settings: Some(in_force),
             defaults: Some(settings_of_default()),
             map_epoch,
+            min: Some(min),
+            max: Some(settings(&MapConfig::highest())),
         }))
     }
 
@@ -529,7 +537,22 @@ pub fn health_checks(map: &GatewayMap, now: Timestamp) -> Vec<v1::HealthCheck> {
         severity: v1::Severity::Warning.into(),
         message,
     };
+    let config = map.config();
     let mut checks = Vec::new();
+    // A map written by an older monitor may hold values the ranges now refuse; the map
+    // keeps working with them, but the operator should set them back in range.
+    if let Err(e) = config.validate() {
+        checks.push(warn("NVMEOF_CONFIG_OUT_OF_RANGE", e.to_string()));
+    }
+    if config.failback_prepare_ms > config.beacon_grace_ms {
+        checks.push(warn(
+            "NVMEOF_FAILBACK_SLOW",
+            format!(
+                "failback_prepare_ms ({} ms) is longer than beacon_grace_ms ({} ms): every failback leaves its ANA group without an optimized path longer than a gateway failure would",
+                config.failback_prepare_ms, config.beacon_grace_ms
+            ),
+        ));
+    }
     for (k, g) in map.groups() {
         let live = g
             .gateways
@@ -562,6 +585,26 @@ pub fn health_checks(map: &GatewayMap, now: Timestamp) -> Vec<v1::HealthCheck> {
                 }
             }
         }
+        for ana_group in g.ana.keys() {
+            if g.namespaces_in(*ana_group, true) == 0 {
+                continue;
+            }
+            let Some(since) = g.dark_since(*ana_group, config) else {
+                continue;
+            };
+            let dark_ms = now.as_millis().saturating_sub(since.as_millis());
+            if dark_ms > config.beacon_grace_ms {
+                checks.push(v1::HealthCheck {
+                    code: "NVMEOF_ANA_GROUP_DARK".into(),
+                    severity: v1::Severity::Error.into(),
+                    message: format!(
+                        "ANA group {ana_group} of group {k} has had no optimized path for {} s ({}); hosts cannot do I/O through it",
+                        dark_ms / 1000,
+                        dark_reason(g, *ana_group)
+                    ),
+                });
+            }
+        }
         for f in g.fences.iter().filter(|f| f.completed_at.is_none()) {
             if now.as_millis().saturating_sub(f.issued_at.as_millis())
                 > map.config().fence_timeout_ms
@@ -578,6 +621,17 @@ pub fn health_checks(map: &GatewayMap, now: Timestamp) -> Vec<v1::HealthCheck> {
         }
     }
     checks
+}
+
+/// Why an ANA group has no optimized path, for the health message.
+fn dark_reason(g: &GroupState, ana_group: AnaGroupId) -> String {
+    match g.ana.get(&ana_group).map(|a| &a.holder) {
+        Some(Holder::WaitFence { gateway, .. }) => {
+            format!("failover to {gateway} waits for its fence")
+        }
+        Some(Holder::Handover { from, to, .. }) => format!("failback from {from} to {to}"),
+        _ => "no gateway holds it".to_owned(),
+    }
 }
 
 /// The wire form of the tunables.

@@ -110,7 +110,7 @@ fn map_code(e: &MapError) -> Code {
         | MapError::NoGatewaysAtLocation { .. } => Code::NotFound,
         MapError::GroupFull { .. } => Code::ResourceExhausted,
         MapError::StaleBeacon { .. } => Code::Aborted,
-        MapError::InvalidConfig { .. } => Code::InvalidArgument,
+        MapError::InvalidConfig { .. } | MapError::OutOfRange { .. } => Code::InvalidArgument,
         MapError::GatewayDeleting { .. }
         | MapError::LocationAvailable { .. }
         | MapError::NotInDisaster { .. }

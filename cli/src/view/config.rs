@@ -86,6 +86,16 @@ pub struct ConfigOut {
     /// The shipped defaults (`show` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub defaults: Option<BTreeMap<&'static str, u64>>,
+    /// The range each setting accepts (`show` only, from monitors that send it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<BTreeMap<&'static str, Range>>,
+}
+
+/// The lowest and highest value a setting accepts, as the monitors check them.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Range {
+    pub min: u64,
+    pub max: u64,
 }
 
 fn named(s: &v1::MapSettings) -> BTreeMap<&'static str, u64> {
@@ -94,10 +104,18 @@ fn named(s: &v1::MapSettings) -> BTreeMap<&'static str, u64> {
 
 impl ConfigOut {
     pub fn from_get(resp: v1::GetConfigResponse) -> Self {
+        let ranges = resp.min.as_ref().zip(resp.max.as_ref()).map(|(lo, hi)| {
+            SETTINGS
+                .into_iter()
+                .zip(values(lo).into_iter().zip(values(hi)))
+                .map(|(name, (min, max))| (name, Range { min, max }))
+                .collect()
+        });
         ConfigOut {
             epoch: resp.map_epoch,
             settings: named(&resp.settings.unwrap_or_default()),
             defaults: resp.defaults.as_ref().map(named),
+            ranges,
         }
     }
 
@@ -106,13 +124,14 @@ impl ConfigOut {
             epoch: resp.map_epoch,
             settings: named(&resp.settings.unwrap_or_default()),
             defaults: None,
+            ranges: None,
         }
     }
 }
 
 impl View for ConfigOut {
     fn plain(&self) -> String {
-        let mut t = Table::new(&["SETTING", "VALUE", "DEFAULT"]);
+        let mut t = Table::new(&["SETTING", "VALUE", "DEFAULT", "RANGE"]);
         for name in SETTINGS {
             let value = self.settings.get(name).copied().unwrap_or_default();
             let default = self
@@ -126,7 +145,12 @@ impl View for ConfigOut {
                         format!("{d} (changed)")
                     }
                 });
-            t.row(vec![name.to_owned(), value.to_string(), default]);
+            let range = self
+                .ranges
+                .as_ref()
+                .and_then(|r| r.get(name))
+                .map_or_else(String::new, |r| format!("{} to {}", r.min, r.max));
+            t.row(vec![name.to_owned(), value.to_string(), default, range]);
         }
         format!("map epoch {}\n{}", self.epoch, t.render())
     }

@@ -301,7 +301,7 @@ impl GroupState {
                 }
             }
         }
-        self.confirm_applied(id, applied);
+        self.confirm_applied(id, applied, ctx);
         Ok(())
     }
 

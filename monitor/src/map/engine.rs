@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use super::gateway::Availability;
 use gwmon_proto::domain::{Epoch, GatewayId, GatewayReport, GroupKey, MapSlice};
 use serde::{Deserialize, Serialize};
 
@@ -88,31 +87,15 @@ impl GatewayMap {
             || *gw.subsystems != report.subsystems
     }
 
-    /// Replace the tunables with `config` if they are valid and safe to switch to now.
+    /// Replace the tunables with `config` if every value is within its range.
     ///
-    /// The grace may at most halve in one change while any gateway is available: a gateway
-    /// holds a lease of half the grace in force when its last beacon was acked, and it must
-    /// have run out before the gateway can be timed out under the new grace (timers count
-    /// from the last beacon). With no gateway available no lease is out, and anything valid
-    /// goes.
+    /// Any grace within the range goes, lowered or raised, however many gateways hold
+    /// leases: the leader's liveness loop keeps each gateway's timer until the lease it
+    /// granted under the old grace has run out, so a lowered grace never times out a
+    /// gateway that may still hold an old, longer lease; and gateways adopt the shorter
+    /// lease from their next ack, within one beacon interval.
     fn set_config(&mut self, config: MapConfig) -> Result<bool, MapError> {
         config.validate()?;
-        let leases_out = self.groups.values().any(|g| {
-            g.gateways
-                .values()
-                .any(|gw| gw.availability == Availability::Available)
-        });
-        if leases_out && config.beacon_grace_ms < self.config.beacon_grace_ms.div_ceil(2) {
-            return Err(MapError::InvalidConfig {
-                field: "beacon_grace_ms".to_owned(),
-                reason: format!(
-                    "may at most halve in one change while gateways are available (leases of \
-                     half the current {} ms are out): set {} first",
-                    self.config.beacon_grace_ms,
-                    self.config.beacon_grace_ms.div_ceil(2)
-                ),
-            });
-        }
         let changed = config != self.config;
         self.config = config;
         Ok(changed)

@@ -46,4 +46,11 @@ pub enum MapError {
     /// in another: what it saw then no longer counts.
     #[error("refused: decided by the leader of term {decided} but appended in term {appended}")]
     StaleLeaderCommand { decided: u64, appended: u64 },
+    /// A tunable outside its documented range (see `config::BOUNDS`).
+    #[error("invalid configuration: {field} {value} is out of range; it must be {range}")]
+    OutOfRange {
+        field: String,
+        value: u64,
+        range: String,
+    },
 }

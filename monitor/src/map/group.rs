@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use gwmon_proto::domain::{AnaGroupId, Epoch, GatewayId, Location, Nonce};
 use serde::{Deserialize, Serialize};
 
+use super::config::MapConfig;
 use super::gateway::{AdminState, AnaState, Availability, Gateway};
 use super::time::Timestamp;
 
@@ -76,6 +77,23 @@ impl AnaGroup {
     /// Whether any gateway other than `except` may still be serving this group.
     pub fn unreleased_except(&self, except: &GatewayId) -> bool {
         self.unreleased.keys().any(|g| g != except)
+    }
+
+    /// The last gateway that might still serve this group was just fenced or confirmed it
+    /// stopped: a failover target waiting here gets until `ends` (the completion plus the
+    /// fence timeout) to confirm the fence epoch. The deadline set at the failover's start
+    /// is only kept if it is later: a fence that took longer than the timeout must not
+    /// make a healthy target fail in the very command that lets it serve. Reusing the
+    /// holder's deadline keeps the persisted map's layout unchanged.
+    pub(crate) fn start_fence_wait(&mut self, ends: Timestamp) {
+        if let Holder::WaitFence {
+            gateway, deadline, ..
+        } = &mut self.holder
+        {
+            if !self.unreleased.keys().any(|g| g != gateway) {
+                *deadline = (*deadline).max(ends);
+            }
+        }
     }
 }
 
@@ -196,6 +214,57 @@ impl GroupState {
             .iter()
             .filter(|f| &f.gateway == gateway && f.epoch >= epoch)
             .max_by_key(|f| f.epoch)
+    }
+
+    /// Since when ANA group `g` has had no gateway allowed to serve it (no holder, a
+    /// failback handover, or a failover target still waiting for its fence), or `None` if it
+    /// is served or the map holds no time for it.
+    ///
+    /// The map keeps no "dark since" field (adding one would change the persisted layout),
+    /// so this is derived, and errs late rather than early, so that a health warning never
+    /// claims a longer outage than there was: a waiting failover counts from its fence's
+    /// issue (at or after the old holder stopped), a handover from its start (its deadline
+    /// less the current `failback_prepare_ms`), and an ANA group with no holder from the
+    /// latest time its owner, or a gateway that may still be serving it, went down, was
+    /// deleted or was disabled. A holder that stopped for a reason the map keeps no time of
+    /// (it lost its listeners) is only seen once one of those times is later.
+    pub fn dark_since(&self, g: AnaGroupId, config: &MapConfig) -> Option<Timestamp> {
+        let a = self.ana.get(&g)?;
+        match &a.holder {
+            Holder::Active(_) => None,
+            Holder::WaitFence {
+                gateway,
+                fence_epoch,
+                deadline,
+            } => {
+                if !a.unreleased_except(gateway) {
+                    return None;
+                }
+                let issued = self
+                    .fences
+                    .iter()
+                    .find(|f| f.epoch == *fence_epoch)
+                    .map(|f| f.issued_at);
+                Some(issued.unwrap_or_else(|| deadline.before(config.fence_timeout_ms)))
+            }
+            Holder::Handover { deadline, .. } => Some(deadline.before(config.failback_prepare_ms)),
+            Holder::None => {
+                let owner = self.owner(g).map(|(id, _)| id);
+                owner
+                    .into_iter()
+                    .chain(a.unreleased.keys())
+                    .filter_map(|id| self.gateways.get(id))
+                    .flat_map(|gw| {
+                        let disabled = (gw.hold_failovers_until > Timestamp::ZERO).then(|| {
+                            gw.hold_failovers_until
+                                .before(config.skip_failover_admin_ms)
+                        });
+                        [gw.last_down_at, gw.deleting_since, disabled]
+                    })
+                    .flatten()
+                    .max()
+            }
+        }
     }
 
     /// Whether anything a gateway of this group is told differs between `self` and `other`:

@@ -183,6 +183,9 @@ impl GroupState {
             Holder::WaitFence {
                 gateway: target.clone(),
                 fence_epoch,
+                // Replaced by the fence's completion time plus the timeout once the last
+                // blocker is cleared (`AnaGroup::start_fence_wait`): a slow fencer must not
+                // use up the target's time to confirm.
                 deadline: ctx.now.after(ctx.config.fence_timeout_ms),
             },
         );
@@ -228,9 +231,11 @@ impl GroupState {
         fence.completed_at = Some(ctx.now);
         fence.expires_at = Some(ctx.now.after(ctx.config.blocklist_expiry_ms));
         let (gateway, epoch) = (fence.gateway.clone(), fence.epoch);
+        let fence_wait_ends = ctx.now.after(ctx.config.fence_timeout_ms);
         for a in self.ana.values_mut() {
             if a.unreleased.get(&gateway).is_some_and(|r| r.epoch <= epoch) {
                 a.unreleased.remove(&gateway);
+                a.start_fence_wait(fence_wait_ends);
             }
         }
         ctx.emit(Event::FenceCompleted {
@@ -242,13 +247,15 @@ impl GroupState {
 
     /// A beacon says the gateway applied the map of `applied`: every group it was told to
     /// stop serving at or before that epoch is released.
-    pub(crate) fn confirm_applied(&mut self, gateway: &GatewayId, applied: Epoch) {
+    pub(crate) fn confirm_applied(&mut self, gateway: &GatewayId, applied: Epoch, ctx: &Ctx<'_>) {
+        let fence_wait_ends = ctx.now.after(ctx.config.fence_timeout_ms);
         for a in self.ana.values_mut() {
             if a.unreleased
                 .get(gateway)
                 .is_some_and(|r| r.epoch <= applied)
             {
                 a.unreleased.remove(gateway);
+                a.start_fence_wait(fence_wait_ends);
             }
         }
     }
