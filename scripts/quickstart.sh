@@ -42,7 +42,7 @@ until_ok() {
 step() { printf '\n== %s\n' "$*"; }
 
 step "2. Start the monitor"
-gwmon 2> gwmon.log &
+gwmon --fencer file --fencer-file-targets "$PWD/{gateway}.json" 2> gwmon.log &
 MON=$!
 started+=("$MON")
 until_ok "the monitor to elect itself leader" 'nvme-gw cluster status | grep -q "^leader 1 "'
@@ -83,9 +83,11 @@ until_ok "gw2 to serve both ANA groups" \
   'nvme-gw show rbd grp1 | grep -Eq "^gw1 .*UNAVAILABLE " &&
    nvme-gw show rbd grp1 | grep -Eq "^gw2 .*1:ACTIVE 2:ACTIVE$"'
 nvme-gw show rbd grp1
+until_ok "the file fencer to record gw1's fence" 'grep -q "\"fenced_epoch\"" gw1.json'
 nvme-gw health
 nvme-gw blocklist ls
 grep -A 4 '"ana"' gw2.json
+grep -A 4 '"ana"' gw1.json
 
 step "6. Start gw1 again: failback"
 gwmon-gateway --id gw1 --pool rbd --group grp1 --adapter file --target gw1.json 2> gw1.log &

@@ -106,6 +106,10 @@ impl Cluster {
                 .arg("--liveness-tick-ms")
                 .arg(timers.liveness_tick_ms.to_string())
                 .args(extra)
+                // The bench measures the monitors, not a fencer: say `none` explicitly, as
+                // a cluster of several must. Flags win over the environment, so a
+                // `--fencer` in the monitor args still chooses another.
+                .env("GWMON_FENCER", "none")
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(out))
                 .stderr(Stdio::from(err))

@@ -268,8 +268,16 @@ async fn plain_output_is_an_aligned_table_with_one_row_per_gateway() {
     );
     let all = nvme_gw(&m, &[P, "show-all"]).await;
     assert_eq!(all.ok(), show.stdout, "show-all of one group is its show");
+    // Nothing is wrong with the map; the only check is the test cluster's `fencer = none`.
     let health = nvme_gw(&m, &[P, "health"]).await;
-    assert_eq!(health.ok(), "HEALTH_OK\n");
+    let lines: Vec<&str> = health.ok().lines().collect();
+    assert_eq!(lines.len(), 3, "{}", health.stdout);
+    assert_eq!(lines[0], "HEALTH_WARN");
+    assert!(
+        lines[2].starts_with("HEALTH_WARN") && lines[2].contains("NVMEOF_NO_FENCER"),
+        "{}",
+        health.stdout
+    );
     let none = nvme_gw(&m, &[P, "blocklist", "ls"]).await;
     assert_eq!(none.ok(), "blocklist empty\n");
     let listeners = nvme_gw(&m, &[P, "listeners", "rbd", "grp1"]).await;

@@ -127,6 +127,12 @@ fn the_readme_quickstart_runs_as_written() {
         "{text}"
     );
     assert!(text.contains("NVMEOF_GATEWAY_DOWN"), "{text}");
+    // Safe as written: a real fencer, so no NVMEOF_NO_FENCER, and gw1's file was fenced.
+    assert!(!text.contains("NVMEOF_NO_FENCER"), "{text}");
+    assert!(
+        text.contains("\"1\": \"inaccessible\",\n      \"2\": \"inaccessible\""),
+        "{text}"
+    );
 }
 
 /// The command lines of the README's quickstart steps: the `sh` blocks of its

@@ -96,6 +96,15 @@ pub enum HandlerError {
         what: String,
         message: String,
     },
+    /// The target was fenced by the monitors at group epoch `fenced`, and was asked to serve
+    /// optimized with states of epoch `epoch`, no newer: states from before the fence, held
+    /// by a process that was paused or cut off. Nothing was made optimized.
+    #[error("{target}: refused to serve states of epoch {epoch}: this gateway was fenced at epoch {fenced}")]
+    Fenced {
+        target: &'static str,
+        epoch: Epoch,
+        fenced: Epoch,
+    },
 }
 
 /// The gateway's side of the contract. The client calls these from one task, never

@@ -163,12 +163,20 @@ async fn round_trip_keeps_the_subsystems_and_records_the_states() {
     assert_eq!(now[&(nqn(A), grp(2))], AnaAccess::Optimized);
     assert_eq!(now[&(nqn(B), grp(2))], AnaAccess::Inaccessible);
 
-    // No temporary file is left behind.
-    let names: Vec<_> = std::fs::read_dir(dir.path())
+    // No temporary file is left behind; the lock file stays (removing it would let two
+    // writers lock two different files).
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .expect("dir")
         .map(|e| e.expect("entry").file_name())
         .collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("gw.json")]);
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            std::ffi::OsString::from("gw.json"),
+            std::ffi::OsString::from("gw.json.lock")
+        ]
+    );
 }
 
 #[tokio::test]
@@ -374,4 +382,112 @@ async fn a_reader_never_sees_half_a_file() {
     let last = target.ana_states().await.expect("read");
     assert_eq!(last.len(), 16);
     assert!(last.values().all(|a| *a == AnaAccess::Inaccessible));
+}
+
+fn at(epoch: u64, entries: Vec<AnaEntry>) -> AnaStates {
+    AnaStates {
+        epoch: Epoch(epoch),
+        entries,
+    }
+}
+
+/// What the monitors' file fencer leaves (see gwmon-monitor's `fence::file`): every group
+/// inaccessible and the fence's epoch recorded.
+fn fenced_at(path: &std::path::Path, epoch: u64) {
+    let mut v: Value = serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json");
+    for states in v["ana"].as_object_mut().expect("ana").values_mut() {
+        for s in states.as_object_mut().expect("groups").values_mut() {
+            *s = json!("inaccessible");
+        }
+    }
+    v["fenced_epoch"] = json!(epoch);
+    write_json(path, &v);
+}
+
+#[tokio::test]
+async fn a_fenced_target_refuses_optimized_states_from_before_the_fence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw1.json");
+    write_json(&path, &hand_written());
+    let target = FileTarget::new(&path);
+    let optimized = |epoch| {
+        at(
+            epoch,
+            vec![
+                entry(A, 1, AnaAccess::Optimized),
+                entry(A, 2, AnaAccess::Inaccessible),
+            ],
+        )
+    };
+    target
+        .apply(&optimized(5))
+        .await
+        .expect("serves before any fence");
+    fenced_at(&path, 8);
+
+    // A paused gateway resuming with the map it had: refused, and nothing optimized.
+    for stale in [5, 8] {
+        let err = target.apply(&optimized(stale)).await.expect_err("stale");
+        assert!(
+            matches!(err, HandlerError::Fenced { target: "file", epoch, fenced }
+                if epoch == Epoch(stale) && fenced == Epoch(8)),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("file: refused to serve states of epoch {stale}: this gateway was fenced at epoch 8")
+        );
+        let now = target.ana_states().await.expect("read");
+        assert!(
+            now.values().all(|a| *a == AnaAccess::Inaccessible),
+            "{now:?}"
+        );
+    }
+    // Inaccessible is always applied, whatever its epoch.
+    target
+        .apply(&at(3, vec![entry(B, 2, AnaAccess::Inaccessible)]))
+        .await
+        .expect("inaccessible is always allowed");
+    assert_eq!(
+        target.ana_states().await.expect("read")[&(nqn(B), grp(2))],
+        AnaAccess::Inaccessible
+    );
+    // A gateway restarted after the fence gets newer epochs and serves again; the fence
+    // stays recorded.
+    target.apply(&optimized(9)).await.expect("newer epoch");
+    assert_eq!(
+        target.ana_states().await.expect("read")[&(nqn(A), grp(1))],
+        AnaAccess::Optimized
+    );
+    let v: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    assert_eq!(v["fenced_epoch"], 8);
+    assert_eq!(
+        target.subsystems().await.expect("subsystems"),
+        expected_subsystems()
+    );
+}
+
+#[tokio::test]
+async fn writes_wait_for_the_target_lock_and_give_up_in_bounded_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw1.json");
+    let target = FileTarget::new(&path);
+    let held = gwmon_proto::target_file::lock(&path, std::time::Duration::from_secs(1))
+        .expect("lock the target");
+    let started = std::time::Instant::now();
+    let err = target
+        .apply(&states(vec![entry(A, 1, AnaAccess::Optimized)]))
+        .await
+        .expect_err("the lock is held");
+    assert!(err.to_string().contains("held by another process"), "{err}");
+    assert!(
+        started.elapsed() >= gwmon_client::adapters::file::LOCK_WAIT,
+        "it waited for the lock"
+    );
+    assert!(!path.exists(), "nothing was written");
+    drop(held);
+    target
+        .apply(&states(vec![entry(A, 1, AnaAccess::Optimized)]))
+        .await
+        .expect("the lock is free");
 }

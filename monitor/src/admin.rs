@@ -25,11 +25,14 @@ const LEARNER_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10)
 
 pub struct AdminGrpc {
     core: Core,
+    /// The name of the fencer this monitor's leader loop runs ([`crate::fence::Fencer::name`]):
+    /// health reports `none` because it is this monitor's setting, not the map's.
+    fencer: &'static str,
 }
 
 impl AdminGrpc {
-    pub fn new(core: Core) -> Self {
-        AdminGrpc { core }
+    pub fn new(core: Core, fencer: &'static str) -> Self {
+        AdminGrpc { core, fencer }
     }
 
     async fn write(&self, cmd: Command) -> Result<Committed, Status> {
@@ -264,7 +267,8 @@ impl AdminService for AdminGrpc {
         _req: Request<v1::HealthRequest>,
     ) -> Result<Response<v1::HealthResponse>, Status> {
         let now = self.core.now();
-        let checks = self.core.read(true, |m| health_checks(m, now)).await?;
+        let mut checks = self.core.read(true, |m| health_checks(m, now)).await?;
+        checks.extend(fencer_check(self.fencer));
         Ok(Response::new(v1::HealthResponse { checks }))
     }
 
@@ -632,6 +636,18 @@ fn dark_reason(g: &GroupState, ana_group: AnaGroupId) -> String {
         Some(Holder::Handover { from, to, .. }) => format!("failback from {from} to {to}"),
         _ => "no gateway holds it".to_owned(),
     }
+}
+
+/// `NVMEOF_NO_FENCER` when the answering monitor runs no fencer: a failover then promotes
+/// the new owner without cutting off the old one, which is unsafe for a gateway whose
+/// process is paused or dead while its data plane keeps serving. Separate from
+/// [`health_checks`] because it is this monitor's configuration, not the map.
+pub fn fencer_check(fencer: &str) -> Option<v1::HealthCheck> {
+    (fencer == crate::fence::NoFence::NAME).then(|| v1::HealthCheck {
+        code: "NVMEOF_NO_FENCER".into(),
+        severity: v1::Severity::Warning.into(),
+        message: "this monitor's fencer is none: a paused or crashed gateway whose data plane keeps serving is not cut off before its ANA groups fail over".into(),
+    })
 }
 
 /// The wire form of the tunables.

@@ -62,6 +62,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{0}")]
     Fencer(String),
+    /// Several monitors and no `fencer` setting: `none` must be chosen, not fallen into.
+    #[error("fencer: not set, and this monitor is one of several: choose a fencer that cuts a failed gateway's data plane off (exec, webhook or file), or set fencer = none to accept that a paused or crashed gateway whose target keeps serving is not stopped")]
+    NoFencerChosen,
     #[error("{setting}: {message}")]
     Invalid {
         setting: &'static str,
@@ -193,8 +196,10 @@ pub struct Args {
     /// Log format: `human` or `json` [default: human].
     #[arg(long, env = "GWMON_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// How a failed gateway is cut off from storage before its ANA groups move: `none`,
-    /// `exec` (run --fencer-command) or `webhook` (POST to --fencer-url) [default: none].
+    /// How a failed gateway is cut off from storage before its ANA groups move: `exec` (run
+    /// --fencer-command), `webhook` (POST to --fencer-url), `file` (rewrite the file
+    /// adapter's target, --fencer-file-targets) or `none`. Required when the cluster has more
+    /// than one monitor; a single-node monitor defaults to none.
     #[arg(long, env = "GWMON_FENCER")]
     pub fencer: Option<FencerKind>,
     /// exec: the program to run; it gets `--gateway ID --pool P --group G --epoch N
@@ -207,6 +212,10 @@ pub struct Args {
     /// webhook: `http://HOST[:PORT]/PATH` to POST the fence to.
     #[arg(long, env = "GWMON_FENCER_URL")]
     pub fencer_url: Option<String>,
+    /// file: the path of each gateway's target file, with `{gateway}` (and optionally
+    /// `{pool}`, `{group}`) in it, e.g. `/var/lib/gwmon/{gateway}.json`.
+    #[arg(long, env = "GWMON_FENCER_FILE_TARGETS", value_name = "TEMPLATE")]
+    pub fencer_file_targets: Option<String>,
     /// One fence attempt's time limit in milliseconds [default: 10000].
     #[arg(long, env = "GWMON_FENCER_TIMEOUT_MS")]
     pub fencer_timeout_ms: Option<u64>,
@@ -249,6 +258,7 @@ struct FileConfig {
     fencer_command: Option<PathBuf>,
     fencer_args: Option<Vec<String>>,
     fencer_url: Option<String>,
+    fencer_file_targets: Option<String>,
     fencer_timeout_ms: Option<u64>,
     fencer_retries: Option<u32>,
     fencer_backoff_ms: Option<u64>,
@@ -285,7 +295,10 @@ pub struct MonitorConfig {
     pub cache_mb: u64,
     pub liveness_tick_ms: u64,
     pub log_format: LogFormat,
-    pub fencer: FencerConfig,
+    /// The `fencer` setting; `None` when it was not given, which only a single-node monitor
+    /// may leave so (see [`MonitorConfig::chosen_fencer`]). Kept apart from an explicit
+    /// `none` because the two mean different things: one is a decision, the other is not.
+    pub fencer: Option<FencerConfig>,
 }
 
 impl MonitorConfig {
@@ -307,7 +320,7 @@ impl MonitorConfig {
             cache_mb: 64,
             liveness_tick_ms: 250,
             log_format: LogFormat::Human,
-            fencer: FencerConfig::None,
+            fencer: None,
         }
     }
 
@@ -390,11 +403,13 @@ impl MonitorConfig {
         pick!(cache_mb);
         pick!(liveness_tick_ms);
         pick!(log_format);
-        c.fencer = FencerSettings {
-            kind: args.fencer.or(file.fencer).unwrap_or_default(),
+        let kind = args.fencer.or(file.fencer);
+        let fencer = FencerSettings {
+            kind: kind.unwrap_or_default(),
             command: args.fencer_command.or(file.fencer_command),
             args: args.fencer_args.or(file.fencer_args).unwrap_or_default(),
             url: args.fencer_url.or(file.fencer_url),
+            file_targets: args.fencer_file_targets.or(file.fencer_file_targets),
             timeout: args
                 .fencer_timeout_ms
                 .or(file.fencer_timeout_ms)
@@ -410,8 +425,33 @@ impl MonitorConfig {
         }
         .resolve()
         .map_err(|e| ConfigError::Fencer(e.to_string()))?;
+        c.fencer = kind.map(|_| fencer);
         c.validate()?;
+        // The daemon has no other fencer than the configured one: refuse now, before
+        // anything is opened, rather than when the monitor starts.
+        c.chosen_fencer()?;
         Ok(c)
+    }
+
+    /// The fencer this monitor runs when none is injected: the one configured, or `none`
+    /// when nothing was set and the cluster is this monitor alone.
+    ///
+    /// A cluster of several monitors (initial members, or joining one) must choose: there,
+    /// `none` means a gateway whose process is paused, crashed or OOM-killed while its data
+    /// plane (kernel nvmet, SPDK) keeps serving stays optimized while another gateway is
+    /// promoted, and that risk must be taken on purpose (`fencer = none`), not by default.
+    /// A single-node monitor is a demo or a test bed, where the default keeps it easy.
+    pub fn chosen_fencer(&self) -> Result<FencerConfig, ConfigError> {
+        let alone = match &self.bootstrap {
+            Bootstrap::Single => true,
+            Bootstrap::Members(m) => m.len() == 1,
+            Bootstrap::Join => false,
+        };
+        match &self.fencer {
+            Some(f) => Ok(f.clone()),
+            None if alone => Ok(FencerConfig::None),
+            None => Err(ConfigError::NoFencerChosen),
+        }
     }
 
     /// Refuse settings that cannot work, with the reason.
@@ -553,6 +593,8 @@ mod tests {
             "2",
             "--initial-members",
             "1=10.0.0.1:7400,2=10.0.0.2:7400,3=mon3:7400",
+            "--fencer",
+            "none",
         ])
         .expect("members");
         let Bootstrap::Members(m) = c.bootstrap else {
@@ -595,6 +637,57 @@ mod tests {
         assert!(err.contains("unknown field"), "{err}");
         let err = parse(&["--config", "/nonexistent/gwmon.toml"]).expect_err("missing file");
         assert!(err.contains("cannot read config file"), "{err}");
+    }
+
+    #[test]
+    fn several_monitors_must_choose_their_fencer() {
+        let three = ["--initial-members", "1=a:1,2=b:1,3=c:1"];
+        let err = parse(&three).expect_err("no fencer");
+        assert!(err.starts_with("fencer: not set"), "{err}");
+        assert!(err.contains("set fencer = none"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        let err = parse(&["--join"]).expect_err("joining a cluster");
+        assert!(err.starts_with("fencer: not set"), "{err}");
+
+        // Explicitly none, from a flag, the environment's equivalent or the file.
+        let c = parse(&[three[0], three[1], "--fencer", "none"]).expect("explicit none");
+        assert_eq!(c.fencer, Some(FencerConfig::None));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("gwmon.toml");
+        std::fs::write(
+            &path,
+            "initial_members = [\"1=a:1\", \"2=b:1\"]\nfencer = \"file\"\nfencer_file_targets = \"/srv/{gateway}.json\"\n",
+        )
+        .expect("write");
+        let file = path.to_str().expect("utf-8 path");
+        let c = parse(&["--config", file]).expect("file fencer from the file");
+        assert_eq!(
+            c.chosen_fencer().expect("chosen"),
+            FencerConfig::File {
+                targets: "/srv/{gateway}.json".into(),
+                timeout: FencerSettings::DEFAULT_TIMEOUT,
+            }
+        );
+        let c = parse(&[
+            "--config",
+            file,
+            "--fencer",
+            "none",
+            "--fencer-file-targets",
+            "x",
+        ]);
+        assert!(c
+            .expect_err("targets without file")
+            .contains("fencer_file_targets"));
+        let err = parse(&["--fencer", "file"]).expect_err("no targets");
+        assert_eq!(err, "fencer_file_targets: is required with fencer = file");
+
+        // One monitor alone may leave it unset: it falls back to none.
+        for alone in [&[][..], &["--initial-members", "1=a:1"][..]] {
+            let c = parse(alone).expect("single monitor");
+            assert_eq!(c.fencer, None);
+            assert_eq!(c.chosen_fencer().expect("none"), FencerConfig::None);
+        }
     }
 
     #[test]

@@ -98,6 +98,14 @@ impl Monitor {
         plumbing: Plumbing,
     ) -> Result<Monitor, MonitorError> {
         config.validate()?;
+        // Chosen before anything is opened: a monitor that may not run without a fencer
+        // stops here, not after it joined the cluster.
+        let fencer = match plumbing.fencer.clone() {
+            Some(f) => f,
+            None => config.chosen_fencer()?.build().map_err(|e| {
+                MonitorError::Config(crate::config::ConfigError::Fencer(e.to_string()))
+            })?,
+        };
         let bound = listener
             .local_addr()
             .map_err(|source| MonitorError::Listen {
@@ -183,7 +191,7 @@ impl Monitor {
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
                 )
                 .add_service(
-                    AdminServiceServer::new(AdminGrpc::new(core.clone()))
+                    AdminServiceServer::new(AdminGrpc::new(core.clone(), fencer.name()))
                         .max_decoding_message_size(MAX_MESSAGE_BYTES)
                         .max_encoding_message_size(MAX_MESSAGE_BYTES),
                 )
@@ -224,12 +232,6 @@ impl Monitor {
 
         bootstrap(&raft, config.node_id, &addr, &config.bootstrap).await?;
 
-        let fencer = match plumbing.fencer.clone() {
-            Some(f) => f,
-            None => config.fencer.build().map_err(|e| {
-                MonitorError::Config(crate::config::ConfigError::Fencer(e.to_string()))
-            })?,
-        };
         let loops = vec![
             {
                 let liveness = liveness.clone();

@@ -32,6 +32,11 @@ fn bad_configuration_is_one_clear_line_and_exit_2() {
             "cannot read config file",
         ),
         (&["--heartbeat-ms", "1000"], "election_timeout_min_ms"),
+        (
+            &["--node-id", "2", "--initial-members", "1=a:1,2=b:1,3=c:1"],
+            "fencer: not set, and this monitor is one of several",
+        ),
+        (&["--join"], "choose a fencer"),
     ];
     for (args, want) in cases {
         let out = gwmon(args, dir.path());

@@ -5,11 +5,14 @@
 //! * [`convert`]: the conversions between the two, refusing bad input with the field's path.
 //! * [`leader`]: the not-leader redirect (the `gwmon-leader` header) both sides follow.
 //! * [`addr`]: monitor addresses as clients take them: URI and dial check.
+//! * [`target_file`]: the lock and atomic replacement the file adapter and the file fencer
+//!   share over a gateway's target file.
 
 pub mod addr;
 pub mod convert;
 pub mod domain;
 pub mod leader;
+pub mod target_file;
 
 pub use leader::LEADER_HEADER;
 

@@ -75,6 +75,10 @@ pub struct Cluster {
 /// Settings that make elections and snapshots quick in tests.
 pub fn test_config(id: u64, dir: &std::path::Path, listen: std::net::SocketAddr) -> MonitorConfig {
     let mut c = MonitorConfig::new(id, dir.join(format!("m{id}")), listen);
+    // Said explicitly, as a cluster of several monitors must: tests that need a real fence
+    // inject one through `Plumbing` (which takes precedence), the others complete fences at
+    // once.
+    c.fencer = Some(gwmon_monitor::fence::FencerConfig::None);
     c.heartbeat_ms = 50;
     c.election_timeout_min_ms = 300;
     c.election_timeout_max_ms = 600;

@@ -14,7 +14,8 @@
 //!     }
 //!   ],
 //!   "ana": { "nqn.2016-06.io.spdk:cnode1": { "1": "optimized", "2": "inaccessible" } },
-//!   "shutdown": null
+//!   "shutdown": null,
+//!   "fenced_epoch": 8
 //! }
 //! ```
 //!
@@ -23,35 +24,53 @@
 //!   1..=128, port 1..=65535) and a subsystem, listener or nsid listed twice is refused.
 //! * `ana` maps each NQN to its ANA groups (decimal ids as JSON keys) and their state,
 //!   `optimized` or `inaccessible`. [`AnaHandler::apply`] writes it; groups it is not told
-//!   about keep the state the file has. An entry's fence epoch is not recorded: the file has
-//!   no storage whose writes it could order.
+//!   about keep the state the file has.
 //! * `shutdown` is `null` while the gateway runs, and the reason once it was told to stop.
+//! * `fenced_epoch` is written by the monitors' `file` fencer when they fence this gateway
+//!   (absent until then): the fencer makes every ANA group inaccessible and records the
+//!   group epoch of the fence. From then on `apply` refuses to make any group optimized for
+//!   states of that epoch or older ([`HandlerError::Fenced`]; the optimized groups are
+//!   written inaccessible instead): such states come from a gateway process that was
+//!   paused or cut off and resumed with the map it had before the fence. Inaccessible is
+//!   always applied. A gateway restarted after the fence is sent newer epochs and serves
+//!   again. The key stays; remove it by hand only if the monitors' map is recreated from
+//!   scratch (its epochs start over).
 //!
 //! Every key may be left out (an empty `{}` is a valid file), and a missing file is a target
 //! with no subsystems yet. Unknown keys are refused rather than ignored: the file is edited by
 //! hand, and a misspelt `"subsytems"` silently meaning "no subsystems" would be a trap.
 //!
-//! Writes are read-modify-write of the whole document, so a subsystem a person added is kept,
-//! and atomic: the new document goes to a temporary file in the same directory, is flushed,
-//! and is renamed over the old one, so a reader sees the old file or the new one, never half
-//! of one. A malformed file is never overwritten: `apply` fails and says why, because
-//! replacing it would destroy what a person was in the middle of writing. (An edit saved
-//! between our read and our rename is lost; that is the price of not locking against an
-//! editor, and acceptable for a demo target.)
+//! Writes are read-modify-write of the whole document under an exclusive lock on the
+//! sibling file `TARGET.lock` (a `flock`, the same one the file fencer takes; waited for at
+//! most [`LOCK_WAIT`]), so a fence can never land between our read and our write and be
+//! overwritten. They are atomic: the new document goes to a temporary file in the same
+//! directory, is flushed, and is renamed over the old one, so a reader sees the old file or
+//! the new one, never half of one, and needs no lock (see [`gwmon_proto::target_file`]). A
+//! malformed file is never overwritten: `apply` fails and says why, because replacing it
+//! would destroy what a person was in the middle of writing. (An editor does not take the
+//! lock, so an edit saved between our read and our rename is lost; acceptable for a demo
+//! target.)
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use gwmon_proto::domain::{AnaAccess, AnaGroupId, Listener, Namespace, Nonce, Nqn, Subsystem};
+use gwmon_proto::domain::{
+    AnaAccess, AnaGroupId, Epoch, Listener, Namespace, Nonce, Nqn, Subsystem,
+};
+use gwmon_proto::target_file;
 use serde::{Deserialize, Serialize};
 
 use crate::handler::{AnaHandler, AnaStates, HandlerError};
 
 const TARGET: &str = "file";
+
+/// The longest wait for the target file's lock. The other holder is a fence, which only
+/// rewrites a small file; a lock held longer is a stuck process, and the call fails (the
+/// client retries it) rather than hang the gateway's handler.
+pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// An [`AnaHandler`] backed by one JSON file (see the module documentation for the format).
 ///
@@ -110,18 +129,26 @@ impl FileTarget {
         blocking(op, move || read_document(&inner.path, op)).await
     }
 
-    /// Read the document, change it with `edit`, and replace the file atomically.
-    async fn update(
+    /// Under the target's lock: read the document, change it with `edit`, and replace the
+    /// file atomically. Returns what `edit` returned.
+    async fn update<T: Send + 'static>(
         &self,
         op: &'static str,
-        edit: impl FnOnce(&mut Document) + Send + 'static,
-    ) -> Result<(), HandlerError> {
+        edit: impl FnOnce(&mut Document) -> T + Send + 'static,
+    ) -> Result<T, HandlerError> {
         let inner = Arc::clone(&self.inner);
         blocking(op, move || {
             let _guard = inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _lock =
+                target_file::lock(&inner.path, LOCK_WAIT).map_err(|e| HandlerError::Target {
+                    target: TARGET,
+                    op,
+                    message: e.to_string(),
+                })?;
             let mut doc = read_document(&inner.path, op)?;
-            edit(&mut doc);
-            write_atomically(&inner.path, &doc, op)
+            let out = edit(&mut doc);
+            write_atomically(&inner.path, &doc, op)?;
+            Ok(out)
         })
         .await
     }
@@ -143,12 +170,33 @@ impl AnaHandler for FileTarget {
                 .and_modify(|a| *a = (*a).min(access))
                 .or_insert(access);
         }
-        self.update("apply ANA states", move |doc| {
-            for ((nqn, grp), access) in wanted {
-                doc.ana.entry(nqn).or_default().insert(grp, access);
-            }
-        })
-        .await
+        let epoch = states.epoch;
+        let fenced = self
+            .update("apply ANA states", move |doc| {
+                // States of the fenced epoch or older come from before the fence: serve
+                // nothing from them, and say so.
+                let fenced = doc.fenced_epoch.filter(|f| epoch <= *f);
+                let refused =
+                    fenced.filter(|_| wanted.values().any(|a| *a == FileAccess::Optimized));
+                for ((nqn, grp), access) in wanted {
+                    let access = if fenced.is_some() {
+                        FileAccess::Inaccessible
+                    } else {
+                        access
+                    };
+                    doc.ana.entry(nqn).or_default().insert(grp, access);
+                }
+                refused
+            })
+            .await?;
+        match fenced {
+            Some(fenced) => Err(HandlerError::Fenced {
+                target: TARGET,
+                epoch,
+                fenced,
+            }),
+            None => Ok(()),
+        }
     }
 
     async fn shutdown(&self, reason: &str) {
@@ -174,6 +222,10 @@ struct Document {
     ana: BTreeMap<Nqn, BTreeMap<AnaGroupId, FileAccess>>,
     #[serde(default)]
     shutdown: Option<String>,
+    /// Written by the monitors' file fencer: the newest group epoch this gateway was fenced
+    /// at. Never written by the adapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fenced_epoch: Option<Epoch>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -321,11 +373,7 @@ fn read_document(path: &Path, op: &'static str) -> Result<Document, HandlerError
     })
 }
 
-/// Distinguishes the temporary files of concurrent writers within one process; the process
-/// id distinguishes processes.
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// Write `doc` to a temporary file next to `path`, flush it, and rename it over `path`.
+/// Write `doc` over `path` atomically (see [`target_file::replace`]).
 fn write_atomically(path: &Path, doc: &Document, op: &'static str) -> Result<(), HandlerError> {
     let mut text = serde_json::to_vec_pretty(doc).map_err(|e| HandlerError::Target {
         target: TARGET,
@@ -333,40 +381,7 @@ fn write_atomically(path: &Path, doc: &Document, op: &'static str) -> Result<(),
         message: format!("cannot encode the document: {e}"),
     })?;
     text.push(b'\n');
-
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().map_or_else(
-        || "target.json".into(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_error(op, path, e));
-    }
-    // Make the rename itself durable. Not every platform can open a directory for this, and
-    // the new content is already in place for readers, so a failure here is not an error.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    target_file::replace(path, &text).map_err(|e| io_error(op, path, e))
 }
 
 #[cfg(test)]

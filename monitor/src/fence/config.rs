@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ExecFencer, Fencer, NoFence, WebhookFencer};
+use super::{ExecFencer, Fencer, FileFencer, NoFence, WebhookFencer};
 
 /// A fencer setting that cannot work. One line, naming the setting (the daemon's
 /// `fencer_*` key), so it maps one to one onto the daemon's own configuration error.
@@ -33,16 +33,18 @@ impl FenceConfigError {
     }
 }
 
-/// Which fencer: the daemon's `fencer` setting (`none`, `exec` or `webhook`).
+/// Which fencer: the daemon's `fencer` setting (`none`, `exec`, `webhook` or `file`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum FencerKind {
-    /// No fencing; see [`NoFence`] for the risk. The default only because a fresh monitor
-    /// knows nothing about its storage: every production deployment should choose.
+    /// No fencing; see [`NoFence`] for the risk. What a single-node monitor falls back to
+    /// when nothing is set; a cluster of several monitors must name it explicitly.
     #[default]
     None,
     Exec,
     Webhook,
+    /// [`FileFencer`]: the file adapter's targets.
+    File,
 }
 
 impl FencerKind {
@@ -51,6 +53,7 @@ impl FencerKind {
             FencerKind::None => "none",
             FencerKind::Exec => "exec",
             FencerKind::Webhook => "webhook",
+            FencerKind::File => "file",
         }
     }
 }
@@ -68,9 +71,10 @@ impl FromStr for FencerKind {
             "none" => Ok(FencerKind::None),
             "exec" => Ok(FencerKind::Exec),
             "webhook" => Ok(FencerKind::Webhook),
+            "file" => Ok(FencerKind::File),
             _ => Err(FenceConfigError::new(
                 "fencer",
-                format!("{s:?} is not one of none, exec, webhook"),
+                format!("{s:?} is not one of none, exec, webhook, file"),
             )),
         }
     }
@@ -96,6 +100,9 @@ pub enum FencerConfig {
         retries: u32,
         backoff: Duration,
     },
+    /// [`FileFencer`]: rewrite the target file `targets` names for the gateway, waiting at
+    /// most `timeout` for the file's lock.
+    File { targets: String, timeout: Duration },
 }
 
 impl FencerConfig {
@@ -104,6 +111,7 @@ impl FencerConfig {
             FencerConfig::None => FencerKind::None,
             FencerConfig::Exec { .. } => FencerKind::Exec,
             FencerConfig::Webhook { .. } => FencerKind::Webhook,
+            FencerConfig::File { .. } => FencerKind::File,
         }
     }
 
@@ -131,6 +139,10 @@ impl FencerConfig {
                 positive("fencer_timeout_ms", *timeout)?;
                 WebhookFencer::new(url, *timeout, *retries, *backoff).map(|_| ())
             }
+            FencerConfig::File { targets, timeout } => {
+                positive("fencer_timeout_ms", *timeout)?;
+                FileFencer::new(targets, *timeout).map(|_| ())
+            }
         }
     }
 
@@ -156,6 +168,9 @@ impl FencerConfig {
                 retries,
                 backoff,
             } => Arc::new(WebhookFencer::new(url, *timeout, *retries, *backoff)?),
+            FencerConfig::File { targets, timeout } => {
+                Arc::new(FileFencer::new(targets, *timeout)?)
+            }
         })
     }
 }
@@ -194,7 +209,7 @@ fn check_program(command: &Path) -> Result<(), FenceConfigError> {
 /// kind is refused rather than ignored: it is almost always a mistake in the kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FencerSettings {
-    /// `fencer`: none | exec | webhook.
+    /// `fencer`: none | exec | webhook | file.
     pub kind: FencerKind,
     /// `fencer_command` (exec): the program to run.
     pub command: Option<PathBuf>,
@@ -202,7 +217,10 @@ pub struct FencerSettings {
     pub args: Vec<String>,
     /// `fencer_url` (webhook): `http://HOST[:PORT]/PATH`.
     pub url: Option<String>,
-    /// `fencer_timeout_ms`: one attempt (the command's run, one HTTP request).
+    /// `fencer_file_targets` (file): the target file's path, with `{gateway}` in it.
+    pub file_targets: Option<String>,
+    /// `fencer_timeout_ms`: one attempt (the command's run, one HTTP request, the wait for
+    /// a target file's lock).
     pub timeout: Duration,
     /// `fencer_retries` (webhook): quick retries after a failed request.
     pub retries: u32,
@@ -237,6 +255,9 @@ impl FencerSettings {
         if self.kind != FencerKind::Webhook && self.url.is_some() {
             return Err(only("fencer_url", FencerKind::Webhook));
         }
+        if self.kind != FencerKind::File && self.file_targets.is_some() {
+            return Err(only("fencer_file_targets", FencerKind::File));
+        }
         let config = match self.kind {
             FencerKind::None => FencerConfig::None,
             FencerKind::Exec => FencerConfig::Exec {
@@ -254,6 +275,12 @@ impl FencerSettings {
                 retries: self.retries,
                 backoff: self.backoff,
             },
+            FencerKind::File => FencerConfig::File {
+                targets: self.file_targets.clone().ok_or_else(|| {
+                    FenceConfigError::new("fencer_file_targets", "is required with fencer = file")
+                })?,
+                timeout: self.timeout,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -267,6 +294,7 @@ impl Default for FencerSettings {
             command: None,
             args: Vec::new(),
             url: None,
+            file_targets: None,
             timeout: Self::DEFAULT_TIMEOUT,
             retries: Self::DEFAULT_RETRIES,
             backoff: Self::DEFAULT_BACKOFF,
@@ -286,7 +314,7 @@ mod tests {
         let e = "ipmi".parse::<FencerKind>().expect_err("unknown");
         assert_eq!(
             e.to_string(),
-            "fencer: \"ipmi\" is not one of none, exec, webhook"
+            "fencer: \"ipmi\" is not one of none, exec, webhook, file"
         );
         #[derive(Deserialize)]
         struct File {

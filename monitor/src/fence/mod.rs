@@ -9,7 +9,11 @@
 //!
 //! * [`none::NoFence`]: completes at once, for storage with no blocklist;
 //! * [`exec::ExecFencer`]: runs a configured command (never through a shell);
-//! * [`webhook::WebhookFencer`]: POSTs a JSON body to an HTTP endpoint.
+//! * [`webhook::WebhookFencer`]: POSTs a JSON body to an HTTP endpoint;
+//! * [`file::FileFencer`]: rewrites the file adapter's target file (demos and tests).
+//!
+//! For the reference targets (kernel nvmet, SPDK) `deploy/fence/` ships scripts for the
+//! exec fencer that make the failed gateway's ports inaccessible on its host.
 //!
 //! [`runner::FenceRunner`] is the leader's loop that finds pending fences, runs them
 //! concurrently, retries failures with a capped exponential backoff (never giving up: a
@@ -24,6 +28,7 @@
 
 pub mod config;
 pub mod exec;
+pub mod file;
 pub mod none;
 pub mod runner;
 pub mod webhook;
@@ -38,6 +43,7 @@ use crate::map::{Fence, GatewayMap};
 
 pub use config::{FenceConfigError, FencerConfig, FencerKind, FencerSettings};
 pub use exec::ExecFencer;
+pub use file::FileFencer;
 pub use none::NoFence;
 pub use runner::FenceRunner;
 pub use webhook::WebhookFencer;
@@ -101,7 +107,7 @@ pub trait Fencer: Send + Sync {
     /// Fence once (an implementation may retry internally within its own bound).
     fn fence<'a>(&'a self, order: &'a FenceOrder) -> BoxFuture<'a, Result<(), FenceError>>;
 
-    /// A short name for logs: `none`, `exec`, `webhook`.
+    /// A short name for logs and health checks: `none`, `exec`, `webhook`, `file`.
     fn name(&self) -> &'static str;
 }
 
@@ -126,6 +132,10 @@ pub enum FenceError {
     /// The webhook could not be reached or the exchange broke off.
     #[error("webhook {url}: {message}")]
     Transport { url: String, message: String },
+    /// A target file could not be fenced (its lock stayed busy, it could not be read,
+    /// parsed or replaced).
+    #[error("file fencer: {path}: {message}")]
+    File { path: String, message: String },
 }
 
 impl FenceError {

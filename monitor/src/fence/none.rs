@@ -6,16 +6,25 @@ use super::{BoxFuture, FenceError, FenceOrder, Fencer};
 
 /// Completes every fence at once, without doing anything.
 ///
-/// **Risk.** With this fencer nothing stops a failed-over gateway that is still alive (hung,
-/// partitioned from the monitors but not from the hosts) from writing: safety then rests
-/// only on the gateway's self-demotion (it stops advertising optimized paths once its lease
-/// from the monitors runs out, and `gateway_lease < beacon_grace` orders that before the
-/// failover). That covers a gateway process that is alive and running its lease timer; it
-/// does not cover one that is frozen (a paused VM, a stuck kernel) and resumes with writes
-/// already queued. Use it only when the storage has no blocklist or the deployment accepts
-/// that window.
+/// **What it cannot protect against.** Safety then rests only on the gateway's
+/// self-demotion: it stops advertising optimized paths once its lease from the monitors runs
+/// out, and `gateway_lease < beacon_grace` orders that before the failover. That needs the
+/// gateway *process* to be alive and running its lease timer. A gateway process that is
+/// paused (SIGSTOP, a frozen VM), crashed or OOM-killed demotes nothing, while its data
+/// plane (kernel nvmet, SPDK) keeps serving the ANA states it was last given: the failed
+/// gateway's ANA group is then optimized on two gateways as soon as the new owner is
+/// promoted, and a paused one may resume with writes already queued. Use it only when the
+/// deployment accepts that; otherwise use the `file` fencer (file adapter), or `exec` with
+/// `deploy/fence/nvmet-fence` or `deploy/fence/spdk-fence`, or a storage blocklist. A
+/// cluster of several monitors runs it only when `fencer = none` is set explicitly, and
+/// `nvme-gw health` warns about it (`NVMEOF_NO_FENCER`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoFence;
+
+impl NoFence {
+    /// Its [`Fencer::name`], which the health check compares with.
+    pub const NAME: &'static str = "none";
+}
 
 impl Fencer for NoFence {
     fn fence<'a>(&'a self, order: &'a FenceOrder) -> BoxFuture<'a, Result<(), FenceError>> {
@@ -31,6 +40,6 @@ impl Fencer for NoFence {
     }
 
     fn name(&self) -> &'static str {
-        "none"
+        Self::NAME
     }
 }
