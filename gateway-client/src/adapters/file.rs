@@ -54,6 +54,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,8 +85,13 @@ pub struct FileTarget {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    /// Serializes our own read-modify-write cycles (apply and shutdown) with each other.
-    lock: Mutex<()>,
+    /// Serializes our own read-modify-write cycles (apply and shutdown) with each other,
+    /// and holds the ticket of the newest apply written.
+    lock: Mutex<u64>,
+    /// Handed out to each apply in call order. The write runs on a blocking thread that
+    /// outlives a call the client gave up on; a late write whose ticket is older than one
+    /// already written is dropped, so it can never undo a later demotion.
+    tickets: AtomicU64,
 }
 
 impl FileTarget {
@@ -94,7 +100,8 @@ impl FileTarget {
         FileTarget {
             inner: Arc::new(Inner {
                 path: path.into(),
-                lock: Mutex::new(()),
+                lock: Mutex::new(0),
+                tickets: AtomicU64::new(0),
             }),
         }
     }
@@ -136,9 +143,32 @@ impl FileTarget {
         op: &'static str,
         edit: impl FnOnce(&mut Document) -> T + Send + 'static,
     ) -> Result<T, HandlerError> {
+        self.update_in_order(op, None, edit)
+            .await?
+            .ok_or_else(|| HandlerError::Target {
+                target: TARGET,
+                op,
+                message: "skipped".into(),
+            })
+    }
+
+    /// [`FileTarget::update`], skipped (`None`) if `ticket` is older than a write already
+    /// made.
+    async fn update_in_order<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        ticket: Option<u64>,
+        edit: impl FnOnce(&mut Document) -> T + Send + 'static,
+    ) -> Result<Option<T>, HandlerError> {
         let inner = Arc::clone(&self.inner);
         blocking(op, move || {
-            let _guard = inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut newest = inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(t) = ticket {
+                if t < *newest {
+                    return Ok(None);
+                }
+                *newest = t;
+            }
             let _lock =
                 target_file::lock(&inner.path, LOCK_WAIT).map_err(|e| HandlerError::Target {
                     target: TARGET,
@@ -148,7 +178,7 @@ impl FileTarget {
             let mut doc = read_document(&inner.path, op)?;
             let out = edit(&mut doc);
             write_atomically(&inner.path, &doc, op)?;
-            Ok(out)
+            Ok(Some(out))
         })
         .await
     }
@@ -171,8 +201,9 @@ impl AnaHandler for FileTarget {
                 .or_insert(access);
         }
         let epoch = states.epoch;
+        let ticket = self.inner.tickets.fetch_add(1, Ordering::SeqCst) + 1;
         let fenced = self
-            .update("apply ANA states", move |doc| {
+            .update_in_order("apply ANA states", Some(ticket), move |doc| {
                 // States of the fenced epoch or older come from before the fence: serve
                 // nothing from them, and say so.
                 let fenced = doc.fenced_epoch.filter(|f| epoch <= *f);
@@ -188,7 +219,8 @@ impl AnaHandler for FileTarget {
                 }
                 refused
             })
-            .await?;
+            .await?
+            .flatten();
         match fenced {
             Some(fenced) => Err(HandlerError::Fenced {
                 target: TARGET,

@@ -87,6 +87,12 @@ pub struct NvmetTarget {
 struct Inner {
     config: NvmetConfig,
     warned: WarnOnce,
+    /// The ticket of the newest apply written; configfs writes hold it. The writes run on
+    /// blocking threads that outlive a call the client gave up on, and a late write whose
+    /// ticket is older than one already made is dropped: it can never undo a demotion.
+    newest: std::sync::Mutex<u64>,
+    /// Handed out to each apply in call order.
+    tickets: std::sync::atomic::AtomicU64,
 }
 
 impl NvmetTarget {
@@ -103,6 +109,8 @@ impl NvmetTarget {
             inner: Arc::new(Inner {
                 config,
                 warned: WarnOnce::default(),
+                newest: std::sync::Mutex::new(0),
+                tickets: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -135,8 +143,20 @@ impl AnaHandler for NvmetTarget {
 
     async fn apply(&self, states: &AnaStates) -> Result<(), HandlerError> {
         let states = states.clone();
-        self.blocking("apply ANA states", move |inner| inner.apply(&states))
-            .await
+        let ticket = self
+            .inner
+            .tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        self.blocking("apply ANA states", move |inner| {
+            let mut newest = inner.newest.lock().unwrap_or_else(|e| e.into_inner());
+            if ticket < *newest {
+                return Ok(());
+            }
+            *newest = ticket;
+            inner.apply(&states)
+        })
+        .await
     }
 
     async fn shutdown(&self, reason: &str) {
