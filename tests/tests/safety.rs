@@ -15,6 +15,7 @@ use gwmon_proto::domain::{AnaAccess, Subsystem};
 use gwmon_tests::env::{ana, gw, key, Env, Timers};
 use gwmon_tests::eventually;
 use gwmon_tests::partition::Partition;
+use gwmon_tests::proxy::Proxy;
 use gwmon_tests::recorder::Recorder;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +57,31 @@ async fn a_leader_cut_off_from_its_quorum_stops_renewing_leases() {
     env.start_gateway("gw2", false).await;
     env.settled().await;
     let old = env.cluster.leader().await;
+    // Quiet first: every gateway has confirmed the current map, so their beacons are
+    // unchanged and the old leader acks them without a write (a write would stall).
+    eventually("both gateways confirmed the current map", || {
+        let map = env.cluster.map(old);
+        let quiet = map.group(&key()).is_some_and(|g| {
+            ["gw1", "gw2"].iter().all(|n| {
+                g.gateways
+                    .get(&gw(n))
+                    .is_some_and(|x| x.applied_epoch == g.epoch)
+            })
+        });
+        std::future::ready(quiet)
+    })
+    .await;
+    let acks = |env: &Env| {
+        metric(
+            &env.gateways["gw1"].metrics,
+            "gwmon_client_acks_received_total",
+        )
+    };
+    let before = acks(&env);
+    eventually("a few more acks", || {
+        std::future::ready(acks(&env) >= before + 3.0)
+    })
+    .await;
     partition.isolate(old).await;
     // The others elect a leader.
     let mut new = 0;
@@ -216,10 +242,14 @@ async fn a_gateway_declared_failed_rejoins_and_takes_its_group_back() {
 }
 
 /// Fails every apply that serves anything, after it took effect (a target that applied
-/// half-way), and at that moment cuts its gateway off, through a hook.
+/// half-way), and before answering cuts its gateway off from the monitors, so not even a
+/// beacon saying the target failed gets through.
 struct HalfApplies {
     inner: Recorder,
     cut: Arc<AtomicBool>,
+    relays: Vec<Arc<Proxy>>,
+    /// Cancelled at the failure too, when given: the gateway then stops at once.
+    stop: Option<CancellationToken>,
 }
 
 impl AnaHandler for HalfApplies {
@@ -234,6 +264,12 @@ impl AnaHandler for HalfApplies {
             .iter()
             .any(|e| e.access == AnaAccess::Optimized)
         {
+            for r in &self.relays {
+                r.block();
+            }
+            if let Some(stop) = &self.stop {
+                stop.cancel();
+            }
             self.cut.store(true, Ordering::SeqCst);
             return Err(HandlerError::Target {
                 target: "half",
@@ -258,23 +294,85 @@ async fn a_gateway_whose_apply_failed_half_way_still_demotes_when_cut_off() {
     let mut env = Env::start(&["gw1", "gw2"], |_| {}).await;
     env.start_gateway("gw2", false).await;
     let cut = Arc::new(AtomicBool::new(false));
+    // Relays to every monitor, the leader's first (a follower would redirect the gateway
+    // to the leader's own address, past the relays).
+    let leader = env.cluster.leader().await;
+    let mut addrs: Vec<(u64, String)> = env
+        .cluster
+        .addrs
+        .iter()
+        .map(|(id, a)| (*id, a.clone()))
+        .collect();
+    addrs.sort_by_key(|(id, _)| *id != leader);
+    let mut relays = Vec::new();
+    for (_, a) in addrs {
+        relays.push(Arc::new(Proxy::start(a).await));
+    }
+    let monitors = relays.iter().map(|r| r.addr.clone()).collect();
     let handler = Arc::new(HalfApplies {
         inner: Recorder::new(&gw("gw1"), &env.groups, env.timeline.clone()),
         cut: cut.clone(),
+        relays,
+        stop: None,
     });
-    env.start_gateway_on("gw1", "gw1", true, OnMonitorLoss::Demote, None, handler)
-        .await;
-    eventually("gw1's target took the optimized state", || {
-        std::future::ready(cut.load(Ordering::SeqCst))
-    })
+    env.start_gateway_on(
+        "gw1",
+        "gw1",
+        false,
+        OnMonitorLoss::Demote,
+        Some(monitors),
+        handler,
+    )
     .await;
-    env.cut("gw1");
+    eventually(
+        "gw1's target took the optimized state and was cut off",
+        || std::future::ready(cut.load(Ordering::SeqCst)),
+    )
+    .await;
     eventually("gw1 demoted its own target", || {
         std::future::ready(env.timeline.demoted_at(&gw("gw1"), ana(1)).is_some())
     })
     .await;
     env.holder_is(1, "gw2").await;
     env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
+/// A gateway stopped right after an apply failed half-way still leaves its target
+/// inaccessible. Before the fix the failed apply cleared the applied states and the final
+/// demotion did nothing: the process exited with its target optimized.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_stopped_after_a_half_way_apply_exits_with_its_target_inaccessible() {
+    let env = Env::start(&["gw1", "gw2"], |_| {}).await;
+    let stop = CancellationToken::new();
+    let cut = Arc::new(AtomicBool::new(false));
+    let handler = Arc::new(HalfApplies {
+        inner: Recorder::new(&gw("gw1"), &env.groups, env.timeline.clone()),
+        cut: cut.clone(),
+        relays: Vec::new(),
+        stop: Some(stop.clone()),
+    });
+    let config = env.client_config(
+        "gw1",
+        env.cluster.addrs.values().cloned().collect(),
+        OnMonitorLoss::Demote,
+    );
+    let exit = gwmon_client::run(config, handler, stop).await;
+    assert!(
+        cut.load(Ordering::SeqCst),
+        "the apply failed half-way: {exit:?}"
+    );
+    assert!(
+        env.timeline
+            .changes()
+            .iter()
+            .any(|c| c.gateway == gw("gw1") && c.ana_group == ana(1) && c.optimized),
+        "the target took the optimized state"
+    );
+    assert!(
+        env.timeline.holders(ana(1)).is_empty(),
+        "gw1 exited with its target optimized"
+    );
     env.shutdown().await;
 }
 
