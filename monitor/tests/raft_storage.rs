@@ -441,3 +441,73 @@ async fn a_corrupt_or_inconsistent_snapshot_is_refused() {
     assert!(err.to_string().contains("loading the snapshot"), "{err}");
     drop(snapshot);
 }
+
+/// A command the leader decided in one term is applied only if it reached the log in that
+/// term: a leader that lost and regained leadership between deciding a timeout and
+/// proposing it (and restarted its timers meanwhile) must not act on what it saw before.
+/// The refusal is the same on every replica, and the entry survives the log round trip.
+#[tokio::test]
+async fn a_leader_command_appended_in_another_term_is_refused_the_same_everywhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_store, _log, mut sm, reader) = open_in(&dir.path().join("store")).await;
+    let k = key("rbd", "g");
+    let create = cmd_entry(
+        1,
+        1_000,
+        Command::CreateGateway {
+            key: k.clone(),
+            gateway: gw("gw1"),
+        },
+    );
+    let leader_entry = |index: u64, appended: u64, decided: u64| Entry {
+        log_id: log_id(appended, 1, index),
+        payload: EntryPayload::Normal(Request::Leader {
+            now: Timestamp(2_000),
+            term: decided,
+            cmd: Command::GatewayTimedOut {
+                key: k.clone(),
+                gateway: gw("gw1"),
+            },
+        }),
+    };
+    // Decided in term 1, appended in term 2: refused, the map unchanged.
+    let stale = leader_entry(2, 2, 1);
+    let fresh = leader_entry(3, 2, 2);
+    for e in [&create, &stale, &fresh] {
+        let decoded =
+            gwmon_monitor::raft::log_store::decode_entry(&encode_entry(e).expect("encode"))
+                .expect("decode");
+        assert_eq!(&decoded, e, "the log keeps a leader command as it was");
+    }
+    sm.apply([create]).await.expect("apply");
+    let before = reader.read(GatewayMap::clone);
+    let responses = sm.apply([stale]).await.expect("apply");
+    assert!(
+        matches!(
+            &responses[0].outcome,
+            Err(gwmon_monitor::map::MapError::StaleLeaderCommand {
+                decided: 1,
+                appended: 2
+            })
+        ),
+        "{:?}",
+        responses[0].outcome
+    );
+    assert_eq!(
+        reader.read(GatewayMap::clone),
+        before,
+        "a refused command changes nothing"
+    );
+    // Decided and appended in term 2: applied.
+    let responses = sm.apply([fresh]).await.expect("apply");
+    assert!(responses[0].outcome.is_ok(), "{:?}", responses[0].outcome);
+    let availability = reader.read(|m| {
+        m.group(&k)
+            .and_then(|g| g.gateways.get(&gw("gw1")))
+            .map(|g| g.availability)
+    });
+    assert_eq!(
+        availability,
+        Some(gwmon_monitor::map::Availability::Unavailable)
+    );
+}

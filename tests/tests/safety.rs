@@ -36,6 +36,37 @@ fn metric(m: &gwmon_client::ClientMetrics, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Wait until every running gateway has confirmed the current map on monitor `leader` and
+/// has been acked a few more times since: from then on their beacons are unchanged, so the
+/// leader acks them without a write (a write stalls without a quorum, which would stop the
+/// acks for another reason than the one under test).
+async fn quiet(env: &Env, leader: u64) {
+    let names: Vec<String> = env.gateways.keys().cloned().collect();
+    eventually("every gateway confirmed the current map", || {
+        let map = env.cluster.map(leader);
+        let quiet = map.group(&key()).is_some_and(|g| {
+            names.iter().all(|n| {
+                g.gateways
+                    .get(&gw(n))
+                    .is_some_and(|x| x.applied_epoch == g.epoch)
+            })
+        });
+        std::future::ready(quiet)
+    })
+    .await;
+    let acks = |env: &Env| -> f64 {
+        names
+            .iter()
+            .map(|n| metric(&env.gateways[n].metrics, "gwmon_client_acks_received_total"))
+            .fold(f64::INFINITY, f64::min)
+    };
+    let before = acks(env);
+    eventually("a few more acks", || {
+        std::future::ready(acks(env) >= before + 3.0)
+    })
+    .await;
+}
+
 /// A leader cut off from the other monitors, while its gateways still reach it, stops
 /// renewing their leases: they demote (or move to the new leader) before the other side can
 /// promote anyone. The fence here does not reach the targets (fencer `none`), so only the
@@ -57,31 +88,7 @@ async fn a_leader_cut_off_from_its_quorum_stops_renewing_leases() {
     env.start_gateway("gw2", false).await;
     env.settled().await;
     let old = env.cluster.leader().await;
-    // Quiet first: every gateway has confirmed the current map, so their beacons are
-    // unchanged and the old leader acks them without a write (a write would stall).
-    eventually("both gateways confirmed the current map", || {
-        let map = env.cluster.map(old);
-        let quiet = map.group(&key()).is_some_and(|g| {
-            ["gw1", "gw2"].iter().all(|n| {
-                g.gateways
-                    .get(&gw(n))
-                    .is_some_and(|x| x.applied_epoch == g.epoch)
-            })
-        });
-        std::future::ready(quiet)
-    })
-    .await;
-    let acks = |env: &Env| {
-        metric(
-            &env.gateways["gw1"].metrics,
-            "gwmon_client_acks_received_total",
-        )
-    };
-    let before = acks(&env);
-    eventually("a few more acks", || {
-        std::future::ready(acks(&env) >= before + 3.0)
-    })
-    .await;
+    quiet(&env, old).await;
     partition.isolate(old).await;
     // The others elect a leader.
     let mut new = 0;
@@ -142,6 +149,62 @@ async fn a_leader_cut_off_from_its_quorum_stops_renewing_leases() {
     partition.heal().await;
     env.settled().await;
     env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
+/// A leader whose followers are gone (killed) stops acking within half a grace of its last
+/// quorum contact, and every gateway demotes (`on_monitor_loss = demote`, as documented). Before
+/// the fix the lone leader kept acking unchanged beacons and no gateway ever demoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_without_followers_stops_acking_and_gateways_demote() {
+    let partition = Partition::new();
+    let mut env = Env::start_custom(
+        &["gw1", "gw2"],
+        Timers::FAST,
+        |_| {},
+        Some(partition.clone()),
+        Plumbing::default(),
+        true,
+    )
+    .await;
+    env.start_gateway("gw1", false).await;
+    env.start_gateway("gw2", false).await;
+    env.settled().await;
+    let leader = env.cluster.leader().await;
+    let followers: Vec<u64> = env
+        .cluster
+        .monitors
+        .keys()
+        .copied()
+        .filter(|id| *id != leader)
+        .collect();
+    quiet(&env, leader).await;
+    // As if both followers were killed: every link between monitors is cut at once (no
+    // graceful goodbye), and no other leader can be elected.
+    let stopped = tokio::time::Instant::now();
+    for id in followers {
+        partition.isolate(id).await;
+    }
+    let after = |g: &str, a: u32| {
+        env.timeline
+            .demoted_at(&gw(g), ana(a))
+            .is_some_and(|t| t >= stopped)
+    };
+    eventually(
+        "every gateway made its target inaccessible by itself",
+        || std::future::ready(after("gw1", 1) && after("gw2", 2)),
+    )
+    .await;
+    assert!(env.timeline.holders(ana(1)).is_empty());
+    assert!(env.timeline.holders(ana(2)).is_empty());
+    for name in ["gw1", "gw2"] {
+        let m = &env.gateways[name].metrics;
+        assert_eq!(
+            metric(m, "gwmon_client_lease_remaining_seconds"),
+            0.0,
+            "{name} still holds a lease"
+        );
+    }
     env.shutdown().await;
 }
 
