@@ -335,3 +335,33 @@ async fn default_config_points_at_the_kernel_tree() {
     assert_eq!(c.root, PathBuf::from("/sys/kernel/config/nvmet"));
     assert_eq!(c.nonce, None);
 }
+
+/// A crashed predecessor may have left any group of any port optimized, including groups no
+/// subsystem names any more: `demote_all` reaches every one of them.
+#[tokio::test]
+async fn demote_all_makes_every_group_of_every_port_inaccessible() {
+    let t = Tree::standard();
+    let target = NvmetTarget::new(&t.root);
+    target
+        .apply(&states(vec![
+            entry(A, 1, AnaAccess::Optimized),
+            entry(A, 2, AnaAccess::Optimized),
+            entry(B, 1, AnaAccess::Optimized),
+            entry(B, 2, AnaAccess::Optimized),
+        ]))
+        .await
+        .expect("apply");
+    // A group left behind that no namespace names.
+    write(&t.state_path(1, 7), "optimized\n");
+    target.demote_all().await.expect("demote");
+    for port in [1, 2, 3] {
+        for grp in [1, 2] {
+            assert_eq!(
+                t.state(port, grp).as_deref(),
+                Some("inaccessible"),
+                "port {port} group {grp}"
+            );
+        }
+    }
+    assert_eq!(t.state(1, 7).as_deref(), Some("inaccessible"));
+}

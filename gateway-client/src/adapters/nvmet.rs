@@ -159,6 +159,26 @@ impl AnaHandler for NvmetTarget {
         .await
     }
 
+    /// Every ANA group of every port inaccessible, including groups no subsystem names any
+    /// more: nvmet keeps one state per port and group, and a crashed predecessor may have
+    /// left any of them optimized.
+    async fn demote_all(&self) -> Result<(), HandlerError> {
+        let ticket = self
+            .inner
+            .tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        self.blocking("demote every ANA group", move |inner| {
+            let mut newest = inner.newest.lock().unwrap_or_else(|e| e.into_inner());
+            if ticket < *newest {
+                return Ok(());
+            }
+            *newest = ticket;
+            inner.demote_all()
+        })
+        .await
+    }
+
     async fn shutdown(&self, reason: &str) {
         // Every group was made inaccessible before this call; the kernel target outlives the
         // gateway process, and stopping it is the host's business, not ours.
@@ -388,6 +408,38 @@ impl Inner {
                 message: format!("{failed} ANA state writes failed, the first: {e}"),
             }),
         }
+    }
+}
+
+impl Inner {
+    fn demote_all(&self) -> Result<(), HandlerError> {
+        const OP: &str = "demote every ANA group";
+        let mut first_error = None;
+        for port in self.ports(OP)? {
+            let groups = port.dir.join("ana_groups");
+            let names = match dir_names(&groups, OP) {
+                Ok(n) => n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            for name in names {
+                let Ok(grp) = name
+                    .parse::<u32>()
+                    .map_err(|_| ())
+                    .and_then(|n| AnaGroupId::new(n).map_err(|_| ()))
+                else {
+                    continue;
+                };
+                if let Err(e) = set_state(&port.dir, grp, AnaAccess::Inaccessible, OP) {
+                    tracing::error!(port = %port.id, ana_group = %grp, error = %e,
+                        "could not make the nvmet ANA group inaccessible");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 }
 
