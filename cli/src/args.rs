@@ -220,7 +220,8 @@ pub enum ConfigCommand {
     Show,
     /// Change settings, e.g. `config set beacon_grace_ms=2000 failback_delay_ms=500`; the
     /// others keep their values. Each must be within its range (`config show` lists them);
-    /// a shorter grace shortens the gateways' leases within one beacon.
+    /// while gateways are available the grace may at most halve in one change, and a shorter
+    /// grace shortens the gateways' leases within one beacon.
     Set {
         /// `NAME=VALUE` pairs; durations in milliseconds. `config show` lists the names.
         #[arg(required = true)]

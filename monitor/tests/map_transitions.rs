@@ -628,7 +628,7 @@ fn an_idle_tick_changes_nothing() {
 }
 
 #[test]
-fn config_updates_merge_and_any_grace_in_range_goes_while_leases_are_out() {
+fn config_updates_merge_and_the_grace_at_most_halves_while_leases_are_out() {
     let mut h = Harness::new();
     let before = h.map.config().clone();
     h.ok(Command::UpdateConfig(ConfigUpdate {
@@ -648,14 +648,23 @@ fn config_updates_merge_and_any_grace_in_range_goes_while_leases_are_out() {
         "untouched settings stay"
     );
 
-    // A gateway serves and holds a lease under the 8 s grace. The liveness loop keeps its
-    // timer for that lease, so the grace may drop to anything in range at once.
+    // A gateway serves and holds a lease of up to 4 s under the 8 s grace. A leader elected
+    // just after a change counts only the new grace, so it may at most halve at a time.
     h.create("a");
     h.boot("a", &[1]);
-    h.ok(Command::UpdateConfig(ConfigUpdate {
-        beacon_grace_ms: Some(500),
-        ..ConfigUpdate::default()
-    }));
+    let refused = h
+        .apply(Command::UpdateConfig(ConfigUpdate {
+            beacon_grace_ms: Some(500),
+            ..ConfigUpdate::default()
+        }))
+        .expect_err("a grace under half the current one is refused");
+    assert!(refused.to_string().contains("set 4000 first"), "{refused}");
+    for step in [4_000, 2_000, 1_000, 500] {
+        h.ok(Command::UpdateConfig(ConfigUpdate {
+            beacon_grace_ms: Some(step),
+            ..ConfigUpdate::default()
+        }));
+    }
     assert_eq!(h.map.config().beacon_grace_ms, 500);
     // Invalid values are refused whole: nothing of the update is applied.
     assert!(h

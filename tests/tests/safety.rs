@@ -439,6 +439,70 @@ async fn a_gateway_stopped_after_a_half_way_apply_exits_with_its_target_inaccess
     env.shutdown().await;
 }
 
+/// Hangs the first apply after it is armed (a configfs write stuck in the kernel, an SPDK
+/// RPC that never answers); the client's timeout drops it.
+struct HangsOnce {
+    inner: Recorder,
+    armed: Arc<AtomicBool>,
+}
+
+impl AnaHandler for HangsOnce {
+    async fn subsystems(&self) -> Result<Vec<Subsystem>, HandlerError> {
+        self.inner.subsystems().await
+    }
+
+    async fn apply(&self, states: &AnaStates) -> Result<(), HandlerError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        self.inner.apply(states).await
+    }
+
+    async fn shutdown(&self, reason: &str) {
+        self.inner.shutdown(reason).await;
+    }
+}
+
+/// A target call that hangs when the lease runs out does not hold up the demotion past the
+/// grace: the session runs apart from the target, drops the hung call at its timeout and
+/// demotes, before the monitors fence the gateway. Before the fix handler calls ran inline
+/// in the session loop (5 attempts of up to 5 s), and the fence came first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_target_call_does_not_hold_up_the_demotion() {
+    let mut env = Env::start(&["gw1", "gw2"], |_| {}).await;
+    env.start_gateway("gw2", false).await;
+    let armed = Arc::new(AtomicBool::new(false));
+    let handler = Arc::new(HangsOnce {
+        inner: Recorder::new(&gw("gw1"), &env.groups, env.timeline.clone()),
+        armed: armed.clone(),
+    });
+    env.start_gateway_on("gw1", "gw1", true, OnMonitorLoss::Demote, None, handler)
+        .await;
+    env.settled().await;
+    let cut = tokio::time::Instant::now();
+    armed.store(true, Ordering::SeqCst);
+    env.cut("gw1");
+    env.holder_is(1, "gw2").await;
+    let demoted = env
+        .timeline
+        .demoted_at(&gw("gw1"), ana(1))
+        .filter(|t| *t >= cut)
+        .expect("gw1 demoted its own target");
+    let fenced = env
+        .timeline
+        .fence_times()
+        .into_iter()
+        .filter(|(t, g)| *g == gw("gw1") && *t >= cut)
+        .map(|(t, _)| t)
+        .min();
+    assert!(
+        fenced.is_none_or(|f| demoted < f),
+        "the fence came before gw1 demoted itself"
+    );
+    env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
 /// The system clock, shifted by a number of milliseconds a test sets.
 #[derive(Default)]
 struct ShiftedClock {

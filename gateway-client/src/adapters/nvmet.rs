@@ -136,6 +136,32 @@ impl NvmetTarget {
     }
 }
 
+impl NvmetTarget {
+    /// Run a configfs write on a blocking thread, in call order: it takes a ticket now, and
+    /// is dropped if a write with a later ticket was made first (a call the client gave up
+    /// on must never land after a later one).
+    async fn write_in_order(
+        &self,
+        op: &'static str,
+        write: impl FnOnce(&Inner) -> Result<(), HandlerError> + Send + 'static,
+    ) -> Result<(), HandlerError> {
+        let ticket = self
+            .inner
+            .tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        self.blocking(op, move |inner| {
+            let mut newest = inner.newest.lock().unwrap_or_else(|e| e.into_inner());
+            if ticket < *newest {
+                return Ok(());
+            }
+            *newest = ticket;
+            write(inner)
+        })
+        .await
+    }
+}
+
 impl AnaHandler for NvmetTarget {
     async fn subsystems(&self) -> Result<Vec<Subsystem>, HandlerError> {
         self.blocking("scan", Inner::scan).await
@@ -143,40 +169,16 @@ impl AnaHandler for NvmetTarget {
 
     async fn apply(&self, states: &AnaStates) -> Result<(), HandlerError> {
         let states = states.clone();
-        let ticket = self
-            .inner
-            .tickets
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1;
-        self.blocking("apply ANA states", move |inner| {
-            let mut newest = inner.newest.lock().unwrap_or_else(|e| e.into_inner());
-            if ticket < *newest {
-                return Ok(());
-            }
-            *newest = ticket;
-            inner.apply(&states)
-        })
-        .await
+        self.write_in_order("apply ANA states", move |inner| inner.apply(&states))
+            .await
     }
 
     /// Every ANA group of every port inaccessible, including groups no subsystem names any
     /// more: nvmet keeps one state per port and group, and a crashed predecessor may have
     /// left any of them optimized.
     async fn demote_all(&self) -> Result<(), HandlerError> {
-        let ticket = self
-            .inner
-            .tickets
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1;
-        self.blocking("demote every ANA group", move |inner| {
-            let mut newest = inner.newest.lock().unwrap_or_else(|e| e.into_inner());
-            if ticket < *newest {
-                return Ok(());
-            }
-            *newest = ticket;
-            inner.demote_all()
-        })
-        .await
+        self.write_in_order("demote every ANA group", Inner::demote_all)
+            .await
     }
 
     async fn shutdown(&self, reason: &str) {

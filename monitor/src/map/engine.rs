@@ -9,6 +9,7 @@ use super::command::Command;
 use super::config::MapConfig;
 use super::error::MapError;
 use super::event::Event;
+use super::gateway::Availability;
 use super::group::GroupState;
 use super::time::Timestamp;
 use super::transition::Ctx;
@@ -87,15 +88,36 @@ impl GatewayMap {
             || *gw.subsystems != report.subsystems
     }
 
-    /// Replace the tunables with `config` if every value is within its range.
+    /// Replace the tunables with `config` if every value is within its range and the grace
+    /// is safe to switch to now.
     ///
-    /// Any grace within the range goes, lowered or raised, however many gateways hold
-    /// leases: the leader's liveness loop keeps each gateway's timer until the lease it
-    /// granted under the old grace has run out, so a lowered grace never times out a
-    /// gateway that may still hold an old, longer lease; and gateways adopt the shorter
-    /// lease from their next ack, within one beacon interval.
+    /// A raised grace goes at once. A lowered one may at most halve in one change while any
+    /// gateway is available: gateways hold leases of up to half the grace in force when
+    /// they were acked. Under the same leader its liveness loop keeps every timer until
+    /// those have run out, and gateways adopt the shorter lease from their next ack; but a
+    /// leader elected right after the change restarts its timers and fails a gateway over
+    /// after the *new* grace, so the new grace must be at least half the old one for an old
+    /// lease to end first. With the range capped at 120 s, any value is at most eight steps
+    /// away. With no gateway available no lease is out, and anything in range goes.
     fn set_config(&mut self, config: MapConfig) -> Result<bool, MapError> {
         config.validate()?;
+        let leases_out = self.groups.values().any(|g| {
+            g.gateways
+                .values()
+                .any(|gw| gw.availability == Availability::Available)
+        });
+        let floor = self.config.beacon_grace_ms.div_ceil(2);
+        if leases_out && config.beacon_grace_ms < floor {
+            return Err(MapError::InvalidConfig {
+                field: "beacon_grace_ms".to_owned(),
+                reason: format!(
+                    "may at most halve in one change while gateways are available (they hold \
+                     leases of half the current {} ms, and a newly elected leader counts only \
+                     the new grace): set {floor} first",
+                    self.config.beacon_grace_ms
+                ),
+            });
+        }
         let changed = config != self.config;
         self.config = config;
         Ok(changed)
