@@ -16,9 +16,14 @@
 //! A fence is never given up on: the failover target holds I/O until it completes, and a
 //! promotion without it is not an option. What keeps a broken fencer from hurting the
 //! cluster is the backoff (Ceph's blocklist retry loops, without one, spun at 1 ms and took
-//! monitors down). On losing leadership the loop stops launching; fences in flight finish,
-//! and their completions fail with "not the leader", which is expected. A new leader starts
-//! over from the map: it reruns fences the old leader may have run, which fencers accept.
+//! monitors down). Only a leader a quorum confirmed starts fences (within
+//! `election_timeout_min` of its last quorum contact, when no other leader can exist), and
+//! its completion is committed as a leader command of that term. A leader that steps down,
+//! changes term, or has been out of touch with its quorum for as long as a gateway lease may
+//! last cancels the fences in flight (an exec fencer's command is killed); a moment without
+//! contact only holds new ones back. A new leader starts over from its own map, which has
+//! everything earlier terms committed: it reruns only fences still pending, which fencers
+//! accept.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -48,9 +53,8 @@ const MIN_WAIT: Duration = Duration::from_millis(10);
 /// What the runner needs from its monitor: [`Core`] in production, a fake in unit tests
 /// (which is how leadership loss and commit failures are tested without a cluster).
 pub(crate) trait FenceBoard: Send + Sync + 'static {
-    /// If this monitor leads and no other can have been elected: its term, and until when
-    /// that holds without new quorum contact.
-    fn lease(&self) -> Option<(u64, Instant)>;
+    /// This monitor's leadership as a quorum last confirmed it, if it leads.
+    fn lease(&self) -> Option<FenceLease>;
     /// Fences not completed, as the map last applied here says.
     fn pending(&self) -> Vec<FenceOrder>;
     /// Ticks after every applied change; errors once the monitor's state machine is gone.
@@ -66,8 +70,16 @@ pub(crate) trait FenceBoard: Send + Sync + 'static {
 }
 
 impl FenceBoard for Core {
-    fn lease(&self) -> Option<(u64, Instant)> {
-        self.exclusive_lease().map(|l| (l.term, l.exclusive_until))
+    fn lease(&self) -> Option<FenceLease> {
+        let lease = Core::lease(self)?;
+        let grace = self
+            .reader()
+            .read(|m| Duration::from_millis(m.config().beacon_grace_ms));
+        Some(FenceLease {
+            term: lease.term,
+            start_until: lease.exclusive_until,
+            keep_until: lease.quorum_at + grace / 2,
+        })
     }
 
     fn pending(&self) -> Vec<FenceOrder> {
@@ -101,6 +113,19 @@ impl FenceBoard for Core {
             .map(|_| ())
         })
     }
+}
+
+/// What the runner may do, and until when, without new quorum contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FenceLease {
+    /// The term this monitor leads in; fences in flight from another term are cancelled.
+    pub term: u64,
+    /// New fences start only before this: no other leader can exist yet.
+    pub start_until: Instant,
+    /// Fences in flight are cancelled after this: the leader has been out of touch with its
+    /// quorum as long as a gateway lease may last, so another may lead by now. (A moment
+    /// without contact does not cancel a slow fence that would then start over.)
+    pub keep_until: Instant,
 }
 
 /// Identifies one fence in the map: a gateway may have several, one per epoch.
@@ -204,7 +229,7 @@ impl FenceRunner {
         let mut tasks: JoinSet<(FenceKey, Outcome)> = JoinSet::new();
         let mut running: HashMap<Id, FenceKey> = HashMap::new();
         let mut fences: HashMap<FenceKey, Tracked> = HashMap::new();
-        let mut leading = false;
+        let mut leading: Option<u64> = None;
         loop {
             let lease_end = self.launch(&mut tasks, &mut running, &mut fences, &mut leading);
             let next_retry = fences
@@ -240,15 +265,13 @@ impl FenceRunner {
         tasks: &mut JoinSet<(FenceKey, Outcome)>,
         running: &mut HashMap<Id, FenceKey>,
         fences: &mut HashMap<FenceKey, Tracked>,
-        leading: &mut bool,
+        leading: &mut Option<u64>,
     ) -> Option<Instant> {
-        let Some((term, lease_end)) = self.board.lease() else {
-            if *leading {
-                info!(
-                    "no longer the leader: fences in flight are cancelled, no new ones start here"
-                );
-            }
-            *leading = false;
+        let now = Instant::now();
+        let lease = self.board.lease().filter(|l| now < l.keep_until);
+        if leading.is_some() && lease.map(|l| l.term) != *leading {
+            info!("no longer the leader: fences in flight are cancelled, no new ones start here");
+            *leading = None;
             if !running.is_empty() {
                 // A deposed leader must not keep cutting gateways off: the new leader
                 // decides from its own, newer map (an exec fencer's command is killed).
@@ -257,11 +280,16 @@ impl FenceRunner {
             }
             // Backoffs restart from the first if leadership comes back.
             fences.clear();
-            return None;
-        };
-        if !*leading {
+        }
+        let lease = lease?;
+        if now >= lease.start_until {
+            // Leading, but no quorum answered lately: start nothing, keep what runs.
+            return Some(lease.keep_until);
+        }
+        let term = lease.term;
+        if leading.is_none() {
             debug!("leading: running pending fences");
-            *leading = true;
+            *leading = Some(term);
         }
         let pending = self.board.pending();
         let keys: HashSet<FenceKey> = pending.iter().map(fence_key).collect();
@@ -298,7 +326,7 @@ impl FenceRunner {
             );
             running.insert(handle.id(), key);
         }
-        Some(lease_end)
+        Some(lease.start_until)
     }
 
     fn finished(
@@ -466,11 +494,14 @@ mod tests {
     }
 
     impl FenceBoard for FakeBoard {
-        fn lease(&self) -> Option<(u64, Instant)> {
+        fn lease(&self) -> Option<FenceLease> {
             self.leader_checks.fetch_add(1, Ordering::SeqCst);
-            self.leader
-                .load(Ordering::SeqCst)
-                .then(|| (1, Instant::now() + Duration::from_secs(3600)))
+            let far = Instant::now() + Duration::from_secs(3600);
+            self.leader.load(Ordering::SeqCst).then_some(FenceLease {
+                term: 1,
+                start_until: far,
+                keep_until: far,
+            })
         }
 
         fn pending(&self) -> Vec<FenceOrder> {
