@@ -273,13 +273,17 @@ fn paused_and_killed_gateways_never_leave_two_targets_optimized() {
     until("each gateway serves its own group", || settled(&monitors));
     let poller = Poller::start(targets.clone());
 
-    // 1. gw1 paused for 1.5 x the grace: its target keeps saying optimized until the
-    //    file fencer cuts it off; only then may gw2 serve group 1.
+    // 1. gw1 paused past the grace: its target keeps saying optimized until the file
+    //    fencer cuts it off; only then may gw2 serve group 1.
     signal(&gw1, "-STOP");
     until("gw2 serves group 1", || {
         optimized(&targets["gw2"]).is_some_and(|g| g.contains(&1))
     });
-    std::thread::sleep(Duration::from_millis(GRACE_MS / 2));
+    until("gw1 declared failed", || {
+        states(&monitors)
+            .get("gw1")
+            .is_some_and(|l| l.contains(" UNAVAILABLE "))
+    });
     signal(&gw1, "-CONT");
     // Resumed, it learns it was declared failed, rejoins and takes its group back.
     until("gw1 serves its group again", || settled(&monitors));

@@ -120,30 +120,37 @@ async fn a_leader_cut_off_from_its_quorum_stops_renewing_leases() {
         handler,
     )
     .await;
-    // Wait until every group is served again on the new side, then a full grace longer.
-    let grace = Duration::from_millis(Timers::FAST.grace_ms);
-    eventually("every group served once by the new leader's map", || {
-        let map = env.cluster.map(new);
-        let served = map.group(&key()).is_some_and(|g| {
-            g.ana
-                .values()
-                .filter(|a| a.holder.optimized().is_some())
-                .count()
-                == 3
-        });
-        std::future::ready(
-            served
-                && env
-                    .groups
-                    .iter()
-                    .all(|g| env.timeline.holders(ana(*g)).len() == 1),
-        )
-    })
-    .await;
-    let until = tokio::time::Instant::now() + grace * 2;
-    eventually("two graces under the new leader", || {
-        std::future::ready(tokio::time::Instant::now() >= until)
-    })
+    // Wait until the new leader has settled each old gateway (heard from it, or declared
+    // it failed and moved its group) and every group is served by one target.
+    let liveness = env.cluster.monitor(new).liveness.clone();
+    eventually(
+        "the new leader settled every gateway, one target per group",
+        || {
+            let map = env.cluster.map(new);
+            let settled = ["gw1", "gw2"].iter().all(|n| {
+                liveness.last_seen(&key(), &gw(n)).is_some()
+                    || map
+                        .group(&key())
+                        .and_then(|g| g.gateways.get(&gw(n)))
+                        .is_some_and(|x| x.availability == Availability::Unavailable)
+            });
+            let served = map.group(&key()).is_some_and(|g| {
+                g.ana
+                    .values()
+                    .filter(|a| a.holder.optimized().is_some())
+                    .count()
+                    == 3
+            });
+            std::future::ready(
+                settled
+                    && served
+                    && env
+                        .groups
+                        .iter()
+                        .all(|g| env.timeline.holders(ana(*g)).len() == 1),
+            )
+        },
+    )
     .await;
     env.timeline.assert_no_overlap();
     partition.heal().await;
