@@ -30,7 +30,7 @@ use std::time::Duration;
 pub use config::{ClientConfig, ClientConfigBuilder, OnMonitorLoss};
 pub use handler::{AnaEntry, AnaHandler, AnaStates, HandlerError};
 pub use metrics::ClientMetrics;
-pub use session::{run, Exit};
+pub use session::{run, run_with, Dialer, Exit, Plumbing, TcpDialer};
 
 /// Why a session ended in error. Every ANA group was made inaccessible first.
 #[derive(Debug, thiserror::Error)]

@@ -27,11 +27,13 @@ use gwmon_proto::domain::{
 };
 use gwmon_proto::leader::leader_hint;
 use gwmon_proto::v1::{self, gateway_service_client::GatewayServiceClient};
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
@@ -262,6 +264,8 @@ struct State<H> {
     started: Instant,
     /// This process's incarnation; drawn again when it rejoins after being declared failed.
     incarnation: u64,
+    rng: StdRng,
+    dialer: Arc<dyn Dialer>,
     seq: u64,
     /// Until a `Starting` beacon is acked, beacons say `Starting`: the monitors then know
     /// this is a new process, whatever the map remembers of the previous one.
@@ -294,8 +298,60 @@ struct State<H> {
     ordered_done: bool,
 }
 
-fn incarnation() -> u64 {
-    rand::rng().random_range(1..=u64::MAX)
+/// A future that opens a gRPC channel to one monitor.
+pub type DialFuture = Pin<Box<dyn Future<Output = Result<Channel, String>> + Send>>;
+
+/// Opens channels to monitors. The default dials TCP; a test or a simulation swaps in its own
+/// transport (an in-memory pipe, a simulated network).
+pub trait Dialer: Send + Sync + 'static {
+    /// A channel to `addr` (`host:port` or a URI), connected within `timeout`. The error is
+    /// one line for a log.
+    fn dial(&self, addr: &str, timeout: Duration) -> DialFuture;
+}
+
+/// Dials monitors over TCP, with HTTP/2 keepalives that notice a dead peer in seconds.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TcpDialer;
+
+impl Dialer for TcpDialer {
+    fn dial(&self, addr: &str, timeout: Duration) -> DialFuture {
+        let addr = addr.to_owned();
+        Box::pin(async move {
+            let uri = if addr.contains("://") {
+                addr.clone()
+            } else {
+                format!("http://{addr}")
+            };
+            let endpoint = tonic::transport::Endpoint::from_shared(uri)
+                .map_err(|e| format!("{addr}: {e}"))?
+                .connect_timeout(timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(3))
+                .keep_alive_while_idle(true);
+            endpoint.connect().await.map_err(|e| format!("{addr}: {e}"))
+        })
+    }
+}
+
+/// What a session runs on besides its configuration: how it reaches monitors and where its
+/// randomness comes from. [`run`] uses the defaults; a simulation injects both, so one seed
+/// replays one run.
+#[derive(Clone)]
+pub struct Plumbing {
+    pub dialer: Arc<dyn Dialer>,
+    /// Seeds the session's randomness (its incarnation, reconnect jitter). `None`: from the
+    /// operating system, as a real gateway must, so two processes never share an incarnation.
+    pub seed: Option<u64>,
+}
+
+impl Default for Plumbing {
+    fn default() -> Self {
+        Plumbing {
+            dialer: Arc::new(TcpDialer),
+            seed: None,
+        }
+    }
 }
 
 /// Run a gateway's session until the monitors order it to stop, `stop` is cancelled, or a
@@ -305,7 +361,22 @@ pub async fn run<H: AnaHandler>(
     handler: Arc<H>,
     stop: CancellationToken,
 ) -> Result<Exit, ClientError> {
+    run_with(config, handler, stop, Plumbing::default()).await
+}
+
+/// [`run`] over the given [`Plumbing`].
+pub async fn run_with<H: AnaHandler>(
+    config: ClientConfig,
+    handler: Arc<H>,
+    stop: CancellationToken,
+    plumbing: Plumbing,
+) -> Result<Exit, ClientError> {
     let now = Instant::now();
+    let mut rng = match plumbing.seed {
+        Some(seed) => StdRng::seed_from_u64(seed),
+        None => StdRng::from_os_rng(),
+    };
+    let incarnation = rng.random_range(1..=u64::MAX);
     let (orders, orders_rx) = watch::channel(None);
     let (listings, listings_rx) = watch::channel(0);
     let (reports_tx, reports) = mpsc::channel(16);
@@ -330,7 +401,9 @@ pub async fn run<H: AnaHandler>(
         config,
         handler,
         started: now,
-        incarnation: incarnation(),
+        incarnation,
+        rng,
+        dialer: plumbing.dialer,
         seq: 0,
         starting: true,
         first_map: false,
@@ -485,23 +558,12 @@ impl<H: AnaHandler> State<H> {
             incarnation: self.incarnation,
         };
         let timeout = self.config.connect_timeout;
+        let dial = self.dialer.dial(&addr, timeout);
         Box::pin(async move {
-            let uri = if addr.contains("://") {
-                addr.clone()
-            } else {
-                format!("http://{addr}")
-            };
-            let endpoint = tonic::transport::Endpoint::from_shared(uri)
-                .map_err(|e| Refusal::transport(format!("{addr}: {e}")))?
-                .connect_timeout(timeout)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(1))
-                .keep_alive_timeout(Duration::from_secs(3))
-                .keep_alive_while_idle(true);
-            let channel = endpoint
-                .connect()
+            let channel = tokio::time::timeout(timeout, dial)
                 .await
-                .map_err(|e| Refusal::transport(format!("{addr}: {e}")))?;
+                .map_err(|_| Refusal::transport(format!("{addr}: connect timed out")))?
+                .map_err(Refusal::transport)?;
             let (tx, rx) = mpsc::channel(16);
             tx.send(domain::GatewayMessage::Hello(hello).into())
                 .await
@@ -537,7 +599,7 @@ impl<H: AnaHandler> State<H> {
         }
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(self.config.reconnect_max);
-        let jitter = rand::rng().random_range(0.5..1.0);
+        let jitter = self.rng.random_range(0.5..1.0);
         Instant::now() + wait.mul_f64(jitter)
     }
 
@@ -797,7 +859,7 @@ impl<H: AnaHandler> State<H> {
                     self.slice = None;
                     self.lease_until = None;
                     self.order(Action::DemoteAll);
-                    self.incarnation = incarnation();
+                    self.incarnation = self.rng.random_range(1..=u64::MAX);
                     self.starting = true;
                     self.seq = 0;
                     self.sent.clear();

@@ -55,6 +55,20 @@ impl Default for Plumbing {
     }
 }
 
+/// The fencer the plumbing injects, else the one the configuration names.
+fn choose_fencer(
+    config: &MonitorConfig,
+    plumbing: &Plumbing,
+) -> Result<Arc<dyn Fencer>, MonitorError> {
+    match plumbing.fencer.clone() {
+        Some(f) => Ok(f),
+        None => config
+            .chosen_fencer()?
+            .build()
+            .map_err(|e| MonitorError::Config(crate::config::ConfigError::Fencer(e.to_string()))),
+    }
+}
+
 /// How long a stopping monitor waits for open gRPC streams to close before cutting them.
 pub const SERVER_DRAIN: Duration = Duration::from_secs(3);
 
@@ -100,12 +114,7 @@ impl Monitor {
         config.validate()?;
         // Chosen before anything is opened: a monitor that may not run without a fencer
         // stops here, not after it joined the cluster.
-        let fencer = match plumbing.fencer.clone() {
-            Some(f) => f,
-            None => config.chosen_fencer()?.build().map_err(|e| {
-                MonitorError::Config(crate::config::ConfigError::Fencer(e.to_string()))
-            })?,
-        };
+        let fencer = choose_fencer(&config, &plumbing)?;
         let bound = listener
             .local_addr()
             .map_err(|source| MonitorError::Listen {
@@ -128,6 +137,57 @@ impl Monitor {
             )
             .await?,
         );
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        Self::launch(config, addr, incoming, http, store, fencer, plumbing).await
+    }
+
+    /// Start a monitor on a transport and a store of the caller's: `incoming` yields the
+    /// connections of the address `addr` peers and clients reach it at. A simulation runs
+    /// real monitors this way, over its own network and a store that can lose what was not
+    /// flushed. No HTTP listener.
+    pub async fn start_custom<I, IO, IE>(
+        config: MonitorConfig,
+        addr: String,
+        incoming: I,
+        store: Arc<dyn Store>,
+        plumbing: Plumbing,
+    ) -> Result<Monitor, MonitorError>
+    where
+        I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+        IO::ConnectInfo: Clone + Send + Sync + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        config.validate()?;
+        let fencer = choose_fencer(&config, &plumbing)?;
+        Self::launch(config, addr, incoming, None, store, fencer, plumbing).await
+    }
+
+    async fn launch<I, IO, IE>(
+        config: MonitorConfig,
+        addr: String,
+        incoming: I,
+        http: Option<TcpListener>,
+        store: Arc<dyn Store>,
+        fencer: Arc<dyn Fencer>,
+        plumbing: Plumbing,
+    ) -> Result<Monitor, MonitorError>
+    where
+        I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+        IO::ConnectInfo: Clone + Send + Sync + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (log_store, state_machine, reader) =
             raft::state_machine::open_storage(store.clone()).await?;
         // Subscribed before Raft starts applying, so the counters miss nothing this process
@@ -200,7 +260,6 @@ impl Monitor {
                         .max_decoding_message_size(MAX_MESSAGE_BYTES)
                         .max_encoding_message_size(MAX_MESSAGE_BYTES),
                 );
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
             let stop = shutdown.clone();
             tokio::spawn(async move {
                 router

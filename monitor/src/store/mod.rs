@@ -16,6 +16,7 @@
 //! purge marker, then delete entries) pay for one fsync, and lets the caller decide which
 //! writes Raft's safety depends on (vote, appended entries, snapshots) and wait for those.
 
+pub mod memory;
 pub mod sled;
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use std::ops::Bound;
 use std::path::PathBuf;
 use std::pin::Pin;
 
+pub use self::memory::MemStore;
 pub use self::sled::SledStore;
 
 /// The future returned by [`Store::flush`]. Boxed so that [`Store`] stays object safe and the
