@@ -1,0 +1,469 @@
+//! The checks, read from what hosts and storage saw, never from the map:
+//!
+//! * (a) **one server per ANA group**: at no point of the history do two gateways *serve*
+//!   one ANA group, where serving means the target exposes it optimized *and* storage would
+//!   accept the target's I/O (the identity it carries is not blocklisted). Events are ordered
+//!   by their sequence number, so two changes in one simulated millisecond still count in the
+//!   order they happened. A fence ends an interval only by blocklisting; it does not stop
+//!   the counting.
+//! * (b) **fences hold**: after a fence of a gateway completed, storage accepts no write from
+//!   any process of that gateway that had started before the fence.
+//! * (c) **acknowledged admin changes stay**: the state read back at the end is, key by
+//!   key, what the last acknowledged command left, or what a later command whose outcome is
+//!   unknown would have left.
+//! * (d) **service returns**: once faults stop, every ANA group is served again, and stays
+//!   served, within the stated bound, if any gateway that can serve it exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::world::{AdminOp, Event, Record};
+
+/// What the checks need besides the history.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// The ANA groups hosts use (every gateway has namespaces in each).
+    pub ana_groups: Vec<u32>,
+    /// The gateways that run a process in the liveness phase.
+    pub gateways: Vec<String>,
+    /// How long after faults stop every group must be served again.
+    pub liveness_bound: Duration,
+}
+
+/// One broken promise, with the records that show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub check: &'static str,
+    pub at_seq: u64,
+    pub what: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({}) at #{}: {}", self.check, self.at_seq, self.what)
+    }
+}
+
+/// Run every check.
+pub fn check(history: &[Record], params: &Params) -> Vec<Violation> {
+    let mut v = one_server(history);
+    v.extend(fences_hold(history));
+    v.extend(admin_changes_stay(history));
+    v.extend(service_returns(history, params));
+    v
+}
+
+/// Who serves each ANA group, as events go by.
+#[derive(Default)]
+struct Serving {
+    /// (gateway, ana) to the identity an optimized target carries.
+    optimized: BTreeMap<(String, u32), String>,
+    blocklist: BTreeSet<String>,
+}
+
+impl Serving {
+    /// Feed one record; true if it changed what is optimized or blocklisted.
+    fn feed(&mut self, r: &Record) -> bool {
+        match &r.event {
+            Event::Target {
+                gateway,
+                ana,
+                optimized,
+                nonce,
+            } => {
+                let k = (gateway.clone(), *ana);
+                if *optimized {
+                    self.optimized.insert(k, nonce.clone());
+                } else {
+                    self.optimized.remove(&k);
+                }
+                true
+            }
+            Event::Fenced { nonces, .. } => {
+                self.blocklist.extend(nonces.iter().cloned());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The gateways serving `ana` now.
+    fn servers(&self, ana: u32) -> Vec<&str> {
+        self.optimized
+            .iter()
+            .filter(|((_, a), nonce)| *a == ana && !self.blocklist.contains(*nonce))
+            .map(|((g, _), _)| g.as_str())
+            .collect()
+    }
+
+    fn anas(&self) -> BTreeSet<u32> {
+        self.optimized.keys().map(|(_, a)| *a).collect()
+    }
+}
+
+/// (a): never two servers for one ANA group.
+pub fn one_server(history: &[Record]) -> Vec<Violation> {
+    let mut s = Serving::default();
+    let mut out = Vec::new();
+    let mut overlapping: BTreeSet<u32> = BTreeSet::new();
+    for r in history {
+        if !s.feed(r) {
+            continue;
+        }
+        for ana in s.anas() {
+            let servers = s.servers(ana);
+            if servers.len() > 1 {
+                if overlapping.insert(ana) {
+                    out.push(Violation {
+                        check: "a",
+                        at_seq: r.seq,
+                        what: format!(
+                            "ANA group {ana} served by {} at once ({:.3}s)",
+                            servers.join(" and "),
+                            r.at.as_secs_f64()
+                        ),
+                    });
+                }
+            } else {
+                overlapping.remove(&ana);
+            }
+        }
+    }
+    out
+}
+
+/// (b): a target that was serving when its gateway's fence completed, and has not been
+/// made to serve again since, gets no write accepted: the fence cut off the process that
+/// was actually writing, not an older one.
+pub fn fences_hold(history: &[Record]) -> Vec<Violation> {
+    // (gateway, ana) to the record at which the target began serving with its identity.
+    let mut serving_since: BTreeMap<(&str, u32), u64> = BTreeMap::new();
+    let mut last_fence: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut out = Vec::new();
+    let mut reported: BTreeSet<(&str, u32)> = BTreeSet::new();
+    for r in history {
+        match &r.event {
+            Event::Target {
+                gateway,
+                ana,
+                optimized,
+                ..
+            } => {
+                if *optimized {
+                    serving_since.insert((gateway, *ana), r.seq);
+                } else {
+                    serving_since.remove(&(gateway.as_str(), *ana));
+                }
+            }
+            Event::Fenced { gateway, .. } => {
+                last_fence.insert(gateway, r.seq);
+            }
+            Event::Write {
+                gateway,
+                nonce,
+                accepted: true,
+                ana,
+            } => {
+                let k = (gateway.as_str(), *ana);
+                let (Some(fence), Some(since)) = (last_fence.get(k.0), serving_since.get(&k))
+                else {
+                    continue;
+                };
+                if since < fence && reported.insert(k) {
+                    out.push(Violation {
+                        check: "b",
+                        at_seq: r.seq,
+                        what: format!(
+                            "storage accepted a write to ANA group {ana} from {nonce} ({:.3}s), \
+                             whose target serves since #{since}, after {gateway} was fenced at #{fence}",
+                            r.at.as_secs_f64()
+                        ),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// (c): every acknowledged admin change is in the final state.
+pub fn admin_changes_stay(history: &[Record]) -> Vec<Violation> {
+    let mut ops: BTreeMap<u64, AdminOp> = BTreeMap::new();
+    // Per key: the values the final state may hold, once any command was acknowledged.
+    let mut allowed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for r in history {
+        match &r.event {
+            Event::AdminSent { id, op } => {
+                ops.insert(*id, op.clone());
+            }
+            Event::AdminAcked { id } => {
+                for (k, v) in ops.get(id).map(AdminOp::effects).unwrap_or_default() {
+                    allowed.insert(k, [v].into());
+                }
+            }
+            Event::AdminFailed {
+                id,
+                definite: false,
+                ..
+            } => {
+                for (k, v) in ops.get(id).map(AdminOp::effects).unwrap_or_default() {
+                    if let Some(set) = allowed.get_mut(&k) {
+                        set.insert(v);
+                    }
+                }
+            }
+            Event::AdminRead { state } => {
+                for (k, values) in &allowed {
+                    let gateway_gone = k
+                        .split_once('/')
+                        .filter(|(kind, _)| *kind != "exists")
+                        .is_some_and(|(_, g)| {
+                            state.get(&format!("exists/{g}")).map(String::as_str) != Some("yes")
+                        });
+                    if gateway_gone {
+                        continue;
+                    }
+                    let got = state.get(k).cloned().unwrap_or_else(|| {
+                        if k.starts_with("exists/") {
+                            "no".into()
+                        } else {
+                            "(absent)".into()
+                        }
+                    });
+                    if !values.contains(&got) {
+                        out.push(Violation {
+                            check: "c",
+                            at_seq: r.seq,
+                            what: format!(
+                                "{k} reads {got:?}, but acknowledged commands allow only {values:?}"
+                            ),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// (d): after the faults, each ANA group is served within the bound and stays served.
+pub fn service_returns(history: &[Record], params: &Params) -> Vec<Violation> {
+    let Some(quiet) = history.iter().find(|r| r.event == Event::Quiet) else {
+        return vec![Violation {
+            check: "d",
+            at_seq: 0,
+            what: "the run never reached its liveness phase".into(),
+        }];
+    };
+    let Some(end) = history.last() else {
+        return Vec::new();
+    };
+    // Gateways that may serve at the end: running, existing and enabled per the final read.
+    let final_state = history.iter().rev().find_map(|r| match &r.event {
+        Event::AdminRead { state } => Some(state.clone()),
+        _ => None,
+    });
+    let can_serve = params.gateways.iter().any(|g| {
+        final_state.as_ref().is_none_or(|s| {
+            s.get(&format!("exists/{g}")).map(String::as_str) != Some("no")
+                && s.get(&format!("enabled/{g}")).map(String::as_str) != Some("false")
+        })
+    });
+    if !can_serve {
+        return Vec::new();
+    }
+    let deadline = quiet.at + params.liveness_bound;
+    let mut s = Serving::default();
+    // Per ANA group: since when it has been served without a break (None: not served now).
+    let mut since: BTreeMap<u32, Option<Duration>> = BTreeMap::new();
+    for r in history {
+        if !s.feed(r) {
+            continue;
+        }
+        for &ana in &params.ana_groups {
+            let served = !s.servers(ana).is_empty();
+            let entry = since.entry(ana).or_insert(None);
+            match (served, *entry) {
+                (true, None) => *entry = Some(r.at),
+                (false, Some(_)) => *entry = None,
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for &ana in &params.ana_groups {
+        match since.get(&ana).copied().flatten() {
+            None => out.push(Violation {
+                check: "d",
+                at_seq: end.seq,
+                what: format!(
+                    "ANA group {ana} is not served at the end ({:.3}s), {:.3}s after faults stopped",
+                    end.at.as_secs_f64(),
+                    (end.at.saturating_sub(quiet.at)).as_secs_f64()
+                ),
+            }),
+            Some(t) if t > deadline => out.push(Violation {
+                check: "d",
+                at_seq: end.seq,
+                what: format!(
+                    "ANA group {ana} served again only {:.3}s after faults stopped (bound {:.3}s)",
+                    t.saturating_sub(quiet.at).as_secs_f64(),
+                    params.liveness_bound.as_secs_f64()
+                ),
+            }),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+/// When each ANA group was last served without a break since, relative to the quiet point:
+/// how long recovery took, for the run's statistics.
+pub fn recovery(history: &[Record], ana_groups: &[u32]) -> Option<Duration> {
+    let quiet = history.iter().find(|r| r.event == Event::Quiet)?.at;
+    let mut s = Serving::default();
+    let mut since: BTreeMap<u32, Option<Duration>> = BTreeMap::new();
+    for r in history {
+        if !s.feed(r) {
+            continue;
+        }
+        for &ana in ana_groups {
+            let served = !s.servers(ana).is_empty();
+            let e = since.entry(ana).or_insert(None);
+            match (served, *e) {
+                (true, None) => *e = Some(r.at),
+                (false, Some(_)) => *e = None,
+                _ => {}
+            }
+        }
+    }
+    ana_groups
+        .iter()
+        .map(|a| {
+            since
+                .get(a)
+                .copied()
+                .flatten()
+                .map(|t| t.saturating_sub(quiet))
+        })
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64, ms: u64, event: Event) -> Record {
+        Record {
+            seq,
+            at: Duration::from_millis(ms),
+            event,
+        }
+    }
+
+    fn target(gateway: &str, ana: u32, optimized: bool, nonce: &str) -> Event {
+        Event::Target {
+            gateway: gateway.into(),
+            ana,
+            optimized,
+            nonce: nonce.into(),
+        }
+    }
+
+    #[test]
+    fn two_optimized_targets_overlap_unless_one_is_blocklisted() {
+        let h = vec![
+            rec(1, 0, target("g1", 1, true, "g1/1")),
+            rec(2, 5, target("g2", 1, true, "g2/1")),
+        ];
+        assert_eq!(one_server(&h).len(), 1);
+        let fenced = vec![
+            rec(1, 0, target("g1", 1, true, "g1/1")),
+            rec(
+                2,
+                5,
+                Event::Fenced {
+                    gateway: "g1".into(),
+                    nonces: vec!["g1/1".into()],
+                    epoch: 3,
+                },
+            ),
+            rec(3, 5, target("g2", 1, true, "g2/1")),
+        ];
+        assert!(one_server(&fenced).is_empty());
+        // A fence naming another identity does not stop the old process serving.
+        let wrong = vec![
+            rec(1, 0, target("g1", 1, true, "g1/1")),
+            rec(
+                2,
+                5,
+                Event::Fenced {
+                    gateway: "g1".into(),
+                    nonces: vec!["g1/2".into()],
+                    epoch: 3,
+                },
+            ),
+            rec(3, 5, target("g2", 1, true, "g2/1")),
+        ];
+        assert_eq!(one_server(&wrong).len(), 1);
+    }
+
+    #[test]
+    fn order_within_one_millisecond_counts() {
+        let h = vec![
+            rec(1, 0, target("g1", 1, true, "g1/1")),
+            rec(2, 5, target("g2", 1, true, "g2/1")),
+            rec(3, 5, target("g1", 1, false, "g1/1")),
+        ];
+        assert_eq!(one_server(&h).len(), 1);
+    }
+
+    #[test]
+    fn writes_after_a_fence_from_a_target_serving_across_it_are_violations() {
+        let h = vec![
+            rec(1, 0, target("g1", 1, true, "g1/1")),
+            rec(
+                2,
+                9,
+                Event::Fenced {
+                    gateway: "g1".into(),
+                    nonces: vec![],
+                    epoch: 2,
+                },
+            ),
+            rec(
+                3,
+                10,
+                Event::Write {
+                    gateway: "g1".into(),
+                    ana: 1,
+                    nonce: "g1/1".into(),
+                    accepted: true,
+                },
+            ),
+        ];
+        assert_eq!(fences_hold(&h).len(), 1);
+    }
+
+    #[test]
+    fn an_acknowledged_change_must_be_read_back() {
+        let op = AdminOp::SetFailbackDelay(700);
+        let mut h = vec![
+            rec(1, 0, Event::AdminSent { id: 1, op }),
+            rec(2, 1, Event::AdminAcked { id: 1 }),
+        ];
+        let read = |v: &str| Event::AdminRead {
+            state: [("failback_delay_ms".to_owned(), v.to_owned())].into(),
+        };
+        h.push(rec(3, 2, read("700")));
+        assert!(admin_changes_stay(&h).is_empty());
+        h.pop();
+        h.push(rec(3, 2, read("0")));
+        assert_eq!(admin_changes_stay(&h).len(), 1);
+    }
+}

@@ -1,0 +1,642 @@
+//! One simulated run: the cluster, a fault schedule drawn from the seed, a safety phase
+//! with faults, a liveness phase without, then the checks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::check::{self, Params, Violation};
+use crate::nodes::{self, MetricsBoard, Timers};
+use crate::world::{AdminOp, Event, FencerFaults, Record, World};
+
+/// What a run simulates.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seed: u64,
+    pub monitors: u64,
+    pub gateways: u32,
+    /// How long faults are injected.
+    pub safety: Duration,
+    /// How long the cluster then runs without faults before the final checks.
+    pub liveness: Duration,
+    /// How long after faults stop every ANA group must be served again.
+    pub liveness_bound: Duration,
+    pub timers: Timers,
+}
+
+impl Options {
+    pub fn new(seed: u64) -> Self {
+        Options {
+            seed,
+            monitors: 3,
+            gateways: 4,
+            safety: Duration::from_secs(30),
+            liveness: Duration::from_secs(30),
+            liveness_bound: Duration::from_secs(20),
+            timers: Timers::DEFAULT,
+        }
+    }
+}
+
+/// One injected fault; each lasts a while and is then healed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Messages from `from` to `to` are lost (and back, unless `oneway`).
+    Partition {
+        from: String,
+        to: String,
+        oneway: bool,
+    },
+    /// The Raft leader of the moment is cut off from the other monitors; gateways and the
+    /// operator still reach it.
+    IsolateLeader,
+    /// A gateway is cut off from every monitor; hosts still reach its target.
+    IsolateGateway(String),
+    /// A monitor crashes, losing unflushed writes, and restarts when healed.
+    CrashMonitor(u64),
+    /// A gateway process crashes (its target keeps serving) and restarts when healed.
+    CrashGateway(String),
+    /// A gateway process is stopped (SIGSTOP) and resumed when healed.
+    PauseGateway(String),
+    /// A monitor's wall clock jumps.
+    ClockJump { monitor: u64, by_ms: i64 },
+    /// Every message takes up to this long.
+    Latency(Duration),
+    /// The fencer fails or hangs at times.
+    FlakyFencer(FencerFaults),
+    /// Target calls fail at times (per mille).
+    FlakyTargets(u32),
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Partition { from, to, oneway } => {
+                write!(
+                    f,
+                    "partition {from} {} {to}",
+                    if *oneway { "->" } else { "<->" }
+                )
+            }
+            Fault::IsolateLeader => write!(f, "isolate the leader from the other monitors"),
+            Fault::IsolateGateway(g) => write!(f, "isolate {g} from the monitors"),
+            Fault::CrashMonitor(m) => write!(f, "crash m{m}"),
+            Fault::CrashGateway(g) => write!(f, "crash the {g} process"),
+            Fault::PauseGateway(g) => write!(f, "pause the {g} process"),
+            Fault::ClockJump { monitor, by_ms } => write!(f, "m{monitor} clock jumps {by_ms} ms"),
+            Fault::Latency(d) => write!(f, "latency up to {} ms", d.as_millis()),
+            Fault::FlakyFencer(ff) => write!(
+                f,
+                "fencer fails {:.0}% and hangs {:.0}% of attempts",
+                ff.fail * 100.0,
+                ff.hang * 100.0
+            ),
+            Fault::FlakyTargets(p) => write!(f, "target calls fail {p} per mille"),
+        }
+    }
+}
+
+/// A fault at an offset into the safety phase, healed `lasts` later.
+#[derive(Debug, Clone)]
+pub struct Scheduled {
+    pub at: Duration,
+    pub lasts: Duration,
+    pub fault: Fault,
+}
+
+/// An operator's command at an offset into the safety phase.
+#[derive(Debug, Clone)]
+pub struct ScheduledOp {
+    pub at: Duration,
+    pub op: AdminOp,
+}
+
+/// The whole schedule of a run, drawn from its seed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub faults: Vec<Scheduled>,
+    pub ops: Vec<ScheduledOp>,
+}
+
+fn gw(i: u32) -> String {
+    format!("g{i}")
+}
+
+impl Plan {
+    pub fn draw(o: &Options) -> Plan {
+        let mut rng = StdRng::seed_from_u64(o.seed);
+        let safety_ms = u64::try_from(o.safety.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let n = rng.random_range(2..=8);
+        let mut faults = Vec::new();
+        for _ in 0..n {
+            let at = Duration::from_millis(rng.random_range(0..safety_ms));
+            let lasts = Duration::from_millis(rng.random_range(300..12_000));
+            let g = gw(rng.random_range(1..=o.gateways));
+            let m = rng.random_range(1..=o.monitors);
+            let fault = match rng.random_range(0..12) {
+                0 => {
+                    let hosts: Vec<String> = (1..=o.monitors)
+                        .map(nodes::monitor_host)
+                        .chain((1..=o.gateways).map(gw))
+                        .collect();
+                    let a = hosts[rng.random_range(0..hosts.len())].clone();
+                    let b = hosts[rng.random_range(0..hosts.len())].clone();
+                    if a == b {
+                        continue;
+                    }
+                    Fault::Partition {
+                        from: a,
+                        to: b,
+                        oneway: rng.random_bool(0.5),
+                    }
+                }
+                1 | 2 => Fault::IsolateLeader,
+                3 => Fault::IsolateGateway(g),
+                4 | 5 => Fault::CrashMonitor(m),
+                6 => Fault::CrashGateway(g),
+                7 | 8 => Fault::PauseGateway(g),
+                9 => Fault::ClockJump {
+                    monitor: m,
+                    by_ms: rng.random_range(-30_000..30_000),
+                },
+                10 => Fault::Latency(Duration::from_millis(rng.random_range(20..400))),
+                _ => {
+                    if rng.random_bool(0.5) {
+                        Fault::FlakyFencer(FencerFaults {
+                            fail: rng.random_range(0.0..0.6),
+                            hang: rng.random_range(0.0..0.3),
+                            max_delay: Duration::from_millis(rng.random_range(1..2_000)),
+                        })
+                    } else {
+                        Fault::FlakyTargets(rng.random_range(50..600))
+                    }
+                }
+            };
+            faults.push(Scheduled { at, lasts, fault });
+        }
+        faults.sort_by_key(|s| s.at);
+        let mut ops = Vec::new();
+        for _ in 0..rng.random_range(0..=5) {
+            let at = Duration::from_millis(rng.random_range(0..safety_ms));
+            let g = gw(rng.random_range(1..=o.gateways));
+            let spare = gw(o.gateways + 1);
+            let op = match rng.random_range(0..5) {
+                0 => AdminOp::Create(spare),
+                1 => AdminOp::Delete(spare),
+                2 => AdminOp::SetEnabled(g, rng.random_bool(0.5)),
+                3 => AdminOp::SetLocation(g, format!("rack{}", rng.random_range(1..4))),
+                _ => AdminOp::SetFailbackDelay(rng.random_range(0..3_000)),
+            };
+            ops.push(ScheduledOp { at, op });
+        }
+        ops.sort_by_key(|s| s.at);
+        Plan { faults, ops }
+    }
+}
+
+/// What a run produced.
+pub struct Outcome {
+    pub seed: u64,
+    pub history: Vec<Record>,
+    pub violations: Vec<Violation>,
+    /// The harness itself failed (a host returned an error, the run could not set up).
+    pub error: Option<String>,
+    pub steps: u64,
+    /// How long after the faults stopped every ANA group was served again.
+    pub recovery: Option<Duration>,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty() && self.error.is_none()
+    }
+
+    /// The history, one line per record, leaving out the routine writes.
+    pub fn trace(&self) -> String {
+        let mut out = String::new();
+        for r in &self.history {
+            if matches!(r.event, Event::Write { accepted: true, .. }) {
+                continue;
+            }
+            out.push_str(&r.to_string());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Directed links currently cut, with how many faults cut each.
+#[derive(Default)]
+struct Cuts {
+    count: BTreeMap<(String, String), u32>,
+}
+
+impl Cuts {
+    fn cut(&mut self, sim: &turmoil::Sim<'_>, from: &str, to: &str) {
+        let c = self.count.entry((from.into(), to.into())).or_insert(0);
+        *c += 1;
+        if *c == 1 {
+            sim.partition_oneway(from, to);
+        }
+    }
+
+    fn heal(&mut self, sim: &turmoil::Sim<'_>, from: &str, to: &str) {
+        let k = (from.to_owned(), to.to_owned());
+        if let Some(c) = self.count.get_mut(&k) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                self.count.remove(&k);
+                sim.repair_oneway(from, to);
+            }
+        }
+    }
+}
+
+/// A fault in force, with what healing it takes.
+struct Active {
+    until: Duration,
+    heal: Heal,
+}
+
+enum Heal {
+    Links(Vec<(String, String)>),
+    Restart(String),
+    RestartMonitor(u64),
+    Resume(String),
+    Latency,
+    Fencer,
+    Targets,
+    Nothing,
+}
+
+struct Driver<'a> {
+    sim: turmoil::Sim<'a>,
+    world: World,
+    board: MetricsBoard,
+    cuts: Cuts,
+    active: Vec<Active>,
+    /// Hosts stopped on purpose (crashed), not to be restarted by the supervisor.
+    down: BTreeMap<String, ()>,
+    /// Gateways whose process ended by itself, and when: restarted a second later.
+    exited: BTreeMap<String, Duration>,
+    monitors: u64,
+    gateways: u32,
+    steps: u64,
+    leader: Option<(u64, u64)>,
+    next_write: Duration,
+}
+
+const WRITE_PERIOD: Duration = Duration::from_millis(50);
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+impl Driver<'_> {
+    fn now(&self) -> Duration {
+        self.sim.elapsed()
+    }
+
+    fn step(&mut self) -> Result<(), String> {
+        self.sim.step().map_err(|e| format!("host failed: {e}"))?;
+        self.steps += 1;
+        let now = self.now();
+        self.world.set_now(now);
+        if now >= self.next_write {
+            self.world.write_through_targets();
+            self.next_write = now + WRITE_PERIOD;
+        }
+        if self.steps % 20 == 0 {
+            let leader = self.board.leader();
+            if leader != self.leader {
+                if let Some((monitor, term)) = leader {
+                    self.world.record(Event::Leader { monitor, term });
+                }
+                self.leader = leader;
+            }
+            self.supervise();
+        }
+        let due: Vec<Active> = {
+            let (due, keep) = std::mem::take(&mut self.active)
+                .into_iter()
+                .partition(|a| a.until <= now);
+            self.active = keep;
+            due
+        };
+        for a in due {
+            self.heal(a.heal);
+        }
+        Ok(())
+    }
+
+    /// Restart gateway processes that ended by themselves, as systemd would.
+    fn supervise(&mut self) {
+        let now = self.now();
+        for i in 1..=self.gateways {
+            let name = gw(i);
+            if self.down.contains_key(&name) {
+                continue;
+            }
+            if self.sim.is_host_running(name.as_str()) {
+                self.exited.remove(&name);
+                continue;
+            }
+            let since = *self.exited.entry(name.clone()).or_insert(now);
+            if now >= since + RESTART_DELAY {
+                self.world
+                    .record(Event::Fault(format!("supervisor restarts {name}")));
+                self.sim.bounce(name.as_str());
+                self.exited.remove(&name);
+            }
+        }
+    }
+
+    fn inject(&mut self, s: &Scheduled) {
+        let until = self.now() + s.lasts;
+        let heal = match &s.fault {
+            Fault::Partition { from, to, oneway } => {
+                let mut links = vec![(from.clone(), to.clone())];
+                if !oneway {
+                    links.push((to.clone(), from.clone()));
+                }
+                for (a, b) in &links {
+                    self.cuts.cut(&self.sim, a, b);
+                }
+                Heal::Links(links)
+            }
+            Fault::IsolateLeader => {
+                let Some((leader, _)) = self.board.leader() else {
+                    return;
+                };
+                let mut links = Vec::new();
+                for m in (1..=self.monitors).filter(|m| *m != leader) {
+                    links.push((nodes::monitor_host(leader), nodes::monitor_host(m)));
+                    links.push((nodes::monitor_host(m), nodes::monitor_host(leader)));
+                }
+                for (a, b) in &links {
+                    self.cuts.cut(&self.sim, a, b);
+                }
+                self.world
+                    .record(Event::Fault(format!("m{leader} is the leader cut off")));
+                Heal::Links(links)
+            }
+            Fault::IsolateGateway(g) => {
+                let mut links = Vec::new();
+                for m in 1..=self.monitors {
+                    links.push((g.clone(), nodes::monitor_host(m)));
+                    links.push((nodes::monitor_host(m), g.clone()));
+                }
+                for (a, b) in &links {
+                    self.cuts.cut(&self.sim, a, b);
+                }
+                Heal::Links(links)
+            }
+            Fault::CrashMonitor(m) => {
+                let host = nodes::monitor_host(*m);
+                if self.down.contains_key(&host) {
+                    return;
+                }
+                self.sim.crash(host.as_str());
+                self.board.remove(*m);
+                let store = self.world.store(*m);
+                let keep = self
+                    .world
+                    .random_below(u64::try_from(store.unflushed()).unwrap_or(0) + 1);
+                store.crash(usize::try_from(keep).unwrap_or(0));
+                self.down.insert(host, ());
+                Heal::RestartMonitor(*m)
+            }
+            Fault::CrashGateway(g) => {
+                if self.down.contains_key(g) {
+                    return;
+                }
+                self.sim.crash(g.as_str());
+                self.down.insert(g.clone(), ());
+                Heal::Restart(g.clone())
+            }
+            Fault::PauseGateway(g) => {
+                if self.world.is_paused(g) {
+                    return;
+                }
+                self.world.set_paused(g, true);
+                Heal::Resume(g.clone())
+            }
+            Fault::ClockJump { monitor, by_ms } => {
+                self.world.jump_clock(*monitor, *by_ms);
+                Heal::Nothing
+            }
+            Fault::Latency(d) => {
+                self.sim.set_max_message_latency(*d);
+                Heal::Latency
+            }
+            Fault::FlakyFencer(f) => {
+                self.world.set_fencer_faults(*f);
+                Heal::Fencer
+            }
+            Fault::FlakyTargets(p) => {
+                self.world.set_fail_apply(*p);
+                Heal::Targets
+            }
+        };
+        self.world.record(Event::Fault(format!(
+            "{} for {} ms",
+            s.fault,
+            s.lasts.as_millis()
+        )));
+        self.active.push(Active { until, heal });
+    }
+
+    fn heal(&mut self, heal: Heal) {
+        let what = match heal {
+            Heal::Links(links) => {
+                for (a, b) in &links {
+                    self.cuts.heal(&self.sim, a, b);
+                }
+                format!("heal {} links", links.len())
+            }
+            Heal::Restart(g) => {
+                self.down.remove(&g);
+                self.sim.bounce(g.as_str());
+                format!("restart {g}")
+            }
+            Heal::RestartMonitor(m) => {
+                let host = nodes::monitor_host(m);
+                self.down.remove(&host);
+                self.sim.bounce(host.as_str());
+                format!("restart m{m}")
+            }
+            Heal::Resume(g) => {
+                self.world.set_paused(&g, false);
+                format!("resume {g}")
+            }
+            Heal::Latency => {
+                self.sim.set_max_message_latency(MAX_LATENCY);
+                "latency back to normal".into()
+            }
+            Heal::Fencer => {
+                self.world.set_fencer_faults(FencerFaults::RELIABLE);
+                "fencer reliable".into()
+            }
+            Heal::Targets => {
+                self.world.set_fail_apply(0);
+                "targets reliable".into()
+            }
+            Heal::Nothing => return,
+        };
+        self.world.record(Event::Fault(what));
+    }
+
+    fn heal_all(&mut self) {
+        for a in std::mem::take(&mut self.active) {
+            self.heal(a.heal);
+        }
+    }
+
+    fn run_until(&mut self, t: Duration) -> Result<(), String> {
+        while self.now() < t {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    /// Step until `cond` holds or `limit` passes; whether it held.
+    fn run_until_cond(
+        &mut self,
+        limit: Duration,
+        mut cond: impl FnMut(&World) -> bool,
+    ) -> Result<bool, String> {
+        let end = self.now() + limit;
+        while self.now() < end {
+            if cond(&self.world) {
+                return Ok(true);
+            }
+            self.step()?;
+        }
+        Ok(cond(&self.world))
+    }
+}
+
+const MIN_LATENCY: Duration = Duration::from_millis(1);
+const MAX_LATENCY: Duration = Duration::from_millis(5);
+
+/// Run one seed.
+pub fn run(o: &Options) -> Outcome {
+    let world = World::new(o.seed);
+    let mut steps = 0;
+    let result = simulate(o, &world, &mut steps);
+    let history = world.history();
+    let params = Params {
+        ana_groups: (1..=o.gateways).collect(),
+        gateways: (1..=o.gateways).map(gw).collect(),
+        liveness_bound: o.liveness_bound,
+    };
+    let (violations, error) = match result {
+        Ok(()) => (check::check(&history, &params), None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let recovery = check::recovery(&history, &params.ana_groups);
+    Outcome {
+        seed: o.seed,
+        history,
+        violations,
+        error,
+        steps,
+        recovery,
+    }
+}
+
+fn simulate(o: &Options, world: &World, steps: &mut u64) -> Result<(), String> {
+    let plan = Plan::draw(o);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(o.seed)
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(MIN_LATENCY)
+        .max_message_latency(MAX_LATENCY)
+        .simulation_duration(Duration::from_secs(24 * 3600))
+        .tcp_capacity(1 << 16)
+        .build();
+    let board = MetricsBoard::default();
+    for m in 1..=o.monitors {
+        sim.host(
+            nodes::monitor_host(m),
+            nodes::monitor(world.clone(), board.clone(), m, o.monitors, o.timers),
+        );
+    }
+    for i in 1..=o.gateways {
+        sim.host(
+            gw(i),
+            nodes::gateway(world.clone(), gw(i), o.monitors, o.gateways, o.timers),
+        );
+    }
+    sim.host("admin", nodes::admin(world.clone(), o.monitors));
+    let mut d = Driver {
+        sim,
+        world: world.clone(),
+        board,
+        cuts: Cuts::default(),
+        active: Vec::new(),
+        down: BTreeMap::new(),
+        exited: BTreeMap::new(),
+        monitors: o.monitors,
+        gateways: o.gateways,
+        steps: 0,
+        leader: None,
+        next_write: Duration::ZERO,
+    };
+    let mut next_id = 1;
+    for i in 1..=o.gateways {
+        world.queue_admin(next_id, AdminOp::Create(gw(i)));
+        next_id += 1;
+    }
+    // Set up: every gateway created and every ANA group served.
+    let groups: Vec<u32> = (1..=o.gateways).collect();
+    let ready = d.run_until_cond(Duration::from_secs(30), |w| {
+        let targets = w.targets();
+        groups.iter().all(|a| {
+            targets
+                .values()
+                .any(|t| t.groups.get(a).copied().unwrap_or(false))
+        })
+    })?;
+    if !ready {
+        *steps = d.steps;
+        return Err(
+            "the cluster did not come up: not every ANA group was served within 30 s".into(),
+        );
+    }
+    let start = d.now();
+    world.record(Event::Fault("faults begin".into()));
+    let mut faults = plan.faults.iter().peekable();
+    let mut ops = plan.ops.iter().peekable();
+    while d.now() < start + o.safety {
+        let now = d.now();
+        while let Some(f) = faults.next_if(|f| start + f.at <= now) {
+            d.inject(f);
+        }
+        while let Some(op) = ops.next_if(|op| start + op.at <= now) {
+            world.queue_admin(next_id, op.op.clone());
+            next_id += 1;
+        }
+        d.step()?;
+    }
+    d.heal_all();
+    for g in (1..=o.gateways).map(gw) {
+        if world.is_paused(&g) {
+            world.set_paused(&g, false);
+        }
+    }
+    world.record(Event::Quiet);
+    let quiet = d.now();
+    d.run_until(quiet + o.liveness)?;
+    world.request_read();
+    let read = d.run_until_cond(Duration::from_secs(30), |w| {
+        !w.admin_pending() && w.read_done()
+    })?;
+    *steps = d.steps;
+    if !read {
+        return Err("the operator could not read the final state within 30 s".into());
+    }
+    Ok(())
+}
