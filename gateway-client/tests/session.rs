@@ -63,14 +63,15 @@ struct Call {
     op: Op,
 }
 
-/// Records every call when it starts; `apply` fails or hangs on demand. `demote_all`
-/// always succeeds at once.
+/// Records every apply and demotion when it starts; `apply` fails or hangs on demand, and
+/// so does the listing of subsystems. `demote_all` always succeeds at once.
 #[derive(Default)]
 struct Target {
     calls: Mutex<Vec<Call>>,
     shutdowns: Mutex<Vec<(Instant, String)>>,
     fail_apply: AtomicBool,
     hang_apply: AtomicBool,
+    hang_subsystems: AtomicBool,
 }
 
 impl Target {
@@ -112,6 +113,9 @@ impl Target {
 
 impl AnaHandler for Target {
     async fn subsystems(&self) -> Result<Vec<Subsystem>, HandlerError> {
+        if self.hang_subsystems.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         Ok(Vec::new())
     }
 
@@ -910,4 +914,35 @@ async fn a_closed_stream_is_reopened_on_the_next_monitor_after_a_backoff() {
         waited > Duration::ZERO && waited <= w.config.reconnect_min,
         "reconnected after {waited:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_listing_holds_up_the_lease_demotion_no_longer_than_the_handler_timeout() {
+    let w = World::start(&["mon1"], &["mon1"]);
+    let first = w.serving().await;
+    // From now on every listing (one per beacon) hangs until the handler timeout.
+    w.target.hang_subsystems.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.script().lease = None;
+    demoted_when_the_lease_runs_out(&w, first, w.config.handler_timeout).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn losing_every_monitor_demotes_when_the_lease_runs_out() {
+    // mon2 does not answer, and mon1 refuses once its stream has ended: the session keeps
+    // trying, without acks, and the lease timer demotes the target.
+    let w = World::start(&["mon1"], &["mon1", "mon2"]);
+    let first = w.serving().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    w.script().refuse.insert("mon1".into(), None);
+    w.close(None);
+    let demoted = demoted_when_the_lease_runs_out(&w, first, Duration::ZERO).await;
+    assert!(
+        w.dials().len() > 2,
+        "the session kept trying: {:?}",
+        w.dials()
+    );
+    assert_eq!(w.hellos().len(), 1);
+    tokio::time::sleep(LEASE).await;
+    assert_eq!(w.target.serving_after(demoted), Vec::<Instant>::new());
 }
