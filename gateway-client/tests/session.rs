@@ -27,6 +27,8 @@ use gwmon_proto::leader::not_leader;
 use gwmon_proto::v1::gateway_service_server::{GatewayService, GatewayServiceServer};
 use gwmon_proto::v1::{self};
 use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -378,6 +380,8 @@ struct World {
     session: Option<JoinHandle<Result<Exit, ClientError>>>,
     config: ClientConfig,
     started: Instant,
+    /// The session's metrics (`config.metrics`), registered.
+    registry: Registry,
 }
 
 fn gateway() -> GatewayId {
@@ -462,6 +466,8 @@ impl World {
             shared: shared.clone(),
             monitors: incoming,
         });
+        let mut registry = Registry::default();
+        config.metrics.register(&mut registry);
         let target = Arc::new(target);
         let stop = CancellationToken::new();
         let started = Instant::now();
@@ -481,7 +487,18 @@ impl World {
             session: Some(session),
             config,
             started,
+            registry,
         }
+    }
+
+    /// The value of one series of the session's metrics, as scraped now.
+    fn metric(&self, series: &str) -> f64 {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("metrics encode");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
     }
 
     fn script(&self) -> MutexGuard<'_, Script> {
@@ -605,8 +622,11 @@ async fn the_lease_keeps_the_target_serving_while_acked_and_demotes_it_when_acks
 
     // The monitor goes quiet (the stream stays open): demoted when the lease runs out.
     w.script().lease = None;
+    assert_eq!(w.metric("gwmon_client_optimized_ana_groups"), 1.0);
+    assert_eq!(w.metric("gwmon_client_demotions_total"), 0.0);
     // The target is idle: the demotion starts the moment the lease runs out.
     let demoted = demoted_when_the_lease_runs_out(&w, serving, Duration::ZERO).await;
+    assert_eq!(w.metric("gwmon_client_demotions_total"), 1.0);
     // Beacons go on without acks, and the target is never served again.
     let beacons = w.beacons().len();
     tokio::time::sleep(LEASE * 2).await;
@@ -807,6 +827,7 @@ async fn a_failing_apply_is_retried_and_does_not_disable_the_lease_demotion() {
         .beacons()
         .iter()
         .all(|b| b.report.applied_epoch == Epoch::ZERO));
+    assert_eq!(w.metric("gwmon_client_optimized_ana_groups"), 0.0);
     assert_eq!(w.target.demotions_after(first), Vec::<Instant>::new());
 
     // A failed apply may still have taken effect: when the lease runs out the target is
@@ -814,6 +835,7 @@ async fn a_failing_apply_is_retried_and_does_not_disable_the_lease_demotion() {
     w.script().lease = None;
     // Every failed call returned at once: nothing holds the demotion up.
     let demoted = demoted_when_the_lease_runs_out(&w, first, Duration::ZERO).await;
+    assert_eq!(w.metric("gwmon_client_demotions_total"), 1.0);
     tokio::time::sleep(LEASE).await;
     assert_eq!(w.target.serving_after(demoted), Vec::<Instant>::new());
 }
