@@ -411,3 +411,351 @@ impl Liveness {
             .copied()
     }
 }
+
+/// The loop on a real single-node monitor (Raft over an in-memory store, no network), on
+/// paused tokio time: ticks are called by hand, so each test decides exactly when the loop
+/// runs and how late.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use gwmon_proto::domain::{Listener, Subsystem};
+
+    use super::*;
+    use crate::config::MonitorConfig;
+    use crate::map::ConfigUpdate;
+    use crate::node::{Monitor, Plumbing};
+    use crate::store::MemStore;
+
+    const PERIOD: Duration = Duration::from_millis(250);
+    /// The map's default beacon grace.
+    const GRACE: Duration = Duration::from_secs(4);
+
+    struct Leader {
+        // Kept so its tasks (Raft among them) live as long as the test.
+        _monitor: Monitor,
+        core: Core,
+        liveness: Liveness,
+        key: GroupKey,
+        gw: GatewayId,
+    }
+
+    /// A monitor that leads with a quorum's confirmation, a gateway created in its map, and
+    /// a liveness loop of its own that has taken the term (its timers started).
+    async fn leader() -> Leader {
+        let mut config = MonitorConfig::new(
+            1,
+            "/nonexistent/unused",
+            "127.0.0.1:0".parse().expect("addr"),
+        );
+        config.http_listen = None;
+        // The monitor's own loop stays out of the way: the tests tick theirs by hand.
+        config.liveness_tick_ms = 3_600_000;
+        let incoming = tokio_stream::pending::<Result<tokio::net::TcpStream, std::io::Error>>();
+        let monitor = Monitor::start_custom(
+            config,
+            "mon1:7400".into(),
+            incoming,
+            Arc::new(MemStore::new()),
+            Plumbing::default(),
+        )
+        .await
+        .expect("monitor starts");
+        let core = monitor.core.clone();
+        let end = Instant::now() + Duration::from_secs(30);
+        while core.exclusive_lease().is_none() {
+            assert!(Instant::now() < end, "the monitor never led");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let key = GroupKey::new("rbd".parse().expect("pool"), "grp1".parse().expect("group"));
+        let gw: GatewayId = "gw1".parse().expect("gateway");
+        core.propose(Command::CreateGateway {
+            key: key.clone(),
+            gateway: gw.clone(),
+        })
+        .await
+        .expect("gateway created");
+        let liveness = Liveness::new(core.clone(), PERIOD);
+        liveness.tick().await.expect("first tick");
+        Leader {
+            _monitor: monitor,
+            core,
+            liveness,
+            key,
+            gw,
+        }
+    }
+
+    fn report(seq: u64, availability: ReportedAvailability) -> GatewayReport {
+        GatewayReport {
+            seq,
+            availability,
+            subsystems: vec![Subsystem {
+                nqn: "nqn.2016-06.io.spdk:cnode1".parse().expect("nqn"),
+                listeners: vec![Listener {
+                    address: "127.0.0.1".parse().expect("address"),
+                    port: 4420,
+                }],
+                namespaces: Vec::new(),
+            }],
+            applied_epoch: Epoch::ZERO,
+            fence_epoch: Epoch::ZERO,
+        }
+    }
+
+    impl Leader {
+        async fn beacon(
+            &self,
+            incarnation: u64,
+            seq: u64,
+            availability: ReportedAvailability,
+        ) -> Result<BeaconAck, MonitorError> {
+            self.liveness
+                .beacon(&self.key, &self.gw, incarnation, report(seq, availability))
+                .await
+        }
+
+        /// A new process of `incarnation` that reports in and becomes available, acked.
+        async fn available(&self, incarnation: u64) {
+            for (seq, a) in [
+                (0, ReportedAvailability::Starting),
+                (1, ReportedAvailability::Available),
+            ] {
+                let ack = self
+                    .beacon(incarnation, seq, a)
+                    .await
+                    .expect("beacon taken");
+                assert!(ack.lease.is_some(), "{a:?} beacon not acked: {ack:?}");
+            }
+            assert_eq!(self.availability(), Availability::Available);
+        }
+
+        fn availability(&self) -> Availability {
+            self.core.reader().read(|m| {
+                m.group(&self.key)
+                    .and_then(|g| g.gateways.get(&self.gw))
+                    .map(|gw| gw.availability)
+                    .expect("the gateway is in the map")
+            })
+        }
+
+        /// Tick every period until the gateway is unavailable, checking before each tick
+        /// that it is still available; `timers_from` is when its timer last (re)started.
+        /// Returns when the tick that timed it out started.
+        async fn tick_until_timed_out(&self, timers_from: Instant) -> Instant {
+            loop {
+                tokio::time::sleep(PERIOD).await;
+                let at = Instant::now();
+                self.liveness.tick().await.expect("tick");
+                let silent = at - timers_from;
+                if self.availability() == Availability::Unavailable {
+                    return at;
+                }
+                assert!(
+                    silent < GRACE,
+                    "not timed out after {silent:?} of silence (grace {GRACE:?})"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_gateway_times_out_after_the_grace_and_not_before() {
+        let l = leader().await;
+        l.available(1).await;
+        // Beacons just under a grace apart, with the loop ticking on time, keep it
+        // available through many graces.
+        let gap = GRACE - PERIOD;
+        for seq in 2..8 {
+            let from = Instant::now();
+            while Instant::now() - from < gap {
+                tokio::time::sleep(PERIOD).await;
+                l.liveness.tick().await.expect("tick");
+                assert_eq!(l.availability(), Availability::Available);
+            }
+            l.beacon(1, seq, ReportedAvailability::Available)
+                .await
+                .expect("beacon taken");
+        }
+        // Then it goes silent.
+        let last = Instant::now();
+        l.beacon(1, 100, ReportedAvailability::Available)
+            .await
+            .expect("beacon taken");
+        assert_eq!(l.liveness.last_seen(&l.key, &l.gw), Some(last));
+        let timed_out = l.tick_until_timed_out(last).await;
+        let silent = timed_out - last;
+        assert!(silent >= GRACE, "timed out after {silent:?}");
+        assert!(silent < GRACE + PERIOD, "timed out after {silent:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zombie_incarnation_gets_no_ack() {
+        let l = leader().await;
+        l.available(1).await;
+        let held = l
+            .beacon(1, 2, ReportedAvailability::Available)
+            .await
+            .expect("beacon taken")
+            .lease
+            .expect("a lease");
+
+        // A second process with the same id is refused while the first holds the lease.
+        let refused = l.beacon(2, 0, ReportedAvailability::Starting).await;
+        assert!(
+            matches!(refused, Err(MonitorError::Duplicate { holder: 1, .. })),
+            "{refused:?}"
+        );
+        assert!(l.liveness.admit(&l.key, &l.gw, 2).is_err());
+
+        // The first goes quiet; once its lease has run out the second takes over.
+        tokio::time::sleep(held).await;
+        l.liveness.admit(&l.key, &l.gw, 2).expect("admitted");
+        let ack = l
+            .beacon(2, 0, ReportedAvailability::Starting)
+            .await
+            .expect("beacon taken");
+        assert!(ack.lease.is_some(), "{ack:?}");
+
+        // The old one wakes up: neither admitted nor acked, whatever it reports.
+        assert!(l.liveness.admit(&l.key, &l.gw, 1).is_err());
+        for (seq, a) in [
+            (3, ReportedAvailability::Available),
+            (0, ReportedAvailability::Starting),
+        ] {
+            let r = l.beacon(1, seq, a).await;
+            assert!(
+                matches!(r, Err(MonitorError::Duplicate { holder: 2, .. })),
+                "{a:?}: {r:?}"
+            );
+        }
+
+        // A process the map declared failed, still beaconing without restarting: taken
+        // (it keeps the session) but not acked with a lease. (A tick first: the loop has
+        // not run for a while, and a late tick would restart the timers.)
+        l.liveness.tick().await.expect("tick");
+        l.beacon(2, 1, ReportedAvailability::Available)
+            .await
+            .expect("beacon taken");
+        let last = Instant::now();
+        l.tick_until_timed_out(last).await;
+        let ack = l
+            .beacon(2, 2, ReportedAvailability::Available)
+            .await
+            .expect("beacon taken");
+        assert_eq!(ack.lease, None, "a declared-failed process got a lease");
+        // Restarting (Starting) is what earns a lease again.
+        let ack = l
+            .beacon(2, 0, ReportedAvailability::Starting)
+            .await
+            .expect("beacon taken");
+        assert!(ack.lease.is_some(), "{ack:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_beacon_racing_its_timeout_is_not_acked() {
+        let l = leader().await;
+        l.available(1).await;
+        let mut at = Instant::now();
+        let last = at;
+        while at - last < GRACE - PERIOD {
+            tokio::time::sleep(PERIOD).await;
+            at = Instant::now();
+            l.liveness.tick().await.expect("tick");
+        }
+        tokio::time::sleep(PERIOD).await;
+        // The tick that finds it silent and a beacon that comes while its timeout is being
+        // committed: the beacon must not renew a lease the failover is about to overrun.
+        let (ticked, beacon) = tokio::join!(
+            l.liveness.tick(),
+            l.beacon(1, 2, ReportedAvailability::Available)
+        );
+        ticked.expect("tick");
+        let ack = beacon.expect("beacon taken");
+        assert_eq!(ack.lease, None, "acked while being timed out");
+        assert_eq!(l.availability(), Availability::Unavailable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_granted_never_exceeds_half_the_grace() {
+        let l = leader().await;
+        l.available(1).await;
+        let mut seq = 2;
+        for grace_ms in [4_000, 10_000, 5_000, 20_000, 10_000] {
+            l.core
+                .propose(Command::UpdateConfig(ConfigUpdate {
+                    beacon_grace_ms: Some(grace_ms),
+                    ..ConfigUpdate::default()
+                }))
+                .await
+                .expect("grace changed");
+            let half = Duration::from_millis(grace_ms) / 2;
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let ack = l
+                    .beacon(1, seq, ReportedAvailability::Available)
+                    .await
+                    .expect("beacon taken");
+                seq += 1;
+                let lease = ack.lease.expect("a lease");
+                assert!(
+                    lease <= half,
+                    "lease {lease:?} with a grace of {grace_ms} ms"
+                );
+                // A lone monitor is its own quorum: it has no reason to grant less.
+                assert!(
+                    lease + Duration::from_millis(10) >= half,
+                    "lease {lease:?} with a grace of {grace_ms} ms"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_tick_restarts_the_timers_instead_of_timing_gateways_out() {
+        let l = leader().await;
+        l.available(1).await;
+        for _ in 0..4 {
+            tokio::time::sleep(PERIOD).await;
+            l.liveness.tick().await.expect("tick");
+        }
+        let last = Instant::now();
+        l.beacon(1, 2, ReportedAvailability::Available)
+            .await
+            .expect("beacon taken");
+
+        // The loop stalls for twice the grace (a paused process, an overloaded host): the
+        // gateway may have beaconed all along without being heard. The late tick restarts
+        // its timer rather than failing it over.
+        tokio::time::sleep(GRACE * 2).await;
+        let late = Instant::now();
+        assert!(late - last > GRACE);
+        l.liveness.tick().await.expect("late tick");
+        assert_eq!(l.availability(), Availability::Available);
+        assert_eq!(
+            l.liveness.last_seen(&l.key, &l.gw),
+            None,
+            "timers restarted"
+        );
+
+        // Still silent: timed out a full grace after the late tick, on time ticks.
+        let timed_out = l.tick_until_timed_out(late).await;
+        let silent = timed_out - late;
+        assert!(silent >= GRACE && silent < GRACE + PERIOD, "{silent:?}");
+
+        // A tick only a little late (within two periods) restarts nothing.
+        let l = leader().await;
+        l.available(1).await;
+        let last = Instant::now();
+        l.beacon(1, 2, ReportedAvailability::Available)
+            .await
+            .expect("beacon taken");
+        let mut at = last;
+        while at - last < GRACE {
+            tokio::time::sleep(PERIOD * 2).await;
+            at = Instant::now();
+            l.liveness.tick().await.expect("tick");
+        }
+        assert_eq!(l.availability(), Availability::Unavailable);
+    }
+}
