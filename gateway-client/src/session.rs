@@ -26,6 +26,7 @@ use gwmon_proto::domain::{
     Subsystem,
 };
 use gwmon_proto::leader::leader_hint;
+use gwmon_proto::mutation::{self, Mutation};
 use gwmon_proto::v1::{self, gateway_service_client::GatewayServiceClient};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -89,7 +90,8 @@ pub fn slice_states(slice: &MapSlice) -> AnaStates {
     let mut entries = Vec::new();
     for nqn in &slice.nqns {
         for v in &slice.ana_groups {
-            let serve = v.access == AnaAccess::Optimized && v.fence_complete;
+            let serve = v.access == AnaAccess::Optimized
+                && (v.fence_complete || mutation::active(Mutation::PromoteBeforeFence));
             entries.push(AnaEntry {
                 nqn: nqn.clone(),
                 ana_group: v.ana_group,
@@ -669,6 +671,13 @@ impl<H: AnaHandler> State<H> {
             if self.ordered_done || self.target_ok {
                 return;
             }
+        }
+        if action == Action::DemoteAll
+            && mutation::active(Mutation::SkipDemotionAfterFailedApply)
+            && !self.ordered_done
+            && self.ordered.as_ref().is_some_and(|o| o.action.serves())
+        {
+            return;
         }
         if action.serves() {
             self.may_serve = true;

@@ -292,7 +292,9 @@ impl Liveness {
         let now = Instant::now();
         let Some(lease) = self.core.exclusive_lease() else {
             let mut s = self.lock();
-            if !self.core.is_leader() {
+            if !self.core.is_leader()
+                && !gwmon_proto::mutation::active(gwmon_proto::mutation::Mutation::StaleTermTimeout)
+            {
                 s.forget();
             }
             return Ok(());
@@ -318,7 +320,9 @@ impl Liveness {
                 s.since = Some(s.since.map_or(hold, |t| t.max(hold)));
             }
             s.grace = Some(grace_now);
-            if s.term != Some(term) {
+            if s.term != Some(term)
+                && !gwmon_proto::mutation::active(gwmon_proto::mutation::Mutation::StaleTermTimeout)
+            {
                 info!(term, "leading: every gateway's timer restarts");
                 s.forget();
                 s.term = Some(term);

@@ -12,6 +12,7 @@ pub mod addr;
 pub mod convert;
 pub mod domain;
 pub mod leader;
+pub mod mutation;
 pub mod target_file;
 
 pub use leader::LEADER_HEADER;

@@ -9,12 +9,16 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use gwmon_proto::mutation::Mutation;
 use gwmon_sim::run::{run, Options};
 
 struct Args {
     from: u64,
     count: u64,
     trace: bool,
+    mutation: Option<Mutation>,
+    /// With a mutation: stop at the first seed that catches it.
+    until_caught: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -29,6 +33,8 @@ fn parse() -> Result<Args, String> {
             .transpose()?
             .unwrap_or(100),
         trace: false,
+        mutation: None,
+        until_caught: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -44,8 +50,18 @@ fn parse() -> Result<Args, String> {
             "--from" => args.from = value("--from")?,
             "--seeds" => args.count = value("--seeds")?,
             "--trace" => args.trace = true,
+            "--until-caught" => args.until_caught = true,
+            "--mutation" => {
+                let v = it.next().ok_or("--mutation needs a value")?;
+                args.mutation = Some(Mutation::from_name(&v).ok_or_else(|| {
+                    let names: Vec<&str> = Mutation::ALL.iter().map(|m| m.name()).collect();
+                    format!("--mutation {v}: not one of {}", names.join(", "))
+                })?);
+            }
             "-h" | "--help" => {
-                return Err("usage: gwmon-sim [--seeds N] [--from S] | --seed S [--trace]".into())
+                return Err("usage: gwmon-sim [--seeds N] [--from S] | --seed S [--trace]\n       \
+                            [--mutation NAME [--until-caught]]  (needs --profile sim or a debug build)"
+                    .into())
             }
             other => return Err(format!("unknown argument {other}; see --help")),
         }
@@ -70,8 +86,12 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let mut failed = Vec::new();
     let mut worst = std::time::Duration::ZERO;
+    let mut ran = 0u64;
     for seed in args.from..args.from.saturating_add(args.count) {
-        let out = run(&Options::new(seed));
+        let mut options = Options::new(seed);
+        options.mutation = args.mutation;
+        let out = run(&options);
+        ran += 1;
         if let Some(r) = out.recovery {
             worst = worst.max(r);
         }
@@ -79,23 +99,18 @@ fn main() -> ExitCode {
             print!("{}", out.trace());
         }
         if !out.ok() {
-            println!("seed {seed}: FAILED");
-            if let Some(e) = &out.error {
-                println!("  harness: {e}");
-            }
-            for v in &out.violations {
-                println!("  {v}");
-            }
-            println!("  replay: cargo run --release -p gwmon-sim -- --seed {seed} --trace");
+            print!("{}", out.report());
             failed.push(seed);
+            if args.until_caught && out.error.is_none() {
+                break;
+            }
         }
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "{} seeds from {} in {secs:.1} s ({:.2} seeds/s), {} failed; slowest recovery after faults {:.3} s",
-        args.count,
+        "{ran} seeds from {} in {secs:.1} s ({:.2} seeds/s), {} failed; slowest recovery after faults {:.3} s",
         args.from,
-        args.count as f64 / secs.max(1e-9),
+        ran as f64 / secs.max(1e-9),
         failed.len(),
         worst.as_secs_f64()
     );

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 use crate::net::{self, SimNet, MONITOR_PORT};
-use crate::world::{AdminOp, AdminState, Event, World};
+use crate::world::{AdminOp, AdminState, Event, Fencing, TargetCall, World};
 
 type HostResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -150,6 +150,9 @@ impl Fencer for SimFencer {
                     stderr: "simulated failure".into(),
                 });
             }
+            if self.world.fencing() == Fencing::LeaseOnly {
+                return Ok(());
+            }
             self.world.blocklist(
                 order.gateway.as_str(),
                 order.nonces.iter().map(ToString::to_string).collect(),
@@ -268,12 +271,14 @@ impl AnaHandler for SimTarget {
             gateway: &self.gateway,
         }
         .await;
-        if self.world.apply_fails() {
-            return Err(HandlerError::Target {
-                target: "sim",
-                op: "apply",
-                message: "simulated failure".into(),
-            });
+        let call = self.world.target_call(&self.gateway);
+        let failed = || HandlerError::Target {
+            target: "sim",
+            op: "apply",
+            message: format!("simulated failure: {call:?}"),
+        };
+        if call == TargetCall::FailsBefore {
+            return Err(failed());
         }
         let groups: Vec<(u32, bool)> = states
             .entries
@@ -281,7 +286,14 @@ impl AnaHandler for SimTarget {
             .map(|e| (e.ana_group.get(), e.access == AnaAccess::Optimized))
             .collect();
         self.world.set_target(&self.gateway, &self.nonce, &groups);
-        Ok(())
+        match call {
+            TargetCall::FailsAfter => Err(failed()),
+            TargetCall::HangsAfter => {
+                std::future::pending::<()>().await;
+                Err(failed())
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn shutdown(&self, _reason: &str) {}

@@ -10,7 +10,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::check::{self, Params, Violation};
 use crate::nodes::{self, MetricsBoard, Timers};
-use crate::world::{AdminOp, Event, FencerFaults, Record, World};
+use crate::world::{AdminOp, Event, FencerFaults, Fencing, Record, World};
+use gwmon_proto::mutation::{self, Mutation};
 
 /// What a run simulates.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct Options {
     /// How long after faults stop every ANA group must be served again.
     pub liveness_bound: Duration,
     pub timers: Timers,
+    /// A re-introduced bug to run with (debug builds with mutations only).
+    pub mutation: Option<Mutation>,
 }
 
 impl Options {
@@ -37,6 +40,7 @@ impl Options {
             liveness: Duration::from_secs(30),
             liveness_bound: Duration::from_secs(20),
             timers: Timers::DEFAULT,
+            mutation: None,
         }
     }
 }
@@ -53,6 +57,18 @@ pub enum Fault {
     /// The Raft leader of the moment is cut off from the other monitors; gateways and the
     /// operator still reach it.
     IsolateLeader,
+    /// As [`Fault::IsolateLeader`], and some gateways (not all) lose the old leader too, so
+    /// they find the new one while the others stay with the old.
+    SplitLeader,
+    /// A gateway is cut off from the monitors and let back in, again and again (`period`
+    /// each way), its target failing every call after taking effect.
+    Flap { gateway: String, period: Duration },
+    /// A monitor's disk takes this long per flush (the leader's, if `leader`).
+    SlowDisk {
+        monitor: u64,
+        leader: bool,
+        delay: Duration,
+    },
     /// A gateway is cut off from every monitor; hosts still reach its target.
     IsolateGateway(String),
     /// A monitor crashes, losing unflushed writes, and restarts when healed.
@@ -82,6 +98,26 @@ impl fmt::Display for Fault {
                 )
             }
             Fault::IsolateLeader => write!(f, "isolate the leader from the other monitors"),
+            Fault::SplitLeader => write!(f, "isolate the leader and split the gateways"),
+            Fault::Flap { gateway, period } => write!(
+                f,
+                "flap {gateway} every {} ms, its target failing",
+                period.as_millis()
+            ),
+            Fault::SlowDisk {
+                monitor,
+                leader,
+                delay,
+            } => write!(
+                f,
+                "{} disk flushes take {} ms",
+                if *leader {
+                    "the leader's".to_owned()
+                } else {
+                    format!("m{monitor}'s")
+                },
+                delay.as_millis()
+            ),
             Fault::IsolateGateway(g) => write!(f, "isolate {g} from the monitors"),
             Fault::CrashMonitor(m) => write!(f, "crash m{m}"),
             Fault::CrashGateway(g) => write!(f, "crash the {g} process"),
@@ -117,6 +153,7 @@ pub struct ScheduledOp {
 /// The whole schedule of a run, drawn from its seed.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    pub fencing: Fencing,
     pub faults: Vec<Scheduled>,
     pub ops: Vec<ScheduledOp>,
 }
@@ -128,6 +165,12 @@ fn gw(i: u32) -> String {
 impl Plan {
     pub fn draw(o: &Options) -> Plan {
         let mut rng = StdRng::seed_from_u64(o.seed);
+        // One run in four protects storage by leases alone.
+        let fencing = if rng.random_range(0..4) == 0 {
+            Fencing::LeaseOnly
+        } else {
+            Fencing::Storage
+        };
         let safety_ms = u64::try_from(o.safety.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -138,7 +181,17 @@ impl Plan {
             let lasts = Duration::from_millis(rng.random_range(300..12_000));
             let g = gw(rng.random_range(1..=o.gateways));
             let m = rng.random_range(1..=o.monitors);
-            let fault = match rng.random_range(0..12) {
+            let fault = match rng.random_range(0..16) {
+                12 => Fault::SplitLeader,
+                13 => Fault::Flap {
+                    gateway: g,
+                    period: Duration::from_millis(rng.random_range(3_000..8_000)),
+                },
+                14 => Fault::SlowDisk {
+                    monitor: m,
+                    leader: rng.random_bool(0.5),
+                    delay: Duration::from_millis(rng.random_range(50..3_000)),
+                },
                 0 => {
                     let hosts: Vec<String> = (1..=o.monitors)
                         .map(nodes::monitor_host)
@@ -159,7 +212,8 @@ impl Plan {
                 3 => Fault::IsolateGateway(g),
                 4 | 5 => Fault::CrashMonitor(m),
                 6 => Fault::CrashGateway(g),
-                7 | 8 => Fault::PauseGateway(g),
+                7 | 8 if fencing == Fencing::Storage => Fault::PauseGateway(g),
+                7 | 8 => Fault::IsolateLeader,
                 9 => Fault::ClockJump {
                     monitor: m,
                     by_ms: rng.random_range(-30_000..30_000),
@@ -195,13 +249,18 @@ impl Plan {
             ops.push(ScheduledOp { at, op });
         }
         ops.sort_by_key(|s| s.at);
-        Plan { faults, ops }
+        Plan {
+            fencing,
+            faults,
+            ops,
+        }
     }
 }
 
 /// What a run produced.
 pub struct Outcome {
     pub seed: u64,
+    pub mutation: Option<Mutation>,
     pub history: Vec<Record>,
     pub violations: Vec<Violation>,
     /// The harness itself failed (a host returned an error, the run could not set up).
@@ -214,6 +273,34 @@ pub struct Outcome {
 impl Outcome {
     pub fn ok(&self) -> bool {
         self.violations.is_empty() && self.error.is_none()
+    }
+
+    /// The one command that replays this run with its trace.
+    pub fn replay_command(&self) -> String {
+        match self.mutation {
+            None => format!(
+                "cargo run --release -p gwmon-sim -- --seed {} --trace",
+                self.seed
+            ),
+            Some(m) => format!(
+                "cargo run --profile sim -p gwmon-sim -- --seed {} --trace --mutation {}",
+                self.seed,
+                m.name()
+            ),
+        }
+    }
+
+    /// What went wrong, one line each, and how to replay it.
+    pub fn report(&self) -> String {
+        let mut s = format!("seed {}: FAILED\n", self.seed);
+        if let Some(e) = &self.error {
+            s.push_str(&format!("  harness: {e}\n"));
+        }
+        for v in &self.violations {
+            s.push_str(&format!("  {v}\n"));
+        }
+        s.push_str(&format!("  replay: {}\n", self.replay_command()));
+        s
     }
 
     /// The history, one line per record, leaving out the routine writes.
@@ -265,6 +352,8 @@ struct Active {
 
 enum Heal {
     Links(Vec<(String, String)>),
+    Disk(u64),
+    Sick(String),
     Restart(String),
     RestartMonitor(u64),
     Resume(String),
@@ -289,6 +378,8 @@ struct Driver<'a> {
     steps: u64,
     leader: Option<(u64, u64)>,
     next_write: Duration,
+    /// Faults a compound fault scheduled, at absolute simulated times.
+    pending: Vec<Scheduled>,
 }
 
 const WRITE_PERIOD: Duration = Duration::from_millis(50);
@@ -382,6 +473,59 @@ impl Driver<'_> {
                     .record(Event::Fault(format!("m{leader} is the leader cut off")));
                 Heal::Links(links)
             }
+            Fault::SplitLeader => {
+                let Some((leader, _)) = self.board.leader() else {
+                    return;
+                };
+                let l = nodes::monitor_host(leader);
+                let mut links = Vec::new();
+                for m in (1..=self.monitors).filter(|m| *m != leader) {
+                    links.push((l.clone(), nodes::monitor_host(m)));
+                    links.push((nodes::monitor_host(m), l.clone()));
+                }
+                let moved = self.world.random_below(u64::from(self.gateways) - 1) + 1;
+                for i in 1..=u32::try_from(moved).unwrap_or(1) {
+                    links.push((l.clone(), gw(i)));
+                    links.push((gw(i), l.clone()));
+                }
+                for (a, b) in &links {
+                    self.cuts.cut(&self.sim, a, b);
+                }
+                self.world.record(Event::Fault(format!(
+                    "m{leader} is the leader cut off; g1..g{moved} lose it too"
+                )));
+                Heal::Links(links)
+            }
+            Fault::Flap { gateway, period } => {
+                self.world.set_sick(gateway, true);
+                let mut t = self.now();
+                let end = t + s.lasts;
+                while t < end {
+                    self.pending.push(Scheduled {
+                        at: t,
+                        lasts: *period,
+                        fault: Fault::IsolateGateway(gateway.clone()),
+                    });
+                    t += *period * 2;
+                }
+                Heal::Sick(gateway.clone())
+            }
+            Fault::SlowDisk {
+                monitor,
+                leader,
+                delay,
+            } => {
+                let m = if *leader {
+                    match self.board.leader() {
+                        Some((l, _)) => l,
+                        None => return,
+                    }
+                } else {
+                    *monitor
+                };
+                self.world.store(m).set_flush_delay(*delay);
+                Heal::Disk(m)
+            }
             Fault::IsolateGateway(g) => {
                 let mut links = Vec::new();
                 for m in 1..=self.monitors {
@@ -413,6 +557,10 @@ impl Driver<'_> {
                     return;
                 }
                 self.sim.crash(g.as_str());
+                if self.world.fencing() == Fencing::LeaseOnly {
+                    // The data plane lived in the process.
+                    self.world.kill_target(g);
+                }
                 self.down.insert(g.clone(), ());
                 Heal::Restart(g.clone())
             }
@@ -483,12 +631,21 @@ impl Driver<'_> {
                 self.world.set_fail_apply(0);
                 "targets reliable".into()
             }
+            Heal::Disk(m) => {
+                self.world.store(m).set_flush_delay(Duration::ZERO);
+                format!("m{m}'s disk is fast again")
+            }
+            Heal::Sick(g) => {
+                self.world.set_sick(&g, false);
+                format!("{g}'s target works again")
+            }
             Heal::Nothing => return,
         };
         self.world.record(Event::Fault(what));
     }
 
     fn heal_all(&mut self) {
+        self.pending.clear();
         for a in std::mem::take(&mut self.active) {
             self.heal(a.heal);
         }
@@ -525,7 +682,16 @@ const MAX_LATENCY: Duration = Duration::from_millis(5);
 pub fn run(o: &Options) -> Outcome {
     let world = World::new(o.seed);
     let mut steps = 0;
-    let result = simulate(o, &world, &mut steps);
+    let result = if o.mutation.is_some() && !mutation::set(o.mutation) {
+        Err(
+            "this build has no mutations: use a debug build (`cargo test`, or `--profile sim`)"
+                .into(),
+        )
+    } else {
+        let r = simulate(o, &world, &mut steps);
+        mutation::set(None);
+        r
+    };
     let history = world.history();
     let params = Params {
         ana_groups: (1..=o.gateways).collect(),
@@ -539,6 +705,7 @@ pub fn run(o: &Options) -> Outcome {
     let recovery = check::recovery(&history, &params.ana_groups);
     Outcome {
         seed: o.seed,
+        mutation: o.mutation,
         history,
         violations,
         error,
@@ -549,6 +716,8 @@ pub fn run(o: &Options) -> Outcome {
 
 fn simulate(o: &Options, world: &World, steps: &mut u64) -> Result<(), String> {
     let plan = Plan::draw(o);
+    world.set_fencing(plan.fencing);
+    world.record(Event::Fault(format!("fencing: {:?}", plan.fencing)));
     let mut sim = turmoil::Builder::new()
         .rng_seed(o.seed)
         .tick_duration(Duration::from_millis(1))
@@ -584,6 +753,7 @@ fn simulate(o: &Options, world: &World, steps: &mut u64) -> Result<(), String> {
         steps: 0,
         leader: None,
         next_write: Duration::ZERO,
+        pending: Vec::new(),
     };
     let mut next_id = 1;
     for i in 1..=o.gateways {
@@ -613,6 +783,16 @@ fn simulate(o: &Options, world: &World, steps: &mut u64) -> Result<(), String> {
     while d.now() < start + o.safety {
         let now = d.now();
         while let Some(f) = faults.next_if(|f| start + f.at <= now) {
+            d.inject(f);
+        }
+        let due: Vec<Scheduled> = {
+            let (due, later) = std::mem::take(&mut d.pending)
+                .into_iter()
+                .partition(|s| s.at <= now);
+            d.pending = later;
+            due
+        };
+        for f in &due {
             d.inject(f);
         }
         while let Some(op) = ops.next_if(|op| start + op.at <= now) {

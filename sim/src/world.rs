@@ -126,6 +126,30 @@ pub struct TargetState {
     pub nonce: String,
 }
 
+/// How a target call goes when target faults are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetCall {
+    Works,
+    /// Fails without changing anything.
+    FailsBefore,
+    /// Changes the target, then reports failure (a timeout after the write landed).
+    FailsAfter,
+    /// Changes the target, then never answers.
+    HangsAfter,
+}
+
+/// What protects storage from a gateway the monitors gave up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fencing {
+    /// The fencer blocklists the gateway's identities at storage (Ceph's OSD blocklist). The
+    /// data plane outlives the gateway process, as a kernel target does.
+    Storage,
+    /// The fencer does nothing (`fencer = none`): safety rests on the gateways' leases alone.
+    /// Supported only where the data plane dies with the process (SPDK inside the gateway
+    /// process), and where processes are not paused; runs of this kind model exactly that.
+    LeaseOnly,
+}
+
 /// How a fencer misbehaves in this run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FencerFaults {
@@ -162,6 +186,9 @@ struct Inner {
     fencer: FencerFaults,
     /// Every `fail_apply` in a thousand target calls fail.
     fail_apply_per_mille: u32,
+    /// Gateways whose target calls all fail after taking effect.
+    sick: BTreeSet<String>,
+    fencing: Fencing,
     rng: StdRng,
     starts: BTreeMap<String, u64>,
     stores: BTreeMap<u64, MemStore>,
@@ -189,6 +216,8 @@ impl World {
                 pauses: BTreeMap::new(),
                 fencer: FencerFaults::RELIABLE,
                 fail_apply_per_mille: 0,
+                sick: BTreeSet::new(),
+                fencing: Fencing::Storage,
                 rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f_0b5e_55ed),
                 starts: BTreeMap::new(),
                 stores: BTreeMap::new(),
@@ -285,6 +314,21 @@ impl World {
         }
     }
 
+    /// The target died with its process: nothing is exposed any more.
+    pub fn kill_target(&self, gateway: &str) {
+        let (nonce, groups) = {
+            let inner = self.lock();
+            match inner.targets.get(gateway) {
+                Some(t) => (
+                    t.nonce.clone(),
+                    t.groups.keys().map(|a| (*a, false)).collect::<Vec<_>>(),
+                ),
+                None => return,
+            }
+        };
+        self.set_target(gateway, &nonce, &groups);
+    }
+
     pub fn targets(&self) -> BTreeMap<String, TargetState> {
         self.lock().targets.clone()
     }
@@ -348,11 +392,43 @@ impl World {
         self.lock().fail_apply_per_mille = per_mille;
     }
 
-    /// Whether this target call fails.
-    pub fn apply_fails(&self) -> bool {
+    /// Make every target call of `gateway` fail after taking effect, or stop that.
+    pub fn set_sick(&self, gateway: &str, sick: bool) {
         let mut inner = self.lock();
+        if sick {
+            inner.sick.insert(gateway.to_owned());
+        } else {
+            inner.sick.remove(gateway);
+        }
+    }
+
+    /// How this call to `gateway`'s target goes.
+    pub fn target_call(&self, gateway: &str) -> TargetCall {
+        let mut inner = self.lock();
+        if inner.sick.contains(gateway) {
+            return if inner.rng.random_bool(0.5) {
+                TargetCall::FailsAfter
+            } else {
+                TargetCall::HangsAfter
+            };
+        }
         let p = inner.fail_apply_per_mille;
-        p > 0 && inner.rng.random_range(0..1000) < p
+        if p == 0 || inner.rng.random_range(0..1000) >= p {
+            return TargetCall::Works;
+        }
+        match inner.rng.random_range(0..3) {
+            0 => TargetCall::FailsBefore,
+            1 => TargetCall::FailsAfter,
+            _ => TargetCall::HangsAfter,
+        }
+    }
+
+    pub fn fencing(&self) -> Fencing {
+        self.lock().fencing
+    }
+
+    pub fn set_fencing(&self, f: Fencing) {
+        self.lock().fencing = f;
     }
 
     pub fn clock_offset(&self, monitor: u64) -> i64 {

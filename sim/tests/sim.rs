@@ -1,37 +1,24 @@
 //! The simulation under `cargo test`: a fixed set of seeds, each checked; one seed run twice
-//! must give the same history, event for event.
+//! gives the same history, record for record; and each re-introduced bug is still caught by
+//! the seed that first caught it.
 //!
-//! More seeds: `cargo run --release -p gwmon-sim -- --seeds 10000` (or `GWMON_SIM_SEEDS`).
+//! More seeds: `cargo run --release -p gwmon-sim -- --seeds 10000` (or `GWMON_SIM_SEEDS`);
+//! the mutation search: `cargo run --profile sim -p gwmon-sim -- --mutation NAME --until-caught`.
 
+use gwmon_proto::mutation::Mutation;
 use gwmon_sim::run::{run, Options};
 
 /// Seeds every `cargo test` runs. A seed that once found a bug stays here for good.
-const SEEDS: std::ops::Range<u64> = 0..12;
-
-fn report(out: &gwmon_sim::run::Outcome) -> String {
-    let mut s = format!("seed {} failed:\n", out.seed);
-    if let Some(e) = &out.error {
-        s.push_str(&format!("  harness: {e}\n"));
-    }
-    for v in &out.violations {
-        s.push_str(&format!("  {v}\n"));
-    }
-    s.push_str(&format!(
-        "replay: cargo run --release -p gwmon-sim -- --seed {} --trace\n",
-        out.seed
-    ));
-    s
-}
+const SEEDS: &[u64] = &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
 
 #[test]
 fn fixed_seeds_keep_every_promise() {
-    let mut failures = Vec::new();
-    for seed in SEEDS {
-        let out = run(&Options::new(seed));
-        if !out.ok() {
-            failures.push(report(&out));
-        }
-    }
+    let failures: Vec<String> = SEEDS
+        .iter()
+        .map(|seed| run(&Options::new(*seed)))
+        .filter(|out| !out.ok())
+        .map(|out| out.report())
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -40,14 +27,14 @@ fn one_seed_replays_the_same_history() {
     let a = run(&Options::new(7));
     let b = run(&Options::new(7));
     assert!(
-        a.history.len() > 100,
-        "the run recorded too little: {}",
+        a.history.len() > 1000,
+        "the run recorded too little to compare: {} records",
         a.history.len()
     );
     let first_difference = a.history.iter().zip(&b.history).position(|(x, y)| x != y);
     assert!(
         first_difference.is_none() && a.history.len() == b.history.len(),
-        "seed 7 ran differently the second time: {} vs {} records, first difference at {:?}",
+        "seed 7 ran differently the second time: {} vs {} records, first difference: {:?}",
         a.history.len(),
         b.history.len(),
         first_difference.map(|i| (
@@ -55,4 +42,33 @@ fn one_seed_replays_the_same_history() {
             b.history.get(i).map(ToString::to_string)
         ))
     );
+}
+
+/// Each re-introduced bug, with the first seed of `gwmon-sim --mutation NAME --until-caught`
+/// that caught it (see the note in sim/README.md for how many seeds each took).
+const CAUGHT_BY: &[(Mutation, u64)] = &[
+    (Mutation::AckWithoutQuorum, 42),
+    (Mutation::PromoteBeforeFence, 3),
+];
+
+#[test]
+fn every_reintroduced_bug_is_caught() {
+    for (m, seed) in CAUGHT_BY {
+        let clean = run(&Options::new(*seed));
+        assert!(clean.ok(), "without the bug:\n{}", clean.report());
+        let mut o = Options::new(*seed);
+        o.mutation = Some(*m);
+        let out = run(&o);
+        assert!(
+            out.error.is_none(),
+            "{}: the harness failed: {:?}",
+            m.name(),
+            out.error
+        );
+        assert!(
+            !out.violations.is_empty(),
+            "{} is no longer caught by seed {seed}",
+            m.name()
+        );
+    }
 }

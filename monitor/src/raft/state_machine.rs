@@ -540,7 +540,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         at = now;
                         state.anchor.advance(now);
                         let appended = entry.log_id.leader_id.term;
-                        let outcome = if appended == term {
+                        let outcome = if appended == term
+                            || gwmon_proto::mutation::active(
+                                gwmon_proto::mutation::Mutation::StaleTermTimeout,
+                            ) {
                             state.map.apply(&cmd, now)
                         } else {
                             Err(MapError::StaleLeaderCommand {

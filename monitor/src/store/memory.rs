@@ -54,7 +54,27 @@ impl Contents {
 struct Inner {
     live: Contents,
     durable: Contents,
-    journal: Vec<Write>,
+    /// Writes since the last flush, each with its sequence number.
+    journal: Vec<(u64, Write)>,
+    next_seq: u64,
+    /// How long a flush takes (a slow disk); zero by default.
+    flush_delay: std::time::Duration,
+}
+
+impl Inner {
+    /// Make durable every journaled write numbered up to `upto`.
+    fn persist(&mut self, upto: u64) {
+        let keep = self.journal.split_off(
+            self.journal
+                .iter()
+                .position(|(seq, _)| *seq > upto)
+                .unwrap_or(self.journal.len()),
+        );
+        let done = std::mem::replace(&mut self.journal, keep);
+        for (_, w) in &done {
+            self.durable.apply(w);
+        }
+    }
 }
 
 /// An in-memory store. Clones share the same contents (like a data directory that outlives
@@ -76,7 +96,15 @@ impl MemStore {
     fn write(&self, w: Write) {
         let mut inner = self.lock();
         inner.live.apply(&w);
-        inner.journal.push(w);
+        inner.next_seq += 1;
+        let seq = inner.next_seq;
+        inner.journal.push((seq, w));
+    }
+
+    /// From now on every flush takes `delay` (on tokio's clock) before it returns, and
+    /// makes nothing durable until then: a disk whose fsync stalls.
+    pub fn set_flush_delay(&self, delay: std::time::Duration) {
+        self.lock().flush_delay = delay;
     }
 
     /// Writes not yet flushed.
@@ -89,7 +117,7 @@ impl MemStore {
     pub fn crash(&self, keep: usize) {
         let mut inner = self.lock();
         let journal = std::mem::take(&mut inner.journal);
-        for w in journal.iter().take(keep) {
+        for (_, w) in journal.iter().take(keep) {
             inner.durable.apply(w);
         }
         inner.live = inner.durable.clone();
@@ -156,11 +184,18 @@ impl Store for MemStore {
 
     fn flush(&self) -> FlushFuture<'_> {
         let mut inner = self.lock();
-        let journal = std::mem::take(&mut inner.journal);
-        for w in &journal {
-            inner.durable.apply(w);
+        let upto = inner.next_seq;
+        let delay = inner.flush_delay;
+        if delay.is_zero() {
+            inner.persist(upto);
+            return Box::pin(std::future::ready(Ok(())));
         }
-        Box::pin(std::future::ready(Ok(())))
+        drop(inner);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            self.lock().persist(upto);
+            Ok(())
+        })
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
