@@ -268,6 +268,8 @@ struct State<H> {
     incarnation: u64,
     rng: StdRng,
     dialer: Arc<dyn Dialer>,
+    /// Rejoins since the monitors last acked a beacon.
+    rejoins: u32,
     seq: u64,
     /// Until a `Starting` beacon is acked, beacons say `Starting`: the monitors then know
     /// this is a new process, whatever the map remembers of the previous one.
@@ -406,6 +408,7 @@ pub async fn run_with<H: AnaHandler>(
         incarnation,
         rng,
         dialer: plumbing.dialer,
+        rejoins: 0,
         seq: 0,
         starting: true,
         first_map: false,
@@ -522,7 +525,7 @@ impl<H: AnaHandler> State<H> {
                             Next::Rejoin => {
                                 self.config.metrics.session_closed();
                                 conn = None;
-                                reconnect_at = Instant::now();
+                                reconnect_at = Instant::now() + self.rejoin_wait();
                             }
                         },
                         Some(Err(status)) => {
@@ -603,6 +606,24 @@ impl<H: AnaHandler> State<H> {
         self.backoff = (self.backoff * 2).min(self.config.reconnect_max);
         let jitter = self.rng.random_range(0.5..1.0);
         Instant::now() + wait.mul_f64(jitter)
+    }
+
+    /// How long to wait before rejoining after being declared failed: nothing the first
+    /// time, then doubling up to `reconnect_max` while the monitors keep declaring this
+    /// gateway failed before acking it once (its fence, say, is still pending), so a
+    /// refused rejoin does not become a loop of sessions.
+    fn rejoin_wait(&mut self) -> Duration {
+        let n = self.rejoins;
+        self.rejoins = self.rejoins.saturating_add(1);
+        if n == 0 {
+            return Duration::ZERO;
+        }
+        let wait = self
+            .config
+            .reconnect_min
+            .saturating_mul(1u32 << n.min(16))
+            .min(self.config.reconnect_max);
+        wait.mul_f64(self.rng.random_range(0.5..1.0))
     }
 
     fn panic_deadline(&self) -> Instant {
@@ -844,6 +865,7 @@ impl<H: AnaHandler> State<H> {
                     // newest ack decides, shorter or not: a lowered grace, or a leader with
                     // less quorum contact left, shortens the lease at once.
                     self.lease_until = Some(sent_at + ack.lease);
+                    self.rejoins = 0;
                     self.config.metrics.ack(now, self.lease_until);
                     if was_starting {
                         self.starting = false;

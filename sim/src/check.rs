@@ -132,13 +132,16 @@ pub fn one_server(history: &[Record]) -> Vec<Violation> {
     out
 }
 
-/// (b): a target that was serving when its gateway's fence completed, and has not been
-/// made to serve again since, gets no write accepted: the fence cut off the process that
-/// was actually writing, not an older one.
+/// (b): a target that was serving when a fence of its gateway began, and has served on
+/// unchanged since, gets no write accepted once that fence completed: the fence cut off the
+/// process that was actually writing, not an older one.
 pub fn fences_hold(history: &[Record]) -> Vec<Violation> {
     // (gateway, ana) to the record at which the target began serving with its identity.
     let mut serving_since: BTreeMap<(&str, u32), u64> = BTreeMap::new();
-    let mut last_fence: BTreeMap<&str, u64> = BTreeMap::new();
+    // (gateway, epoch) to the first attempt of that fence.
+    let mut began: BTreeMap<(&str, u64), u64> = BTreeMap::new();
+    // Gateway to the start of the latest-starting fence completed so far.
+    let mut fenced_from: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut out = Vec::new();
     let mut reported: BTreeSet<(&str, u32)> = BTreeSet::new();
     for r in history {
@@ -155,8 +158,18 @@ pub fn fences_hold(history: &[Record]) -> Vec<Violation> {
                     serving_since.remove(&(gateway.as_str(), *ana));
                 }
             }
-            Event::Fenced { gateway, .. } => {
-                last_fence.insert(gateway, r.seq);
+            Event::FenceStarted { gateway, epoch } => {
+                began.entry((gateway, *epoch)).or_insert(r.seq);
+            }
+            Event::Fenced { gateway, epoch, .. } => {
+                let start = began
+                    .get(&(gateway.as_str(), *epoch))
+                    .copied()
+                    .unwrap_or(r.seq);
+                let e = fenced_from.entry(gateway).or_insert((start, r.seq));
+                if start >= e.0 {
+                    *e = (start, r.seq);
+                }
             }
             Event::Write {
                 gateway,
@@ -165,17 +178,19 @@ pub fn fences_hold(history: &[Record]) -> Vec<Violation> {
                 ana,
             } => {
                 let k = (gateway.as_str(), *ana);
-                let (Some(fence), Some(since)) = (last_fence.get(k.0), serving_since.get(&k))
+                let (Some((start, fence)), Some(since)) =
+                    (fenced_from.get(k.0), serving_since.get(&k))
                 else {
                     continue;
                 };
-                if since < fence && reported.insert(k) {
+                if since < start && reported.insert(k) {
                     out.push(Violation {
                         check: "b",
                         at_seq: r.seq,
                         what: format!(
                             "storage accepted a write to ANA group {ana} from {nonce} ({:.3}s), \
-                             whose target serves since #{since}, after {gateway} was fenced at #{fence}",
+                             whose target serves since #{since}, after a fence of {gateway} begun at #{start} \
+                             completed at #{fence}",
                             r.at.as_secs_f64()
                         ),
                     });
@@ -429,6 +444,14 @@ mod tests {
             rec(1, 0, target("g1", 1, true, "g1/1")),
             rec(
                 2,
+                5,
+                Event::FenceStarted {
+                    gateway: "g1".into(),
+                    epoch: 2,
+                },
+            ),
+            rec(
+                3,
                 9,
                 Event::Fenced {
                     gateway: "g1".into(),
@@ -437,7 +460,7 @@ mod tests {
                 },
             ),
             rec(
-                3,
+                4,
                 10,
                 Event::Write {
                     gateway: "g1".into(),
@@ -448,6 +471,11 @@ mod tests {
             ),
         ];
         assert_eq!(fences_hold(&h).len(), 1);
+        // A process that began serving after the fence began is not what it was aimed at.
+        let mut later = h.clone();
+        later[0].seq = 6;
+        later.sort_by_key(|r| r.seq);
+        assert!(fences_hold(&later).is_empty());
     }
 
     #[test]

@@ -1,20 +1,31 @@
 //! `gwmon-sim`: run many seeds, or replay one with its trace.
 //!
 //! ```text
-//! gwmon-sim --seeds 10000 [--from 0]     run seeds from..from+N, print seeds per second
-//! gwmon-sim --seed 42 [--trace]          replay one seed, print its event history
+//! gwmon-sim --seeds 10000 [--from 0] [--jobs 2]   run seeds from..from+N, print seeds/s
+//! gwmon-sim --seed 42 [--trace]                   replay one seed, print its history
+//! gwmon-sim --mutation NAME --until-caught        search for the first seed that catches it
 //! ```
-//! `GWMON_SIM_SEEDS` sets `--seeds` when no argument is given.
+//!
+//! Every seed of a batch runs in a process of its own, exactly as its replay does: some
+//! state outlives a run inside one process (counters in the libraries underneath), and a
+//! seed must give the same run whether it is found in a batch or replayed alone. A single
+//! `--seed` runs in this process. `GWMON_SIM_SEEDS` sets `--seeds` when it is not given.
 
-use std::process::ExitCode;
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 use gwmon_proto::mutation::Mutation;
 use gwmon_sim::run::{run, Options};
 
+const USAGE: &str = "usage: gwmon-sim [--seeds N] [--from S] [--jobs J] | --seed S [--trace]\n       \
+                     [--mutation NAME [--until-caught]]  (mutations need --profile sim or a debug build)";
+
 struct Args {
     from: u64,
     count: u64,
+    single: bool,
+    jobs: usize,
     trace: bool,
     mutation: Option<Mutation>,
     /// With a mutation: stop at the first seed that catches it.
@@ -32,6 +43,8 @@ fn parse() -> Result<Args, String> {
             })
             .transpose()?
             .unwrap_or(100),
+        single: false,
+        jobs: 1,
         trace: false,
         mutation: None,
         until_caught: false,
@@ -46,9 +59,17 @@ fn parse() -> Result<Args, String> {
             "--seed" => {
                 args.from = value("--seed")?;
                 args.count = 1;
+                args.single = true;
             }
             "--from" => args.from = value("--from")?,
             "--seeds" => args.count = value("--seeds")?,
+            "--jobs" => {
+                let j = value("--jobs")?;
+                if !(1..=64).contains(&j) {
+                    return Err(format!("--jobs {j}: must be between 1 and 64"));
+                }
+                args.jobs = usize::try_from(j).unwrap_or(1);
+            }
             "--trace" => args.trace = true,
             "--until-caught" => args.until_caught = true,
             "--mutation" => {
@@ -58,15 +79,118 @@ fn parse() -> Result<Args, String> {
                     format!("--mutation {v}: not one of {}", names.join(", "))
                 })?);
             }
-            "-h" | "--help" => {
-                return Err("usage: gwmon-sim [--seeds N] [--from S] | --seed S [--trace]\n       \
-                            [--mutation NAME [--until-caught]]  (needs --profile sim or a debug build)"
-                    .into())
-            }
+            "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}; see --help")),
         }
     }
+    if args.count == 0 {
+        return Err("--seeds 0: nothing to run".into());
+    }
     Ok(args)
+}
+
+/// Log lines stamped with simulated time, to read beside the trace.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(t) => write!(w, "{:>9.3}s", t.as_secs_f64()),
+            None => write!(w, "{:>10}", "-"),
+        }
+    }
+}
+
+/// Run one seed here and print its result: the report if it failed, then one line
+/// `result seed=S ok=B recovery_ms=N digest=HEX` that a batch parent reads.
+fn run_one(args: &Args) -> ExitCode {
+    let mut options = Options::new(args.from);
+    options.mutation = args.mutation;
+    let out = run(&options);
+    if args.trace {
+        print!("{}", out.trace());
+    }
+    if !out.ok() {
+        print!("{}", out.report());
+    }
+    println!(
+        "result seed={} ok={} recovery_ms={} digest={:016x}",
+        out.seed,
+        out.ok(),
+        out.recovery
+            .map_or(-1, |r| i64::try_from(r.as_millis()).unwrap_or(i64::MAX)),
+        out.digest()
+    );
+    if out.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// What a child reported.
+struct Result1 {
+    seed: u64,
+    ok: bool,
+    recovery: Option<Duration>,
+    report: String,
+}
+
+fn spawn(seed: u64, mutation: Option<Mutation>) -> Result<Child, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--seed").arg(seed.to_string());
+    if let Some(m) = mutation {
+        cmd.arg("--mutation").arg(m.name());
+    }
+    cmd.env_remove("GWMON_SIM_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start a run: {e}"))
+}
+
+fn collect(seed: u64, child: Child) -> Result1 {
+    let output = match child.wait_with_output() {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => format!("seed {seed}: FAILED\n  harness: the run's process failed: {e}\n"),
+    };
+    let result = output
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("result "))
+        .map(str::to_owned);
+    let Some(result) = result else {
+        return Result1 {
+            seed,
+            ok: false,
+            recovery: None,
+            report: format!("seed {seed}: FAILED\n  harness: the run ended without a result (crashed?)\n{output}"),
+        };
+    };
+    let field = |k: &str| {
+        result
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let ok = field("ok") == "true";
+    let recovery = field("recovery_ms")
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_millis);
+    let report = output
+        .lines()
+        .filter(|l| !l.starts_with("result "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Result1 {
+        seed,
+        ok,
+        recovery,
+        report,
+    }
 }
 
 fn main() -> ExitCode {
@@ -80,30 +204,53 @@ fn main() -> ExitCode {
     if let Ok(filter) = std::env::var("GWMON_SIM_LOG") {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .without_time()
+            .with_timer(SimTime)
+            .with_ansi(false)
             .try_init();
+    }
+    if args.single {
+        return run_one(&args);
     }
     let started = Instant::now();
     let mut failed = Vec::new();
-    let mut worst = std::time::Duration::ZERO;
+    let mut worst = Duration::ZERO;
     let mut ran = 0u64;
-    for seed in args.from..args.from.saturating_add(args.count) {
-        let mut options = Options::new(seed);
-        options.mutation = args.mutation;
-        let out = run(&options);
-        ran += 1;
-        if let Some(r) = out.recovery {
-            worst = worst.max(r);
-        }
-        if args.trace {
-            print!("{}", out.trace());
-        }
-        if !out.ok() {
-            print!("{}", out.report());
-            failed.push(seed);
-            if args.until_caught && out.error.is_none() {
-                break;
+    let mut next = args.from;
+    let end = args.from.saturating_add(args.count);
+    let mut running: VecDeque<(u64, Child)> = VecDeque::new();
+    let mut stop = false;
+    loop {
+        while !stop && next < end && running.len() < args.jobs {
+            match spawn(next, args.mutation) {
+                Ok(c) => running.push_back((next, c)),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(1);
+                }
             }
+            next += 1;
+        }
+        let Some((seed, child)) = running.pop_front() else {
+            break;
+        };
+        let r = collect(seed, child);
+        ran += 1;
+        if let Some(rec) = r.recovery {
+            worst = worst.max(rec);
+        }
+        if !r.ok {
+            println!("{}", r.report);
+            failed.push(r.seed);
+            if args.until_caught {
+                stop = true;
+            }
+        }
+        if ran % 100 == 0 {
+            println!(
+                "progress: {ran} seeds, {} failed, {:.2} seeds/s",
+                failed.len(),
+                ran as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            );
         }
     }
     let secs = started.elapsed().as_secs_f64();

@@ -129,6 +129,10 @@ struct SimFencer {
 impl Fencer for SimFencer {
     fn fence<'a>(&'a self, order: &'a FenceOrder) -> BoxFuture<'a, Result<(), FenceError>> {
         Box::pin(async move {
+            self.world.record(Event::FenceStarted {
+                gateway: order.gateway.to_string(),
+                epoch: order.epoch.0,
+            });
             let faults = self.world.fencer_faults();
             let max = u64::try_from(faults.max_delay.as_millis()).unwrap_or(u64::MAX);
             let delay = self.world.random_below(max.max(1));
@@ -164,6 +168,11 @@ impl Fencer for SimFencer {
 
     fn name(&self) -> &'static str {
         "sim"
+    }
+
+    /// In a run without storage fencing it is the `none` fencer: it cuts nobody off.
+    fn cuts_off(&self) -> bool {
+        self.world.fencing() == Fencing::Storage
     }
 }
 

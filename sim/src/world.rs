@@ -38,6 +38,8 @@ pub enum Event {
         nonces: Vec<String>,
         epoch: u64,
     },
+    /// A fence attempt began.
+    FenceStarted { gateway: String, epoch: u64 },
     /// A fence attempt that did not complete.
     FenceFailed { gateway: String, why: String },
     /// A host's write through a target reached storage.

@@ -109,6 +109,16 @@ pub trait Fencer: Send + Sync {
 
     /// A short name for logs and health checks: `none`, `exec`, `webhook`, `file`.
     fn name(&self) -> &'static str;
+
+    /// Whether `Ok` means the gateway can no longer write. A fencer that cannot cut a
+    /// gateway off (`none`) answers false, and the runner then completes its fences only a
+    /// full beacon grace after starting them: by then every lease the gateway held has run
+    /// out and its own demotion has had the time the configuration guarantees it. Without
+    /// that wait a gateway declared failed while alive (it reported its target unusable)
+    /// could still be serving under its lease when its group is promoted elsewhere.
+    fn cuts_off(&self) -> bool {
+        true
+    }
 }
 
 /// Why one fence attempt failed. One line, fit for a log and for `nvme-gw` output.

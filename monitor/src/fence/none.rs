@@ -27,13 +27,17 @@ impl NoFence {
 }
 
 impl Fencer for NoFence {
+    fn cuts_off(&self) -> bool {
+        false
+    }
+
     fn fence<'a>(&'a self, order: &'a FenceOrder) -> BoxFuture<'a, Result<(), FenceError>> {
         Box::pin(async move {
             warn!(
                 key = %order.key,
                 gateway = %order.gateway,
                 epoch = %order.epoch,
-                "fence completed without fencing (fencer = none): the old owner is trusted to have demoted itself"
+                "nothing to fence with (fencer = none): the fence completes a beacon grace after it started, once the old owner's lease has run out and it has demoted itself"
             );
             Ok(())
         })

@@ -67,6 +67,9 @@ pub(crate) trait FenceBoard: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), MonitorError>>;
     /// One run of the fencer ended, `ok` or not (for metrics).
     fn fence_ended(&self, _ok: bool) {}
+    /// The beacon grace: how long after its start a fence by a fencer that cannot cut a
+    /// gateway off completes.
+    fn grace(&self) -> Duration;
 }
 
 impl FenceBoard for Core {
@@ -92,6 +95,11 @@ impl FenceBoard for Core {
 
     fn fence_ended(&self, ok: bool) {
         self.telemetry().fence_result(ok);
+    }
+
+    fn grace(&self) -> Duration {
+        self.reader()
+            .read(|m| Duration::from_millis(m.config().beacon_grace_ms))
     }
 
     fn complete(
@@ -414,8 +422,14 @@ async fn attempt(
     term: u64,
     order: FenceOrder,
 ) -> Outcome {
+    let started = Instant::now();
     if let Err(e) = fencer.fence(&order).await {
         return Outcome::Failed(Failure::Fence(e));
+    }
+    if !fencer.cuts_off() {
+        // Nothing cut the gateway off: wait until its lease has run out and its own
+        // demotion has had its time (see `Fencer::cuts_off`).
+        tokio::time::sleep_until(started + board.grace()).await;
     }
     match board.complete(term, order).await {
         Ok(()) => Outcome::Completed,
@@ -493,6 +507,9 @@ mod tests {
         }
     }
 
+    /// The fake map's beacon grace.
+    const FAKE_GRACE: Duration = Duration::from_millis(300);
+
     impl FenceBoard for FakeBoard {
         fn lease(&self) -> Option<FenceLease> {
             self.leader_checks.fetch_add(1, Ordering::SeqCst);
@@ -510,6 +527,10 @@ mod tests {
 
         fn changes(&self) -> watch::Receiver<u64> {
             self.tx.subscribe()
+        }
+
+        fn grace(&self) -> Duration {
+            FAKE_GRACE
         }
 
         fn complete(
@@ -687,6 +708,30 @@ mod tests {
             );
         }
         assert_eq!(*lock(&board.completed), vec![order("a", 7)]);
+        stop(s, t).await;
+    }
+
+    #[tokio::test]
+    async fn a_fencer_that_cannot_cut_off_completes_only_a_grace_after_it_started() {
+        // A gateway declared failed while alive may hold a lease for up to half a grace and
+        // then needs time to demote: with nothing to cut it off, its group must not move
+        // before a whole grace has passed.
+        let board = FakeBoard::new(true, vec![order("a", 9)]);
+        let began = Instant::now();
+        let runner = FenceRunner::with_board(
+            board.clone(),
+            Arc::new(super::super::none::NoFence),
+            Duration::from_millis(50),
+        )
+        .with_tick(Duration::from_millis(20));
+        let s = CancellationToken::new();
+        let t = tokio::spawn(runner.run(s.clone()));
+        until("the fence completes", || board.completed() == 1).await;
+        assert!(
+            began.elapsed() >= FAKE_GRACE,
+            "completed after {:?}, before the {FAKE_GRACE:?} grace",
+            began.elapsed()
+        );
         stop(s, t).await;
     }
 
