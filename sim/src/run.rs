@@ -695,6 +695,9 @@ impl Driver<'_> {
     }
 }
 
+/// Simulated time per step. Timers fire, and messages arrive, on these boundaries; events
+/// within one step are still ordered (by sequence number).
+const TICK: Duration = Duration::from_millis(2);
 const MIN_LATENCY: Duration = Duration::from_millis(1);
 const MAX_LATENCY: Duration = Duration::from_millis(5);
 
@@ -740,7 +743,7 @@ fn simulate(o: &Options, world: &World, steps: &mut u64) -> Result<(), String> {
     world.record(Event::Fault(format!("fencing: {:?}", plan.fencing)));
     let mut sim = turmoil::Builder::new()
         .rng_seed(o.seed)
-        .tick_duration(Duration::from_millis(1))
+        .tick_duration(TICK)
         .min_message_latency(MIN_LATENCY)
         .max_message_latency(MAX_LATENCY)
         .simulation_duration(Duration::from_secs(24 * 3600))
