@@ -200,13 +200,33 @@ impl Liveness {
             Ok((map.report_changes(key, gateway, &report), zombie))
         })?;
         if changes {
-            self.core
-                .propose(Command::GatewayReport {
+            // Bounded by half the grace. A leader cut off from its quorum stays in office
+            // (openraft 0.9), and a proposal there waits until it steps down, which it does
+            // only once the partition heals. Meanwhile the session, blocked here, could
+            // neither ack nor close for want of quorum contact: the gateway kept an open
+            // stream to the cut-off leader and never looked for the new one, and every ANA
+            // group stayed unserved for the whole partition (found by sim/tests/real.rs).
+            // A commit this slow could not earn a lease anyway; refusing ends the session
+            // and the gateway tries the other monitors.
+            let grace = self
+                .core
+                .reader()
+                .read(|m| Duration::from_millis(m.config().beacon_grace_ms));
+            let proposed = tokio::time::timeout(
+                grace / 2,
+                self.core.propose(Command::GatewayReport {
                     key: key.clone(),
                     gateway: gateway.clone(),
                     report,
-                })
-                .await?;
+                }),
+            )
+            .await;
+            match proposed {
+                Ok(committed) => {
+                    committed?;
+                }
+                Err(_) => return Err(self.core.not_confirmed()),
+            }
         }
         if zombie {
             return Ok(self.unacked(key, changes));

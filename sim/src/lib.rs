@@ -18,9 +18,12 @@
 //! * [`nodes`]: the monitor, gateway and operator hosts.
 //! * [`run`]: the fault schedule and the driver.
 //! * [`check`]: the checks, from what hosts and storage saw.
+//! * [`real`]: the same checks over real `gwmon` and `gwmon-gateway` processes in network
+//!   namespaces (`sim/tests/real.rs`).
 
 pub mod check;
 pub mod net;
 pub mod nodes;
+pub mod real;
 pub mod run;
 pub mod world;

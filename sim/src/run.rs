@@ -419,7 +419,7 @@ impl Driver<'_> {
             self.world.write_through_targets();
             self.next_write = now + WRITE_PERIOD;
         }
-        if self.steps % 20 == 0 {
+        if self.steps.is_multiple_of(20) {
             let leader = self.board.leader();
             if leader != self.leader {
                 if let Some((monitor, term)) = leader {

@@ -220,7 +220,7 @@ impl World {
                 fail_apply_per_mille: 0,
                 sick: BTreeSet::new(),
                 fencing: Fencing::Storage,
-                rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f_0b5e_55ed),
+                rng: StdRng::seed_from_u64(seed ^ 0x5e_ed0f_0b5e_55ed),
                 starts: BTreeMap::new(),
                 stores: BTreeMap::new(),
                 admin_queue: Vec::new(),
