@@ -245,7 +245,7 @@ fn main() -> ExitCode {
                 stop = true;
             }
         }
-        if ran % 100 == 0 {
+        if ran.is_multiple_of(100) {
             println!(
                 "progress: {ran} seeds, {} failed, {:.2} seeds/s",
                 failed.len(),
