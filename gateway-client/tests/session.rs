@@ -781,6 +781,54 @@ async fn a_gateway_declared_failed_demotes_and_rejoins_as_a_new_incarnation() {
     assert_eq!(w.target.serving_after(ordered), Vec::<Instant>::new());
 }
 
+/// Declared failed again and again before any ack (its fence still pending, say): the
+/// rejoins back off instead of looping, and one ack makes the next rejoin immediate again.
+#[tokio::test(start_paused = true)]
+async fn repeated_failure_declarations_back_off_the_rejoins_until_an_ack() {
+    let w = World::start(&["mon1"], &["mon1"]);
+    w.serving().await;
+    w.script().acks_left = Some(0);
+    let mut declared = Vec::new();
+    for n in 1..=6 {
+        declared.push(Instant::now());
+        w.send(shutdown(ShutdownKind::DeclaredFailed, "timed out"));
+        w.until("a rejoin", Duration::from_secs(10), |w| {
+            w.hellos().len() > n
+        })
+        .await;
+    }
+    let hellos = w.hellos();
+    let waits: Vec<Duration> = (1..=6).map(|n| hellos[n].at - declared[n - 1]).collect();
+    assert_eq!(waits[0], Duration::ZERO, "the first rejoin is immediate");
+    let (min, max) = (w.config.reconnect_min, w.config.reconnect_max);
+    for (n, wait) in waits.iter().enumerate().skip(1) {
+        // reconnect_min * 2^n, with jitter in [1/2, 1), capped at reconnect_max.
+        let full = min.saturating_mul(1 << n).min(max);
+        assert!(
+            *wait >= full / 2 && *wait <= full,
+            "rejoin {n} waited {wait:?}, not within [{:?}, {full:?}]: {waits:?}",
+            full / 2
+        );
+    }
+    assert!(waits[5] > waits[1], "the waits grow: {waits:?}");
+
+    // One ack resets the backoff: the next declaration is answered by an immediate rejoin.
+    w.script().acks_left = Some(1);
+    w.until(
+        "an ack to the new incarnation",
+        Duration::from_secs(10),
+        |w| w.acks().iter().any(|a| a.at > hellos[6].at),
+    )
+    .await;
+    let ordered = Instant::now();
+    w.send(shutdown(ShutdownKind::DeclaredFailed, "timed out"));
+    w.until("a rejoin after the ack", Duration::from_secs(10), |w| {
+        w.hellos().len() > 7
+    })
+    .await;
+    assert_eq!(w.hellos()[7].at, ordered, "rejoined at once after an ack");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failing_apply_is_retried_and_does_not_disable_the_lease_demotion() {
     let w = World::start(&["mon1"], &["mon1"]);
