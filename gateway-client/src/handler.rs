@@ -66,6 +66,35 @@ impl AnaStates {
         }
     }
 
+    /// These states, with every entry that is not optimized in `now` (nothing is, with
+    /// `None`) made inaccessible: they can take ANA groups away, never give new ones.
+    pub fn optimized_only_where(&self, now: Option<&AnaStates>) -> AnaStates {
+        let serving = |e: &AnaEntry| {
+            now.is_some_and(|n| {
+                n.optimized()
+                    .any(|o| o.nqn == e.nqn && o.ana_group == e.ana_group)
+            })
+        };
+        AnaStates {
+            epoch: self.epoch,
+            entries: self
+                .entries
+                .iter()
+                .map(|e| {
+                    if e.access == AnaAccess::Optimized && !serving(e) {
+                        AnaEntry {
+                            access: AnaAccess::Inaccessible,
+                            fence_epoch: Epoch::ZERO,
+                            ..e.clone()
+                        }
+                    } else {
+                        e.clone()
+                    }
+                })
+                .collect(),
+        }
+    }
+
     /// ANA groups exposed optimized.
     pub fn optimized(&self) -> impl Iterator<Item = &AnaEntry> {
         self.entries

@@ -283,6 +283,14 @@ struct State<H> {
     /// Whether the target may expose an optimized path (see the module docs).
     may_serve: bool,
     lease_until: Option<Instant>,
+    /// Sessions opened so far; the current one is the latest.
+    sessions: u64,
+    /// The session whose ack granted the lease, and the one the slice came from. A lease
+    /// vouches for the map of the monitor that granted it: a slice from another session
+    /// (another monitor, perhaps a deposed leader with an old map) may take ANA groups away
+    /// under it, but gives none until its own session acks.
+    lease_session: u64,
+    slice_session: u64,
     last_contact: Instant,
     target_ok: bool,
     subsystems: Vec<Subsystem>,
@@ -418,6 +426,9 @@ pub async fn run_with<H: AnaHandler>(
         fence_epoch: Epoch::ZERO,
         may_serve: true,
         lease_until: None,
+        sessions: 0,
+        lease_session: 0,
+        slice_session: 0,
         last_contact: now,
         target_ok: true,
         subsystems: Vec::new(),
@@ -484,6 +495,7 @@ impl<H: AnaHandler> State<H> {
                     match done {
                         Ok(c) => {
                             info!(monitor = %c.addr, "session open");
+                            self.sessions += 1;
                             self.config.metrics.session_opened(!self.opened_before);
                             self.opened_before = true;
                             self.backoff = self.config.reconnect_min;
@@ -663,10 +675,19 @@ impl<H: AnaHandler> State<H> {
         let states = slice_states(slice);
         let held = self.config.on_monitor_loss == OnMonitorLoss::Hold
             && self.applied.as_ref() == Some(&states);
-        if self.lease_valid(Instant::now()) || held || states.optimized().next().is_none() {
+        if held || states.optimized().next().is_none() {
+            return Action::Apply(states);
+        }
+        if !self.lease_valid(Instant::now()) {
+            return Action::DemoteAll;
+        }
+        if self.lease_session == self.slice_session
+            || mutation::active(Mutation::StaleSliceUnderLease)
+        {
             Action::Apply(states)
         } else {
-            Action::DemoteAll
+            // Until this session acks: only what is optimized now stays optimized.
+            Action::Apply(states.optimized_only_where(self.applied.as_ref()))
         }
     }
 
@@ -865,6 +886,7 @@ impl<H: AnaHandler> State<H> {
                     // newest ack decides, shorter or not: a lowered grace, or a leader with
                     // less quorum contact left, shortens the lease at once.
                     self.lease_until = Some(sent_at + ack.lease);
+                    self.lease_session = self.sessions;
                     self.rejoins = 0;
                     self.config.metrics.ack(now, self.lease_until);
                     if was_starting {
@@ -879,6 +901,7 @@ impl<H: AnaHandler> State<H> {
                 self.last_contact = Instant::now();
                 self.first_map = true;
                 self.slice = Some(slice);
+                self.slice_session = self.sessions;
                 self.reconcile();
                 Next::Continue
             }

@@ -966,6 +966,81 @@ async fn the_session_follows_the_leader_a_refusal_names() {
     assert_eq!(w.target.demotions_after(serving), Vec::<Instant>::new());
 }
 
+/// A slice with the groups `optimized` of 1 and 2 optimized (fenced and ready), the other not.
+fn slice_serving(epoch: u64, optimized: &[u32]) -> v1::MonitorMessage {
+    let view = |g: u32| AnaGroupView {
+        ana_group: ana(g),
+        access: if optimized.contains(&g) {
+            AnaAccess::Optimized
+        } else {
+            AnaAccess::Inaccessible
+        },
+        fence_epoch: Epoch::ZERO,
+        fence_complete: true,
+    };
+    domain::MonitorMessage::MapSlice(MapSlice {
+        epoch: Epoch(epoch),
+        ana_group: ana(1),
+        availability: SliceAvailability::Available,
+        nqns: vec!["nqn.2016-06.io.spdk:cnode1".parse().expect("nqn")],
+        ana_groups: vec![view(1), view(2)],
+    })
+    .into()
+}
+
+fn optimized_in(op: &Op) -> Vec<u32> {
+    match op {
+        Op::Apply(s) => s.optimized().map(|e| e.ana_group.get()).collect(),
+        Op::DemoteAll => Vec::new(),
+    }
+}
+
+/// Found by the simulation: a gateway serving under a lease from the leader reconnected to
+/// a deposed leader, whose old map said it owned groups the current map had given to
+/// another gateway, and served them. A slice from a session that has not acked yet may take
+/// groups away, but gives none, even while an earlier session's lease runs.
+#[tokio::test(start_paused = true)]
+async fn a_new_session_gives_no_group_before_it_acks_even_under_a_running_lease() {
+    let w = World::start(&["mon1", "mon2"], &["mon1", "mon2"]);
+    w.serving().await;
+    // The lease from mon1 runs; mon2 takes sessions but acks nothing for now.
+    w.close(None);
+    w.script().acks_left = Some(0);
+    w.until("a session on mon2", Duration::from_secs(5), |w| {
+        w.hellos().len() >= 2
+    })
+    .await;
+    let before = w.target.calls().len();
+    w.send(slice_serving(1, &[2]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = w.target.calls();
+    assert!(
+        calls[before..]
+            .iter()
+            .all(|c| optimized_in(&c.op).is_empty()),
+        "served a group from an unacked session: {:?}",
+        &calls[before..]
+    );
+    assert!(
+        calls.len() > before,
+        "group 1, no longer optimized in the new slice, was not taken away"
+    );
+
+    // Its first ack makes the slice count: group 2 is served.
+    w.script().acks_left = None;
+    w.until(
+        "group 2 served once the session acked",
+        Duration::from_secs(5),
+        |w| {
+            w.target
+                .calls()
+                .last()
+                .is_some_and(|c| optimized_in(&c.op) == [2])
+        },
+    )
+    .await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_closed_stream_is_reopened_on_the_next_monitor_after_a_backoff() {
     let w = World::start(&["mon1", "mon2"], &["mon1", "mon2"]);

@@ -320,6 +320,9 @@ impl AdminService for AdminGrpc {
         }
         crate::config::check_addr(&r.addr)
             .map_err(|e| Status::invalid_argument(format!("invalid request: addr {e}")))?;
+        if self.core.lease().is_none() {
+            return Err(self.core.not_confirmed().into());
+        }
         let raft = self.core.raft();
         // A learner first: it catches up (by snapshot if far behind) before it can vote, so
         // adding it never costs the cluster its quorum. One that does not catch up (a wrong
@@ -367,6 +370,9 @@ impl AdminService for AdminGrpc {
         req: Request<v1::RemoveMonitorRequest>,
     ) -> Result<Response<v1::RemoveMonitorResponse>, Status> {
         let r = req.into_inner();
+        if self.core.lease().is_none() {
+            return Err(self.core.not_confirmed().into());
+        }
         let m = self.core.raft().metrics().borrow().clone();
         let known = m
             .membership_config

@@ -129,8 +129,8 @@ impl Core {
     }
 
     /// This monitor's leadership as far as a quorum has confirmed it, or `None` if it is
-    /// not the leader, no quorum has acknowledged it in its term yet, or it has not yet
-    /// applied an entry of its own term. The last condition puts everything earlier terms
+    /// not the leader, no quorum has acknowledged it in its term yet, it has not yet
+    /// applied an entry of its own term, or it is no longer a voter. The last condition puts everything earlier terms
     /// committed (a timeout its predecessor decided, a completed fence) into its map
     /// before it acks a beacon, times anyone out or runs a fence.
     pub fn lease(&self) -> Option<Lease> {
@@ -150,6 +150,12 @@ impl Core {
             .last_applied()
             .is_some_and(|l| l.leader_id.term == term);
         if !own_term_applied {
+            return None;
+        }
+        // A leader that removed itself from the membership stays leader in openraft 0.9
+        // until it steps down, but leads nobody: the other monitors elect a leader of their
+        // own. It must not ack, time out, fence or change the membership meanwhile.
+        if !configs.iter().any(|c| c.contains(&self.inner.id)) {
             return None;
         }
         let quorum_at = if mutation::active(Mutation::AckWithoutQuorum) {

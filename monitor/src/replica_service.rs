@@ -140,11 +140,14 @@ impl ReplicaService for ReplicaGrpc {
         let volume = volume_id(&r.volume_id)?;
         let answer = self
             .core
-            .read_replicas(false, |reg| {
-                let conn = reg.connection(&host, &volume)?;
-                let v = reg.volume(&volume)?;
-                Ok::<_, crate::replica::ReplicaError>(connection_view(v, conn))
-            })
+            .read_replicas(
+                gwmon_proto::mutation::active(gwmon_proto::mutation::Mutation::StaleConnectionRead),
+                |reg| {
+                    let conn = reg.connection(&host, &volume)?;
+                    let v = reg.volume(&volume)?;
+                    Ok::<_, crate::replica::ReplicaError>(connection_view(v, conn))
+                },
+            )
             .await?
             .map_err(MonitorError::from)?;
         Ok(Response::new(answer))

@@ -297,6 +297,15 @@ impl Session {
         // The session wakes as soon as the change is applied: the delivery phase is timed
         // from here to the slice being handed to the stream.
         let woke = tokio::time::Instant::now();
+        // A monitor that has lost quorum contact may have been deposed: its map may be
+        // older than what the gateway serves under a newer leader's lease.
+        if self.lease_recheck() <= woke
+            && !gwmon_proto::mutation::active(gwmon_proto::mutation::Mutation::StaleSliceUnderLease)
+        {
+            info!("no quorum contact: closing the session so the gateway finds the leader");
+            let _ = self.tx.send(Err(self.core.not_confirmed().into())).await;
+            return Next::End;
+        }
         let (slice, availability) = self.core.reader().read(|m| {
             let group = m.group(&self.key);
             let slice = group.and_then(|g| g.slice(&self.gateway));

@@ -21,14 +21,23 @@ pub enum Mutation {
     /// leader keeps its old timers instead of restarting them, and the state machine
     /// applies a timeout decided in one term but appended in another.
     StaleTermTimeout,
+    /// A compute node's question of which replicas to build its array from is answered from
+    /// the asked monitor's own copy of the registry, which may lag the leader's.
+    StaleConnectionRead,
+    /// A monitor whose quorum contact has lapsed still sends its map to a gateway that
+    /// opens a session, and the gateway applies it under the lease another session's
+    /// monitor granted, before the new session acks.
+    StaleSliceUnderLease,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 4] = [
+    pub const ALL: [Mutation; 6] = [
         Mutation::AckWithoutQuorum,
         Mutation::PromoteBeforeFence,
         Mutation::SkipDemotionAfterFailedApply,
         Mutation::StaleTermTimeout,
+        Mutation::StaleConnectionRead,
+        Mutation::StaleSliceUnderLease,
     ];
 
     /// The name used on command lines.
@@ -38,6 +47,8 @@ impl Mutation {
             Mutation::PromoteBeforeFence => "promote-before-fence",
             Mutation::SkipDemotionAfterFailedApply => "skip-demotion-after-failed-apply",
             Mutation::StaleTermTimeout => "stale-term-timeout",
+            Mutation::StaleConnectionRead => "stale-connection-read",
+            Mutation::StaleSliceUnderLease => "stale-slice-under-lease",
         }
     }
 

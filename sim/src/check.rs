@@ -13,6 +13,16 @@
 //!   unknown would have left.
 //! * (d) **service returns**: once faults stop, every ANA group is served again, and stays
 //!   served, within the stated bound, if any gateway that can serve it exists.
+//! * (e) **no stale leg**: once a compute node's report that a replica is FAULTY was
+//!   acknowledged, no answer to a later question of which replicas to build its array from
+//!   offers that replica.
+//! * (f) **no failover without a cause**: no gateway whose process ran, reachable and
+//!   untouched by any fault or admin command, for a window before, is declared failed (as
+//!   the leading monitor's liveness loop logs it). Fences keep
+//!   (a) and (b) true whatever the monitors decide, so this is what shows a monitor that
+//!   fails healthy gateways over (timers carried over from an earlier term, say): an
+//!   outage for hosts that nothing called for. Only the simulation, which knows every
+//!   fault it injected, runs it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -28,7 +38,23 @@ pub struct Params {
     pub gateways: Vec<String>,
     /// How long after faults stop every group must be served again.
     pub liveness_bound: Duration,
+    /// For (f): what impaired which gateways when; `None` skips (f).
+    pub impairments: Option<Vec<Impairment>>,
 }
+
+/// A fault that can explain a gateway's failover: from `from` to `until`, `gateway` (or,
+/// with `None`, every gateway) was stopped, cut off, slowed, or had a failing target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Impairment {
+    pub gateway: Option<String>,
+    pub from: Duration,
+    pub until: Duration,
+}
+
+/// For (f): how far back a cause may lie. A gateway cut off just under the grace is timed
+/// out a moment after it is healed, if it has not reconnected by then: the grace, a
+/// reconnect backoff, and a margin.
+pub const CAUSE_WINDOW: Duration = Duration::from_secs(10);
 
 /// One broken promise, with the records that show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +76,8 @@ pub fn check(history: &[Record], params: &Params) -> Vec<Violation> {
     v.extend(fences_hold(history));
     v.extend(admin_changes_stay(history));
     v.extend(service_returns(history, params));
+    v.extend(no_stale_leg(history));
+    v.extend(failovers_have_causes(history, params));
     v
 }
 
@@ -335,6 +363,93 @@ pub fn service_returns(history: &[Record], params: &Params) -> Vec<Violation> {
     out
 }
 
+/// (e): no replica acknowledged FAULTY is offered to a question asked after the ack.
+pub fn no_stale_leg(history: &[Record]) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut faulty: BTreeSet<&str> = BTreeSet::new();
+    // Each question, with the replicas acknowledged faulty when it was asked.
+    let mut asked: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
+    for r in history {
+        match &r.event {
+            Event::ReplicaReported { replica, state } if state == "FAULTY" => {
+                faulty.insert(replica);
+            }
+            Event::ConnectionAsked { n } => {
+                asked.insert(*n, faulty.clone());
+            }
+            Event::ConnectionRead { n, replicas } => {
+                let Some(known) = asked.get(n) else { continue };
+                for stale in replicas.iter().filter(|id| known.contains(id.as_str())) {
+                    out.push(Violation {
+                        check: "e",
+                        at_seq: r.seq,
+                        what: format!(
+                            "replica {stale}, acknowledged faulty, offered to the compute node \
+                             at {:.3}s",
+                            r.at.as_secs_f64()
+                        ),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// (f): every failure declaration has a cause: the gateway's process had not run for the
+/// whole [`CAUSE_WINDOW`] before it was declared failed, a fault impaired it within that
+/// window, or an admin command named it.
+pub fn failovers_have_causes(history: &[Record], params: &Params) -> Vec<Violation> {
+    let Some(impairments) = &params.impairments else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut running_since: BTreeMap<&str, Duration> = BTreeMap::new();
+    let mut named: BTreeMap<&str, Duration> = BTreeMap::new();
+    for r in history {
+        match &r.event {
+            Event::Started { gateway, .. } => {
+                running_since.insert(gateway, r.at);
+            }
+            Event::Exited { gateway, .. } => {
+                running_since.remove(gateway.as_str());
+            }
+            Event::AdminSent { op, .. } => {
+                if let Some(g) = op.gateway() {
+                    named.insert(g, r.at);
+                }
+            }
+            Event::TimedOut { gateway } => {
+                let from = r.at.saturating_sub(CAUSE_WINDOW);
+                let ran = running_since
+                    .get(gateway.as_str())
+                    .is_some_and(|since| *since <= from);
+                let was_named = named.get(gateway.as_str()).is_some_and(|t| *t >= from);
+                let impaired = impairments.iter().any(|i| {
+                    i.gateway.as_ref().is_none_or(|g| g == gateway)
+                        && i.from <= r.at
+                        && i.until >= from
+                });
+                if ran && !was_named && !impaired {
+                    out.push(Violation {
+                        check: "f",
+                        at_seq: r.seq,
+                        what: format!(
+                            "{gateway} declared failed at {:.3}s with no fault or admin command \
+                             touching it in the {} s before",
+                            r.at.as_secs_f64(),
+                            CAUSE_WINDOW.as_secs()
+                        ),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// When each ANA group was last served without a break since, relative to the quiet point:
 /// how long recovery took, for the run's statistics.
 pub fn recovery(history: &[Record], ana_groups: &[u32]) -> Option<Duration> {
@@ -493,5 +608,98 @@ mod tests {
         h.pop();
         h.push(rec(3, 2, read("0")));
         assert_eq!(admin_changes_stay(&h).len(), 1);
+    }
+
+    #[test]
+    fn a_failure_declaration_needs_a_fault_or_a_command_near_its_gateway() {
+        let started = |g: &str| Event::Started {
+            gateway: g.into(),
+            nonce: format!("{g}/1"),
+        };
+        let declared = |g: &str| Event::TimedOut { gateway: g.into() };
+        let params = |impairments| Params {
+            ana_groups: vec![1],
+            gateways: vec!["g1".into(), "g2".into()],
+            liveness_bound: Duration::from_secs(26),
+            impairments: Some(impairments),
+        };
+        let h = vec![
+            rec(1, 0, started("g1")),
+            rec(2, 0, started("g2")),
+            rec(3, 20_000, declared("g1")),
+        ];
+        let v = failovers_have_causes(&h, &params(Vec::new()));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].at_seq, 3);
+
+        // A fault on g1 that ended within the window explains it; one that ended earlier,
+        // or that hit g2, does not.
+        let on = |g: Option<&str>, from, until| Impairment {
+            gateway: g.map(str::to_owned),
+            from: Duration::from_millis(from),
+            until: Duration::from_millis(until),
+        };
+        assert!(failovers_have_causes(&h, &params(vec![on(Some("g1"), 5_000, 12_000)])).is_empty());
+        assert!(failovers_have_causes(&h, &params(vec![on(None, 15_000, 16_000)])).is_empty());
+        assert_eq!(
+            failovers_have_causes(&h, &params(vec![on(Some("g1"), 1_000, 9_000)])).len(),
+            1
+        );
+        assert_eq!(
+            failovers_have_causes(&h, &params(vec![on(Some("g2"), 15_000, 19_000)])).len(),
+            1
+        );
+
+        // A process started within the window, or a command naming the gateway, explains
+        // it too; without impairments known, (f) is not checked.
+        let restarted = vec![
+            rec(1, 0, started("g1")),
+            rec(2, 15_000, started("g1")),
+            rec(3, 20_000, declared("g1")),
+        ];
+        assert!(failovers_have_causes(&restarted, &params(Vec::new())).is_empty());
+        let named = vec![
+            rec(1, 0, started("g1")),
+            rec(
+                2,
+                19_000,
+                Event::AdminSent {
+                    id: 9,
+                    op: AdminOp::SetEnabled("g1".into(), false),
+                },
+            ),
+            rec(3, 20_000, declared("g1")),
+        ];
+        assert!(failovers_have_causes(&named, &params(Vec::new())).is_empty());
+        let unknown = Params {
+            impairments: None,
+            ..params(Vec::new())
+        };
+        assert!(failovers_have_causes(&h, &unknown).is_empty());
+    }
+
+    #[test]
+    fn a_replica_acknowledged_faulty_is_never_offered_to_a_later_question() {
+        let read = |n, ids: &[&str]| Event::ConnectionRead {
+            n,
+            replicas: ids.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let faulty = Event::ReplicaReported {
+            replica: "r2".into(),
+            state: "FAULTY".into(),
+        };
+        let h = vec![
+            rec(1, 0, Event::ConnectionAsked { n: 1 }),
+            rec(2, 10, faulty),
+            // Asked before the ack: may still list it.
+            rec(3, 20, read(1, &["r1", "r2"])),
+            rec(4, 300, Event::ConnectionAsked { n: 2 }),
+            rec(5, 310, read(2, &["r1"])),
+            rec(6, 600, Event::ConnectionAsked { n: 3 }),
+            rec(7, 610, read(3, &["r1", "r2"])),
+        ];
+        let v = no_stale_leg(&h);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].at_seq, 7);
     }
 }

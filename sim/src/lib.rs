@@ -21,7 +21,9 @@
 //! * [`real`]: the same checks over real `gwmon` and `gwmon-gateway` processes in network
 //!   namespaces (`sim/tests/real.rs`).
 
+pub mod agent;
 pub mod check;
+pub mod logs;
 pub mod net;
 pub mod nodes;
 pub mod real;

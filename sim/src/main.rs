@@ -4,6 +4,7 @@
 //! gwmon-sim --seeds 10000 [--from 0] [--jobs 2]   run seeds from..from+N, print seeds/s
 //! gwmon-sim --seed 42 [--trace]                   replay one seed, print its history
 //! gwmon-sim --mutation NAME --until-caught        search for the first seed that catches it
+//! gwmon-sim --plan [--seed S | --seeds N]         print the faults seeds draw, run nothing
 //! ```
 //!
 //! Every seed of a batch runs in a process of its own, exactly as its replay does: some
@@ -16,10 +17,11 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use gwmon_proto::mutation::Mutation;
-use gwmon_sim::run::{run, Options};
+use gwmon_sim::run::{run, Options, Plan};
 
 const USAGE: &str = "usage: gwmon-sim [--seeds N] [--from S] [--jobs J] | --seed S [--trace]\n       \
-                     [--mutation NAME [--until-caught]]  (mutations need --profile sim or a debug build)";
+                     [--mutation NAME [--until-caught]]  (mutations need --profile sim or a debug build)\n       \
+                     --plan [--seed S | --seeds N [--from S]]  (print the faults drawn, run nothing)";
 
 struct Args {
     from: u64,
@@ -30,6 +32,8 @@ struct Args {
     mutation: Option<Mutation>,
     /// With a mutation: stop at the first seed that catches it.
     until_caught: bool,
+    /// Print each seed's plan instead of running it.
+    plan: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -48,6 +52,7 @@ fn parse() -> Result<Args, String> {
         trace: false,
         mutation: None,
         until_caught: false,
+        plan: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -71,6 +76,7 @@ fn parse() -> Result<Args, String> {
                 args.jobs = usize::try_from(j).unwrap_or(1);
             }
             "--trace" => args.trace = true,
+            "--plan" => args.plan = true,
             "--until-caught" => args.until_caught = true,
             "--mutation" => {
                 let v = it.next().ok_or("--mutation needs a value")?;
@@ -87,18 +93,6 @@ fn parse() -> Result<Args, String> {
         return Err("--seeds 0: nothing to run".into());
     }
     Ok(args)
-}
-
-/// Log lines stamped with simulated time, to read beside the trace.
-struct SimTime;
-
-impl tracing_subscriber::fmt::time::FormatTime for SimTime {
-    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
-        match turmoil::sim_elapsed() {
-            Some(t) => write!(w, "{:>9.3}s", t.as_secs_f64()),
-            None => write!(w, "{:>10}", "-"),
-        }
-    }
 }
 
 /// Run one seed here and print its result: the report if it failed, then one line
@@ -201,12 +195,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Ok(filter) = std::env::var("GWMON_SIM_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_timer(SimTime)
-            .with_ansi(false)
-            .try_init();
+    if args.plan {
+        for seed in args.from..args.from.saturating_add(args.count) {
+            println!("seed {seed}: {}", Plan::draw(&Options::new(seed)));
+        }
+        return ExitCode::SUCCESS;
     }
     if args.single {
         return run_one(&args);

@@ -445,6 +445,8 @@ fn outcome<T>(
     }
 }
 
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(15);
+
 async fn call(addr: &str, op: &AdminOp) -> Outcome {
     let channel = match net::channel(addr, Duration::from_secs(1)).await {
         Ok(c) => c,
@@ -511,6 +513,24 @@ async fn call(addr: &str, op: &AdminOp) -> Outcome {
             )
             .await,
         ),
+        // A learner may take up to its catch-up bound (10 s) before it becomes a voter.
+        AdminOp::AddMonitor(m) => outcome(
+            tokio::time::timeout(
+                MEMBERSHIP_TIMEOUT,
+                c.add_monitor(v1::AddMonitorRequest {
+                    id: *m,
+                    addr: monitor_addr(*m),
+                }),
+            )
+            .await,
+        ),
+        AdminOp::RemoveMonitor(m) => outcome(
+            tokio::time::timeout(
+                MEMBERSHIP_TIMEOUT,
+                c.remove_monitor(v1::RemoveMonitorRequest { id: *m }),
+            )
+            .await,
+        ),
     }
 }
 
@@ -535,6 +555,7 @@ async fn run_op(monitors: u64, op: &AdminOp) -> Result<(), (bool, String)> {
                     (op, why.split(':').next()),
                     (AdminOp::Create(_), Some("AlreadyExists"))
                         | (AdminOp::Delete(_), Some("NotFound"))
+                        | (AdminOp::RemoveMonitor(_), Some("NotFound"))
                 );
                 if uncertain && repeat {
                     return Ok(());
@@ -567,9 +588,28 @@ async fn read_state(monitors: u64) -> Result<AdminState, String> {
             })
             .await;
         let config = c.get_config(v1::GetConfigRequest { stale: false }).await;
-        match (group, config) {
-            (Ok(g), Ok(cfg)) => {
+        let cluster = c
+            .cluster_status(v1::ClusterStatusRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            // The membership as the leader sees it.
+            .and_then(|s| {
+                if s.leader_id == attempt % monitors + 1 {
+                    Ok(s)
+                } else {
+                    Err(tonic::Status::unavailable("not the leader"))
+                }
+            });
+        match (group, config, cluster) {
+            (Ok(g), Ok(cfg), Ok(cluster)) => {
                 let mut state = AdminState::new();
+                for m in 1..=monitors {
+                    let member = cluster.members.iter().any(|x| x.id == m);
+                    state.insert(
+                        format!("member/m{m}"),
+                        if member { "yes" } else { "no" }.into(),
+                    );
+                }
                 for gw in g.into_inner().group.map(|g| g.gateways).unwrap_or_default() {
                     let present = gw.availability != "DELETING";
                     state.insert(
@@ -590,7 +630,9 @@ async fn read_state(monitors: u64) -> Result<AdminState, String> {
                 state.insert("failback_delay_ms".into(), delay.to_string());
                 return Ok(state);
             }
-            (Err(e), _) | (_, Err(e)) => last = format!("{addr}: {}", e.message()),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                last = format!("{addr}: {}", e.message())
+            }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::check::{self, Params, Violation};
+use crate::agent;
+use crate::check::{self, Impairment, Params, Violation};
+use crate::logs;
 use crate::nodes::{self, MetricsBoard, Timers};
 use crate::world::{AdminOp, Event, FencerFaults, Fencing, Record, World};
 use gwmon_proto::mutation::{self, Mutation};
@@ -88,6 +90,15 @@ pub enum Fault {
     FlakyFencer(FencerFaults),
     /// Target calls fail at times (per mille).
     FlakyTargets(u32),
+    /// A gateway's host browns out: its target's calls start failing after taking effect,
+    /// the operator disables `other` at that moment (so every gateway of the group gets a
+    /// new map to apply), and `cut_after` later the gateway loses every monitor. `other` is
+    /// enabled again when healed.
+    Brownout {
+        gateway: String,
+        other: String,
+        cut_after: Duration,
+    },
 }
 
 impl fmt::Display for Fault {
@@ -134,6 +145,16 @@ impl fmt::Display for Fault {
                 ff.hang * 100.0
             ),
             Fault::FlakyTargets(p) => write!(f, "target calls fail {p} per mille"),
+            Fault::Brownout {
+                gateway,
+                other,
+                cut_after,
+            } => write!(
+                f,
+                "brownout of {gateway}: its target fails, {other} is disabled, and {} ms \
+                 later {gateway} loses the monitors",
+                cut_after.as_millis()
+            ),
         }
     }
 }
@@ -159,10 +180,35 @@ pub struct Plan {
     pub fencing: Fencing,
     pub faults: Vec<Scheduled>,
     pub ops: Vec<ScheduledOp>,
+    /// When the compute node reports its volume's second replica faulty.
+    pub faulty_at: Duration,
 }
 
 fn gw(i: u32) -> String {
     format!("g{i}")
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "fencing {:?}", self.fencing)?;
+        for s in &self.faults {
+            write!(
+                f,
+                "; at {} ms for {} ms: {}",
+                s.at.as_millis(),
+                s.lasts.as_millis(),
+                s.fault
+            )?;
+        }
+        for op in &self.ops {
+            write!(f, "; at {} ms: {:?}", op.at.as_millis(), op.op)?;
+        }
+        write!(
+            f,
+            "; at {} ms: a replica reported faulty",
+            self.faulty_at.as_millis()
+        )
+    }
 }
 
 impl Plan {
@@ -182,10 +228,21 @@ impl Plan {
         for _ in 0..n {
             let at = Duration::from_millis(rng.random_range(0..safety_ms));
             let lasts = Duration::from_millis(rng.random_range(300..12_000));
-            let g = gw(rng.random_range(1..=o.gateways));
+            let gi = rng.random_range(1..=o.gateways);
+            let g = gw(gi);
             let m = rng.random_range(1..=o.monitors);
             let mut lasts = lasts;
-            let fault = match rng.random_range(0..16) {
+            let fault = match rng.random_range(0..17) {
+                16 => {
+                    // Long enough, often, for the gateway to be timed out and fenced
+                    // while it is still cut off.
+                    lasts = Duration::from_millis(rng.random_range(4_000..14_000));
+                    Fault::Brownout {
+                        gateway: g,
+                        other: gw(gi % o.gateways + 1),
+                        cut_after: Duration::from_millis(rng.random_range(10..400)),
+                    }
+                }
                 12 => Fault::SplitLeader,
                 13 => {
                     // Two to four times out and back in: the gateway's group fails over,
@@ -246,20 +303,32 @@ impl Plan {
             let at = Duration::from_millis(rng.random_range(0..safety_ms));
             let g = gw(rng.random_range(1..=o.gateways));
             let spare = gw(o.gateways + 1);
-            let op = match rng.random_range(0..5) {
+            let op = match rng.random_range(0..6) {
                 0 => AdminOp::Create(spare),
                 1 => AdminOp::Delete(spare),
                 2 => AdminOp::SetEnabled(g, rng.random_bool(0.5)),
                 3 => AdminOp::SetLocation(g, format!("rack{}", rng.random_range(1..4))),
-                _ => AdminOp::SetFailbackDelay(rng.random_range(0..3_000)),
+                4 => AdminOp::SetFailbackDelay(rng.random_range(0..3_000)),
+                _ => {
+                    // A monitor out of the membership and, 2-10 s later (or when faults
+                    // stop), back in.
+                    let m = rng.random_range(1..=o.monitors);
+                    ops.push(ScheduledOp {
+                        at: at + Duration::from_millis(rng.random_range(2_000..10_000)),
+                        op: AdminOp::AddMonitor(m),
+                    });
+                    AdminOp::RemoveMonitor(m)
+                }
             };
             ops.push(ScheduledOp { at, op });
         }
         ops.sort_by_key(|s| s.at);
+        let faulty_at = Duration::from_millis(rng.random_range(0..safety_ms));
         Plan {
             fencing,
             faults,
             ops,
+            faulty_at,
         }
     }
 }
@@ -380,6 +449,7 @@ enum Heal {
     Latency,
     Fencer,
     Targets,
+    Brownout { gateway: String, other: String },
     Nothing,
 }
 
@@ -400,6 +470,10 @@ struct Driver<'a> {
     next_write: Duration,
     /// Faults a compound fault scheduled, at absolute simulated times.
     pending: Vec<Scheduled>,
+    /// Which gateways the faults so far impaired, for check (f).
+    impairments: Vec<Impairment>,
+    /// The id of the next admin command.
+    next_admin: u64,
 }
 
 const WRITE_PERIOD: Duration = Duration::from_millis(50);
@@ -466,6 +540,23 @@ impl Driver<'_> {
 
     fn inject(&mut self, s: &Scheduled) {
         let until = self.now() + s.lasts;
+        // The gateways this fault impairs (`None`: every gateway). Faults between monitors,
+        // of monitors, of their clocks and disks, and of the fencer impair none: the
+        // monitors must ride those out without failing a healthy gateway over.
+        let mut impaired: Vec<Option<String>> = match &s.fault {
+            Fault::Partition { from, to, .. } => [from, to]
+                .into_iter()
+                .filter(|h| !h.starts_with('m'))
+                .map(|h| Some(h.clone()))
+                .collect(),
+            Fault::IsolateGateway(g)
+            | Fault::CrashGateway(g)
+            | Fault::PauseGateway(g)
+            | Fault::Flap { gateway: g, .. }
+            | Fault::Brownout { gateway: g, .. } => vec![Some(g.clone())],
+            Fault::Latency(_) | Fault::FlakyTargets(_) => vec![None],
+            _ => Vec::new(),
+        };
         let heal = match &s.fault {
             Fault::Partition { from, to, oneway } => {
                 let mut links = vec![(from.clone(), to.clone())];
@@ -514,6 +605,7 @@ impl Driver<'_> {
                 self.world.record(Event::Fault(format!(
                     "m{leader} is the leader cut off; g1..g{moved} lose it too"
                 )));
+                impaired.extend((1..=u32::try_from(moved).unwrap_or(1)).map(|i| Some(gw(i))));
                 Heal::Links(links)
             }
             Fault::Flap { gateway, period } => {
@@ -607,12 +699,36 @@ impl Driver<'_> {
                 self.world.set_fail_apply(*p);
                 Heal::Targets
             }
+            Fault::Brownout {
+                gateway,
+                other,
+                cut_after,
+            } => {
+                self.world.set_sick(gateway, true);
+                self.admin(AdminOp::SetEnabled(other.clone(), false));
+                self.pending.push(Scheduled {
+                    at: self.now() + *cut_after,
+                    lasts: s.lasts.saturating_sub(*cut_after),
+                    fault: Fault::IsolateGateway(gateway.clone()),
+                });
+                Heal::Brownout {
+                    gateway: gateway.clone(),
+                    other: other.clone(),
+                }
+            }
         };
         self.world.record(Event::Fault(format!(
             "{} for {} ms",
             s.fault,
             s.lasts.as_millis()
         )));
+        let from = self.now();
+        self.impairments
+            .extend(impaired.into_iter().map(|gateway| Impairment {
+                gateway,
+                from,
+                until,
+            }));
         self.active.push(Active { until, heal });
     }
 
@@ -659,15 +775,30 @@ impl Driver<'_> {
                 self.world.set_sick(&g, false);
                 format!("{g}'s target works again")
             }
+            Heal::Brownout { gateway, other } => {
+                self.world.set_sick(&gateway, false);
+                self.admin(AdminOp::SetEnabled(other.clone(), true));
+                format!("{gateway}'s target works again; {other} enabled")
+            }
             Heal::Nothing => return,
         };
         self.world.record(Event::Fault(what));
+    }
+
+    /// Queue an operator's command.
+    fn admin(&mut self, op: AdminOp) {
+        self.world.queue_admin(self.next_admin, op);
+        self.next_admin += 1;
     }
 
     fn heal_all(&mut self) {
         self.pending.clear();
         for a in std::mem::take(&mut self.active) {
             self.heal(a.heal);
+        }
+        let now = self.now();
+        for i in &mut self.impairments {
+            i.until = i.until.min(now);
         }
     }
 
@@ -704,22 +835,26 @@ const MAX_LATENCY: Duration = Duration::from_millis(5);
 /// Run one seed.
 pub fn run(o: &Options) -> Outcome {
     let world = World::new(o.seed);
+    let logs = logs::install(&world);
     let mut steps = 0;
+    let mut impairments = Vec::new();
     let result = if o.mutation.is_some() && !mutation::set(o.mutation) {
         Err(
             "this build has no mutations: use a debug build (`cargo test`, or `--profile sim`)"
                 .into(),
         )
     } else {
-        let r = simulate(o, &world, &mut steps);
+        let r = simulate(o, &world, &mut steps, &mut impairments);
         mutation::set(None);
         r
     };
+    drop(logs);
     let history = world.history();
     let params = Params {
         ana_groups: (1..=o.gateways).collect(),
         gateways: (1..=o.gateways).map(gw).collect(),
         liveness_bound: o.liveness_bound,
+        impairments: Some(impairments),
     };
     let (violations, error) = match result {
         Ok(()) => (check::check(&history, &params), None),
@@ -737,7 +872,12 @@ pub fn run(o: &Options) -> Outcome {
     }
 }
 
-fn simulate(o: &Options, world: &World, steps: &mut u64) -> Result<(), String> {
+fn simulate(
+    o: &Options,
+    world: &World,
+    steps: &mut u64,
+    impairments: &mut Vec<Impairment>,
+) -> Result<(), String> {
     let plan = Plan::draw(o);
     world.set_fencing(plan.fencing);
     world.record(Event::Fault(format!("fencing: {:?}", plan.fencing)));
@@ -763,6 +903,7 @@ fn simulate(o: &Options, world: &World, steps: &mut u64) -> Result<(), String> {
         );
     }
     sim.host("admin", nodes::admin(world.clone(), o.monitors));
+    sim.host("host", agent::host(world.clone(), o.monitors));
     let mut d = Driver {
         sim,
         world: world.clone(),
@@ -777,11 +918,11 @@ fn simulate(o: &Options, world: &World, steps: &mut u64) -> Result<(), String> {
         leader: None,
         next_write: Duration::ZERO,
         pending: Vec::new(),
+        impairments: Vec::new(),
+        next_admin: 1,
     };
-    let mut next_id = 1;
     for i in 1..=o.gateways {
-        world.queue_admin(next_id, AdminOp::Create(gw(i)));
-        next_id += 1;
+        d.admin(AdminOp::Create(gw(i)));
     }
     // Set up: every gateway created and every ANA group served.
     let groups: Vec<u32> = (1..=o.gateways).collect();
@@ -803,8 +944,16 @@ fn simulate(o: &Options, world: &World, steps: &mut u64) -> Result<(), String> {
     world.record(Event::Fault("faults begin".into()));
     let mut faults = plan.faults.iter().peekable();
     let mut ops = plan.ops.iter().peekable();
+    let mut faulty = Some(agent::REPLICAS[1]);
     while d.now() < start + o.safety {
         let now = d.now();
+        if let Some(replica) = faulty.filter(|_| start + plan.faulty_at <= now) {
+            world.record(Event::Fault(format!(
+                "the compute node finds replica {replica} faulty"
+            )));
+            world.request_faulty(replica);
+            faulty = None;
+        }
         while let Some(f) = faults.next_if(|f| start + f.at <= now) {
             d.inject(f);
         }
@@ -819,12 +968,24 @@ fn simulate(o: &Options, world: &World, steps: &mut u64) -> Result<(), String> {
             d.inject(f);
         }
         while let Some(op) = ops.next_if(|op| start + op.at <= now) {
-            world.queue_admin(next_id, op.op.clone());
-            next_id += 1;
+            d.admin(op.op.clone());
         }
         d.step()?;
     }
     d.heal_all();
+    *impairments = std::mem::take(&mut d.impairments);
+    // Every monitor taken out of the membership comes back.
+    let removed: std::collections::BTreeSet<u64> = plan
+        .ops
+        .iter()
+        .filter_map(|op| match op.op {
+            AdminOp::RemoveMonitor(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    for m in removed {
+        d.admin(AdminOp::AddMonitor(m));
+    }
     for g in (1..=o.gateways).map(gw) {
         if world.is_paused(&g) {
             world.set_paused(&g, false);

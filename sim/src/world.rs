@@ -61,12 +61,20 @@ pub enum Event {
     },
     /// The final state read back from the monitors after the run.
     AdminRead { state: AdminState },
+    /// The leading monitor declared a gateway failed (timed it out).
+    TimedOut { gateway: String },
     /// A fault was injected (or healed).
     Fault(String),
     /// A monitor became leader.
     Leader { monitor: u64, term: u64 },
     /// Faults stop here; the liveness phase begins.
     Quiet,
+    /// The compute node's report of a replica's state was acknowledged.
+    ReplicaReported { replica: String, state: String },
+    /// The compute node asked for the replicas to build its array from (ask `n`) ...
+    ConnectionAsked { n: u64 },
+    /// ... and was told these.
+    ConnectionRead { n: u64, replicas: Vec<String> },
 }
 
 /// An operator's command, on keys the checker can follow.
@@ -77,9 +85,26 @@ pub enum AdminOp {
     SetEnabled(String, bool),
     SetLocation(String, String),
     SetFailbackDelay(u64),
+    /// `nvme-gw cluster add`: a monitor (back) into the Raft membership.
+    AddMonitor(u64),
+    /// `nvme-gw cluster remove`.
+    RemoveMonitor(u64),
 }
 
 impl AdminOp {
+    /// The gateway the command names, if any.
+    pub fn gateway(&self) -> Option<&str> {
+        match self {
+            AdminOp::Create(g)
+            | AdminOp::Delete(g)
+            | AdminOp::SetEnabled(g, _)
+            | AdminOp::SetLocation(g, _) => Some(g),
+            AdminOp::SetFailbackDelay(_) | AdminOp::AddMonitor(_) | AdminOp::RemoveMonitor(_) => {
+                None
+            }
+        }
+    }
+
     /// The keys the command writes, each with the value it leaves there.
     pub fn effects(&self) -> Vec<(String, String)> {
         match self {
@@ -92,6 +117,8 @@ impl AdminOp {
             AdminOp::SetEnabled(g, on) => vec![(format!("enabled/{g}"), on.to_string())],
             AdminOp::SetLocation(g, l) => vec![(format!("location/{g}"), l.clone())],
             AdminOp::SetFailbackDelay(ms) => vec![("failback_delay_ms".into(), ms.to_string())],
+            AdminOp::AddMonitor(m) => vec![(format!("member/m{m}"), "yes".into())],
+            AdminOp::RemoveMonitor(m) => vec![(format!("member/m{m}"), "no".into())],
         }
     }
 }
@@ -195,6 +222,8 @@ struct Inner {
     starts: BTreeMap<String, u64>,
     stores: BTreeMap<u64, MemStore>,
     admin_queue: Vec<(u64, AdminOp)>,
+    /// Replicas the compute node is to report faulty.
+    faulty_requests: Vec<String>,
     read_requested: bool,
     read_done: bool,
 }
@@ -224,6 +253,7 @@ impl World {
                 starts: BTreeMap::new(),
                 stores: BTreeMap::new(),
                 admin_queue: Vec::new(),
+                faulty_requests: Vec::new(),
                 read_requested: false,
                 read_done: false,
             })),
@@ -504,6 +534,15 @@ impl World {
     }
 
     /// Ask the operator to read the final state back once its queue is empty.
+    /// Have the compute node report `replica` faulty.
+    pub fn request_faulty(&self, replica: &str) {
+        self.lock().faulty_requests.push(replica.to_owned());
+    }
+
+    pub fn take_faulty_requests(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().faulty_requests)
+    }
+
     pub fn request_read(&self) {
         self.lock().read_requested = true;
     }

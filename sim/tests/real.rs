@@ -198,6 +198,8 @@ fn real_processes_keep_every_promise() {
         ana_groups: h.ana_groups(),
         gateways: h.gateways.clone(),
         liveness_bound: BOUND,
+        // (f) needs every fault's reach known to the millisecond; the simulation checks it.
+        impairments: None,
     };
     let violations = check(&history, &params);
     let text: String = history.iter().map(|r| format!("{r}\n")).collect();

@@ -101,6 +101,12 @@ impl NvmeGw {
                 delay = format!("failback_delay_ms={ms}");
                 vec!["config", "set", &delay]
             }
+            AdminOp::AddMonitor(_) | AdminOp::RemoveMonitor(_) => {
+                return Err((
+                    true,
+                    "the real-process schedule does not change the membership".into(),
+                ))
+            }
         };
         let out = self.run(&args).map_err(|e| (false, e))?;
         if out.status.success() {
