@@ -350,6 +350,7 @@ impl Liveness {
             } else if s
                 .last_tick
                 .is_some_and(|last| now.duration_since(last) > self.period * 2)
+                && !gwmon_proto::mutation::active(gwmon_proto::mutation::Mutation::StaleTermTimeout)
             {
                 warn!(
                     late_ms = now.duration_since(s.last_tick.unwrap_or(now)).as_millis() as u64,

@@ -18,8 +18,9 @@ pub enum Mutation {
     /// when the lease runs out the gateway does not order the demotion.
     SkipDemotionAfterFailedApply,
     /// Timeouts decided from what a monitor observed in an earlier term: a re-elected
-    /// leader keeps its old timers instead of restarting them, and the state machine
-    /// applies a timeout decided in one term but appended in another.
+    /// leader keeps the timers it had when it last led (restarting them neither for the new
+    /// term nor for the pause in its ticks), and the state machine applies a timeout
+    /// decided in one term but appended in another.
     StaleTermTimeout,
     /// A compute node's question of which replicas to build its array from is answered from
     /// the asked monitor's own copy of the registry, which may lag the leader's.
