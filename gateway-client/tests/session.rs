@@ -398,23 +398,7 @@ fn ana(n: u32) -> AnaGroupId {
 
 /// A slice serving ANA group 1 (fenced and ready) and not group 2.
 fn serving_slice(epoch: u64) -> v1::MonitorMessage {
-    let view = |g: u32, access| AnaGroupView {
-        ana_group: ana(g),
-        access,
-        fence_epoch: Epoch::ZERO,
-        fence_complete: true,
-    };
-    domain::MonitorMessage::MapSlice(MapSlice {
-        epoch: Epoch(epoch),
-        ana_group: ana(1),
-        availability: SliceAvailability::Available,
-        nqns: vec!["nqn.2016-06.io.spdk:cnode1".parse().expect("nqn")],
-        ana_groups: vec![
-            view(1, AnaAccess::Optimized),
-            view(2, AnaAccess::Inaccessible),
-        ],
-    })
-    .into()
+    slice_serving(epoch, &[1])
 }
 
 fn shutdown(kind: ShutdownKind, reason: &str) -> v1::MonitorMessage {

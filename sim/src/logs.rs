@@ -9,8 +9,8 @@
 use std::cell::RefCell;
 
 use tracing::field::{Field, Visit};
-use tracing::{Event as TracingEvent, Subscriber};
 use tracing::Level;
+use tracing::{Event as TracingEvent, Subscriber};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::EnvFilter;

@@ -89,7 +89,7 @@ fn one_seed_replays_the_same_history() {
 const CAUGHT_BY: &[(Mutation, u64)] = &[
     (Mutation::AckWithoutQuorum, 5),
     (Mutation::PromoteBeforeFence, 1),
-    (Mutation::SkipDemotionAfterFailedApply, SKIP_SEED),
+    (Mutation::SkipDemotionAfterFailedApply, 76),
     (Mutation::StaleConnectionRead, 0),
     (Mutation::StaleSliceUnderLease, 319),
 ];
