@@ -296,6 +296,10 @@ struct State<H> {
     subsystems: Vec<Subsystem>,
     sent: VecDeque<(u64, Instant, bool)>,
     next_monitor: usize,
+    /// Monitors still to try in this round, each right after the last: a round tries every
+    /// monitor before the backoff grows, so a gateway finds the leader (which may be the
+    /// last of the list, with the others unable to name it) well within the grace.
+    round_left: usize,
     leader: Option<String>,
     backoff: Duration,
     /// Whether a session was open before: the next one is a reconnect.
@@ -408,6 +412,7 @@ pub async fn run_with<H: AnaHandler>(
         )
         .instrument(tracing::Span::current()),
     );
+    let round_left = config.monitors.len().saturating_sub(1);
     let mut s = State {
         backoff: config.reconnect_min,
         config,
@@ -434,6 +439,7 @@ pub async fn run_with<H: AnaHandler>(
         subsystems: Vec::new(),
         sent: VecDeque::new(),
         next_monitor: 0,
+        round_left,
         leader: None,
         opened_before: false,
         orders,
@@ -499,6 +505,7 @@ impl<H: AnaHandler> State<H> {
                             self.config.metrics.session_opened(!self.opened_before);
                             self.opened_before = true;
                             self.backoff = self.config.reconnect_min;
+                            self.round_left = self.config.monitors.len().saturating_sub(1);
                             conn = Some(c);
                             beacon.reset_immediately();
                         }
@@ -607,16 +614,22 @@ impl<H: AnaHandler> State<H> {
         })
     }
 
-    /// When to try again after a failed or lost session: at once toward a named leader,
-    /// else after a backoff that doubles, with jitter so gateways do not reconnect in step.
+    /// When to try again after a failed or lost session: at once toward a named leader;
+    /// else the next monitor of this round after `reconnect_min`; else, the round over,
+    /// after a backoff that doubles. With jitter, so gateways do not reconnect in step.
     fn after_failure(&mut self, hint: Option<String>) -> Instant {
         if let Some(leader) = hint {
             self.leader = Some(leader);
             return Instant::now();
         }
+        let jitter = self.rng.random_range(0.5..1.0);
+        if self.round_left > 0 {
+            self.round_left -= 1;
+            return Instant::now() + self.config.reconnect_min.mul_f64(jitter);
+        }
+        self.round_left = self.config.monitors.len().saturating_sub(1);
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(self.config.reconnect_max);
-        let jitter = self.rng.random_range(0.5..1.0);
         Instant::now() + wait.mul_f64(jitter)
     }
 
