@@ -68,7 +68,7 @@ impl AnaStates {
 
     /// These states, with every entry that is not optimized in `now` (nothing is, with
     /// `None`) made inaccessible: they can take ANA groups away, never give new ones.
-    pub fn optimized_only_where(&self, now: Option<&AnaStates>) -> AnaStates {
+    pub(crate) fn optimized_only_where(&self, now: Option<&AnaStates>) -> AnaStates {
         let serving = |e: &AnaEntry| {
             now.is_some_and(|n| {
                 n.optimized()

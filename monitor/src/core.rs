@@ -130,9 +130,10 @@ impl Core {
 
     /// This monitor's leadership as far as a quorum has confirmed it, or `None` if it is
     /// not the leader, no quorum has acknowledged it in its term yet, it has not yet
-    /// applied an entry of its own term, or it is no longer a voter. The last condition puts everything earlier terms
-    /// committed (a timeout its predecessor decided, a completed fence) into its map
-    /// before it acks a beacon, times anyone out or runs a fence.
+    /// applied an entry of its own term, or it is no longer a voter. Applying an entry of
+    /// its own term puts everything earlier terms committed (a timeout its predecessor
+    /// decided, a completed fence) into its map before it acks a beacon, times anyone out
+    /// or runs a fence.
     pub fn lease(&self) -> Option<Lease> {
         let (term, configs) = {
             let m = self.inner.raft.metrics();
