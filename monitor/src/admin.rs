@@ -2,15 +2,17 @@
 //! leader; reads are linearizable unless the request asks for a possibly stale answer.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use gwmon_proto::convert::required;
 use gwmon_proto::domain::{AnaGroupId, Epoch, Field, FieldError, GatewayId, GroupKey, Location};
 use gwmon_proto::v1::{self, admin_service_server::AdminService};
 use openraft::ChangeMembers;
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use crate::core::{write_error, Committed, Core};
-use crate::error::MonitorError;
+use crate::error::{Limit, MonitorError};
 use crate::events;
 use crate::map::{
     Availability, Command, ConfigUpdate, GatewayMap, GroupState, Holder, MapConfig, Timestamp,
@@ -28,11 +30,21 @@ pub struct AdminGrpc {
     /// The name of the fencer this monitor's leader loop runs ([`crate::fence::Fencer::name`]):
     /// health reports `none` because it is this monitor's setting, not the map's.
     fencer: &'static str,
+    /// One permit per open `WatchEvents` stream.
+    watchers: Arc<Semaphore>,
 }
+
+/// At most this many `WatchEvents` streams open on one monitor at once: each holds a task
+/// and a buffer of [`WATCH_BUFFER`] events, and dashboards and scripts need a handful.
+pub const MAX_WATCHERS: usize = 256;
 
 impl AdminGrpc {
     pub fn new(core: Core, fencer: &'static str) -> Self {
-        AdminGrpc { core, fencer }
+        AdminGrpc {
+            core,
+            fencer,
+            watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
+        }
     }
 
     async fn write(&self, cmd: Command) -> Result<Committed, Status> {
@@ -461,6 +473,11 @@ impl AdminService for AdminGrpc {
         req: Request<v1::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let req = req.into_inner();
+        let permit = self
+            .watchers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| MonitorError::Limit(Limit::Watchers { max: MAX_WATCHERS }))?;
         let log = self.core.events().clone();
         let mut cursor = match req.after_epoch {
             None if req.from_oldest => log.oldest(),
@@ -469,6 +486,8 @@ impl AdminService for AdminGrpc {
         let stop_at = req.stop_when_caught_up.then(|| log.end());
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         tokio::spawn(async move {
+            // Held for as long as the stream is served.
+            let _permit = permit;
             loop {
                 if stop_at.is_some_and(|end| cursor >= end) {
                     return;

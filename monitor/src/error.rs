@@ -72,6 +72,20 @@ pub enum MonitorError {
     /// An event watcher cannot be served from the retained window.
     #[error(transparent)]
     Watch(#[from] WatchError),
+    /// A caller went over one of the monitor's fixed limits (see [`Limit`]).
+    #[error("{0}")]
+    Limit(Limit),
+}
+
+/// A bound the monitor keeps on what one caller may make it do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Limit {
+    #[error("more than {per_second} beacons a second (bursts of up to {burst}) on one session: the session is closed; beacon at a steady interval")]
+    BeaconRate { per_second: u32, burst: u32 },
+    #[error(
+        "{max} event streams are open on this monitor already; close one or watch another monitor"
+    )]
+    Watchers { max: usize },
 }
 
 impl From<MonitorError> for Status {
@@ -93,6 +107,7 @@ impl From<MonitorError> for Status {
             MonitorError::Watch(WatchError::Gone { .. } | WatchError::Overrun { .. }) => {
                 Status::out_of_range(message)
             }
+            MonitorError::Limit(_) => Status::resource_exhausted(message),
             MonitorError::Config(_)
             | MonitorError::Store(_)
             | MonitorError::Codec(_)

@@ -340,13 +340,18 @@ impl Liveness {
                 s.since = Some(s.since.map_or(hold, |t| t.max(hold)));
             }
             s.grace = Some(grace_now);
-            if s.term != Some(term)
-                && !gwmon_proto::mutation::active(gwmon_proto::mutation::Mutation::StaleTermTimeout)
-            {
-                info!(term, "leading: every gateway's timer restarts");
-                s.forget();
+            if s.term != Some(term) {
+                // The mutation keeps the timers of an earlier term, once there are any.
+                let stale = s.since.is_some()
+                    && gwmon_proto::mutation::active(
+                        gwmon_proto::mutation::Mutation::StaleTermTimeout,
+                    );
+                if !stale {
+                    info!(term, "leading: every gateway's timer restarts");
+                    s.forget();
+                    s.restart(now);
+                }
                 s.term = Some(term);
-                s.restart(now);
             } else if s
                 .last_tick
                 .is_some_and(|last| now.duration_since(last) > self.period * 2)
@@ -397,7 +402,7 @@ impl Liveness {
         };
         let mut result = Ok(());
         for ((key, gateway), silent) in due {
-            info!(pool = %key.pool, group = %key.group, %gateway,
+            info!(pool = %key.pool, group = %key.group, %gateway, term,
                   silent_ms = silent.as_millis() as u64, "gateway timed out");
             self.core.telemetry().detected(silent.saturating_sub(grace));
             let k = (key.clone(), gateway.clone());

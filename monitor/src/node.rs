@@ -33,6 +33,7 @@ use crate::session::GatewayGrpc;
 use crate::store::{SledStore, Store, StoreError};
 
 pub use crate::raft::network::MAX_MESSAGE_BYTES;
+pub use gwmon_proto::MAX_CLIENT_MESSAGE_BYTES;
 /// Snapshots travel in chunks of this size, so a large map never meets a message limit.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 
@@ -247,17 +248,17 @@ impl Monitor {
                         liveness.clone(),
                         shutdown.clone(),
                     ))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
                 )
                 .add_service(
                     AdminServiceServer::new(AdminGrpc::new(core.clone(), fencer.name()))
-                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
                         .max_encoding_message_size(MAX_MESSAGE_BYTES),
                 )
                 .add_service(
                     ReplicaServiceServer::new(ReplicaGrpc::new(core.clone()))
-                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
                         .max_encoding_message_size(MAX_MESSAGE_BYTES),
                 );
             let stop = shutdown.clone();

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::core::Core;
-use crate::error::MonitorError;
+use crate::error::{Limit, MonitorError};
 use crate::liveness::Liveness;
 use crate::map::{Availability, MapError};
 use std::sync::Arc;
@@ -29,6 +29,41 @@ use std::sync::Arc;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages queued for a gateway before the session is considered stuck.
 const OUTBOX: usize = 64;
+
+/// Beacons one session may send per second, sustained, and in a burst. Five times the
+/// fastest interval anyone configures (100 ms), with room for the extra beacons a gateway
+/// sends right after applying a map: a session over it is broken or hostile, and each of
+/// its beacons costs the leader a conversion, a comparison and possibly a commit.
+const BEACONS_PER_SECOND: u32 = 50;
+const BEACON_BURST: u32 = 100;
+
+/// A token bucket over a session's beacons.
+struct BeaconBudget {
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl BeaconBudget {
+    fn new() -> Self {
+        BeaconBudget {
+            tokens: f64::from(BEACON_BURST),
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Take one beacon's token; false if the session is over its rate.
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * f64::from(BEACONS_PER_SECOND);
+        self.tokens = (self.tokens + refill).min(f64::from(BEACON_BURST));
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
 
 pub struct GatewayGrpc {
     core: Core,
@@ -118,6 +153,7 @@ impl GatewayService for GatewayGrpc {
             tx,
             last_sent: None,
             beaconed: false,
+            budget: BeaconBudget::new(),
         };
         let stop = self.shutdown.clone();
         tokio::spawn(session.run(inbound, stop).instrument(span));
@@ -139,6 +175,7 @@ struct Session {
     /// Whether a beacon of this session has been taken: until then an `Unavailable` map
     /// entry is the previous process's, which this one is about to replace.
     beaconed: bool,
+    budget: BeaconBudget,
 }
 
 enum Next {
@@ -223,6 +260,16 @@ impl Session {
     }
 
     async fn on_message(&mut self, msg: v1::GatewayMessage) -> Next {
+        // Checked before the message is even converted: that is work too.
+        if !self.budget.take() {
+            let limit = Limit::BeaconRate {
+                per_second: BEACONS_PER_SECOND,
+                burst: BEACON_BURST,
+            };
+            warn!(error = %limit, "session closed");
+            let _ = self.tx.send(Err(MonitorError::Limit(limit).into())).await;
+            return Next::End;
+        }
         let report = match domain::GatewayMessage::try_from(msg) {
             Ok(domain::GatewayMessage::Beacon {
                 incarnation,

@@ -17,6 +17,13 @@ pub mod target_file;
 
 pub use leader::LEADER_HEADER;
 
+/// The largest request the monitors' client services (gateway, admin, replica) accept, and
+/// the largest message their clients send. A beacon at every bound of [`convert`] fits with
+/// room to spare; anything larger is refused by gRPC before it is read (`OUT_OF_RANGE`).
+/// Raft between monitors has a limit of its own, sized for batches and snapshot chunks, so
+/// whatever a client can get committed also fits in one Raft message.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Generated from `proto/gwmon/v1/*.proto` by `build.rs` (protox, no system `protoc`).
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {

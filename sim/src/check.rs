@@ -23,6 +23,11 @@
 //!   fails healthy gateways over (timers carried over from an earlier term, say): an
 //!   outage for hosts that nothing called for. Only the simulation, which knows every
 //!   fault it injected, runs it.
+//! * (g) **a full grace in office**: a leader declares a gateway failed only once it has
+//!   led for a whole beacon grace, so the silence it acts on is one it could have heard the
+//!   gateway break (timers restart in every term). (f) cannot see a leader that acts on
+//!   timers left from an earlier term when a fault touched the gateways lately anyway; (g)
+//!   can. Only the simulation, which sees every monitor take office, runs it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -40,6 +45,9 @@ pub struct Params {
     pub liveness_bound: Duration,
     /// For (f): what impaired which gateways when; `None` skips (f).
     pub impairments: Option<Vec<Impairment>>,
+    /// For (g): the beacon grace; `None` skips (g) (the history does not record when each
+    /// leader took office).
+    pub grace: Option<Duration>,
 }
 
 /// A fault that can explain a gateway's failover: from `from` to `until`, `gateway` (or,
@@ -78,6 +86,7 @@ pub fn check(history: &[Record], params: &Params) -> Vec<Violation> {
     v.extend(service_returns(history, params));
     v.extend(no_stale_leg(history));
     v.extend(failovers_have_causes(history, params));
+    v.extend(timeouts_wait_a_grace_in_office(history, params));
     v
 }
 
@@ -420,7 +429,7 @@ pub fn failovers_have_causes(history: &[Record], params: &Params) -> Vec<Violati
                     named.insert(g, r.at);
                 }
             }
-            Event::TimedOut { gateway } => {
+            Event::TimedOut { gateway, .. } => {
                 let from = r.at.saturating_sub(CAUSE_WINDOW);
                 let ran = running_since
                     .get(gateway.as_str())
@@ -443,6 +452,52 @@ pub fn failovers_have_causes(history: &[Record], params: &Params) -> Vec<Violati
                         ),
                     });
                 }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// For (g): how much earlier than its true instant a leader's taking office may be on
+/// record. The driver records it within one 2 ms step, and a timeout carries the time of the
+/// step it was logged in.
+const OFFICE_SLACK: Duration = Duration::from_millis(10);
+
+/// (g): every failure declaration comes at least a grace after its leader took office.
+pub fn timeouts_wait_a_grace_in_office(history: &[Record], params: &Params) -> Vec<Violation> {
+    let Some(grace) = params.grace else {
+        return Vec::new();
+    };
+    let mut took_office: BTreeMap<u64, Duration> = BTreeMap::new();
+    let mut out = Vec::new();
+    for r in history {
+        match &r.event {
+            Event::Leader { term, .. } => {
+                took_office.entry(*term).or_insert(r.at);
+            }
+            Event::TimedOut { gateway, term } => {
+                let what = match took_office.get(term) {
+                    None => format!(
+                        "{gateway} declared failed at {:.3}s in term {term}, whose leader was \
+                         never seen in office",
+                        r.at.as_secs_f64()
+                    ),
+                    Some(since) if r.at + OFFICE_SLACK < *since + grace => format!(
+                        "{gateway} declared failed at {:.3}s by the leader of term {term}, {} ms \
+                         after it took office: less than the {} ms grace it must hear gateways \
+                         out for",
+                        r.at.as_secs_f64(),
+                        r.at.saturating_sub(*since).as_millis(),
+                        grace.as_millis()
+                    ),
+                    Some(_) => continue,
+                };
+                out.push(Violation {
+                    check: "g",
+                    at_seq: r.seq,
+                    what,
+                });
             }
             _ => {}
         }
@@ -616,12 +671,16 @@ mod tests {
             gateway: g.into(),
             nonce: format!("{g}/1"),
         };
-        let declared = |g: &str| Event::TimedOut { gateway: g.into() };
+        let declared = |g: &str| Event::TimedOut {
+            gateway: g.into(),
+            term: 1,
+        };
         let params = |impairments| Params {
             ana_groups: vec![1],
             gateways: vec!["g1".into(), "g2".into()],
             liveness_bound: Duration::from_secs(26),
             impairments: Some(impairments),
+            grace: None,
         };
         let h = vec![
             rec(1, 0, started("g1")),
@@ -676,6 +735,43 @@ mod tests {
             ..params(Vec::new())
         };
         assert!(failovers_have_causes(&h, &unknown).is_empty());
+    }
+
+    #[test]
+    fn a_failure_declaration_must_come_a_grace_after_its_leader_took_office() {
+        let leader = |monitor, term| Event::Leader { monitor, term };
+        let declared = |term| Event::TimedOut {
+            gateway: "g1".into(),
+            term,
+        };
+        let params = |grace: Option<u64>| Params {
+            ana_groups: vec![1],
+            gateways: vec!["g1".into()],
+            liveness_bound: Duration::from_secs(26),
+            impairments: None,
+            grace: grace.map(Duration::from_millis),
+        };
+        let grace = params(Some(4_000));
+        // m1 leads term 1 from 0 s and rightly declares g1 failed at 4 s; m2 takes term 2 at
+        // 6 s and may not act on g1 before 10 s.
+        let h = vec![
+            rec(1, 0, leader(1, 1)),
+            rec(2, 4_000, declared(1)),
+            rec(3, 6_000, leader(2, 2)),
+            rec(4, 10_000, declared(2)),
+        ];
+        assert!(timeouts_wait_a_grace_in_office(&h, &grace).is_empty());
+        // A leader re-elected in term 3 at 12 s that acts at once, on its timers of term 1.
+        let mut stale = h.clone();
+        stale.push(rec(5, 12_000, leader(1, 3)));
+        stale.push(rec(6, 12_100, declared(3)));
+        let v = timeouts_wait_a_grace_in_office(&stale, &grace);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].at_seq, 6);
+        // A term nobody was seen leading is a violation too; without a grace, no check.
+        let unseen = vec![rec(1, 5_000, declared(7))];
+        assert_eq!(timeouts_wait_a_grace_in_office(&unseen, &grace).len(), 1);
+        assert!(timeouts_wait_a_grace_in_office(&stale, &params(None)).is_empty());
     }
 
     #[test]

@@ -73,6 +73,7 @@ struct Decisions;
 struct Fields {
     message: bool,
     gateway: Option<String>,
+    term: u64,
 }
 
 impl Visit for Fields {
@@ -81,6 +82,12 @@ impl Visit for Fields {
             "message" => self.message = format!("{value:?}") == MESSAGE,
             "gateway" => self.gateway = Some(format!("{value:?}")),
             _ => {}
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "term" {
+            self.term = value;
         }
     }
 
@@ -100,7 +107,10 @@ impl<S: Subscriber> Layer<S> for Decisions {
         if let (true, Some(gateway)) = (f.message, f.gateway) {
             SINK.with(|s| {
                 if let Some(world) = s.borrow().as_ref() {
-                    world.record(Event::TimedOut { gateway });
+                    world.record(Event::TimedOut {
+                        gateway,
+                        term: f.term,
+                    });
                 }
             });
         }

@@ -97,7 +97,28 @@ fn parse() -> Result<Args, String> {
 
 /// Run one seed here and print its result: the report if it failed, then one line
 /// `result seed=S ok=B recovery_ms=N digest=HEX` that a batch parent reads.
+/// A run still going after this much wall time is stuck: simulated time moves only when
+/// every task waits, so one task that never does stops it for good. A run takes about a
+/// second in a release build, under a minute in a debug one.
+const WALL_LIMIT: Duration = Duration::from_secs(300);
+
 fn run_one(args: &Args) -> ExitCode {
+    let seed = args.from;
+    let (profile, mutation) = match args.mutation {
+        Some(m) => ("--profile sim", format!(" --mutation {}", m.name())),
+        None => ("--release", String::new()),
+    };
+    std::thread::spawn(move || {
+        std::thread::sleep(WALL_LIMIT);
+        println!(
+            "seed {seed}: FAILED\n  harness: the run did not finish in {} s of wall time: simulated \
+             time stopped, so some task never waits\n  replay: GWMON_SIM_LOG=info cargo run \
+             {profile} -p gwmon-sim -- --seed {seed}{mutation} (the log's last lines show where)",
+            WALL_LIMIT.as_secs()
+        );
+        println!("result seed={seed} ok=false recovery_ms=-1 digest=0000000000000000");
+        std::process::exit(1);
+    });
     let mut options = Options::new(args.from);
     options.mutation = args.mutation;
     let out = run(&options);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use gwmon_client::{AnaHandler, AnaStates, ClientConfig, HandlerError};
 use gwmon_monitor::clock::Clock;
 use gwmon_monitor::config::{Bootstrap, MonitorConfig};
-use gwmon_monitor::fence::{BoxFuture, FenceError, FenceOrder, Fencer};
+use gwmon_monitor::fence::{BoxFuture, FenceError, FenceOrder, Fencer, FencerSettings};
 use gwmon_monitor::map::Timestamp;
 use gwmon_monitor::node::{Monitor, Plumbing};
 use gwmon_proto::domain::{AnaAccess, AnaGroupId, GroupKey, Listener, Namespace, Subsystem};
@@ -69,6 +69,11 @@ impl MetricsBoard {
 
     /// The leader with the highest term among running monitors that call themselves leader.
     pub fn leader(&self) -> Option<(u64, u64)> {
+        self.leaders().into_iter().max_by_key(|(_, term)| *term)
+    }
+
+    /// Every running monitor that calls itself leader, with its term.
+    pub fn leaders(&self) -> Vec<(u64, u64)> {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner
             .iter()
@@ -76,7 +81,7 @@ impl MetricsBoard {
                 let m = m.borrow();
                 (m.current_leader == Some(*id)).then_some((*id, m.current_term))
             })
-            .max_by_key(|(_, term)| *term)
+            .collect()
     }
 }
 
@@ -121,7 +126,9 @@ impl Clock for SimClock {
 }
 
 /// Fences at the simulated storage: blocklists the identities the order names, after a
-/// delay, unless this run's fencer faults make the attempt fail or hang.
+/// delay, unless this run's fencer faults make the attempt fail or hang. A hung attempt
+/// keeps the [`Fencer`] contract the way the exec fencer does: it ends with a timeout
+/// after the default `fencer_timeout_ms`, as if its command had been killed.
 struct SimFencer {
     world: World,
 }
@@ -142,7 +149,12 @@ impl Fencer for SimFencer {
                     gateway: order.gateway.to_string(),
                     why: "hangs".into(),
                 });
-                std::future::pending::<()>().await;
+                let after = FencerSettings::DEFAULT_TIMEOUT;
+                tokio::time::sleep(after).await;
+                return Err(FenceError::Timeout {
+                    what: "fence command",
+                    after,
+                });
             }
             if self.world.chance(faults.fail) {
                 self.world.record(Event::FenceFailed {

@@ -1,7 +1,7 @@
 //! One simulated run: the cluster, a fault schedule drawn from the seed, a safety phase
 //! with faults, a liveness phase without, then the checks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -466,7 +466,8 @@ struct Driver<'a> {
     monitors: u64,
     gateways: u32,
     steps: u64,
-    leader: Option<(u64, u64)>,
+    /// The terms whose leader is on record.
+    terms: BTreeSet<u64>,
     next_write: Duration,
     /// Faults a compound fault scheduled, at absolute simulated times.
     pending: Vec<Scheduled>,
@@ -493,14 +494,13 @@ impl Driver<'_> {
             self.world.write_through_targets();
             self.next_write = now + WRITE_PERIOD;
         }
-        if self.steps.is_multiple_of(20) {
-            let leader = self.board.leader();
-            if leader != self.leader {
-                if let Some((monitor, term)) = leader {
-                    self.world.record(Event::Leader { monitor, term });
-                }
-                self.leader = leader;
+        // Every step, so check (g) knows when each leader took office to within one.
+        for (monitor, term) in self.board.leaders() {
+            if self.terms.insert(term) {
+                self.world.record(Event::Leader { monitor, term });
             }
+        }
+        if self.steps.is_multiple_of(20) {
             self.supervise();
         }
         let due: Vec<Active> = {
@@ -855,6 +855,9 @@ pub fn run(o: &Options) -> Outcome {
         gateways: (1..=o.gateways).map(gw).collect(),
         liveness_bound: o.liveness_bound,
         impairments: Some(impairments),
+        grace: Some(Duration::from_millis(
+            gwmon_monitor::map::config::MapConfig::default().beacon_grace_ms,
+        )),
     };
     let (violations, error) = match result {
         Ok(()) => (check::check(&history, &params), None),
@@ -915,7 +918,7 @@ fn simulate(
         monitors: o.monitors,
         gateways: o.gateways,
         steps: 0,
-        leader: None,
+        terms: BTreeSet::new(),
         next_write: Duration::ZERO,
         pending: Vec::new(),
         impairments: Vec::new(),

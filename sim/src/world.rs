@@ -61,11 +61,11 @@ pub enum Event {
     },
     /// The final state read back from the monitors after the run.
     AdminRead { state: AdminState },
-    /// The leading monitor declared a gateway failed (timed it out).
-    TimedOut { gateway: String },
+    /// The leader of `term` declared a gateway failed (timed it out).
+    TimedOut { gateway: String, term: u64 },
     /// A fault was injected (or healed).
     Fault(String),
-    /// A monitor became leader.
+    /// A monitor took office as the leader of `term` (seen within a step, 2 ms, of it).
     Leader { monitor: u64, term: u64 },
     /// Faults stop here; the liveness phase begins.
     Quiet,
@@ -184,7 +184,7 @@ pub enum Fencing {
 pub struct FencerFaults {
     /// Chance that an attempt fails.
     pub fail: f64,
-    /// Chance that an attempt hangs until cancelled.
+    /// Chance that an attempt hangs until the fencer's timeout ends it.
     pub hang: f64,
     /// How long a good attempt takes, at most.
     pub max_delay: Duration,

@@ -200,6 +200,7 @@ fn real_processes_keep_every_promise() {
         liveness_bound: BOUND,
         // (f) needs every fault's reach known to the millisecond; the simulation checks it.
         impairments: None,
+        grace: None,
     };
     let violations = check(&history, &params);
     let text: String = history.iter().map(|r| format!("{r}\n")).collect();

@@ -439,3 +439,216 @@ async fn a_monitor_that_cannot_catch_up_is_not_made_a_voter() {
     // The cluster still commits.
     c.write(create(0)).await;
 }
+
+/// What a client may send is bounded before anything is committed: a beacon whose
+/// subsystems carry more namespaces in all than a report may is refused with
+/// INVALID_ARGUMENT, and a request over the client message limit with OUT_OF_RANGE before
+/// it is read. Neither changes the map. (Both were accepted up to Raft's 64 MiB limit, and
+/// a report that large could be committed and then not shipped to the followers.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_reports_and_requests_are_refused_before_anything_is_committed() {
+    use v1::gateway_message::Body;
+    use v1::gateway_service_client::GatewayServiceClient;
+
+    let c = Cluster::start(1, 0, |_| {}).await;
+    let leader = c.leader().await;
+    c.write(create(0)).await;
+    let untouched = |c: &Cluster| {
+        let map = c.map(leader);
+        let gw = &map.group(&key("g0")).expect("group").gateways[&gw(0)];
+        gw.reported.is_none() && gw.subsystems.is_empty() && gw.last_seq == 0
+    };
+    assert!(untouched(&c));
+
+    let hello = v1::GatewayMessage {
+        body: Some(Body::Hello(v1::Hello {
+            gateway_id: "gw0".into(),
+            key: Some(key("g0").into()),
+            software_version: "test".into(),
+            incarnation: 7,
+        })),
+    };
+    // Three subsystems of 4,096 namespaces: each list within its cap, 12,288 in all.
+    let subsystem = |i: u32| v1::Subsystem {
+        nqn: format!("nqn.2016-06.io.spdk:c{i}"),
+        listeners: vec![v1::Listener {
+            address: "127.0.0.1".into(),
+            port: 4420,
+        }],
+        namespaces: (1..=4096)
+            .map(|nsid| v1::Namespace {
+                nsid,
+                ana_group: 1,
+                nonce: String::new(),
+            })
+            .collect(),
+    };
+    let beacon = v1::GatewayMessage {
+        body: Some(Body::Beacon(v1::Beacon {
+            seq: 0,
+            availability: v1::Availability::Starting.into(),
+            subsystems: (0..3).map(subsystem).collect(),
+            applied_epoch: 0,
+            fence_epoch: 0,
+            incarnation: 7,
+        })),
+    };
+    let mut gateway = GatewayServiceClient::connect(format!("http://{}", c.addrs[&leader]))
+        .await
+        .expect("gateway client connects");
+    let mut answers = gateway
+        .session(tokio_stream::iter(vec![hello, beacon]))
+        .await
+        .expect("the hello is accepted")
+        .into_inner();
+    // The session opens with the gateway's slice; the beacon's refusal ends it.
+    let refused = loop {
+        match answers.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the session ended without refusing the beacon"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(
+        refused.message(),
+        "invalid request: beacon.subsystems carry 12288 namespaces in all, more than the 8192 allowed"
+    );
+    assert!(untouched(&c));
+
+    let mut admin = c.admin(leader).await;
+    let huge = admin
+        .create_gateway(v1::CreateGatewayRequest {
+            key: Some(key("g0").into()),
+            gateway_id: "gw1".into(),
+            location: "x".repeat(gwmon_proto::MAX_CLIENT_MESSAGE_BYTES),
+        })
+        .await
+        .expect_err("a request over the limit");
+    assert_eq!(huge.code(), Code::OutOfRange, "{huge:?}");
+    let map = c.map(leader);
+    let group = map.group(&key("g0")).expect("group");
+    assert!(!group.gateways.contains_key(&gw(1)));
+    // The monitor still serves requests of a sane size.
+    admin
+        .create_gateway(v1::CreateGatewayRequest {
+            key: Some(key("g0").into()),
+            gateway_id: "gw1".into(),
+            location: String::new(),
+        })
+        .await
+        .expect("a normal request");
+}
+
+/// A session that beacons far faster than any gateway is configured to is closed with
+/// RESOURCE_EXHAUSTED, after its burst allowance and before it can make the leader do
+/// unbounded work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_beaconing_past_the_rate_limit_is_closed() {
+    use v1::gateway_message::Body;
+    use v1::gateway_service_client::GatewayServiceClient;
+
+    let c = Cluster::start(1, 0, |_| {}).await;
+    let leader = c.leader().await;
+    c.write(create(0)).await;
+    let mut messages = vec![v1::GatewayMessage {
+        body: Some(Body::Hello(v1::Hello {
+            gateway_id: "gw0".into(),
+            key: Some(key("g0").into()),
+            software_version: "test".into(),
+            incarnation: 7,
+        })),
+    }];
+    let flood = 1_000u64;
+    messages.extend((0..flood).map(|seq| {
+        v1::GatewayMessage {
+            body: Some(Body::Beacon(v1::Beacon {
+                seq,
+                availability: if seq == 0 {
+                    v1::Availability::Starting
+                } else {
+                    v1::Availability::Available
+                }
+                .into(),
+                subsystems: Vec::new(),
+                applied_epoch: 0,
+                fence_epoch: 0,
+                incarnation: 7,
+            })),
+        }
+    }));
+    let mut gateway = GatewayServiceClient::connect(format!("http://{}", c.addrs[&leader]))
+        .await
+        .expect("gateway client connects");
+    let mut answers = gateway
+        .session(tokio_stream::iter(messages))
+        .await
+        .expect("the hello is accepted")
+        .into_inner();
+    let mut acks = 0u64;
+    let refused = loop {
+        match answers.message().await {
+            Ok(Some(v1::MonitorMessage {
+                body: Some(v1::monitor_message::Body::Ack(_)),
+            })) => acks += 1,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the session ended without a refusal after {acks} acks"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("beacons a second"),
+        "{}",
+        refused.message()
+    );
+    // The burst was served, the flood was not.
+    assert!((100..flood).contains(&acks), "{acks} acks");
+}
+
+/// Event streams are bounded per monitor: once the limit is open, another is refused with
+/// RESOURCE_EXHAUSTED, and closing one makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_bounded_per_monitor() {
+    use gwmon_monitor::admin::MAX_WATCHERS;
+
+    let c = Cluster::start(1, 0, |_| {}).await;
+    let leader = c.leader().await;
+    // Several connections, so HTTP/2's own stream limit per connection is not what refuses.
+    let per_connection = 32;
+    let mut open = Vec::new();
+    let mut admins = Vec::new();
+    for _ in 0..MAX_WATCHERS.div_ceil(per_connection) {
+        admins.push(c.admin(leader).await);
+    }
+    for i in 0..MAX_WATCHERS {
+        let stream = admins[i / per_connection]
+            .watch_events(v1::WatchEventsRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("stream {i} is refused: {e}"))
+            .into_inner();
+        open.push(stream);
+    }
+    let mut extra = c.admin(leader).await;
+    let refused = extra
+        .watch_events(v1::WatchEventsRequest::default())
+        .await
+        .expect_err("one stream too many");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("event streams are open"),
+        "{}",
+        refused.message()
+    );
+    drop(open.pop());
+    eventually("a closed stream's place is free again", || {
+        let mut extra = extra.clone();
+        async move {
+            extra
+                .watch_events(v1::WatchEventsRequest::default())
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+}

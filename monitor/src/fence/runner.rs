@@ -240,10 +240,14 @@ impl FenceRunner {
         let mut leading: Option<u64> = None;
         loop {
             let lease_end = self.launch(&mut tasks, &mut running, &mut fences, &mut leading);
+            // Only retries still to come: one already due that `launch` did not start waits
+            // for a pass in which it may (a wake-up for it now would spin the loop).
+            let now = Instant::now();
             let next_retry = fences
                 .values()
                 .filter(|t| !t.in_flight)
                 .filter_map(|t| t.retry_at)
+                .filter(|at| *at > now)
                 .min();
             tokio::select! {
                 // Leadership unconfirmed from then on unless a quorum answered meanwhile.
@@ -474,6 +478,8 @@ mod tests {
     struct FakeBoard {
         leader: AtomicBool,
         leader_checks: AtomicUsize,
+        /// Whether a quorum answered lately (the lease allows starting fences).
+        quorum: AtomicBool,
         pending: Mutex<Vec<FenceOrder>>,
         commits: Mutex<VecDeque<Result<(), MonitorError>>>,
         commit_calls: AtomicUsize,
@@ -486,6 +492,7 @@ mod tests {
             Arc::new(FakeBoard {
                 leader: AtomicBool::new(leader),
                 leader_checks: AtomicUsize::new(0),
+                quorum: AtomicBool::new(true),
                 pending: Mutex::new(pending),
                 commits: Mutex::new(VecDeque::new()),
                 commit_calls: AtomicUsize::new(0),
@@ -513,10 +520,16 @@ mod tests {
     impl FenceBoard for FakeBoard {
         fn lease(&self) -> Option<FenceLease> {
             self.leader_checks.fetch_add(1, Ordering::SeqCst);
-            let far = Instant::now() + Duration::from_secs(3600);
+            let now = Instant::now();
+            let far = now + Duration::from_secs(3600);
+            let start_until = if self.quorum.load(Ordering::SeqCst) {
+                far
+            } else {
+                now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
+            };
             self.leader.load(Ordering::SeqCst).then_some(FenceLease {
                 term: 1,
-                start_until: far,
+                start_until,
                 keep_until: far,
             })
         }
@@ -790,6 +803,35 @@ mod tests {
         board.leader.store(true, Ordering::SeqCst);
         fencer.open(1);
         until("completed by the leader", || board.completed() == 1).await;
+        assert_eq!(fencer.calls(), 2);
+        stop(s, t).await;
+    }
+
+    /// A retry that falls due while the leader may start nothing (no quorum answered
+    /// lately) waits for the next pass. It used to wake the loop at once, again and again:
+    /// the monitor spun on a core until quorum contact came back, and in the simulation,
+    /// where time moves only when every task waits, time stopped (seed 5398).
+    #[tokio::test]
+    async fn a_due_retry_waits_without_spinning_while_no_quorum_answered_lately() {
+        let board = FakeBoard::new(true, vec![order("a", 7)]);
+        let fencer = FakeFencer::new(vec![Err(refused())], false);
+        let first = Duration::from_millis(30);
+        let (s, t) = start(&board, &fencer, first, first);
+        until("the first attempt", || fencer.calls() == 1).await;
+        board.quorum.store(false, Ordering::SeqCst);
+        let checks = board.checks();
+        // Well past the retry's time: about ten 20 ms passes, not a busy loop.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let passes = board.checks() - checks;
+        assert!(passes < 100, "{passes} passes in 200 ms");
+        assert_eq!(
+            fencer.calls(),
+            1,
+            "nothing starts without recent quorum contact"
+        );
+
+        board.quorum.store(true, Ordering::SeqCst);
+        until("the retry completes", || board.completed() == 1).await;
         assert_eq!(fencer.calls(), 2);
         stop(s, t).await;
     }

@@ -12,8 +12,10 @@
 //! `beacon.subsystems[0].nqn`.
 //!
 //! The gRPC message size limit bounds a message as a whole; [`MAX_SUBSYSTEMS`],
-//! [`MAX_LISTENERS`] and [`MAX_NAMESPACES`] bound each list within it, so that the work and
-//! memory one peer can cause per beacon stay predictable.
+//! [`MAX_LISTENERS`] and [`MAX_NAMESPACES`] bound each list within it, and
+//! [`MAX_REPORT_LISTENERS`] and [`MAX_REPORT_NAMESPACES`] what one beacon carries in all, so
+//! that the work and memory one peer can cause per beacon stay predictable, and a report
+//! the monitors commit stays far below what Raft can ship in one message.
 
 mod ids;
 pub mod replica;
@@ -35,6 +37,16 @@ pub const MAX_LISTENERS: usize = 64;
 /// At most this many namespaces per subsystem: comfortably above what SPDK and Linux
 /// nvmet are deployed with per subsystem, and it bounds the per-subsystem work.
 pub const MAX_NAMESPACES: usize = 4096;
+
+/// At most this many listeners in one beacon, across all its subsystems: a gateway
+/// listens on a few addresses, mostly the same ones for every subsystem.
+pub const MAX_REPORT_LISTENERS: usize = 4096;
+
+/// At most this many namespaces in one beacon, across all its subsystems. The lists' own
+/// caps multiply to four million; a gateway serves thousands. With every field at its
+/// longest, a beacon at all the bounds stays under [`crate::MAX_CLIENT_MESSAGE_BYTES`]
+/// (a test checks it), and the monitors keep and commit it whole.
+pub const MAX_REPORT_NAMESPACES: usize = 8192;
 
 /// Unwrap a required submessage: protobuf cannot express "required", so an unset message
 /// field arrives as `None` and is refused as [`Invalid::Missing`] under `field`.

@@ -3,7 +3,10 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use super::{at, bounded, echo, known_enum, MAX_LISTENERS, MAX_NAMESPACES, MAX_SUBSYSTEMS};
+use super::{
+    at, bounded, echo, known_enum, MAX_LISTENERS, MAX_NAMESPACES, MAX_REPORT_LISTENERS,
+    MAX_REPORT_NAMESPACES, MAX_SUBSYSTEMS,
+};
 use crate::domain::{
     AnaGroupId, Epoch, Field, FieldError, GatewayReport, Invalid, Listener, Namespace, Nonce, Nqn,
     ReportedAvailability, Subsystem,
@@ -160,6 +163,30 @@ fn availability(raw: i32) -> Result<ReportedAvailability, Invalid> {
     known_enum::<v1::Availability>(raw)?.try_into()
 }
 
+/// Refuse subsystems whose `count`ed entries exceed `max` in all, before converting any.
+fn in_all(
+    subsystems: &[v1::Subsystem],
+    count: impl Fn(&v1::Subsystem) -> usize,
+    what: &'static str,
+    max: usize,
+) -> Result<(), FieldError> {
+    let total = subsystems
+        .iter()
+        .map(count)
+        .fold(0usize, usize::saturating_add);
+    if total > max {
+        return Err(FieldError::new(
+            "subsystems",
+            Invalid::TooMany {
+                what,
+                count: total,
+                max,
+            },
+        ));
+    }
+    Ok(())
+}
+
 impl TryFrom<v1::Beacon> for GatewayReport {
     type Error = FieldError;
 
@@ -170,6 +197,18 @@ impl TryFrom<v1::Beacon> for GatewayReport {
         let availability = availability(wire.availability).field("availability")?;
 
         bounded(&wire.subsystems, MAX_SUBSYSTEMS, "subsystems")?;
+        in_all(
+            &wire.subsystems,
+            |s| s.listeners.len(),
+            "listeners",
+            MAX_REPORT_LISTENERS,
+        )?;
+        in_all(
+            &wire.subsystems,
+            |s| s.namespaces.len(),
+            "namespaces",
+            MAX_REPORT_NAMESPACES,
+        )?;
         let mut subsystems = Vec::with_capacity(wire.subsystems.len());
         let mut seen = HashSet::with_capacity(wire.subsystems.len());
         for (i, s) in wire.subsystems.into_iter().enumerate() {
@@ -517,6 +556,87 @@ mod tests {
             err.to_string(),
             "subsystems[0].namespaces has length 4097, more than the 4096 allowed"
         );
+    }
+
+    #[test]
+    fn what_one_beacon_carries_in_all_is_bounded() {
+        // Five subsystems of 4,000 namespaces each: every list within its own cap, 20,000
+        // namespaces in all.
+        let full = |i: u32, per: u32| {
+            let mut s = subsystem(&format!("nqn.2016-06.io.spdk:c{i}"));
+            s.namespaces = (1..=per).map(|n| namespace(n, 1, "")).collect();
+            s
+        };
+        let err =
+            GatewayReport::try_from(beacon((0..5).map(|i| full(i, 4000)).collect())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "subsystems carry 20000 namespaces in all, more than the 8192 allowed"
+        );
+        let at_limit = (0..2).map(|i| full(i, 4096)).collect();
+        assert!(GatewayReport::try_from(beacon(at_limit)).is_ok());
+
+        let wide = |i: u32| {
+            let mut s = subsystem(&format!("nqn.2016-06.io.spdk:c{i}"));
+            s.listeners = (0..MAX_LISTENERS as u32)
+                .map(|p| listener("10.0.0.1", 1000 + p))
+                .collect();
+            s
+        };
+        let per = MAX_LISTENERS;
+        let n = MAX_REPORT_LISTENERS / per;
+        assert!(GatewayReport::try_from(beacon((0..n as u32).map(wide).collect())).is_ok());
+        assert_eq!(
+            refusal(beacon((0..=n as u32).map(wide).collect())),
+            (
+                "subsystems".into(),
+                Invalid::TooMany {
+                    what: "listeners",
+                    count: (n + 1) * per,
+                    max: MAX_REPORT_LISTENERS
+                }
+            )
+        );
+    }
+
+    /// The largest beacon the bounds allow, every string at its longest, fits in one client
+    /// message: a gateway is never refused for serving what the checks accept.
+    #[test]
+    fn a_beacon_at_every_bound_fits_in_a_client_message() {
+        use prost::Message;
+
+        let nqn = |i: usize| {
+            let head = format!("nqn.2016-06.io.spdk:{i:06}");
+            format!("{head}{}", "x".repeat(Nqn::MAX_LEN - head.len()))
+        };
+        let nonce = "n".repeat(Nonce::MAX_LEN);
+        let per_subsystem_listeners = MAX_REPORT_LISTENERS / MAX_SUBSYSTEMS;
+        let per_subsystem_namespaces = MAX_REPORT_NAMESPACES / MAX_SUBSYSTEMS;
+        let subsystems: Vec<v1::Subsystem> = (0..MAX_SUBSYSTEMS)
+            .map(|i| v1::Subsystem {
+                nqn: nqn(i),
+                listeners: (0..per_subsystem_listeners)
+                    .map(|p| listener("fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 60_000 + p as u32))
+                    .collect(),
+                namespaces: (0..per_subsystem_namespaces)
+                    .map(|n| namespace(Namespace::MAX_NSID - n as u32, AnaGroupId::MAX, &nonce))
+                    .collect(),
+            })
+            .collect();
+        let mut b = beacon(subsystems);
+        b.seq = u64::MAX;
+        b.applied_epoch = u64::MAX;
+        b.fence_epoch = u64::MAX;
+        b.incarnation = u64::MAX;
+        let wire = v1::GatewayMessage {
+            body: Some(v1::gateway_message::Body::Beacon(b.clone())),
+        };
+        let len = wire.encoded_len();
+        assert!(
+            len < crate::MAX_CLIENT_MESSAGE_BYTES * 3 / 4,
+            "{len} bytes leave too little room under the client limit"
+        );
+        assert!(GatewayReport::try_from(b).is_ok());
     }
 
     #[test]

@@ -14,6 +14,13 @@ pub enum Invalid {
         pos: usize,
         allowed: &'static str,
     },
+    /// A list whose elements' own lists together hold too many entries.
+    #[error("carry {count} {what} in all, more than the {max} allowed")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
     #[error("must not be zero")]
     Zero,
     #[error("is {value}, outside {min}..={max}")]
