@@ -5,8 +5,12 @@
 //! the monitor's own answer to one), not a usage error (exit 2), so a script gets the same
 //! exit code whether the CLI or the monitor caught it.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
+
+use crate::certs::{Role, DEFAULT_DIR, MAX_DAYS};
 
 /// The embedded monitor's address: `gwmon` with no options listens there.
 pub const DEFAULT_MONITORS: &str = "127.0.0.1:7400";
@@ -183,6 +187,13 @@ pub enum Command {
         #[command(subcommand)]
         command: HostCommand,
     },
+    /// Certificates for gwmon's mutual TLS, made offline (no monitor is contacted): the
+    /// cluster's CA, then one certificate from it per monitor, gateway, operator, host and
+    /// storage backend.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Print a shell completion script, e.g. `nvme-gw completions bash > /etc/bash_completion.d/nvme-gw`.
     Completions {
         /// The shell to complete for.
@@ -296,6 +307,47 @@ pub enum VolumeCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create the cluster's CA in DIR: ca.pem, a self-signed certificate (CN "gwmon CA",
+    /// ECDSA P-256), and ca.key, its private key (mode 0600). Refuses to overwrite either.
+    Init {
+        /// The directory to write to; created (mode 0700) if missing.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// How long the CA is valid, in days. Every certificate it issues must expire before
+        /// it does.
+        #[arg(long, default_value_t = 3650, value_parser = days())]
+        days: u32,
+    },
+    /// Issue a certificate signed by DIR's CA: DIR/ROLE-NAME.pem and DIR/ROLE-NAME.key
+    /// (mode 0600), with each '/' of NAME as '_'. Its holder is the URI gwmon://ROLE/NAME.
+    /// Refuses to overwrite either file.
+    Issue {
+        /// Who holds the certificate.
+        role: Role,
+        /// monitor: its id (--node-id, not 0); gateway: POOL/GROUP/ID (rbd//gw1 in the
+        /// default group); admin, reader, host, backend: 1 to 255 ASCII letters, digits and
+        /// . _ - : @ (not starting with '-').
+        name: String,
+        /// The directory holding the CA (`certs init`), where the files are written.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// How long the certificate is valid, in days; no longer than the CA.
+        #[arg(long, default_value_t = 365, value_parser = days())]
+        days: u32,
+        /// Monitor certificates only: a DNS name or IP address the monitor is dialled by;
+        /// repeat for each. Without it: localhost and 127.0.0.1.
+        #[arg(long = "san", value_name = "HOST_OR_IP")]
+        sans: Vec<String>,
+    },
+}
+
+/// `--days`: 1 to [`MAX_DAYS`]; anything else is a usage error.
+fn days() -> impl clap::builder::TypedValueParser<Value = u32> {
+    clap::value_parser!(u32).range(1..=MAX_DAYS)
 }
 
 #[derive(Debug, Subcommand)]

@@ -35,6 +35,10 @@ pub async fn run(cli: Cli, format: Format, out: &mut dyn Write) -> Result<(), Cl
         clap_complete::generate(shell, &mut Cli::command(), "nvme-gw", out);
         return Ok(());
     }
+    if let Command::Certs { command } = cli.command {
+        // Offline too: certificates are made before any monitor can check them.
+        return crate::certs::run(command, format, out);
+    }
     if g.monitors.is_empty() {
         // Only an empty GWMON_MONITORS gets here; clap checked every address given.
         return Err(CliError::Refused(
@@ -273,7 +277,8 @@ pub async fn run(cli: Cli, format: Format, out: &mut dyn Write) -> Result<(), Cl
                 .value;
             emit(out, &HostsOut::from_wire(resp), format)
         }
-        Command::Completions { .. } => Ok(()),
+        // Handled above, before any monitor is needed.
+        Command::Completions { .. } | Command::Certs { .. } => Ok(()),
     }
 }
 

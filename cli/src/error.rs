@@ -1,8 +1,8 @@
 //! What can go wrong, and the exit code each outcome gives.
 //!
 //! Scripts branch on the exit code, so the classes are few and stable: 1 the command was
-//! refused (the answer will not change by retrying), 2 usage (clap's own), 3 no monitor
-//! could serve the request (retrying later may help).
+//! refused (the answer will not change by retrying; `certs` refusals and file errors too),
+//! 2 usage (clap's own), 3 no monitor could serve the request (retrying later may help).
 
 /// The exit codes of `nvme-gw`.
 pub mod exit {
@@ -37,12 +37,15 @@ pub enum CliError {
     /// Printing the result failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    /// `certs init|issue` refused the arguments or could not read or write a file.
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertError),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Refused(_) | CliError::Output(_) => exit::REFUSED,
+            CliError::Refused(_) | CliError::Output(_) | CliError::Certs(_) => exit::REFUSED,
             CliError::NoMonitor { .. } => exit::NO_MONITOR,
         }
     }

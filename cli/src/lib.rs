@@ -6,9 +6,11 @@
 //! * [`view`]: the output types, their documented JSON and their tables.
 //! * [`table`]: aligned plain-text tables.
 //! * [`time`]: timestamps for people.
+//! * [`certs`]: `certs init|issue`, the mutual-TLS certificates, made offline.
 //! * [`error`]: the error classes and their exit codes.
 
 pub mod args;
+pub mod certs;
 pub mod client;
 pub mod commands;
 pub mod error;

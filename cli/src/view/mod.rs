@@ -16,8 +16,10 @@
 //! * [`config`]: `config show|set`, the map's tunables.
 //! * [`volume`]: `volume create|show|list|replace` and `host list`: replicated volumes.
 //! * [`write`]: the result of every map change.
+//! * [`certs`]: `certs init|issue`, the certificate files written.
 
 pub mod blocklist;
+pub mod certs;
 pub mod cluster;
 pub mod config;
 pub mod events;
