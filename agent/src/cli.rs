@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use gwmon_proto::tls::{Tls, TlsFiles};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::grpc::{self, GrpcCluster, Settings};
@@ -111,6 +112,16 @@ pub struct Global {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "human")]
     pub log_format: LogFormat,
+    /// Mutual TLS: the cluster's CA (PEM). With --tls-cert and --tls-key; the monitors are
+    /// then dialled over https.
+    #[arg(long, global = true, env = "GWMON_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS: this host's certificate (`nvme-gw certs issue host HOST_NQN`).
+    #[arg(long, global = true, env = "GWMON_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// Mutual TLS: this host's private key.
+    #[arg(long, global = true, env = "GWMON_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A command line that parses but does not make sense; one line, exit code 2.
@@ -186,6 +197,14 @@ impl Global {
                 "--command-timeout-s and --timeout-ms must not be 0".into(),
             ));
         }
+        let tls = TlsFiles::from_parts(
+            self.tls_ca.clone(),
+            self.tls_cert.clone(),
+            self.tls_key.clone(),
+            "--tls-",
+        )
+        .and_then(|files| files.map(|f| Tls::load(&f)).transpose())
+        .map_err(|e| UsageError(e.to_string()))?;
         let prefix: Vec<String> = self
             .command_prefix
             .split_whitespace()
@@ -202,6 +221,7 @@ impl Global {
                 monitors: self.monitors.clone(),
                 timeout: Duration::from_millis(self.timeout_ms),
                 retries: self.retries,
+                tls,
             },
             host: LinuxHost::new(
                 self.root.clone(),

@@ -65,6 +65,17 @@ pub struct Global {
     /// to 1 s between tries; following a leader redirect is not a retry.
     #[arg(long, global = true, env = "GWMON_RETRIES", default_value_t = 10)]
     pub retries: u32,
+    /// Mutual TLS: the cluster's CA (PEM), which the monitors' certificates must come from.
+    /// With --tls-cert and --tls-key; the monitors are then dialled over https.
+    #[arg(long, global = true, env = "GWMON_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS: this operator's certificate (`nvme-gw certs issue admin NAME`, or
+    /// `reader NAME` for reads only).
+    #[arg(long, global = true, env = "GWMON_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// Mutual TLS: this operator's private key.
+    #[arg(long, global = true, env = "GWMON_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A `--monitors` entry that can be dialled; a bad one is a usage error (exit 2).

@@ -2,7 +2,7 @@
 //!
 //! One CA per cluster (`init`), and from it one certificate per monitor, gateway, operator,
 //! host agent and storage backend (`issue`). A certificate names its holder in a URI SAN,
-//! `gwmon://ROLE/NAME`: the monitors will authorize by that URI, so each name is checked
+//! `gwmon://ROLE/NAME`: the monitors authorize by that URI, so each name is checked
 //! here with the rules the monitors apply to the ids it carries (gwmon-proto's domain
 //! types), and no certificate is issued for a name a monitor would refuse.
 //!
@@ -287,7 +287,7 @@ impl Holder {
         })
     }
 
-    /// The identity the monitors will authorize by.
+    /// The identity the monitors authorize by.
     fn uri(&self) -> String {
         format!("gwmon://{}/{}", self.role, self.name)
     }

@@ -15,8 +15,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use gwmon_proto::leader::leader_hint;
+use gwmon_proto::tls::Tls;
 use gwmon_proto::v1::admin_service_client::AdminServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 
 use crate::error::CliError;
@@ -46,6 +47,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// Failed attempts retried before giving up (redirects do not count).
     pub retries: u32,
+    /// Mutual TLS to every monitor; `None`: plain h2c.
+    pub tls: Option<Tls>,
 }
 
 /// A successful answer and the monitor that gave it.
@@ -187,8 +190,8 @@ impl Admin {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let timeout = self.settings.timeout;
-        let endpoint = Endpoint::from_shared(uri(addr))
-            .map_err(|e| Failure::Retry(format!("not a usable address: {}", chain(&e))))?
+        let endpoint = gwmon_proto::tls::endpoint(addr, self.settings.tls.as_ref())
+            .map_err(|e| Failure::Retry(format!("not a usable address: {e}")))?
             .connect_timeout(timeout)
             .timeout(timeout);
         let work = async {
@@ -326,6 +329,7 @@ mod tests {
             monitors: vec![closed.clone(), "127.0.0.1:1".into()],
             timeout: Duration::from_secs(1),
             retries: 2,
+            tls: None,
         });
         let err = admin
             .call(|mut c| async move { c.health(gwmon_proto::v1::HealthRequest {}).await })

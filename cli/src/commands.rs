@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::CommandFactory;
 use gwmon_proto::convert::replica::replica_specs;
 use gwmon_proto::domain::{GatewayId, Group, Location, Pool, ReplicaId, VolumeId, VolumeSpec};
+use gwmon_proto::tls::{Tls, TlsFiles};
 use gwmon_proto::v1;
 use gwmon_proto::v1::replica_service_client::ReplicaServiceClient;
 
@@ -45,10 +46,14 @@ pub async fn run(cli: Cli, format: Format, out: &mut dyn Write) -> Result<(), Cl
             "invalid --monitors: no monitor address given".to_owned(),
         ));
     }
+    let tls = TlsFiles::from_parts(g.tls_ca, g.tls_cert, g.tls_key, "--tls-")?
+        .map(|files| Tls::load(&files))
+        .transpose()?;
     let mut admin = Admin::new(Settings {
         monitors: g.monitors,
         timeout: Duration::from_millis(g.timeout_ms),
         retries: g.retries,
+        tls,
     });
     let stale = g.stale;
     match cli.command {

@@ -40,12 +40,17 @@ pub enum CliError {
     /// `certs init|issue` refused the arguments or could not read or write a file.
     #[error(transparent)]
     Certs(#[from] crate::certs::CertError),
+    /// `--tls-*` incomplete, or a file that cannot be read or used.
+    #[error(transparent)]
+    Tls(#[from] gwmon_proto::tls::TlsError),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Refused(_) | CliError::Output(_) | CliError::Certs(_) => exit::REFUSED,
+            CliError::Refused(_) | CliError::Output(_) | CliError::Certs(_) | CliError::Tls(_) => {
+                exit::REFUSED
+            }
             CliError::NoMonitor { .. } => exit::NO_MONITOR,
         }
     }

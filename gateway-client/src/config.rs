@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use gwmon_proto::domain::{GatewayId, GroupKey};
+use gwmon_proto::tls::Tls;
 
 use crate::metrics::ClientMetrics;
 
@@ -77,6 +78,9 @@ pub struct ClientConfig {
     /// Where the session counts what it does; register it to serve it (see
     /// [`ClientMetrics`]). A fresh, unregistered one by default.
     pub metrics: ClientMetrics,
+    /// Mutual TLS to the monitors with this gateway's certificate, which must name it
+    /// (`gwmon://gateway/POOL/GROUP/ID`); `None` (the default): plain h2c.
+    pub tls: Option<Tls>,
 }
 
 impl ClientConfig {
@@ -99,6 +103,7 @@ impl ClientConfig {
                 beacon_grace: Duration::from_secs(4),
                 connect_timeout: Duration::from_secs(1),
                 metrics: ClientMetrics::default(),
+                tls: None,
             },
         }
     }
@@ -144,6 +149,10 @@ impl ClientConfigBuilder {
     setter!(
         /// Count into these metrics (keep a clone to register and serve them).
         metrics: ClientMetrics
+    );
+    setter!(
+        /// Dial the monitors with mutual TLS (see [`Tls::load`]).
+        tls: Option<Tls>
     );
 
     /// Check and return the configuration.

@@ -27,6 +27,7 @@ use gwmon_proto::domain::{
 };
 use gwmon_proto::leader::leader_hint;
 use gwmon_proto::mutation::{self, Mutation};
+use gwmon_proto::tls::Tls;
 use gwmon_proto::v1::{self, gateway_service_client::GatewayServiceClient};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -325,20 +326,25 @@ pub trait Dialer: Send + Sync + 'static {
     fn dial(&self, addr: &str, timeout: Duration) -> DialFuture;
 }
 
-/// Dials monitors over TCP, with HTTP/2 keepalives that notice a dead peer in seconds.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct TcpDialer;
+/// Dials monitors over TCP, with HTTP/2 keepalives that notice a dead peer in seconds, and
+/// mutual TLS when it has a certificate.
+#[derive(Debug, Default, Clone)]
+pub struct TcpDialer {
+    tls: Option<Tls>,
+}
+
+impl TcpDialer {
+    pub fn new(tls: Option<Tls>) -> Self {
+        TcpDialer { tls }
+    }
+}
 
 impl Dialer for TcpDialer {
     fn dial(&self, addr: &str, timeout: Duration) -> DialFuture {
         let addr = addr.to_owned();
+        let endpoint = gwmon_proto::tls::endpoint(&addr, self.tls.as_ref());
         Box::pin(async move {
-            let uri = if addr.contains("://") {
-                addr.clone()
-            } else {
-                format!("http://{addr}")
-            };
-            let endpoint = tonic::transport::Endpoint::from_shared(uri)
+            let endpoint = endpoint
                 .map_err(|e| format!("{addr}: {e}"))?
                 .connect_timeout(timeout)
                 .tcp_nodelay(true)
@@ -364,7 +370,7 @@ pub struct Plumbing {
 impl Default for Plumbing {
     fn default() -> Self {
         Plumbing {
-            dialer: Arc::new(TcpDialer),
+            dialer: Arc::new(TcpDialer::default()),
             seed: None,
         }
     }
@@ -377,7 +383,11 @@ pub async fn run<H: AnaHandler>(
     handler: Arc<H>,
     stop: CancellationToken,
 ) -> Result<Exit, ClientError> {
-    run_with(config, handler, stop, Plumbing::default()).await
+    let plumbing = Plumbing {
+        dialer: Arc::new(TcpDialer::new(config.tls.clone())),
+        ..Plumbing::default()
+    };
+    run_with(config, handler, stop, plumbing).await
 }
 
 /// [`run`] over the given [`Plumbing`].

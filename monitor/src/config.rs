@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use gwmon_proto::tls::TlsFiles;
+
 use crate::fence::{FencerConfig, FencerKind, FencerSettings};
 
 /// Where the embedded default monitor listens; `nvme-gw` and gateways look here by default.
@@ -65,6 +67,11 @@ pub enum ConfigError {
     /// Several monitors and no `fencer` setting: `none` must be chosen, not fallen into.
     #[error("fencer: not set, and this monitor is one of several: choose a fencer that cuts a failed gateway's data plane off (exec, webhook or file), or set fencer = none to accept that a paused or crashed gateway whose target keeps serving is not stopped")]
     NoFencerChosen,
+    #[error("{0}")]
+    Tls(#[from] gwmon_proto::tls::TlsError),
+    /// A listener others can reach, serving without TLS, and nobody said so on purpose.
+    #[error("listen: {0} is reachable from other hosts and TLS is off, so anyone who reaches it could vote in Raft, change the map or act as any gateway; give tls_ca, tls_cert and tls_key (see `nvme-gw certs`), listen on a loopback address, or set insecure = true to serve it unauthenticated")]
+    Insecure(SocketAddr),
     #[error("{setting}: {message}")]
     Invalid {
         setting: &'static str,
@@ -225,6 +232,25 @@ pub struct Args {
     /// webhook: first wait between quick retries, doubling, in milliseconds [default: 200].
     #[arg(long, env = "GWMON_FENCER_BACKOFF_MS")]
     pub fencer_backoff_ms: Option<u64>,
+    /// webhook: the CA (PEM) of an https:// endpoint's certificate.
+    #[arg(long, env = "GWMON_FENCER_CA", value_name = "PEM")]
+    pub fencer_ca: Option<PathBuf>,
+    /// webhook: a file holding a bearer token sent with every request.
+    #[arg(long, env = "GWMON_FENCER_TOKEN_FILE", value_name = "FILE")]
+    pub fencer_token_file: Option<PathBuf>,
+    /// Mutual TLS: the cluster's CA (PEM), which every peer and client certificate must come
+    /// from. With --tls-cert and --tls-key.
+    #[arg(long, env = "GWMON_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS: this monitor's certificate (`nvme-gw certs issue monitor ID`).
+    #[arg(long, env = "GWMON_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// Mutual TLS: this monitor's private key.
+    #[arg(long, env = "GWMON_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve a non-loopback listen address without TLS, to anyone who reaches it.
+    #[arg(long, env = "GWMON_INSECURE")]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -262,6 +288,12 @@ struct FileConfig {
     fencer_timeout_ms: Option<u64>,
     fencer_retries: Option<u32>,
     fencer_backoff_ms: Option<u64>,
+    fencer_ca: Option<PathBuf>,
+    fencer_token_file: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    insecure: Option<bool>,
 }
 
 /// How the monitor joins a cluster.
@@ -299,6 +331,10 @@ pub struct MonitorConfig {
     /// may leave so (see [`MonitorConfig::chosen_fencer`]). Kept apart from an explicit
     /// `none` because the two mean different things: one is a decision, the other is not.
     pub fencer: Option<FencerConfig>,
+    /// Mutual TLS on the gRPC listener and to the other monitors; `None`: plain h2c.
+    pub tls: Option<TlsFiles>,
+    /// Serve without TLS on an address other hosts can reach (see [`MonitorConfig::validate`]).
+    pub insecure: bool,
 }
 
 impl MonitorConfig {
@@ -321,6 +357,8 @@ impl MonitorConfig {
             liveness_tick_ms: 250,
             log_format: LogFormat::Human,
             fencer: None,
+            tls: None,
+            insecure: false,
         }
     }
 
@@ -409,6 +447,8 @@ impl MonitorConfig {
             command: args.fencer_command.or(file.fencer_command),
             args: args.fencer_args.or(file.fencer_args).unwrap_or_default(),
             url: args.fencer_url.or(file.fencer_url),
+            ca: args.fencer_ca.or(file.fencer_ca),
+            token_file: args.fencer_token_file.or(file.fencer_token_file),
             file_targets: args.fencer_file_targets.or(file.fencer_file_targets),
             timeout: args
                 .fencer_timeout_ms
@@ -426,6 +466,19 @@ impl MonitorConfig {
         .resolve()
         .map_err(|e| ConfigError::Fencer(e.to_string()))?;
         c.fencer = kind.map(|_| fencer);
+        let tls_setting =
+            if args.tls_ca.is_some() || args.tls_cert.is_some() || args.tls_key.is_some() {
+                "--tls-"
+            } else {
+                "tls_"
+            };
+        c.tls = TlsFiles::from_parts(
+            args.tls_ca.or(file.tls_ca),
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+            tls_setting,
+        )?;
+        c.insecure = args.insecure || file.insecure.unwrap_or(false);
         c.validate()?;
         // The daemon has no other fencer than the configured one: refuse now, before
         // anything is opened, rather than when the monitor starts.
@@ -516,6 +569,9 @@ impl MonitorConfig {
         }
         if self.liveness_tick_ms == 0 {
             return Err(invalid("liveness_tick_ms", "must be more than 0"));
+        }
+        if self.tls.is_none() && !self.insecure && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Insecure(self.listen));
         }
         Ok(())
     }
@@ -615,6 +671,36 @@ mod tests {
         assert!(err.contains("does not include"), "{err}");
         let err = parse(&["--node-id", "0"]).expect_err("zero");
         assert!(err.contains("start at 1"), "{err}");
+    }
+
+    #[test]
+    fn a_listener_other_hosts_reach_needs_tls_or_insecure() {
+        let err = parse(&["--listen", "0.0.0.0:7400"]).expect_err("plain on every address");
+        assert!(
+            err.starts_with("listen: 0.0.0.0:7400 is reachable from other hosts and TLS is off"),
+            "{err}"
+        );
+        let c = parse(&["--listen", "0.0.0.0:7400", "--insecure"]).expect("insecure by choice");
+        assert!(c.insecure && c.tls.is_none());
+        let c = parse(&["--listen", "[::1]:7400"]).expect("loopback needs no TLS");
+        assert!(c.tls.is_none());
+        let c = parse(&[
+            "--listen",
+            "10.0.0.1:7400",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "m1.pem",
+            "--tls-key",
+            "m1.key",
+        ])
+        .expect("TLS");
+        assert_eq!(c.tls.map(|t| t.key), Some(PathBuf::from("m1.key")));
+        let err = parse(&["--tls-ca", "ca.pem"]).expect_err("half of TLS");
+        assert_eq!(
+            err,
+            "TLS needs a CA, a certificate and a key; --tls-cert and --tls-key not given"
+        );
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub enum MonitorError {
     /// A caller went over one of the monitor's fixed limits (see [`Limit`]).
     #[error("{0}")]
     Limit(Limit),
+    /// The caller's certificate does not allow the request (see [`crate::auth`]).
+    #[error(transparent)]
+    Denied(#[from] crate::auth::Denied),
 }
 
 /// A bound the monitor keeps on what one caller may make it do.
@@ -108,6 +111,7 @@ impl From<MonitorError> for Status {
                 Status::out_of_range(message)
             }
             MonitorError::Limit(_) => Status::resource_exhausted(message),
+            MonitorError::Denied(_) => Status::permission_denied(message),
             MonitorError::Config(_)
             | MonitorError::Store(_)
             | MonitorError::Codec(_)

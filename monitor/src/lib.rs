@@ -8,6 +8,7 @@
 //! * [`core`]: proposing commands and reading the map, shared by every service.
 //! * [`liveness`]: the leader's beacon timers.
 //! * [`events`]: the window of applied events behind the `WatchEvents` stream.
+//! * [`auth`]: who is calling (the client certificate's identity) and what they may do.
 //! * [`admin`]: the `AdminService` gRPC service.
 //! * [`replica_service`]: the `ReplicaService` gRPC service: host agents and storage backends.
 //! * [`session`]: the `GatewayService` gRPC service: one stream per gateway.
@@ -18,6 +19,7 @@
 //! * [`config`], [`clock`], [`error`]: settings, time, errors and their gRPC codes.
 
 pub mod admin;
+pub mod auth;
 pub mod clock;
 pub mod codec;
 pub mod config;

@@ -16,9 +16,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use gwmon_proto::tls::Tls;
+
 use crate::admin::AdminGrpc;
+use crate::auth::AuthorizeLayer;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Bootstrap, MonitorConfig};
+use crate::config::{Bootstrap, ConfigError, MonitorConfig};
 use crate::core::Core;
 use crate::error::MonitorError;
 use crate::events::EventLog;
@@ -48,8 +51,16 @@ pub struct Plumbing {
 
 impl Default for Plumbing {
     fn default() -> Self {
+        Self::tcp(None)
+    }
+}
+
+impl Plumbing {
+    /// TCP to the other monitors, with mutual TLS when `tls` is given (it must be when the
+    /// monitors' listeners have TLS), the system clock and the configured fencer.
+    pub fn tcp(tls: Option<Tls>) -> Self {
         Plumbing {
-            connector: Arc::new(TcpConnector::default()),
+            connector: Arc::new(TcpConnector::default().with_tls(tls)),
             clock: Arc::new(SystemClock),
             fencer: None,
         }
@@ -68,6 +79,13 @@ fn choose_fencer(
             .build()
             .map_err(|e| MonitorError::Config(crate::config::ConfigError::Fencer(e.to_string()))),
     }
+}
+
+/// How a monitor is served besides its gRPC transport: the HTTP listener, if any, and the
+/// TLS of the gRPC listener, if any.
+struct Serving {
+    http: Option<TcpListener>,
+    tls: Option<Tls>,
 }
 
 /// How long a stopping monitor waits for open gRPC streams to close before cutting them.
@@ -138,8 +156,15 @@ impl Monitor {
             )
             .await?,
         );
+        let tls = config
+            .tls
+            .as_ref()
+            .map(Tls::load)
+            .transpose()
+            .map_err(ConfigError::from)?;
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
-        Self::launch(config, addr, incoming, http, store, fencer, plumbing).await
+        let serving = Serving { http, tls };
+        Self::launch(config, addr, incoming, serving, store, fencer, plumbing).await
     }
 
     /// Start a monitor on a transport and a store of the caller's: `incoming` yields the
@@ -165,15 +190,25 @@ impl Monitor {
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         config.validate()?;
+        if config.tls.is_some() {
+            return Err(MonitorError::Config(ConfigError::Invalid {
+                setting: "tls",
+                message: "TLS is served on a TCP listener (Monitor::start); a custom transport carries none".to_owned(),
+            }));
+        }
         let fencer = choose_fencer(&config, &plumbing)?;
-        Self::launch(config, addr, incoming, None, store, fencer, plumbing).await
+        let serving = Serving {
+            http: None,
+            tls: None,
+        };
+        Self::launch(config, addr, incoming, serving, store, fencer, plumbing).await
     }
 
     async fn launch<I, IO, IE>(
         config: MonitorConfig,
         addr: String,
         incoming: I,
-        http: Option<TcpListener>,
+        serving: Serving,
         store: Arc<dyn Store>,
         fencer: Arc<dyn Fencer>,
         plumbing: Plumbing,
@@ -189,6 +224,7 @@ impl Monitor {
         IO::ConnectInfo: Clone + Send + Sync + 'static,
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let Serving { http, tls } = serving;
         let (log_store, state_machine, reader) =
             raft::state_machine::open_storage(store.clone()).await?;
         // Subscribed before Raft starts applying, so the counters miss nothing this process
@@ -240,7 +276,14 @@ impl Monitor {
         let shutdown = CancellationToken::new();
 
         let server = {
-            let router = tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = &tls {
+                builder = builder
+                    .tls_config(tls.server())
+                    .map_err(|e| MonitorError::Config(ConfigError::Tls(tls.unusable(&e))))?;
+            }
+            let router = builder
+                .layer(AuthorizeLayer { tls: tls.is_some() })
                 .add_service(raft::service::raft_service(raft.clone()))
                 .add_service(
                     GatewayServiceServer::new(GatewayGrpc::new(
@@ -478,7 +521,14 @@ pub async fn run(
             )
         }
     };
-    let monitor = Monitor::start_with_http(config, listener, http, Plumbing::default()).await?;
+    // Loaded here for the connection to the other monitors; the listener loads its own.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(Tls::load)
+        .transpose()
+        .map_err(ConfigError::from)?;
+    let monitor = Monitor::start_with_http(config, listener, http, Plumbing::tcp(tls)).await?;
     println!(
         "gwmon: monitor {} serving gRPC on {}",
         monitor.id, monitor.addr

@@ -20,6 +20,7 @@ use gwmon_proto::v1::{self, replica_service_server::ReplicaService};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
+use crate::auth::Caller;
 use crate::core::{Core, ReplicaCommitted};
 use crate::error::MonitorError;
 use crate::replica::{
@@ -83,13 +84,46 @@ fn replacement_of(done: &ReplicaCommitted) -> Result<v1::Replacement, MonitorErr
         })
 }
 
+/// A host-side request, which names the host it is about.
+trait HostSide {
+    fn host_nqn(&self) -> &str;
+}
+
+macro_rules! host_side {
+    ($($request:ident),*) => {
+        $(impl HostSide for v1::$request {
+            fn host_nqn(&self) -> &str {
+                &self.host_nqn
+            }
+        })*
+    };
+}
+
+host_side!(
+    RegisterHostRequest,
+    HeartbeatRequest,
+    GetVolumeConnectionRequest,
+    ReportReplicaStatesRequest,
+    RequestReplacementRequest,
+    AcknowledgeReplacementRequest
+);
+
+/// The request, if its caller may act for the host it names (a host certificate only for
+/// its own NQN, exactly as sent; see [`Caller::check_host`]).
+fn own_host<T: HostSide>(req: Request<T>) -> Result<T, MonitorError> {
+    let caller = Caller::of(&req);
+    let r = req.into_inner();
+    caller.check_host(r.host_nqn())?;
+    Ok(r)
+}
+
 #[tonic::async_trait]
 impl ReplicaService for ReplicaGrpc {
     async fn register_host(
         &self,
         req: Request<v1::RegisterHostRequest>,
     ) -> Result<Response<v1::RegisterHostResponse>, Status> {
-        let r = req.into_inner();
+        let r = own_host(req)?;
         let host = host_identity(r.host_nqn, &r.host_id, r.name).map_err(MonitorError::from)?;
         let nqn = host.nqn.clone();
         self.write(ReplicaCommand::RegisterHost { host }).await?;
@@ -103,7 +137,7 @@ impl ReplicaService for ReplicaGrpc {
         &self,
         req: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
-        let r = req.into_inner();
+        let r = own_host(req)?;
         let host = host_identity(r.host_nqn, &r.host_id, r.name).map_err(MonitorError::from)?;
         let volumes = volume_ids(r.volume_ids).map_err(MonitorError::from)?;
         let nqn = host.nqn.clone();
@@ -135,7 +169,7 @@ impl ReplicaService for ReplicaGrpc {
         &self,
         req: Request<v1::GetVolumeConnectionRequest>,
     ) -> Result<Response<v1::GetVolumeConnectionResponse>, Status> {
-        let r = req.into_inner();
+        let r = own_host(req)?;
         let host = nqn(r.host_nqn, "host_nqn")?;
         let volume = volume_id(&r.volume_id)?;
         let answer = self
@@ -157,7 +191,7 @@ impl ReplicaService for ReplicaGrpc {
         &self,
         req: Request<v1::ReportReplicaStatesRequest>,
     ) -> Result<Response<v1::ReportReplicaStatesResponse>, Status> {
-        let r = req.into_inner();
+        let r = own_host(req)?;
         let host = nqn(r.host_nqn, "host_nqn")?;
         let volume = volume_id(&r.volume_id)?;
         let reports = replica_reports(r.reports).map_err(MonitorError::from)?;
@@ -190,7 +224,7 @@ impl ReplicaService for ReplicaGrpc {
         &self,
         req: Request<v1::RequestReplacementRequest>,
     ) -> Result<Response<v1::RequestReplacementResponse>, Status> {
-        let r = req.into_inner();
+        let r = own_host(req)?;
         // No host: an operator or the backend asks.
         let by = if r.host_nqn.is_empty() {
             None
@@ -214,7 +248,7 @@ impl ReplicaService for ReplicaGrpc {
         &self,
         req: Request<v1::AcknowledgeReplacementRequest>,
     ) -> Result<Response<v1::AcknowledgeReplacementResponse>, Status> {
-        let r = req.into_inner();
+        let r = own_host(req)?;
         let done = self
             .write(ReplicaCommand::AcknowledgeReplacement {
                 host: nqn(r.host_nqn, "host_nqn")?,

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::{Limit, MonitorError};
 use crate::liveness::Liveness;
@@ -94,6 +95,7 @@ impl GatewayService for GatewayGrpc {
         if self.core.lease().is_none() {
             return Err(self.core.not_confirmed().into());
         }
+        let caller = Caller::of(&req);
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
             .await
@@ -108,6 +110,9 @@ impl GatewayService for GatewayGrpc {
             }
             Err(e) => return Err(MonitorError::Invalid(e).into()),
         };
+        caller
+            .check_gateway(&hello.key, &hello.gateway)
+            .map_err(MonitorError::from)?;
         // Refuse unknown gateways up front: the gateway retries until an admin creates it.
         let known = self.core.reader().read(|m| {
             let group = m

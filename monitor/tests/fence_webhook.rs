@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gwmon_monitor::fence::{FenceError, FenceOrder, Fencer, WebhookFencer};
+use gwmon_monitor::fence::{FenceError, FenceOrder, Fencer, WebhookAuth, WebhookFencer};
 use gwmon_proto::domain::{Epoch, GroupKey};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 /// One request as the server read it.
@@ -82,7 +82,7 @@ impl Drop for Server {
 }
 
 /// Enough HTTP/1.1 to read one request with a `Content-Length` body.
-async fn read_request(stream: &mut TcpStream) -> Received {
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Received {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     let head_end = loop {
@@ -248,4 +248,111 @@ async fn each_attempt_is_bounded_by_the_timeout() {
         started.elapsed()
     );
     assert_eq!(server.received().len(), 2, "the first try and 1 retry");
+}
+
+/// A CA and a certificate from it for 127.0.0.1, in PEM, and the certificate's key.
+struct Pki {
+    ca_pem: String,
+    cert_der: rustls_pki_types::CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("cert");
+    Pki {
+        ca_pem: ca_cert.pem(),
+        cert_der: cert.der().clone(),
+        key_der: key.serialize_der(),
+    }
+}
+
+/// Answer one https request with `status`, and hand back what was received.
+async fn https_once(pki: &Pki, status: u16) -> (String, tokio::task::JoinHandle<Option<Received>>) {
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![pki.cert_der.clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(pki.key_der.clone().into()),
+        )
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("https://{}/fence", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        // A client that refuses the certificate ends the handshake: nothing is received.
+        let mut tls = acceptor.accept(tcp).await.ok()?;
+        let request = read_request(&mut tls).await;
+        let reply =
+            format!("HTTP/1.1 {status} Whatever\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        tls.write_all(reply.as_bytes()).await.expect("write");
+        tls.shutdown().await.ok();
+        Some(request)
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn https_with_a_bearer_token_reaches_an_endpoint_the_ca_vouches_for() {
+    let pki = pki();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).expect("write ca");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").expect("write token");
+    let auth = WebhookAuth {
+        ca: Some(ca),
+        token_file: Some(token.clone()),
+    };
+    let (url, server) = https_once(&pki, 200).await;
+    let f = WebhookFencer::with_auth(&url, Duration::from_secs(5), 0, Duration::ZERO, &auth)
+        .expect("https fencer");
+    f.fence(&order()).await.expect("fenced over https");
+    let got = server.await.expect("join").expect("a request over TLS");
+    assert_eq!(
+        got.headers.get("authorization").map(String::as_str),
+        Some("Bearer s3cret-token")
+    );
+    assert_eq!(got.target, "/fence");
+
+    // An endpoint whose certificate another CA signed is never sent the order (or the
+    // token): the handshake fails, which is a transport error.
+    let (url, server) = https_once(&pki, 200).await;
+    let other = dir.path().join("other-ca.pem");
+    std::fs::write(&other, pki_other_ca()).expect("write");
+    let f = WebhookFencer::with_auth(
+        &url,
+        Duration::from_secs(5),
+        0,
+        Duration::ZERO,
+        &WebhookAuth {
+            ca: Some(other),
+            token_file: Some(token),
+        },
+    )
+    .expect("https fencer");
+    let e = f.fence(&order()).await.expect_err("an unknown CA");
+    assert!(matches!(e, FenceError::Transport { .. }), "{e}");
+    assert!(
+        server.await.expect("join").is_none(),
+        "nothing was received"
+    );
+}
+
+fn pki_other_ca() -> String {
+    pki().ca_pem
 }

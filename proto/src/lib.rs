@@ -7,6 +7,8 @@
 //! * [`addr`]: monitor addresses as clients take them: URI and dial check.
 //! * [`target_file`]: the lock and atomic replacement the file adapter and the file fencer
 //!   share over a gateway's target file.
+//! * [`tls`]: mutual TLS: a party's CA, certificate and key, checked, and the server and
+//!   client configurations made from them.
 
 pub mod addr;
 pub mod convert;
@@ -14,6 +16,7 @@ pub mod domain;
 pub mod leader;
 pub mod mutation;
 pub mod target_file;
+pub mod tls;
 
 pub use leader::LEADER_HEADER;
 

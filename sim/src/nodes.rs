@@ -207,6 +207,8 @@ pub fn monitor(
                 std::net::SocketAddr::from(([0, 0, 0, 0], MONITOR_PORT)),
             );
             config.advertise = Some(monitor_addr(id));
+            // The simulated network has no TLS; its wildcard listener is its own.
+            config.insecure = true;
             config.bootstrap =
                 Bootstrap::Members((1..=voters).map(|i| (i, monitor_addr(i))).collect());
             config.heartbeat_ms = timers.heartbeat_ms;

@@ -175,6 +175,7 @@ async fn the_agent_heals_a_volume_across_a_leader_change_and_its_own_restart() {
         monitors: c.addrs.values().cloned().collect(),
         timeout: Duration::from_secs(2),
         retries: 20,
+        tls: None,
     }));
     let state = tempfile::tempdir().expect("tempdir");
     let config = AgentConfig {

@@ -18,9 +18,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use gwmon_proto::leader::leader_hint;
+use gwmon_proto::tls::Tls;
 use gwmon_proto::v1;
 use gwmon_proto::v1::replica_service_client::ReplicaServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 
 use super::types::{
@@ -50,6 +51,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// Failed attempts retried before a call gives up (redirects do not count).
     pub retries: u32,
+    /// Mutual TLS to every monitor; `None`: plain h2c.
+    pub tls: Option<Tls>,
 }
 
 #[derive(Debug, Default)]
@@ -111,7 +114,7 @@ impl GrpcCluster {
         if let Some(c) = self.route().channels.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(uri(addr))
+        let endpoint = gwmon_proto::tls::endpoint(addr, self.settings.tls.as_ref())
             .map_err(|e| Failure::Retry(format!("{addr}: not a usable address: {e}")))?
             .connect_timeout(self.settings.timeout)
             .timeout(self.settings.timeout);
@@ -640,6 +643,7 @@ mod tests {
             monitors: vec![closed.clone()],
             timeout: Duration::from_secs(1),
             retries: 1,
+            tls: None,
         });
         let host = HostIdentity {
             nqn: "nqn.2014-08.org.nvmexpress:host1".parse().expect("nqn"),

@@ -13,6 +13,7 @@ use gwmon_client::adapters::nvmet::NvmetTarget;
 use gwmon_client::adapters::spdk::SpdkTarget;
 use gwmon_client::{AnaHandler, ClientConfig, ClientError, ClientMetrics, Exit, OnMonitorLoss};
 use gwmon_proto::domain::{GatewayId, Group, GroupKey, Pool};
+use gwmon_proto::tls::{Tls, TlsFiles};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -90,6 +91,16 @@ struct Args {
     /// at http://ADDR/metrics. Off unless given.
     #[arg(long, env = "GWMON_GATEWAY_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Mutual TLS: the cluster's CA (PEM). With --tls-cert and --tls-key; the monitors are
+    /// then dialled over https.
+    #[arg(long, env = "GWMON_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// Mutual TLS: this gateway's certificate (`nvme-gw certs issue gateway POOL/GROUP/ID`).
+    #[arg(long, env = "GWMON_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// Mutual TLS: this gateway's private key.
+    #[arg(long, env = "GWMON_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +129,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
+    let tls = match TlsFiles::from_parts(
+        args.tls_ca.clone(),
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+        "--tls-",
+    )
+    .and_then(|files| files.map(|f| Tls::load(&f)).transpose())
+    {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("gwmon-gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let metrics = ClientMetrics::new();
     let config = ClientConfig::builder(
         args.id.clone(),
@@ -132,6 +157,7 @@ async fn run(args: Args) -> ExitCode {
     .handler_timeout(Duration::from_millis(args.handler_timeout_ms))
     .handler_attempts(args.handler_attempts)
     .metrics(metrics.clone())
+    .tls(tls)
     .build();
     let config = match config {
         Ok(c) => c,

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::webhook::WebhookAuth;
 use super::{ExecFencer, Fencer, FileFencer, NoFence, WebhookFencer};
 
 /// A fencer setting that cannot work. One line, naming the setting (the daemon's
@@ -99,6 +100,8 @@ pub enum FencerConfig {
         timeout: Duration,
         retries: u32,
         backoff: Duration,
+        /// The endpoint's CA (https) and the bearer token's file.
+        auth: WebhookAuth,
     },
     /// [`FileFencer`]: rewrite the target file `targets` names for the gateway, waiting at
     /// most `timeout` for the file's lock.
@@ -131,13 +134,10 @@ impl FencerConfig {
                 positive("fencer_timeout_ms", *timeout)
             }
             FencerConfig::Webhook {
-                url,
-                timeout,
-                retries,
-                backoff,
+                url, timeout, auth, ..
             } => {
                 positive("fencer_timeout_ms", *timeout)?;
-                WebhookFencer::new(url, *timeout, *retries, *backoff).map(|_| ())
+                WebhookFencer::check(url, auth)
             }
             FencerConfig::File { targets, timeout } => {
                 positive("fencer_timeout_ms", *timeout)?;
@@ -167,7 +167,10 @@ impl FencerConfig {
                 timeout,
                 retries,
                 backoff,
-            } => Arc::new(WebhookFencer::new(url, *timeout, *retries, *backoff)?),
+                auth,
+            } => Arc::new(WebhookFencer::with_auth(
+                url, *timeout, *retries, *backoff, auth,
+            )?),
             FencerConfig::File { targets, timeout } => {
                 Arc::new(FileFencer::new(targets, *timeout)?)
             }
@@ -215,8 +218,12 @@ pub struct FencerSettings {
     pub command: Option<PathBuf>,
     /// `fencer_args` (exec): arguments before the order's own.
     pub args: Vec<String>,
-    /// `fencer_url` (webhook): `http://HOST[:PORT]/PATH`.
+    /// `fencer_url` (webhook): `http[s]://HOST[:PORT]/PATH`.
     pub url: Option<String>,
+    /// `fencer_ca` (webhook, https): the endpoint's CA.
+    pub ca: Option<PathBuf>,
+    /// `fencer_token_file` (webhook): a bearer token sent with every request.
+    pub token_file: Option<PathBuf>,
     /// `fencer_file_targets` (file): the target file's path, with `{gateway}` in it.
     pub file_targets: Option<String>,
     /// `fencer_timeout_ms`: one attempt (the command's run, one HTTP request, the wait for
@@ -252,8 +259,16 @@ impl FencerSettings {
                 return Err(only("fencer_args", FencerKind::Exec));
             }
         }
-        if self.kind != FencerKind::Webhook && self.url.is_some() {
-            return Err(only("fencer_url", FencerKind::Webhook));
+        if self.kind != FencerKind::Webhook {
+            for (setting, given) in [
+                ("fencer_url", self.url.is_some()),
+                ("fencer_ca", self.ca.is_some()),
+                ("fencer_token_file", self.token_file.is_some()),
+            ] {
+                if given {
+                    return Err(only(setting, FencerKind::Webhook));
+                }
+            }
         }
         if self.kind != FencerKind::File && self.file_targets.is_some() {
             return Err(only("fencer_file_targets", FencerKind::File));
@@ -274,6 +289,10 @@ impl FencerSettings {
                 timeout: self.timeout,
                 retries: self.retries,
                 backoff: self.backoff,
+                auth: WebhookAuth {
+                    ca: self.ca.clone(),
+                    token_file: self.token_file.clone(),
+                },
             },
             FencerKind::File => FencerConfig::File {
                 targets: self.file_targets.clone().ok_or_else(|| {
@@ -294,6 +313,8 @@ impl Default for FencerSettings {
             command: None,
             args: Vec::new(),
             url: None,
+            ca: None,
+            token_file: None,
             file_targets: None,
             timeout: Self::DEFAULT_TIMEOUT,
             retries: Self::DEFAULT_RETRIES,
@@ -385,7 +406,27 @@ mod tests {
             url: Some("https://x/".into()),
             ..FencerSettings::default()
         });
-        assert!(e.contains("https is not supported"), "{e}");
+        assert!(
+            e.starts_with("fencer_ca: is required with an https://"),
+            "{e}"
+        );
+        assert_eq!(
+            err(FencerSettings {
+                kind: FencerKind::File,
+                file_targets: Some("/t/{gateway}.json".into()),
+                token_file: Some("/t/token".into()),
+                ..FencerSettings::default()
+            }),
+            "fencer_token_file: applies only to fencer = webhook, not file"
+        );
+        let https = FencerSettings {
+            kind: FencerKind::Webhook,
+            url: Some("https://x/".into()),
+            ca: Some("/etc/gwmon/fence-ca.pem".into()),
+            ..FencerSettings::default()
+        }
+        .resolve();
+        assert!(https.is_ok(), "{https:?}");
     }
 
     #[test]
@@ -423,6 +464,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             retries: 0,
             backoff: Duration::ZERO,
+            auth: WebhookAuth::default(),
         };
         assert_eq!(hook.build().expect("webhook").name(), "webhook");
     }

@@ -46,7 +46,7 @@ pub use exec::ExecFencer;
 pub use file::FileFencer;
 pub use none::NoFence;
 pub use runner::FenceRunner;
-pub use webhook::WebhookFencer;
+pub use webhook::{WebhookAuth, WebhookFencer};
 
 /// A boxed, sendable future: what makes [`Fencer`] object safe, so the monitor can hold the
 /// configured fencer as `Arc<dyn Fencer>` without knowing its type.

@@ -40,6 +40,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gwmon_proto::tls::Tls;
 use gwmon_proto::v1::raft_service_client::RaftServiceClient;
 use gwmon_proto::v1::RaftRequest;
 use openraft::error::{
@@ -156,6 +157,8 @@ pub enum ConnectError {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("cannot set up TLS to {addr}: {reason}")]
+    Tls { addr: String, reason: String },
     /// The connector decided not to connect (tests use this to cut a partition).
     #[error("connection to {addr} refused: {reason}")]
     Refused { addr: String, reason: String },
@@ -193,30 +196,39 @@ impl Default for TcpConnectorConfig {
     }
 }
 
-/// Plain TCP (h2c) to `http://host:port`.
+/// TCP to `host:port`: plain (h2c), or mutual TLS with this monitor's certificate.
 #[derive(Debug, Clone, Default)]
 pub struct TcpConnector {
     config: TcpConnectorConfig,
+    tls: Option<Tls>,
 }
 
 impl TcpConnector {
     pub fn new(config: TcpConnectorConfig) -> Self {
-        TcpConnector { config }
+        TcpConnector { config, tls: None }
+    }
+
+    /// Dial with mutual TLS when `tls` is given.
+    pub fn with_tls(self, tls: Option<Tls>) -> Self {
+        TcpConnector { tls, ..self }
     }
 
     /// The endpoint for `addr`, with this connector's timeouts and keepalives. `addr` may
-    /// carry a scheme (`http://host:port`); without one, `http://` is assumed.
+    /// carry a scheme (`http://host:port`); without one, `http://` is assumed, `https://`
+    /// with TLS.
     pub fn endpoint(&self, addr: &str) -> Result<Endpoint, ConnectError> {
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint =
-            Endpoint::from_shared(uri).map_err(|source| ConnectError::InvalidAddress {
+        let endpoint = match &self.tls {
+            Some(tls) => tls.endpoint(addr).map_err(|e| ConnectError::Tls {
                 addr: addr.to_string(),
-                source,
-            })?;
+                reason: e.to_string(),
+            })?,
+            None => Endpoint::from_shared(gwmon_proto::addr::uri(addr)).map_err(|source| {
+                ConnectError::InvalidAddress {
+                    addr: addr.to_string(),
+                    source,
+                }
+            })?,
+        };
         let c = &self.config;
         Ok(endpoint
             .connect_timeout(c.connect_timeout)
