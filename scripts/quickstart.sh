@@ -4,7 +4,8 @@
 # the README's steps appears here, so the two cannot drift apart.
 #
 # Needs gwmon, gwmon-gateway and nvme-gw on PATH (the README's first step puts them there)
-# and runs in the current directory (the README's scratch directory). Everything listens on
+# and runs in the current directory (the README's scratch directory), where it makes the
+# certificates everything uses for mutual TLS. Everything listens on
 # the embedded monitor's default address, 127.0.0.1:7400, unless GWMON_LISTEN and
 # GWMON_MONITORS say otherwise (the test points them at a free port).
 #
@@ -41,8 +42,16 @@ until_ok() {
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "2. Start the monitor"
-gwmon --fencer file --fencer-file-targets "$PWD/{gateway}.json" 2> gwmon.log &
+step "2. Certificates, and the monitor"
+nvme-gw certs init
+nvme-gw certs issue monitor 1
+nvme-gw certs issue admin me
+nvme-gw certs issue gateway rbd/grp1/gw1
+nvme-gw certs issue gateway rbd/grp1/gw2
+export GWMON_TLS_CA="$PWD/gwmon-certs/ca.pem"
+export GWMON_TLS_CERT="$PWD/gwmon-certs/admin-me.pem" GWMON_TLS_KEY="$PWD/gwmon-certs/admin-me.key"
+gwmon --fencer file --fencer-file-targets "$PWD/{gateway}.json" \
+  --tls-cert gwmon-certs/monitor-1.pem --tls-key gwmon-certs/monitor-1.key 2> gwmon.log &
 MON=$!
 started+=("$MON")
 until_ok "the monitor to elect itself leader" 'nvme-gw cluster status | grep -q "^leader 1 "'
@@ -61,10 +70,12 @@ cat > gw1.json <<'EOF'
 }
 EOF
 sed 's/4420/4421/' gw1.json > gw2.json
-gwmon-gateway --id gw1 --pool rbd --group grp1 --adapter file --target gw1.json 2> gw1.log &
+gwmon-gateway --id gw1 --pool rbd --group grp1 --adapter file --target gw1.json \
+  --tls-cert gwmon-certs/gateway-rbd_grp1_gw1.pem --tls-key gwmon-certs/gateway-rbd_grp1_gw1.key 2> gw1.log &
 GW1=$!
 started+=("$GW1")
-gwmon-gateway --id gw2 --pool rbd --group grp1 --adapter file --target gw2.json 2> gw2.log &
+gwmon-gateway --id gw2 --pool rbd --group grp1 --adapter file --target gw2.json \
+  --tls-cert gwmon-certs/gateway-rbd_grp1_gw2.pem --tls-key gwmon-certs/gateway-rbd_grp1_gw2.key 2> gw2.log &
 GW2=$!
 started+=("$GW2")
 
@@ -90,7 +101,8 @@ grep -A 4 '"ana"' gw2.json
 grep -A 4 '"ana"' gw1.json
 
 step "6. Start gw1 again: failback"
-gwmon-gateway --id gw1 --pool rbd --group grp1 --adapter file --target gw1.json 2> gw1.log &
+gwmon-gateway --id gw1 --pool rbd --group grp1 --adapter file --target gw1.json \
+  --tls-cert gwmon-certs/gateway-rbd_grp1_gw1.pem --tls-key gwmon-certs/gateway-rbd_grp1_gw1.key 2> gw1.log &
 GW1=$!
 started+=("$GW1")
 until_ok "gw1 to take its ANA group back" \

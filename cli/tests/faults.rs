@@ -6,12 +6,15 @@
 //! The faults are the ones that broke at the edges: a gateway paused (SIGSTOP) for longer
 //! than the grace while its data plane keeps the last states, and a gateway killed
 //! (SIGKILL) and restarted over the target it left optimized.
+//!
+//! Everything talks mutual TLS, as the README's three-monitor example does: certificates
+//! made by `nvme-gw certs`, the monitors' Raft, the gateways' sessions and the CLI's calls.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const NVME_GW: &str = env!("CARGO_BIN_EXE_nvme-gw");
@@ -44,8 +47,47 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok, "kill {sig} {}", child.id());
 }
 
+/// The certificates' directory, once made.
+static CERTS: OnceLock<PathBuf> = OnceLock::new();
+
+/// `--tls-ca`, `--tls-cert` and `--tls-key` for the holder of `stem` (`monitor-1`, ...).
+fn tls_args(stem: &str) -> Vec<String> {
+    let dir = CERTS.get().expect("certificates made");
+    [
+        ("--tls-ca", "ca.pem".to_owned()),
+        ("--tls-cert", format!("{stem}.pem")),
+        ("--tls-key", format!("{stem}.key")),
+    ]
+    .into_iter()
+    .flat_map(|(flag, file)| [flag.to_owned(), dir.join(file).display().to_string()])
+    .collect()
+}
+
+/// A CA and the certificates of three monitors, two gateways and an operator.
+fn make_certs(dir: &Path) {
+    let certs = |args: &[&str]| {
+        let out = Command::new(NVME_GW)
+            .arg("certs")
+            .args(args)
+            .arg("--dir")
+            .arg(dir)
+            .output()
+            .expect("run nvme-gw certs");
+        assert!(out.status.success(), "certs {args:?}: {out:?}");
+    };
+    certs(&["init"]);
+    for id in ["1", "2", "3"] {
+        certs(&["issue", "monitor", id]);
+    }
+    certs(&["issue", "gateway", "rbd/grp1/gw1"]);
+    certs(&["issue", "gateway", "rbd/grp1/gw2"]);
+    certs(&["issue", "admin", "ops"]);
+    CERTS.set(dir.to_owned()).expect("made once");
+}
+
 fn nvme_gw(monitors: &str, args: &[&str]) -> std::process::Output {
     Command::new(NVME_GW)
+        .args(tls_args("admin-ops"))
         .args(["--monitors", monitors])
         .args(args)
         .stdin(Stdio::null())
@@ -152,6 +194,7 @@ impl Poller {
 /// Each gateway's line of `nvme-gw show` (plain), by gateway id.
 fn states(monitors: &str) -> BTreeMap<String, String> {
     let out = Command::new(NVME_GW)
+        .args(tls_args("admin-ops"))
         .args([
             "--monitors",
             monitors,
@@ -181,6 +224,7 @@ fn gateway(bin: &Path, id: &str, monitors: &str, target: &Path, log: &Path) -> C
         .arg(target)
         .args(["--beacon-ms", "100", "--grace-ms", &GRACE_MS.to_string()])
         .args(["--handler-timeout-ms", "100"])
+        .args(tls_args(&format!("gateway-rbd_grp1_{id}")))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log"))
@@ -197,6 +241,7 @@ fn paused_and_killed_gateways_never_leave_two_targets_optimized() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
+    make_certs(&d.join("certs"));
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let members = ports
         .iter()
@@ -220,6 +265,7 @@ fn paused_and_killed_gateways_never_leave_two_targets_optimized() {
             .args(["--initial-members", &members, "--fencer", "file"])
             .arg("--fencer-file-targets")
             .arg(d.join("{gateway}.json"))
+            .args(tls_args(&format!("monitor-{id}")))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(d.join(format!("m{id}.log"))).expect("log"))

@@ -82,6 +82,10 @@ fn the_readme_quickstart_runs_as_written() {
         "GWMON_GATEWAY_ID",
         "GWMON_POOL",
         "GWMON_GROUP",
+        "GWMON_TLS_CA",
+        "GWMON_TLS_CERT",
+        "GWMON_TLS_KEY",
+        "GWMON_INSECURE",
     ] {
         cmd.env_remove(var);
     }
