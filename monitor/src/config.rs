@@ -23,6 +23,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 /// the gRPC port, loopback only, so nothing is exposed beyond the host unless asked.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7401";
 
+/// Open gRPC connections served at once by default: a gateway, an agent, an operator or a
+/// peer monitor holds one each, so this leaves room for thousands of gateways while a
+/// flood of idle connections cannot exhaust the process's file descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16_384;
+/// The range `max_connections` is checked against.
+pub const MAX_CONNECTIONS: std::ops::RangeInclusive<u32> = 1..=1_000_000;
+
 /// The `http_listen` setting: an address, or `off` for no HTTP listener at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpListen {
@@ -197,6 +204,10 @@ pub struct Args {
     /// Store page cache in MiB [default: 64].
     #[arg(long, env = "GWMON_CACHE_MB")]
     pub cache_mb: Option<u64>,
+    /// Open connections the gRPC listener serves at once; more are closed as they arrive
+    /// [default: 16384].
+    #[arg(long, env = "GWMON_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
     /// Leader liveness check period in milliseconds [default: 250].
     #[arg(long, env = "GWMON_LIVENESS_TICK_MS")]
     pub liveness_tick_ms: Option<u64>,
@@ -278,6 +289,7 @@ struct FileConfig {
     snapshot_logs: Option<u64>,
     logs_kept: Option<u64>,
     cache_mb: Option<u64>,
+    max_connections: Option<u32>,
     liveness_tick_ms: Option<u64>,
     log_format: Option<LogFormat>,
     fencer: Option<FencerKind>,
@@ -325,6 +337,8 @@ pub struct MonitorConfig {
     pub snapshot_logs: u64,
     pub logs_kept: u64,
     pub cache_mb: u64,
+    /// Open connections the gRPC listener serves at once (TCP listener only).
+    pub max_connections: u32,
     pub liveness_tick_ms: u64,
     pub log_format: LogFormat,
     /// The `fencer` setting; `None` when it was not given, which only a single-node monitor
@@ -354,6 +368,7 @@ impl MonitorConfig {
             snapshot_logs: 5000,
             logs_kept: 1000,
             cache_mb: 64,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             liveness_tick_ms: 250,
             log_format: LogFormat::Human,
             fencer: None,
@@ -439,6 +454,7 @@ impl MonitorConfig {
         pick!(snapshot_logs);
         pick!(logs_kept);
         pick!(cache_mb);
+        pick!(max_connections);
         pick!(liveness_tick_ms);
         pick!(log_format);
         let kind = args.fencer.or(file.fencer);
@@ -569,6 +585,16 @@ impl MonitorConfig {
         }
         if self.liveness_tick_ms == 0 {
             return Err(invalid("liveness_tick_ms", "must be more than 0"));
+        }
+        if !MAX_CONNECTIONS.contains(&self.max_connections) {
+            return Err(invalid(
+                "max_connections",
+                format!(
+                    "must be {} to {}: every gateway, agent, operator and monitor holds one",
+                    MAX_CONNECTIONS.start(),
+                    MAX_CONNECTIONS.end()
+                ),
+            ));
         }
         if self.tls.is_none() && !self.insecure && !self.listen.ip().is_loopback() {
             return Err(ConfigError::Insecure(self.listen));

@@ -16,6 +16,7 @@
 //! * [`metrics`], [`http`]: Prometheus metrics and the HTTP listener (`/metrics`, `/health`,
 //!   `/status`).
 //! * [`node`]: one monitor, wired and started; the daemon's `run`.
+//! * [`connections`]: the gRPC listener's bound on connections, keepalives and stream limits.
 //! * [`config`], [`clock`], [`error`]: settings, time, errors and their gRPC codes.
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod connections;
 pub mod core;
 pub mod error;
 pub mod events;

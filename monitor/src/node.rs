@@ -22,6 +22,7 @@ use crate::admin::AdminGrpc;
 use crate::auth::AuthorizeLayer;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Bootstrap, ConfigError, MonitorConfig};
+use crate::connections::ConnectionLimit;
 use crate::core::Core;
 use crate::error::MonitorError;
 use crate::events::EventLog;
@@ -86,6 +87,10 @@ fn choose_fencer(
 struct Serving {
     http: Option<TcpListener>,
     tls: Option<Tls>,
+    /// A TCP listener's bound on connections; with it come HTTP/2 keepalives and stream
+    /// and header limits. `None` for a custom transport (a simulation's network, whose
+    /// runs must not change with timers of the real one).
+    connections: Option<ConnectionLimit>,
 }
 
 /// How long a stopping monitor waits for open gRPC streams to close before cutting them.
@@ -103,6 +108,8 @@ pub struct Monitor {
     pub liveness: Arc<Liveness>,
     /// Where `/metrics`, `/health/*` and `/status` are served, if they are.
     pub http_addr: Option<SocketAddr>,
+    /// The gRPC listener's connections, on a TCP listener.
+    pub connections: Option<ConnectionLimit>,
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
     server: JoinHandle<Result<(), MonitorError>>,
@@ -162,8 +169,13 @@ impl Monitor {
             .map(Tls::load)
             .transpose()
             .map_err(ConfigError::from)?;
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
-        let serving = Serving { http, tls };
+        let connections = ConnectionLimit::new(config.max_connections);
+        let incoming = connections.apply(tonic::transport::server::TcpIncoming::from(listener));
+        let serving = Serving {
+            http,
+            tls,
+            connections: Some(connections),
+        };
         Self::launch(config, addr, incoming, serving, store, fencer, plumbing).await
     }
 
@@ -200,6 +212,7 @@ impl Monitor {
         let serving = Serving {
             http: None,
             tls: None,
+            connections: None,
         };
         Self::launch(config, addr, incoming, serving, store, fencer, plumbing).await
     }
@@ -224,7 +237,11 @@ impl Monitor {
         IO::ConnectInfo: Clone + Send + Sync + 'static,
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let Serving { http, tls } = serving;
+        let Serving {
+            http,
+            tls,
+            connections,
+        } = serving;
         let (log_store, state_machine, reader) =
             raft::state_machine::open_storage(store.clone()).await?;
         // Subscribed before Raft starts applying, so the counters miss nothing this process
@@ -277,6 +294,13 @@ impl Monitor {
 
         let server = {
             let mut builder = tonic::transport::Server::builder();
+            if connections.is_some() {
+                builder = builder
+                    .http2_keepalive_interval(Some(crate::connections::HTTP2_KEEPALIVE_INTERVAL))
+                    .http2_keepalive_timeout(Some(crate::connections::HTTP2_KEEPALIVE_TIMEOUT))
+                    .max_concurrent_streams(crate::connections::MAX_STREAMS_PER_CONNECTION)
+                    .http2_max_header_list_size(crate::connections::MAX_HEADER_LIST_BYTES);
+            }
             if let Some(tls) = &tls {
                 builder = builder
                     .tls_config(tls.server())
@@ -379,6 +403,7 @@ impl Monitor {
             core,
             liveness,
             http_addr,
+            connections,
             store,
             shutdown,
             server,

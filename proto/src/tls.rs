@@ -11,6 +11,10 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
+/// The longest a TLS handshake may take on a monitor's listener: a client that connects and
+/// never speaks is dropped instead of holding a connection forever.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where a party's TLS material is: its CA (to check peers), its certificate and its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -154,6 +158,7 @@ impl Tls {
         ServerTlsConfig::new()
             .identity(self.identity.clone())
             .client_ca_root(self.ca.clone())
+            .timeout(HANDSHAKE_TIMEOUT)
     }
 
     /// A client's side: the monitor's certificate must come from the CA and name the host

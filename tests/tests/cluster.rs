@@ -652,3 +652,58 @@ async fn event_streams_are_bounded_per_monitor() {
     })
     .await;
 }
+
+/// A client served at once: connected, with one answered call behind it.
+async fn served_client(
+    addr: &str,
+) -> Result<v1::admin_service_client::AdminServiceClient<tonic::transport::Channel>, String> {
+    let mut client =
+        v1::admin_service_client::AdminServiceClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|e| e.to_string())?;
+    client
+        .health(v1::HealthRequest {})
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(client)
+}
+
+#[tokio::test]
+async fn connections_past_max_connections_are_closed_and_a_freed_slot_is_served() {
+    let c = Cluster::start(1, 0, |config| config.max_connections = 2).await;
+    c.leader().await;
+    let addr = c.addrs[&1].clone();
+    let limit = c.monitor(1).connections.clone().expect("a TCP listener");
+    let first = served_client(&addr).await.expect("first connection");
+    let second = served_client(&addr).await.expect("second connection");
+    assert_eq!(limit.open(), 2);
+    // The third is closed as it arrives, before any HTTP/2 is spoken; the two served keep
+    // working.
+    assert!(
+        served_client(&addr).await.is_err(),
+        "a third connection was served"
+    );
+    assert!(limit.refused() >= 1);
+    let mut again = second.clone();
+    again
+        .health(v1::HealthRequest {})
+        .await
+        .expect("a served connection keeps working");
+    // Closing one frees its slot.
+    drop(first);
+    let end = tokio::time::Instant::now() + DEADLINE;
+    let _third = loop {
+        match served_client(&addr).await {
+            Ok(client) => break client,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < end,
+                    "no connection served after another closed: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(limit.open(), 2);
+    drop(second);
+}
