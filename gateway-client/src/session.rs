@@ -342,6 +342,9 @@ impl TcpDialer {
 impl Dialer for TcpDialer {
     fn dial(&self, addr: &str, timeout: Duration) -> DialFuture {
         let addr = addr.to_owned();
+        if let Some(tls) = &self.tls {
+            take_new_tls_files(tls);
+        }
         let endpoint = gwmon_proto::tls::endpoint(&addr, self.tls.as_ref());
         Box::pin(async move {
             let endpoint = endpoint
@@ -353,6 +356,19 @@ impl Dialer for TcpDialer {
                 .keep_alive_while_idle(true);
             endpoint.connect().await.map_err(|e| format!("{addr}: {e}"))
         })
+    }
+}
+
+/// Certificates are rotated by replacing the files: the next connection takes them, with no
+/// restart and no signal. Files that cannot be used (half written, a key that is not the
+/// certificate's) leave the previous ones in use, with a warning at each connection.
+pub(crate) fn take_new_tls_files(tls: &Tls) {
+    match tls.reload_if_changed() {
+        Ok(true) => info!(files = ?tls.files(), "TLS files changed: new connections use them"),
+        Ok(false) => {}
+        Err(e) => {
+            warn!(error = %e, "TLS files changed but cannot be used; connecting with the previous ones")
+        }
     }
 }
 

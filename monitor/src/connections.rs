@@ -13,12 +13,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use gwmon_proto::tls::{self, Tls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::{Connected, TcpIncoming};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// TCP keepalive on accepted connections: a peer that vanished without a FIN (power loss,
 /// a cut cable) is found by the kernel even while HTTP/2 is idle.
@@ -101,6 +105,10 @@ impl ConnectionLimit {
     }
 }
 
+/// The content type of a TLS record carrying a handshake message: every TLS connection's
+/// first byte.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// A connection holding its permit until it is dropped.
 #[derive(Debug)]
 pub struct Limited<IO> {
@@ -153,4 +161,66 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Limited<IO> {
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
+}
+
+/// The TLS handshakes of `incoming`'s connections, each with the certificate `tls` holds
+/// when the connection arrives (so a [`Tls::reload`] applies to the next connection), run
+/// side by side so one slow client delays nobody, and each bounded by
+/// [`tls::HANDSHAKE_TIMEOUT`]. A failed handshake closes its connection and is logged at
+/// debug level: a client from another CA is refused here, before any request is read.
+///
+/// A connection whose first byte is not a TLS handshake record (a client speaking plain
+/// HTTP/2) is closed without an answer: a TLS alert sent to it would read as a garbled
+/// HTTP/2 frame, where a closed connection reads as the monitor being out of reach.
+pub fn tls_handshakes<S>(
+    incoming: S,
+    tls: Tls,
+) -> impl Stream<Item = Result<TlsStream<Limited<TcpStream>>, io::Error>> + Send + 'static
+where
+    S: Stream<Item = Result<Limited<TcpStream>, io::Error>> + Send + 'static,
+{
+    let (done, handshaken) = mpsc::channel(64);
+    tokio::spawn(async move {
+        tokio::pin!(incoming);
+        loop {
+            let accepted = tokio::select! {
+                // The server stopped: release the listener now, not at the next arrival.
+                () = done.closed() => break,
+                accepted = incoming.next() => accepted,
+            };
+            match accepted {
+                None => break,
+                Some(Err(e)) => {
+                    if done.send(Err(e)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(io)) => {
+                    let acceptor = TlsAcceptor::from(tls.server_config());
+                    let done = done.clone();
+                    tokio::spawn(async move {
+                        let handshake = async {
+                            let mut first = [0u8; 1];
+                            match io.io.peek(&mut first).await {
+                                Ok(1) if first[0] == TLS_HANDSHAKE_RECORD => {}
+                                Ok(_) => {
+                                    return Err(io::Error::other("not TLS: closed unanswered"))
+                                }
+                                Err(e) => return Err(e),
+                            }
+                            acceptor.accept(io).await
+                        };
+                        match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, handshake).await {
+                            Ok(Ok(stream)) => {
+                                let _ = done.send(Ok(stream)).await;
+                            }
+                            Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => debug!("TLS handshake timed out"),
+                        }
+                    });
+                }
+            }
+        }
+    });
+    ReceiverStream::new(handshaken)
 }

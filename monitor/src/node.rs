@@ -12,9 +12,10 @@ use gwmon_proto::v1::replica_service_server::ReplicaServiceServer;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use gwmon_proto::tls::Tls;
 
@@ -110,6 +111,8 @@ pub struct Monitor {
     pub http_addr: Option<SocketAddr>,
     /// The gRPC listener's connections, on a TCP listener.
     pub connections: Option<ConnectionLimit>,
+    /// The gRPC listener's TLS material, if it serves TLS.
+    tls: Option<Tls>,
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
     server: JoinHandle<Result<(), MonitorError>>,
@@ -173,10 +176,16 @@ impl Monitor {
         let incoming = connections.apply(tonic::transport::server::TcpIncoming::from(listener));
         let serving = Serving {
             http,
-            tls,
+            tls: tls.clone(),
             connections: Some(connections),
         };
-        Self::launch(config, addr, incoming, serving, store, fencer, plumbing).await
+        match tls {
+            None => Self::launch(config, addr, incoming, serving, store, fencer, plumbing).await,
+            Some(tls) => {
+                let incoming = crate::connections::tls_handshakes(incoming, tls);
+                Self::launch(config, addr, incoming, serving, store, fencer, plumbing).await
+            }
+        }
     }
 
     /// Start a monitor on a transport and a store of the caller's: `incoming` yields the
@@ -301,11 +310,6 @@ impl Monitor {
                     .max_concurrent_streams(crate::connections::MAX_STREAMS_PER_CONNECTION)
                     .http2_max_header_list_size(crate::connections::MAX_HEADER_LIST_BYTES);
             }
-            if let Some(tls) = &tls {
-                builder = builder
-                    .tls_config(tls.server())
-                    .map_err(|e| MonitorError::Config(ConfigError::Tls(tls.unusable(&e))))?;
-            }
             let router = builder
                 .layer(AuthorizeLayer { tls: tls.is_some() })
                 .add_service(raft::service::raft_service(raft.clone()))
@@ -404,6 +408,7 @@ impl Monitor {
             liveness,
             http_addr,
             connections,
+            tls,
             store,
             shutdown,
             server,
@@ -414,6 +419,17 @@ impl Monitor {
 
     pub fn raft(&self) -> &Raft {
         self.core.raft()
+    }
+
+    /// Read the listener's TLS files again: connections accepted from now on get the new
+    /// certificate and trust the new CA file; open ones keep what they were set up with. A
+    /// file that cannot be used leaves the old material in place and is the error.
+    /// `Ok(false)`: this monitor serves no TLS.
+    pub fn reload_tls(&self) -> Result<bool, ConfigError> {
+        match &self.tls {
+            None => Ok(false),
+            Some(tls) => tls.reload().map(|()| true).map_err(ConfigError::from),
+        }
     }
 
     /// A token that stops this monitor when cancelled (then call [`Monitor::stopped`]).
@@ -553,7 +569,8 @@ pub async fn run(
         .map(Tls::load)
         .transpose()
         .map_err(ConfigError::from)?;
-    let monitor = Monitor::start_with_http(config, listener, http, Plumbing::tcp(tls)).await?;
+    let monitor =
+        Monitor::start_with_http(config, listener, http, Plumbing::tcp(tls.clone())).await?;
     println!(
         "gwmon: monitor {} serving gRPC on {}",
         monitor.id, monitor.addr
@@ -562,9 +579,42 @@ pub async fn run(
         println!("gwmon: monitor {} serving HTTP on {http}", monitor.id);
     }
     let stop = monitor.shutdown_token();
-    tokio::select! {
-        () = shutdown => info!("shutting down"),
-        () = stop.cancelled() => {}
+    let mut hangups = signal(SignalKind::hangup())
+        .map_err(|e| warn!(error = %e, "no SIGHUP handler: TLS files are not reloaded without a restart"))
+        .ok();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                info!("shutting down");
+                break;
+            }
+            () = stop.cancelled() => break,
+            Some(()) = async {
+                match hangups.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => reload_tls(&monitor, tls.as_ref()),
+        }
     }
     monitor.shutdown().await
+}
+
+/// SIGHUP: the listener and the connections to the other monitors take the TLS files
+/// anew. A file that cannot be used is logged and the old material kept: a rotation half
+/// done must not take a serving monitor down.
+fn reload_tls(monitor: &Monitor, dialing: Option<&Tls>) {
+    let listener = monitor.reload_tls();
+    let dialing = dialing
+        .map(Tls::reload)
+        .transpose()
+        .map_err(ConfigError::from);
+    match (listener, dialing) {
+        (Ok(false), _) => info!("SIGHUP: no TLS configured, nothing to reload"),
+        (Ok(true), Ok(_)) => info!("SIGHUP: TLS certificate, key and CA reloaded"),
+        (Err(e), _) | (_, Err(e)) => {
+            error!(error = %e, "SIGHUP: TLS files not reloaded; the previous ones stay in use")
+        }
+    }
 }

@@ -1,15 +1,17 @@
 //! Mutual TLS on every gRPC connection: the three files each party names (the cluster's CA,
 //! its own certificate, its private key; `nvme-gw certs` makes them), read and checked once
 //! with a message that names the file at fault, and the server and client configurations
-//! made from them. Monitors serve with [`Tls::server`] and require a client certificate
-//! from the same CA; every client (the other monitors, gateways, `nvme-gw`, agents) dials
-//! with [`Tls::endpoint`].
+//! made from them. Monitors serve with [`Tls::server_config`] and require a client
+//! certificate from the same CA; every client (the other monitors, gateways, `nvme-gw`,
+//! agents) dials with [`Tls::endpoint`]. [`Tls::reload`] takes new files without a restart
+//! (a monitor on SIGHUP; gateways and agents before each connection they make).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// The longest a TLS handshake may take on a monitor's listener: a client that connects and
 /// never speaks is dropped instead of holding a connection forever.
@@ -78,14 +80,25 @@ pub enum TlsError {
     },
 }
 
-/// A party's TLS material, read and checked. Its `Debug` shows the file names only, never
-/// the key.
+/// A party's TLS material, read and checked. Clones share it, and [`Tls::reload`] replaces
+/// it for all of them at once: new connections use the new files, open ones keep theirs.
+/// Its `Debug` shows the file names only, never the key.
 #[derive(Clone)]
 pub struct Tls {
     files: TlsFiles,
+    current: Arc<RwLock<Arc<Material>>>,
+}
+
+/// What the three files held when they were last read.
+struct Material {
     ca: Certificate,
     identity: Identity,
+    server: Arc<rustls::ServerConfig>,
+    stamp: Stamp,
 }
+
+/// The files' sizes and modification times, to notice that they were replaced.
+type Stamp = [Option<(u64, std::time::SystemTime)>; 3];
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -97,54 +110,45 @@ impl std::fmt::Debug for Tls {
 
 impl Tls {
     /// Read the three files and check that each holds what it should: the CA and the
-    /// certificate at least one PEM certificate, the key a PEM private key.
+    /// certificate at least one PEM certificate, the key a PEM private key that belongs to
+    /// the certificate.
     pub fn load(files: &TlsFiles) -> Result<Tls, TlsError> {
-        let ca = read(&files.ca, "CA")?;
-        let cert = read(&files.cert, "certificate")?;
-        let key = read(&files.key, "key")?;
-        let not_pem = |what, path: &Path, expected| TlsError::NotPem {
-            what,
-            path: path.to_owned(),
-            expected,
-        };
-        let has_cert = |pem: &[u8]| {
-            let mut certs = CertificateDer::pem_slice_iter(pem);
-            matches!(certs.next(), Some(Ok(_))) && certs.all(|c| c.is_ok())
-        };
-        if !has_cert(&ca) {
-            return Err(not_pem("CA", &files.ca, "certificate"));
-        }
-        if !has_cert(&cert) {
-            return Err(not_pem("certificate", &files.cert, "certificate"));
-        }
-        if PrivateKeyDer::from_pem_slice(&key).is_err() {
-            return Err(not_pem("key", &files.key, "private key"));
-        }
-        let tls = Tls {
+        Ok(Tls {
             files: files.clone(),
-            ca: Certificate::from_pem(ca),
-            identity: Identity::from_pem(cert, key),
-        };
-        // Built once here so a key that is not the certificate's is refused at start, not
-        // at the first connection.
-        tls.check()?;
-        Ok(tls)
+            current: Arc::new(RwLock::new(Arc::new(Material::read(files)?))),
+        })
     }
 
-    fn check(&self) -> Result<(), TlsError> {
-        tonic::transport::Server::builder()
-            .tls_config(self.server())
-            .map(|_| ())
-            .map_err(|e| self.unusable(&e))
+    /// Read the files again. On success every clone uses the new material for the
+    /// connections it makes or accepts from now on; on failure (a file missing, half
+    /// written, or a key that is not the certificate's) the old material stays in use and
+    /// the error says why.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = Arc::new(Material::read(&self.files)?);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// [`Tls::reload`] if any of the files changed (size or modification time) since they
+    /// were last read; `Ok(true)` when new material was taken. Cheap enough to call before
+    /// every connection a client makes.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        if stamp(&self.files) == self.material().stamp {
+            return Ok(false);
+        }
+        self.reload().map(|()| true)
+    }
+
+    fn material(&self) -> Arc<Material> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// `e`, from configuring TLS with these files, as the error naming them.
     pub fn unusable(&self, e: &dyn std::error::Error) -> TlsError {
-        TlsError::Unusable {
-            cert: self.files.cert.clone(),
-            key: self.files.key.clone(),
-            reason: chain(e),
-        }
+        unusable(&self.files, e)
     }
 
     /// The files this was read from.
@@ -152,21 +156,20 @@ impl Tls {
         &self.files
     }
 
-    /// A monitor's listener: its certificate, and a client certificate from the CA required
-    /// of every caller (a connection without one fails in the handshake).
-    pub fn server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(self.identity.clone())
-            .client_ca_root(self.ca.clone())
-            .timeout(HANDSHAKE_TIMEOUT)
+    /// A monitor's listener, for a rustls acceptor: its certificate, HTTP/2 by ALPN, and a
+    /// client certificate from the CA required of every caller (a connection without one
+    /// fails in the handshake). The current material: take it anew for each connection.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.material().server.clone()
     }
 
     /// A client's side: the monitor's certificate must come from the CA and name the host
     /// or address dialled; this party's certificate is presented in return.
     pub fn client(&self) -> ClientTlsConfig {
+        let m = self.material();
         ClientTlsConfig::new()
-            .ca_certificate(self.ca.clone())
-            .identity(self.identity.clone())
+            .ca_certificate(m.ca.clone())
+            .identity(m.identity.clone())
     }
 
     /// An endpoint for the monitor at `addr` (`host:port`, or with a scheme, which becomes
@@ -176,6 +179,82 @@ impl Tls {
         Endpoint::from_shared(format!("https://{host_port}"))
             .and_then(|e| e.tls_config(self.client()))
             .map_err(|e| self.unusable(&e))
+    }
+}
+
+impl Material {
+    fn read(files: &TlsFiles) -> Result<Material, TlsError> {
+        // Stamped before reading: a file replaced while it is read is read again next time.
+        let stamp = stamp(files);
+        let ca = read(&files.ca, "CA")?;
+        let cert = read(&files.cert, "certificate")?;
+        let key = read(&files.key, "key")?;
+        let not_pem = |what, path: &Path, expected| TlsError::NotPem {
+            what,
+            path: path.to_owned(),
+            expected,
+        };
+        let certs = |pem: &[u8]| -> Option<Vec<CertificateDer<'static>>> {
+            let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+            certs.ok().filter(|c| !c.is_empty())
+        };
+        let ca_certs = certs(&ca).ok_or_else(|| not_pem("CA", &files.ca, "certificate"))?;
+        let chain =
+            certs(&cert).ok_or_else(|| not_pem("certificate", &files.cert, "certificate"))?;
+        let private = PrivateKeyDer::from_pem_slice(&key)
+            .map_err(|_| not_pem("key", &files.key, "private key"))?;
+        // Built here so a key that is not the certificate's, or a CA rustls cannot use, is
+        // refused when the files are read, not at the first connection.
+        let server = server_config(ca_certs, chain, private).map_err(|e| unusable(files, &e))?;
+        Ok(Material {
+            ca: Certificate::from_pem(ca),
+            identity: Identity::from_pem(cert, key),
+            server: Arc::new(server),
+            stamp,
+        })
+    }
+}
+
+fn server_config(
+    ca: Vec<CertificateDer<'static>>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    // ring, as tonic's tls-ring on the client side: aws-lc-rs, the post-quantum provider
+    // rustls now prefers, needs cmake and a C toolchain to build.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ca {
+        roots.add(c)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+fn stamp(files: &TlsFiles) -> Stamp {
+    [&files.ca, &files.cert, &files.key].map(|p| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)))
+    })
+}
+
+fn unusable(files: &TlsFiles, e: &dyn std::error::Error) -> TlsError {
+    TlsError::Unusable {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        reason: chain(e),
     }
 }
 

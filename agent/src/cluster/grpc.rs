@@ -23,6 +23,7 @@ use gwmon_proto::v1;
 use gwmon_proto::v1::replica_service_client::ReplicaServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
+use tracing::{info, warn};
 
 use super::types::{
     HostIdentity, Portal, Replacement, ReplacementId, ReplicaId, ReplicaInfo, ReplicaReport,
@@ -111,6 +112,20 @@ impl GrpcCluster {
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, Failure> {
+        // Certificates are rotated by replacing the files: when they change, the channels
+        // made with the old ones are dropped and the next call dials with the new ones.
+        if let Some(tls) = &self.settings.tls {
+            match tls.reload_if_changed() {
+                Ok(true) => {
+                    info!(files = ?tls.files(), "TLS files changed: reconnecting with them");
+                    self.route().channels.clear();
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(error = %e, "TLS files changed but cannot be used; keeping the previous ones")
+                }
+            }
+        }
         if let Some(c) = self.route().channels.get(addr) {
             return Ok(c.clone());
         }
