@@ -67,18 +67,23 @@ impl Cluster {
             .prefix("gwmon-bench-")
             .tempdir()
             .map_err(|e| BenchError::io("create a temporary directory", e))?;
-        let ports = free_ports(6)?;
+        // Per monitor: its client, HTTP and peer (Raft) ports.
+        let ports = free_ports(9)?;
+        let port = |id: u64, which: usize| ports[(id as usize - 1) * 3 + which];
         let addrs: BTreeMap<u64, String> = (1..=3u64)
-            .map(|id| (id, format!("127.0.0.1:{}", ports[(id as usize - 1) * 2])))
+            .map(|id| (id, format!("127.0.0.1:{}", port(id, 0))))
+            .collect();
+        let peers: BTreeMap<u64, String> = (1..=3u64)
+            .map(|id| (id, format!("127.0.0.1:{}", port(id, 2))))
             .collect();
         let members = addrs
             .iter()
-            .map(|(id, a)| format!("{id}={a}"))
+            .map(|(id, a)| format!("{id}={a}/{}", peers[id]))
             .collect::<Vec<_>>()
             .join(",");
         let mut procs = BTreeMap::new();
         for (id, addr) in &addrs {
-            let http = format!("127.0.0.1:{}", ports[(*id as usize - 1) * 2 + 1]);
+            let http = format!("127.0.0.1:{}", port(*id, 1));
             let data_dir = dir.path().join(format!("m{id}"));
             let log = dir.path().join(format!("m{id}.log"));
             let out = std::fs::File::create(&log)
@@ -91,6 +96,8 @@ impl Cluster {
                 .arg(id.to_string())
                 .arg("--listen")
                 .arg(addr)
+                .arg("--peer-listen")
+                .arg(&peers[id])
                 .arg("--http-listen")
                 .arg(&http)
                 .arg("--data-dir")

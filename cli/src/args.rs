@@ -261,8 +261,12 @@ pub enum ClusterCommand {
     Add {
         /// The new monitor's id (its `--node-id`); not 0 and not already a member.
         id: u64,
-        /// The new monitor's gRPC address, host:port.
+        /// The new monitor's gRPC address for clients, host:port.
         addr: String,
+        /// Where the other monitors reach its Raft (its --peer-listen), host:port
+        /// [default: the host of ADDR with its port plus 2].
+        #[arg(long, value_name = "HOST:PORT")]
+        peer: Option<String>,
     },
     /// Remove a monitor from the cluster.
     Remove {

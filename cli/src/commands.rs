@@ -472,16 +472,21 @@ async fn cluster(
             }
             emit(out, &view, format)
         }
-        ClusterCommand::Add { id, addr } => {
+        ClusterCommand::Add { id, addr, peer } => {
             if id == 0 {
                 return Err(CliError::Refused(
                     "invalid monitor id 0: ids start at 1".to_owned(),
                 ));
             }
             check_addr(&addr).map_err(|e| CliError::Refused(format!("invalid address: {e}")))?;
+            if let Some(peer) = &peer {
+                check_addr(peer)
+                    .map_err(|e| CliError::Refused(format!("invalid peer address: {e}")))?;
+            }
             let req = v1::AddMonitorRequest {
                 id,
                 addr: addr.clone(),
+                peer_addr: peer.unwrap_or_default(),
             };
             let resp = admin
                 .call(|mut c| {

@@ -197,9 +197,20 @@ async fn every_command_works_and_prints_the_documented_json() {
             .all(|m| m["lag"].is_u64()),
         "asked of the leader, every member has a lag: {st}"
     );
-    let add = nvme_gw(&m, &[J, "cluster", "add", "4", &cluster.addrs[&4]])
-        .await
-        .json();
+    let add = nvme_gw(
+        &m,
+        &[
+            J,
+            "cluster",
+            "add",
+            "4",
+            &cluster.addrs[&4],
+            "--peer",
+            &cluster.peer_addrs[&4],
+        ],
+    )
+    .await
+    .json();
     assert_membership_shape(&add, "add");
     let st = nvme_gw(&m, &[J, "cluster", "status"]).await.json();
     let four = st["members"]
@@ -289,7 +300,7 @@ async fn plain_output_is_an_aligned_table_with_one_row_per_gateway() {
     assert!(lines[0].starts_with("leader "), "{text}");
     assert_eq!(
         lines[1].split_whitespace().collect::<Vec<_>>(),
-        ["ID", "ADDRESS", "ROLE", "MATCHED", "LAG"]
+        ["ID", "ADDRESS", "PEER", "ROLE", "MATCHED", "LAG"]
     );
     assert_eq!(
         lines.iter().filter(|l| l.contains(" leader ")).count(),

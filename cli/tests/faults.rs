@@ -243,10 +243,12 @@ fn paused_and_killed_gateways_never_leave_two_targets_optimized() {
     let d = dir.path();
     make_certs(&d.join("certs"));
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let members = ports
         .iter()
+        .zip(&peer_ports)
         .enumerate()
-        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+        .map(|(i, (p, peer))| format!("{}=127.0.0.1:{p}/127.0.0.1:{peer}", i + 1))
         .collect::<Vec<_>>()
         .join(",");
     let monitors = ports
@@ -259,6 +261,7 @@ fn paused_and_killed_gateways_never_leave_two_targets_optimized() {
         let id = (i + 1).to_string();
         let child = Command::new(&bins["gwmon"])
             .args(["--node-id", &id, "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--peer-listen", &format!("127.0.0.1:{}", peer_ports[i])])
             .args(["--http-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(d.join(format!("m{id}")))

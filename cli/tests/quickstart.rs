@@ -67,6 +67,8 @@ fn the_readme_quickstart_runs_as_written() {
         .env("GWMON_MONITORS", &addr)
         // Not the default 127.0.0.1:7401: the test must not depend on that port being free.
         .env("GWMON_HTTP_LISTEN", "127.0.0.1:0")
+        // Nor on the peer port next to the free one found for gRPC.
+        .env("GWMON_PEER_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("dup"))
         .stderr(out);
@@ -75,6 +77,7 @@ fn the_readme_quickstart_runs_as_written() {
         "GWMON_NODE_ID",
         "GWMON_DATA_DIR",
         "GWMON_INITIAL_MEMBERS",
+        "GWMON_ADVERTISE_PEER",
         "GWMON_JOIN",
         "GWMON_FORMAT",
         "GWMON_TIMEOUT_MS",

@@ -114,6 +114,8 @@ fn sighup_takes_new_certificates_and_keeps_the_old_ones_when_the_new_are_unusabl
                 &monitor,
                 "--http-listen",
                 "off",
+                "--peer-listen",
+                "127.0.0.1:0",
             ])
             .arg("--data-dir")
             .arg(dir.path().join("data"))

@@ -214,9 +214,23 @@ async fn every_audience_is_authorized_by_its_certificate() {
         .expect_err("an admin's session");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 
-    // Raft answers monitors only: a forged vote from an admin is refused before openraft
-    // sees it.
-    let status = RaftServiceClient::new(admin_channel)
+    // Raft answers monitors only, on the peer port only: a forged vote from an admin is
+    // refused there before openraft sees it, and the client port serves no Raft at all,
+    // not even to a monitor's certificate.
+    let peer_port = pki
+        .tls("admin-alice")
+        .endpoint(&cluster.peer_addrs[&leader])
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to the peer port as admin");
+    let term_before = cluster
+        .monitor(leader)
+        .raft()
+        .metrics()
+        .borrow()
+        .current_term;
+    let status = RaftServiceClient::new(peer_port)
         .vote(v1::RaftRequest {
             payload: vec![1, 2, 3],
         })
@@ -226,6 +240,30 @@ async fn every_audience_is_authorized_by_its_certificate() {
     assert!(
         status.message().contains("needs a monitor certificate"),
         "{status:?}"
+    );
+    let monitor_on_client_port = pki
+        .tls("monitor-2")
+        .endpoint(&leader_addr)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to the client port as a monitor");
+    let status = RaftServiceClient::new(monitor_on_client_port)
+        .vote(v1::RaftRequest {
+            payload: vec![1, 2, 3],
+        })
+        .await
+        .expect_err("Raft on the client port");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert_eq!(
+        cluster
+            .monitor(leader)
+            .raft()
+            .metrics()
+            .borrow()
+            .current_term,
+        term_before,
+        "a refused vote changed the leader's term"
     );
 
     // A host acts for itself only.

@@ -303,6 +303,7 @@ impl AdminService for AdminGrpc {
                 v1::MonitorMember {
                     id: *id,
                     addr: node.addr.clone(),
+                    peer_addr: node.peer_addr.clone(),
                     voter: voters.contains(id),
                     matched_index: matched,
                     lag: matched.map(|i| last.saturating_sub(i)),
@@ -332,6 +333,18 @@ impl AdminService for AdminGrpc {
         }
         crate::config::check_addr(&r.addr)
             .map_err(|e| Status::invalid_argument(format!("invalid request: addr {e}")))?;
+        let peer_addr = if r.peer_addr.is_empty() {
+            crate::raft::default_peer_addr(&r.addr).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "invalid request: addr {}: its port plus 2 is no port; give peer_addr",
+                    r.addr
+                ))
+            })?
+        } else {
+            crate::config::check_addr(&r.peer_addr)
+                .map_err(|e| Status::invalid_argument(format!("invalid request: peer_addr {e}")))?;
+            r.peer_addr.clone()
+        };
         if self.core.lease().is_none() {
             return Err(self.core.not_confirmed().into());
         }
@@ -341,7 +354,11 @@ impl AdminService for AdminGrpc {
         // address, a monitor not started) is taken out again instead of being made a voter
         // that the quorum would then wait for.
         let added = raft
-            .add_learner(r.id, openraft::BasicNode::new(r.addr.clone()), true)
+            .add_learner(
+                r.id,
+                crate::raft::MonitorNode::new(r.addr.clone(), peer_addr.clone()),
+                true,
+            )
             .await
             .map_err(write_error)?;
         let target = added.log_id.index;
@@ -362,9 +379,10 @@ impl AdminService for AdminGrpc {
                 .change_membership(ChangeMembers::RemoveNodes([r.id].into()), false)
                 .await;
             return Err(Status::failed_precondition(format!(
-                "monitor {} at {} did not catch up within {} s; it was not added (is it running with --join at that address?)",
+                "monitor {} at {} (peers: {}) did not catch up within {} s; it was not added (is it running with --join, its peer port at that address?)",
                 r.id,
                 r.addr,
+                peer_addr,
                 LEARNER_CATCH_UP.as_secs()
             )));
         }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use gwmon_proto::tls::TlsFiles;
 
 use crate::fence::{FencerConfig, FencerKind, FencerSettings};
+use crate::raft::MonitorNode;
 
 /// Where the embedded default monitor listens; `nvme-gw` and gateways look here by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
@@ -93,19 +94,21 @@ fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// A monitor of the initial cluster: `ID=HOST:PORT`.
+/// A monitor of the initial cluster: `ID=HOST:PORT` (its client address; its peer port is
+/// the default one, that port plus 2) or `ID=HOST:PORT/PEERHOST:PEERPORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub id: u64,
     pub addr: String,
+    pub peer_addr: String,
 }
 
 impl FromStr for Member {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (id, addr) = s
-            .split_once('=')
-            .ok_or_else(|| format!("{s:?} is not ID=HOST:PORT"))?;
+        let (id, addrs) = s.split_once('=').ok_or_else(|| {
+            format!("{s:?} is not ID=HOST:PORT or ID=HOST:PORT/PEERHOST:PEERPORT")
+        })?;
         let id: u64 = id
             .trim()
             .parse()
@@ -113,22 +116,50 @@ impl FromStr for Member {
         if id == 0 {
             return Err(format!("{s:?}: monitor ids start at 1"));
         }
-        check_addr(addr.trim()).map_err(|e| format!("{s:?}: {e}"))?;
+        let (addr, peer) = match addrs.split_once('/') {
+            Some((addr, peer)) => (addr.trim(), Some(peer.trim())),
+            None => (addrs.trim(), None),
+        };
+        check_addr(addr).map_err(|e| format!("{s:?}: {e}"))?;
+        let peer_addr = match peer {
+            Some(peer) => {
+                check_addr(peer).map_err(|e| format!("{s:?}: peer: {e}"))?;
+                if peer == addr {
+                    return Err(format!(
+                        "{s:?}: the peer address is the client address; Raft has a port of its own"
+                    ));
+                }
+                peer.to_owned()
+            }
+            None => crate::raft::default_peer_addr(addr).ok_or_else(|| {
+                format!("{s:?}: the port plus 2 is no port; give /PEERHOST:PEERPORT")
+            })?,
+        };
         Ok(Member {
             id,
-            addr: addr.trim().to_owned(),
+            addr: addr.to_owned(),
+            peer_addr,
         })
     }
 }
 
 impl fmt::Display for Member {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}", self.id, self.addr)
+        write!(f, "{}={}/{}", self.id, self.addr, self.peer_addr)
     }
 }
 
+/// The longest address accepted: a DNS name (253), a colon and a port.
+pub const MAX_ADDR_LEN: usize = 260;
+
 /// An address peers and gateways can dial: `HOST:PORT` with a port that is a number.
 pub fn check_addr(addr: &str) -> Result<(), String> {
+    if addr.len() > MAX_ADDR_LEN {
+        return Err(format!(
+            "the address of {} bytes is longer than {MAX_ADDR_LEN}",
+            addr.len()
+        ));
+    }
     let (host, port) = addr
         .rsplit_once(':')
         .ok_or_else(|| format!("the address {addr:?} has no :PORT"))?;
@@ -162,19 +193,27 @@ pub struct Args {
     /// Directory of the Raft log, votes and snapshots [default: ./gwmon-data].
     #[arg(long, env = "GWMON_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// gRPC listen address for gateways, the CLI and the other monitors
-    /// [default: 127.0.0.1:7400].
+    /// gRPC listen address for gateways, agents and the CLI [default: 127.0.0.1:7400].
     #[arg(long, env = "GWMON_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// The address others use to reach this monitor [default: the listen address].
+    /// The address clients use to reach this monitor [default: the listen address].
     #[arg(long, env = "GWMON_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// Raft listen address, for the other monitors only [default: the listen address's IP
+    /// and its port plus 2, 127.0.0.1:7402].
+    #[arg(long, env = "GWMON_PEER_LISTEN", value_name = "ADDR")]
+    pub peer_listen: Option<SocketAddr>,
+    /// The address the other monitors use to reach this one's Raft [default: the peer
+    /// listen address].
+    #[arg(long, env = "GWMON_ADVERTISE_PEER", value_name = "HOST:PORT")]
+    pub advertise_peer: Option<String>,
     /// HTTP listen address for /metrics, /health/live, /health/ready and /status, or `off`
     /// [default: 127.0.0.1:7401].
     #[arg(long, env = "GWMON_HTTP_LISTEN", value_name = "ADDR|off")]
     pub http_listen: Option<HttpListen>,
-    /// The initial cluster, `ID=HOST:PORT` comma-separated. The lowest id bootstraps it once;
-    /// restarts are harmless. Without it the monitor bootstraps a single-node cluster of
+    /// The initial cluster, `ID=HOST:PORT` comma-separated (each monitor's client address;
+    /// its peer port is that port plus 2 unless given as `ID=HOST:PORT/PEERHOST:PEERPORT`).
+    /// The lowest id bootstraps it once; restarts are harmless. Without it the monitor bootstraps a single-node cluster of
     /// itself, unless --join is given.
     #[arg(
         long,
@@ -280,6 +319,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<String>,
     advertise: Option<String>,
+    peer_listen: Option<String>,
+    advertise_peer: Option<String>,
     http_listen: Option<String>,
     initial_members: Option<Vec<String>>,
     join: Option<bool>,
@@ -314,7 +355,7 @@ pub enum Bootstrap {
     /// Initialize a single-node cluster of itself if the store is empty.
     Single,
     /// The initial members; the lowest id initializes them if its store is empty.
-    Members(BTreeMap<u64, String>),
+    Members(BTreeMap<u64, MonitorNode>),
     /// Wait to be added by an existing cluster.
     Join,
 }
@@ -327,6 +368,12 @@ pub struct MonitorConfig {
     pub listen: SocketAddr,
     /// `None`: the bound listen address (useful with port 0 in tests).
     pub advertise: Option<String>,
+    /// Where Raft is served, to the other monitors only; `None`: the listen address's IP
+    /// with its port plus 2 ([`MonitorConfig::peer_listen`]). (`Monitor::start` takes an
+    /// already bound listener instead, so this is read only by `node::run`.)
+    pub peer_listen: Option<SocketAddr>,
+    /// `None`: the bound peer listen address.
+    pub advertise_peer: Option<String>,
     /// Where the daemon serves HTTP; `None`: not at all. (`Monitor::start_with_http` takes
     /// an already bound listener instead, so this is read only by `node::run`.)
     pub http_listen: Option<SocketAddr>,
@@ -360,6 +407,8 @@ impl MonitorConfig {
             data_dir: data_dir.as_ref().to_path_buf(),
             listen,
             advertise: None,
+            peer_listen: None,
+            advertise_peer: None,
             http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7401))),
             bootstrap: Bootstrap::Single,
             heartbeat_ms: 100,
@@ -400,6 +449,15 @@ impl MonitorConfig {
             listen,
         );
         c.advertise = args.advertise.or(file.advertise);
+        c.advertise_peer = args.advertise_peer.or(file.advertise_peer);
+        c.peer_listen = match (args.peer_listen, file.peer_listen) {
+            (Some(p), _) => Some(p),
+            (None, Some(p)) => Some(
+                p.parse()
+                    .map_err(|_| invalid("peer_listen", format!("{p:?} is not IP:PORT")))?,
+            ),
+            (None, None) => None,
+        };
         let http_listen = match (args.http_listen, file.http_listen) {
             (Some(h), _) => h,
             (None, Some(h)) => h.parse().map_err(|e| invalid("http_listen", e))?,
@@ -431,10 +489,14 @@ impl MonitorConfig {
             (Some(list), false) => {
                 let mut map = BTreeMap::new();
                 for m in list {
-                    if let Some(other) = map.insert(m.id, m.addr.clone()) {
+                    let node = MonitorNode::new(m.addr.clone(), m.peer_addr.clone());
+                    if let Some(other) = map.insert(m.id, node) {
                         return Err(invalid(
                             "initial_members",
-                            format!("monitor id {} appears twice ({other} and {})", m.id, m.addr),
+                            format!(
+                                "monitor id {} appears twice ({} and {})",
+                                m.id, other.addr, m.addr
+                            ),
                         ));
                     }
                 }
@@ -531,6 +593,10 @@ impl MonitorConfig {
         if let Some(a) = &self.advertise {
             check_addr(a).map_err(|e| invalid("advertise", e))?;
         }
+        if let Some(a) = &self.advertise_peer {
+            check_addr(a).map_err(|e| invalid("advertise_peer", e))?;
+        }
+        let peer_listen = self.peer_listen()?;
         if let Bootstrap::Members(members) = &self.bootstrap {
             if !members.contains_key(&self.node_id) {
                 return Err(invalid(
@@ -539,23 +605,36 @@ impl MonitorConfig {
                 ));
             }
             if let (Some(mine), Some(adv)) = (members.get(&self.node_id), &self.advertise) {
-                if mine != adv {
+                if &mine.addr != adv {
                     return Err(invalid(
                         "initial_members",
                         format!(
-                            "lists monitor {} at {mine} but it advertises {adv}",
-                            self.node_id
+                            "lists monitor {} at {} but it advertises {adv}",
+                            self.node_id, mine.addr
+                        ),
+                    ));
+                }
+            }
+            if let (Some(mine), Some(adv)) = (members.get(&self.node_id), &self.advertise_peer) {
+                if &mine.peer_addr != adv {
+                    return Err(invalid(
+                        "initial_members",
+                        format!(
+                            "lists monitor {}'s peer port at {} but it advertises {adv}",
+                            self.node_id, mine.peer_addr
                         ),
                     ));
                 }
             }
             let mut seen = BTreeMap::new();
-            for (id, addr) in members {
-                if let Some(other) = seen.insert(addr.clone(), *id) {
-                    return Err(invalid(
-                        "initial_members",
-                        format!("monitors {other} and {id} share the address {addr}"),
-                    ));
+            for (id, node) in members {
+                for addr in [&node.addr, &node.peer_addr] {
+                    if let Some(other) = seen.insert(addr.clone(), *id).filter(|o| o != id) {
+                        return Err(invalid(
+                            "initial_members",
+                            format!("monitors {other} and {id} share the address {addr}"),
+                        ));
+                    }
                 }
             }
         }
@@ -564,6 +643,21 @@ impl MonitorConfig {
                 "http_listen",
                 format!("{} is also the gRPC listen address", self.listen),
             ));
+        }
+        if peer_listen.port() != 0 {
+            for (name, other) in [
+                ("listen", Some(self.listen)),
+                ("http_listen", self.http_listen),
+            ] {
+                if other == Some(peer_listen) {
+                    return Err(invalid(
+                        "peer_listen",
+                        format!(
+                            "{peer_listen} is also the {name} address; Raft has a port of its own"
+                        ),
+                    ));
+                }
+            }
         }
         if self.heartbeat_ms == 0 {
             return Err(invalid("heartbeat_ms", "must be more than 0"));
@@ -596,10 +690,37 @@ impl MonitorConfig {
                 ),
             ));
         }
-        if self.tls.is_none() && !self.insecure && !self.listen.ip().is_loopback() {
-            return Err(ConfigError::Insecure(self.listen));
+        if self.tls.is_none() && !self.insecure {
+            for addr in [self.listen, peer_listen] {
+                if !addr.ip().is_loopback() {
+                    return Err(ConfigError::Insecure(addr));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Where Raft is served: `peer_listen`, or the listen address's IP with its port plus
+    /// 2 (port 0 stays 0: any free port).
+    pub fn peer_listen(&self) -> Result<SocketAddr, ConfigError> {
+        if let Some(p) = self.peer_listen {
+            return Ok(p);
+        }
+        let port = match self.listen.port() {
+            0 => 0,
+            p => p
+                .checked_add(crate::raft::PEER_PORT_OFFSET)
+                .ok_or_else(|| {
+                    invalid(
+                        "peer_listen",
+                        format!(
+                            "{} leaves no port 2 above it for Raft; set peer_listen",
+                            self.listen
+                        ),
+                    )
+                })?,
+        };
+        Ok(SocketAddr::new(self.listen.ip(), port))
     }
 }
 
@@ -683,7 +804,34 @@ mod tests {
             panic!("members expected")
         };
         assert_eq!(m.len(), 3);
-        assert_eq!(m[&3], "mon3:7400");
+        assert_eq!(m[&3], MonitorNode::new("mon3:7400", "mon3:7402"));
+        let c = parse(&[
+            "--initial-members",
+            "1=10.0.0.1:7400/10.1.0.1:9000,2=10.0.0.2:7400",
+            "--fencer",
+            "none",
+        ])
+        .expect("a peer address of its own");
+        let Bootstrap::Members(m) = c.bootstrap else {
+            panic!("members expected")
+        };
+        assert_eq!(m[&1], MonitorNode::new("10.0.0.1:7400", "10.1.0.1:9000"));
+        assert_eq!(m[&2].peer_addr, "10.0.0.2:7402");
+        let err = parse(&["--initial-members", "1=a:65535"]).expect_err("no port above");
+        assert!(err.contains("plus 2 is no port"), "{err}");
+        let err = parse(&["--initial-members", "1=a:7400/b"]).expect_err("peer without port");
+        assert!(
+            err.contains("peer: the address \"b\" has no :PORT"),
+            "{err}"
+        );
+        let err = parse(&["--initial-members", "1=a:7400/a:7400"]).expect_err("one port");
+        assert!(err.contains("a port of its own"), "{err}");
+        let err = parse(&["--initial-members", "1=a:7400,2=b:7400/a:7402"])
+            .expect_err("a peer port on another's");
+        assert!(err.contains("share the address a:7402"), "{err}");
+        let long = format!("1={}:7400", "h".repeat(300));
+        let err = parse(&["--initial-members", &long]).expect_err("too long");
+        assert!(err.contains("longer than 260"), "{err}");
 
         let err = parse(&["--initial-members", "1=10.0.0.1"]).expect_err("no port");
         assert!(err.contains("no :PORT"), "{err}");
@@ -697,6 +845,27 @@ mod tests {
         assert!(err.contains("does not include"), "{err}");
         let err = parse(&["--node-id", "0"]).expect_err("zero");
         assert!(err.contains("start at 1"), "{err}");
+    }
+
+    #[test]
+    fn raft_has_a_port_of_its_own() {
+        let c = parse(&[]).expect("defaults");
+        assert_eq!(c.peer_listen().ok(), "127.0.0.1:7402".parse().ok());
+        let c = parse(&["--listen", "127.0.0.1:9000"]).expect("listen");
+        assert_eq!(c.peer_listen().ok(), "127.0.0.1:9002".parse().ok());
+        let c = parse(&["--peer-listen", "127.0.0.2:7500"]).expect("peer listen");
+        assert_eq!(c.peer_listen().ok(), "127.0.0.2:7500".parse().ok());
+        let err = parse(&["--peer-listen", "127.0.0.1:7400"]).expect_err("shared with clients");
+        assert!(err.contains("is also the listen address"), "{err}");
+        let err = parse(&["--peer-listen", "127.0.0.1:7401"]).expect_err("shared with HTTP");
+        assert!(err.contains("is also the http_listen address"), "{err}");
+        let err = parse(&["--listen", "127.0.0.1:65534"]).expect_err("no port above");
+        assert!(err.contains("set peer_listen"), "{err}");
+        let err = parse(&["--peer-listen", "0.0.0.0:7402"]).expect_err("plain Raft for all");
+        assert!(
+            err.starts_with("listen: 0.0.0.0:7402 is reachable"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{BasicNode, ServerState};
+use openraft::ServerState;
+
+use crate::raft::MonitorNode;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
@@ -347,14 +349,14 @@ impl Core {
     }
 }
 
-fn forward(leader: Option<&BasicNode>) -> MonitorError {
+fn forward(leader: Option<&MonitorNode>) -> MonitorError {
     MonitorError::NotLeader {
         leader: leader.map(|n| n.addr.clone()),
     }
 }
 
 pub(crate) fn write_error(
-    e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+    e: RaftError<NodeId, ClientWriteError<NodeId, MonitorNode>>,
 ) -> MonitorError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
@@ -367,7 +369,7 @@ pub(crate) fn write_error(
     }
 }
 
-fn read_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>) -> MonitorError {
+fn read_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, MonitorNode>>) -> MonitorError {
     match e {
         RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
             forward(f.leader_node.as_ref())

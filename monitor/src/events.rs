@@ -287,7 +287,7 @@ impl EventLog {
     pub async fn feed(
         &self,
         mut applied: broadcast::Receiver<AppliedEvents>,
-        mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
+        mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, crate::raft::MonitorNode>>,
         now: impl Fn() -> Timestamp,
         current_epoch: impl Fn() -> Epoch,
         stop: CancellationToken,

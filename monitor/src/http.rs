@@ -20,7 +20,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use openraft::{BasicNode, RaftMetrics, ServerState};
+use openraft::{RaftMetrics, ServerState};
+
+use crate::raft::MonitorNode;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +69,7 @@ impl HttpState {
         }
     }
 
-    fn readiness(&self) -> (RaftMetrics<NodeId, BasicNode>, Option<u64>, Readiness) {
+    fn readiness(&self) -> (RaftMetrics<NodeId, MonitorNode>, Option<u64>, Readiness) {
         let metrics = self.core.raft().metrics().borrow().clone();
         let committed = self.committed_index();
         let r = readiness(&metrics, committed, self.election_timeout_max);
@@ -91,7 +93,7 @@ impl Readiness {
 /// The readiness rule (see the module documentation): a leader is known, everything known
 /// committed is applied, and a leader has heard from a quorum within `max_quorum_silence`.
 pub fn readiness(
-    m: &RaftMetrics<NodeId, BasicNode>,
+    m: &RaftMetrics<NodeId, MonitorNode>,
     committed: Option<u64>,
     max_quorum_silence: Duration,
 ) -> Readiness {
@@ -289,7 +291,7 @@ mod tests {
         state: ServerState,
         leader: Option<NodeId>,
         applied: u64,
-    ) -> RaftMetrics<NodeId, BasicNode> {
+    ) -> RaftMetrics<NodeId, MonitorNode> {
         let mut m = RaftMetrics::new_initial(1);
         m.state = state;
         m.current_leader = leader;

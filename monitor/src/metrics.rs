@@ -281,7 +281,7 @@ impl Telemetry {
     pub async fn count_events(
         &self,
         mut rx: broadcast::Receiver<AppliedEvents>,
-        mut raft: watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
+        mut raft: watch::Receiver<openraft::RaftMetrics<NodeId, crate::raft::MonitorNode>>,
         stop: CancellationToken,
     ) {
         let mut snapshot = raft.borrow_and_update().snapshot;
@@ -317,7 +317,7 @@ impl Telemetry {
 
 /// What a scrape reads besides the counters, gathered by the caller in one go.
 pub struct Scrape<'a> {
-    pub raft: &'a openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+    pub raft: &'a openraft::RaftMetrics<NodeId, crate::raft::MonitorNode>,
     /// The commit index this monitor knows (see `log_store::stored_committed`).
     pub committed_index: Option<u64>,
     pub store_bytes: Option<u64>,

@@ -10,7 +10,7 @@ use gwmon_proto::v1::admin_service_server::AdminServiceServer;
 use gwmon_proto::v1::gateway_service_server::GatewayServiceServer;
 use gwmon_proto::v1::replica_service_server::ReplicaServiceServer;
 use openraft::error::{InitializeError, RaftError};
-use openraft::{BasicNode, SnapshotPolicy};
+use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
@@ -83,8 +83,8 @@ fn choose_fencer(
     }
 }
 
-/// How a monitor is served besides its gRPC transport: the HTTP listener, if any, and the
-/// TLS of the gRPC listener, if any.
+/// How a monitor is served besides its client transport: the HTTP listener, if any, the
+/// TLS of the gRPC listeners, if any, and Raft's own listener.
 struct Serving {
     http: Option<TcpListener>,
     tls: Option<Tls>,
@@ -92,7 +92,78 @@ struct Serving {
     /// and header limits. `None` for a custom transport (a simulation's network, whose
     /// runs must not change with timers of the real one).
     connections: Option<ConnectionLimit>,
+    /// Raft's listener (the peer port), started once Raft exists. `None`: Raft is served
+    /// with the client services, as on a custom transport, which carries one listener.
+    peer: Option<ServePeers>,
 }
+
+/// Starts the peer port's server for a Raft.
+type ServePeers =
+    Box<dyn FnOnce(Raft, CancellationToken) -> JoinHandle<Result<(), MonitorError>> + Send>;
+
+/// The sockets a monitor serves on, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    /// Clients: gateways, agents, `nvme-gw`.
+    pub grpc: TcpListener,
+    /// Raft, for the other monitors only (the peer port).
+    pub peer: TcpListener,
+    /// `/metrics`, `/health/*` and `/status`, if they are served.
+    pub http: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Bind what `config` names: `listen`, the peer listen address and `http_listen`.
+    pub async fn bind(config: &MonitorConfig) -> Result<Listeners, MonitorError> {
+        async fn bind(addr: SocketAddr) -> Result<TcpListener, MonitorError> {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| MonitorError::Listen {
+                    addr: addr.to_string(),
+                    source,
+                })
+        }
+        let grpc = bind(config.listen).await?;
+        let peer = bind(config.peer_listen()?).await?;
+        let http = match config.http_listen {
+            None => None,
+            Some(addr) => Some(bind(addr).await?),
+        };
+        Ok(Listeners { grpc, peer, http })
+    }
+
+    /// Client and peer listeners on free loopback ports, with an HTTP one if `http`.
+    pub async fn loopback(http: bool) -> std::io::Result<Listeners> {
+        let any = || TcpListener::bind("127.0.0.1:0");
+        Ok(Listeners {
+            grpc: any().await?,
+            peer: any().await?,
+            http: if http { Some(any().await?) } else { None },
+        })
+    }
+
+    /// The advertised client and peer addresses these listeners give with `config`.
+    pub fn addresses(&self, config: &MonitorConfig) -> Result<(String, String), MonitorError> {
+        let local = |l: &TcpListener, what: &str| {
+            l.local_addr().map_err(|source| MonitorError::Listen {
+                addr: what.to_owned(),
+                source,
+            })
+        };
+        let addr = match &config.advertise {
+            Some(a) => a.clone(),
+            None => advertised(local(&self.grpc, "listen")?),
+        };
+        let peer = match &config.advertise_peer {
+            Some(a) => a.clone(),
+            None => advertised(local(&self.peer, "peer_listen")?),
+        };
+        Ok((addr, peer))
+    }
+}
+
+/// Open connections the peer port serves at once: a few per other monitor, so this only
+/// bounds what a flood from the network can hold.
+pub const MAX_PEER_CONNECTIONS: u32 = 1024;
 
 /// How long a stopping monitor waits for open gRPC streams to close before cutting them.
 pub const SERVER_DRAIN: Duration = Duration::from_secs(3);
@@ -103,8 +174,10 @@ pub const FENCE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// A running monitor.
 pub struct Monitor {
     pub id: NodeId,
-    /// The address the monitor is reachable at (advertised to peers and clients).
+    /// The address clients reach the monitor at (advertised to them in the membership).
     pub addr: String,
+    /// The address the other monitors send Raft to (its peer port).
+    pub peer_addr: String,
     pub core: Core,
     pub liveness: Arc<Liveness>,
     /// Where `/metrics`, `/health/*` and `/status` are served, if they are.
@@ -116,45 +189,25 @@ pub struct Monitor {
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
     server: JoinHandle<Result<(), MonitorError>>,
+    peer_server: Option<JoinHandle<Result<(), MonitorError>>>,
     http: Option<JoinHandle<Result<(), MonitorError>>>,
     loops: Vec<JoinHandle<()>>,
 }
 
 impl Monitor {
-    /// Open the store, start Raft and the gRPC server on `listener`, bootstrap the cluster
-    /// if this monitor should, and start the liveness loop. No HTTP listener: see
-    /// [`Monitor::start_with_http`].
+    /// Open the store, start Raft, the client gRPC server on `listeners.grpc`, Raft's on
+    /// `listeners.peer` and HTTP (`/metrics`, `/health/*`, `/status`) on `listeners.http` if
+    /// given, bootstrap the cluster if this monitor should, and start the liveness loop.
     pub async fn start(
         config: MonitorConfig,
-        listener: TcpListener,
-        plumbing: Plumbing,
-    ) -> Result<Monitor, MonitorError> {
-        Self::start_with_http(config, listener, None, plumbing).await
-    }
-
-    /// [`Monitor::start`], also serving `/metrics`, `/health/*` and `/status` on `http` if
-    /// given. The listener is injected, like the gRPC one, so tests bind port 0.
-    pub async fn start_with_http(
-        config: MonitorConfig,
-        listener: TcpListener,
-        http: Option<TcpListener>,
+        listeners: Listeners,
         plumbing: Plumbing,
     ) -> Result<Monitor, MonitorError> {
         config.validate()?;
         // Chosen before anything is opened: a monitor that may not run without a fencer
         // stops here, not after it joined the cluster.
         let fencer = choose_fencer(&config, &plumbing)?;
-        let bound = listener
-            .local_addr()
-            .map_err(|source| MonitorError::Listen {
-                addr: config.listen.to_string(),
-                source,
-            })?;
-        let addr = config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| advertised(bound));
-
+        let (addr, peer_addr) = listeners.addresses(&config)?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StoreError::CreateDir {
             path: config.data_dir.clone(),
             source,
@@ -172,26 +225,45 @@ impl Monitor {
             .map(Tls::load)
             .transpose()
             .map_err(ConfigError::from)?;
+        let Listeners { grpc, peer, http } = listeners;
         let connections = ConnectionLimit::new(config.max_connections);
-        let incoming = connections.apply(tonic::transport::server::TcpIncoming::from(listener));
-        let serving = Serving {
-            http,
-            tls: tls.clone(),
-            connections: Some(connections),
-        };
-        match tls {
-            None => Self::launch(config, addr, incoming, serving, store, fencer, plumbing).await,
-            Some(tls) => {
-                let incoming = crate::connections::tls_handshakes(incoming, tls);
-                Self::launch(config, addr, incoming, serving, store, fencer, plumbing).await
+        let incoming = connections.apply(tonic::transport::server::TcpIncoming::from(grpc));
+        let peer_incoming = ConnectionLimit::new(MAX_PEER_CONNECTIONS)
+            .apply(tonic::transport::server::TcpIncoming::from(peer));
+        let node = raft::MonitorNode::new(addr, peer_addr);
+        match tls.clone() {
+            None => {
+                let serving = Serving {
+                    http,
+                    tls,
+                    connections: Some(connections),
+                    peer: Some(Box::new(move |raft, stop| {
+                        serve_peers(peer_incoming, raft, false, stop)
+                    })),
+                };
+                Self::launch(config, node, incoming, serving, store, fencer, plumbing).await
+            }
+            Some(t) => {
+                let incoming = crate::connections::tls_handshakes(incoming, t.clone());
+                let peer_incoming = crate::connections::tls_handshakes(peer_incoming, t);
+                let serving = Serving {
+                    http,
+                    tls,
+                    connections: Some(connections),
+                    peer: Some(Box::new(move |raft, stop| {
+                        serve_peers(peer_incoming, raft, true, stop)
+                    })),
+                };
+                Self::launch(config, node, incoming, serving, store, fencer, plumbing).await
             }
         }
     }
 
     /// Start a monitor on a transport and a store of the caller's: `incoming` yields the
-    /// connections of the address `addr` peers and clients reach it at. A simulation runs
-    /// real monitors this way, over its own network and a store that can lose what was not
-    /// flushed. No HTTP listener.
+    /// connections of the address `addr` peers and clients reach it at, where Raft is
+    /// served with the client services (one listener; the membership names `addr` for
+    /// both). A simulation runs real monitors this way, over its own network and a store
+    /// that can lose what was not flushed. No HTTP listener.
     pub async fn start_custom<I, IO, IE>(
         config: MonitorConfig,
         addr: String,
@@ -222,13 +294,15 @@ impl Monitor {
             http: None,
             tls: None,
             connections: None,
+            peer: None,
         };
-        Self::launch(config, addr, incoming, serving, store, fencer, plumbing).await
+        let node = raft::MonitorNode::new(addr.clone(), addr);
+        Self::launch(config, node, incoming, serving, store, fencer, plumbing).await
     }
 
     async fn launch<I, IO, IE>(
         config: MonitorConfig,
-        addr: String,
+        node: raft::MonitorNode,
         incoming: I,
         serving: Serving,
         store: Arc<dyn Store>,
@@ -250,7 +324,9 @@ impl Monitor {
             http,
             tls,
             connections,
+            peer,
         } = serving;
+        let addr = node.addr.clone();
         let (log_store, state_machine, reader) =
             raft::state_machine::open_storage(store.clone()).await?;
         // Subscribed before Raft starts applying, so the counters miss nothing this process
@@ -312,7 +388,6 @@ impl Monitor {
             }
             let router = builder
                 .layer(AuthorizeLayer { tls: tls.is_some() })
-                .add_service(raft::service::raft_service(raft.clone()))
                 .add_service(
                     GatewayServiceServer::new(GatewayGrpc::new(
                         core.clone(),
@@ -331,6 +406,11 @@ impl Monitor {
                     ReplicaServiceServer::new(ReplicaGrpc::new(core.clone()))
                         .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
                         .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                )
+                // With a peer port, Raft is served there and nowhere else.
+                .add_optional_service(
+                    peer.is_none()
+                        .then(|| raft::service::raft_service(raft.clone())),
                 );
             let stop = shutdown.clone();
             tokio::spawn(async move {
@@ -340,6 +420,8 @@ impl Monitor {
                     .map_err(|e| MonitorError::Serve(e.to_string()))
             })
         };
+
+        let peer_server = peer.map(|serve| serve(raft.clone(), shutdown.clone()));
 
         let (http_addr, http) = match http {
             None => (None, None),
@@ -361,7 +443,7 @@ impl Monitor {
             }
         };
 
-        bootstrap(&raft, config.node_id, &addr, &config.bootstrap).await?;
+        bootstrap(&raft, config.node_id, &node, &config.bootstrap).await?;
 
         let loops = vec![
             {
@@ -404,6 +486,7 @@ impl Monitor {
         Ok(Monitor {
             id: config.node_id,
             addr,
+            peer_addr: node.peer_addr.clone(),
             core,
             liveness,
             http_addr,
@@ -412,6 +495,7 @@ impl Monitor {
             store,
             shutdown,
             server,
+            peer_server,
             http,
             loops,
         })
@@ -462,6 +546,14 @@ impl Monitor {
                 Ok(())
             }
         };
+        if let Some(mut peers) = self.peer_server {
+            match tokio::time::timeout(SERVER_DRAIN, &mut peers).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => warn!(error = %e, "peer listener ended abnormally"),
+                Ok(Err(e)) => warn!(error = %e, "peer listener task ended abnormally"),
+                Err(_) => peers.abort(),
+            }
+        }
         if let Some(mut http) = self.http {
             // Scrapes are short; a client holding a connection open must not hold the stop.
             match tokio::time::timeout(SERVER_DRAIN, &mut http).await {
@@ -478,6 +570,40 @@ impl Monitor {
         info!(id = self.id, "monitor stopped");
         served
     }
+}
+
+/// Raft's own server on the peer port: the Raft service alone, behind the same
+/// authorization (monitors only, with TLS), with keepalives that drop a vanished peer.
+fn serve_peers<I, IO, IE>(
+    incoming: I,
+    raft: Raft,
+    tls: bool,
+    stop: CancellationToken,
+) -> JoinHandle<Result<(), MonitorError>>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(crate::connections::HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(crate::connections::HTTP2_KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(crate::connections::MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(crate::connections::MAX_HEADER_LIST_BYTES)
+        .layer(AuthorizeLayer { tls })
+        .add_service(raft::service::raft_service(raft));
+    tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await
+            .map_err(|e| MonitorError::Serve(format!("peer port: {e}")))
+    })
 }
 
 /// Open the store, waiting a little if its lock is still held: sled's flusher thread lets
@@ -510,19 +636,17 @@ fn advertised(bound: SocketAddr) -> String {
 async fn bootstrap(
     raft: &Raft,
     id: NodeId,
-    addr: &str,
+    node: &raft::MonitorNode,
     how: &Bootstrap,
 ) -> Result<(), MonitorError> {
-    let members: BTreeMap<NodeId, BasicNode> = match how {
+    let members: BTreeMap<NodeId, raft::MonitorNode> = match how {
         Bootstrap::Join => return Ok(()),
-        Bootstrap::Single => [(id, BasicNode::new(addr))].into(),
+        Bootstrap::Single => [(id, node.clone())].into(),
         Bootstrap::Members(m) => {
             if m.keys().next() != Some(&id) {
                 return Ok(());
             }
-            m.iter()
-                .map(|(i, a)| (*i, BasicNode::new(a.clone())))
-                .collect()
+            m.clone()
         }
     };
     match raft.initialize(members).await {
@@ -542,26 +666,7 @@ pub async fn run(
     config: MonitorConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), MonitorError> {
-    let listener =
-        TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| MonitorError::Listen {
-                addr: config.listen.to_string(),
-                source,
-            })?;
-    let http = match config.http_listen {
-        None => None,
-        Some(addr) => {
-            Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| MonitorError::Listen {
-                        addr: addr.to_string(),
-                        source,
-                    })?,
-            )
-        }
-    };
+    let listeners = Listeners::bind(&config).await?;
     // Loaded here for the connection to the other monitors; the listener loads its own.
     let tls = config
         .tls
@@ -569,11 +674,10 @@ pub async fn run(
         .map(Tls::load)
         .transpose()
         .map_err(ConfigError::from)?;
-    let monitor =
-        Monitor::start_with_http(config, listener, http, Plumbing::tcp(tls.clone())).await?;
+    let monitor = Monitor::start(config, listeners, Plumbing::tcp(tls.clone())).await?;
     println!(
-        "gwmon: monitor {} serving gRPC on {}",
-        monitor.id, monitor.addr
+        "gwmon: monitor {} serving gRPC on {}, Raft on {}",
+        monitor.id, monitor.addr, monitor.peer_addr
     );
     if let Some(http) = monitor.http_addr {
         println!("gwmon: monitor {} serving HTTP on {http}", monitor.id);

@@ -13,11 +13,10 @@ use gwmon_monitor::config::MonitorConfig;
 use gwmon_monitor::core::Core;
 use gwmon_monitor::fence::{BoxFuture, FenceError, FenceOrder, Fencer};
 use gwmon_monitor::map::{Command, Fence};
-use gwmon_monitor::node::{Monitor, Plumbing};
+use gwmon_monitor::node::{Listeners, Monitor, Plumbing};
 use gwmon_proto::domain::{
     AnaAccess, Epoch, GatewayId, GatewayReport, GroupKey, ReportedAvailability,
 };
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 /// Fails `failures` times, then succeeds; records every order and when it came.
@@ -117,7 +116,7 @@ fn fences_of(core: &Core, k: &GroupKey, id: &GatewayId) -> Vec<Fence> {
 #[tokio::test]
 async fn the_leader_retries_a_failing_fence_until_it_is_committed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listeners = Listeners::loopback(false).await.expect("bind");
     let mut config = MonitorConfig::new(
         1,
         dir.path().join("m1"),
@@ -134,7 +133,7 @@ async fn the_leader_retries_a_failing_fence_until_it_is_committed() {
         fencer: Some(fencer.clone()),
         ..Plumbing::default()
     };
-    let monitor = Monitor::start(config, listener, plumbing)
+    let monitor = Monitor::start(config, listeners, plumbing)
         .await
         .expect("monitor starts");
     let core = monitor.core.clone();

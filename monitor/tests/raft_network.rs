@@ -15,7 +15,7 @@ use gwmon_monitor::raft::network::{
     AppendEntriesReply, ConnectError, ConnectFuture, Connector, InstallSnapshotReply, Network,
     TcpConnector, VoteReply,
 };
-use gwmon_monitor::raft::TypeConfig;
+use gwmon_monitor::raft::{MonitorNode, TypeConfig};
 use gwmon_proto::v1::raft_service_server::{RaftService, RaftServiceServer};
 use gwmon_proto::v1::{RaftReply, RaftRequest};
 use openraft::error::{Fatal, InstallSnapshotError, RPCError, RaftError, SnapshotMismatch};
@@ -25,9 +25,9 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{
-    AnyError, BasicNode, CommittedLeaderId, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId,
-    Membership, RaftNetwork, RaftNetworkFactory, SnapshotMeta, SnapshotSegmentId, StorageError,
-    StorageIOError, StoredMembership, Vote,
+    AnyError, CommittedLeaderId, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, Membership,
+    RaftNetwork, RaftNetworkFactory, SnapshotMeta, SnapshotSegmentId, StorageError, StorageIOError,
+    StoredMembership, Vote,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -210,7 +210,10 @@ async fn client_for(
     addr: impl ToString,
 ) -> <Network as RaftNetworkFactory<TypeConfig>>::Network {
     network
-        .new_client(TARGET, &BasicNode::new(addr.to_string()))
+        .new_client(
+            TARGET,
+            &MonitorNode::new(addr.to_string(), addr.to_string()),
+        )
         .await
 }
 
@@ -288,12 +291,15 @@ async fn append_entries_round_trip_and_oversized_batches_are_split() {
     server.stop().await;
 }
 
-fn snapshot_meta() -> SnapshotMeta<u64, BasicNode> {
+fn snapshot_meta() -> SnapshotMeta<u64, MonitorNode> {
     let membership = Membership::new(
         vec![[1u64, 2, 3].into_iter().collect()],
         [1u64, 2, 3]
             .into_iter()
-            .map(|i| (i, BasicNode::new(format!("127.0.0.1:{}", 7000 + i))))
+            .map(|i| {
+                let a = format!("127.0.0.1:{}", 7000 + i);
+                (i, MonitorNode::new(a.clone(), a))
+            })
             .collect::<std::collections::BTreeMap<_, _>>(),
     );
     SnapshotMeta {
@@ -359,7 +365,10 @@ async fn a_remote_raft_error_is_a_remote_error() {
             assert_eq!(remote.target, TARGET);
             assert_eq!(
                 remote.target_node,
-                Some(BasicNode::new(server.addr.to_string()))
+                Some(MonitorNode::new(
+                    server.addr.to_string(),
+                    server.addr.to_string()
+                ))
             );
             assert_eq!(remote.source, RaftError::Fatal(Fatal::Stopped));
         }

@@ -87,14 +87,17 @@ fn cmd_entry(index: u64, now: u64, cmd: Command) -> Entry {
     )
 }
 
-fn membership(ids: &[u64]) -> Membership<u64, openraft::BasicNode> {
+fn membership(ids: &[u64]) -> Membership<u64, gwmon_monitor::raft::MonitorNode> {
     let voters: BTreeSet<u64> = ids.iter().copied().collect();
-    let nodes: BTreeMap<u64, openraft::BasicNode> = ids
+    let nodes: BTreeMap<u64, gwmon_monitor::raft::MonitorNode> = ids
         .iter()
         .map(|id| {
             (
                 *id,
-                openraft::BasicNode::new(format!("127.0.0.1:{}", 7000 + id)),
+                gwmon_monitor::raft::MonitorNode::new(
+                    format!("127.0.0.1:{}", 7000 + id),
+                    format!("127.0.0.1:{}", 7002 + id),
+                ),
             )
         })
         .collect();

@@ -12,9 +12,9 @@ use gwmon_monitor::codec;
 use gwmon_monitor::map::{GatewayMap, Timestamp};
 use gwmon_monitor::raft::log_store::{decode_entry, encode_entry};
 use gwmon_monitor::raft::state_machine::{
-    open_storage, MapReader, SnapshotPayload, SnapshotPayloadV1, StateMachine, StoredSnapshot,
+    open_storage, MapReader, SnapshotPayload, SnapshotPayloadV1, StateMachine, StoredSnapshotV1,
 };
-use gwmon_monitor::raft::{Entry, Request, TypeConfig};
+use gwmon_monitor::raft::{Entry, MonitorNode, Request, TypeConfig};
 use gwmon_monitor::replica::{ReplicaCommand, ReplicaError, ReplicaRegistry};
 use gwmon_monitor::store::{MetaKey, SledStore, Store, StoreError};
 use gwmon_proto::domain::{
@@ -134,12 +134,15 @@ fn replica_entry(index: u64, now: u64, cmd: ReplicaCommand) -> Entry {
     }
 }
 
-fn membership() -> Membership<u64, openraft::BasicNode> {
+fn membership() -> Membership<u64, gwmon_monitor::raft::MonitorNode> {
     Membership::new(
         vec![[1u64].into_iter().collect()],
-        [(1u64, openraft::BasicNode::new("127.0.0.1:7001"))]
-            .into_iter()
-            .collect::<std::collections::BTreeMap<_, _>>(),
+        [(
+            1u64,
+            gwmon_monitor::raft::MonitorNode::new("127.0.0.1:7001", "127.0.0.1:7003"),
+        )]
+        .into_iter()
+        .collect::<std::collections::BTreeMap<_, _>>(),
     )
 }
 
@@ -252,12 +255,22 @@ async fn replica_commands_apply_through_raft_and_survive_snapshot_restart_and_in
     );
 }
 
+/// A membership as releases before the peer port stored it: one address per monitor.
+fn old_membership() -> Membership<u64, openraft::BasicNode> {
+    Membership::new(
+        vec![[1u64].into_iter().collect()],
+        [(1u64, openraft::BasicNode::new("127.0.0.1:7001"))]
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    )
+}
+
 #[tokio::test]
-async fn a_snapshot_from_before_the_registry_loads_with_an_empty_registry() {
+async fn a_snapshot_from_before_the_registry_and_the_peer_port_loads_upgraded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store");
     let last = Some(log_id(1, 1, 7));
-    let membership = StoredMembership::new(Some(log_id(1, 1, 1)), membership());
+    let membership = StoredMembership::new(Some(log_id(1, 1, 1)), old_membership());
     let map = GatewayMap::default();
     let v1 = SnapshotPayloadV1 {
         last_applied: last,
@@ -273,7 +286,7 @@ async fn a_snapshot_from_before_the_registry_loads_with_an_empty_registry() {
     );
     {
         let store = open_when_unlocked(&path).await;
-        let stored = StoredSnapshot {
+        let stored = StoredSnapshotV1 {
             meta: SnapshotMeta {
                 last_log_id: last,
                 last_membership: membership,
@@ -289,8 +302,15 @@ async fn a_snapshot_from_before_the_registry_loads_with_an_empty_registry() {
             .expect("put snapshot");
         store.flush().await.expect("flush");
     }
-    let (_store, _sm, reader) = open_in(&path).await;
+    let (_store, mut sm, reader) = open_in(&path).await;
     assert_eq!(reader.last_applied_index(), 7);
+    // The member's Raft moved to the default peer port, where an upgraded monitor with
+    // default settings serves it.
+    let (_, members) = sm.applied_state().await.expect("applied state");
+    assert_eq!(
+        members.membership().get_node(&1),
+        Some(&MonitorNode::new("127.0.0.1:7001", "127.0.0.1:7003"))
+    );
     assert_eq!(
         reader.read_registry(|r| r.clone()),
         ReplicaRegistry::default()
@@ -302,4 +322,24 @@ async fn a_snapshot_from_before_the_registry_loads_with_an_empty_registry() {
     future[0] = 9;
     let err = SnapshotPayload::decode(&future).expect_err("unknown version");
     assert!(err.to_string().contains("version 9"), "{err}");
+}
+
+#[test]
+fn a_membership_entry_from_before_the_peer_port_decodes_upgraded() {
+    use gwmon_monitor::raft::log_store::{StoredEntry, StoredPayload};
+    let old = StoredEntry {
+        log_id: log_id(1, 1, 3),
+        payload: StoredPayload::Membership(old_membership()),
+    };
+    let entry = decode_entry(&codec::encode(&old).expect("encode")).expect("decodes");
+    let EntryPayload::Membership(m) = entry.payload.clone() else {
+        panic!("a membership entry expected, got {:?}", entry.payload)
+    };
+    assert_eq!(
+        m.get_node(&1),
+        Some(&MonitorNode::new("127.0.0.1:7001", "127.0.0.1:7003"))
+    );
+    // Written back, it takes the new form, which decodes to the same.
+    let again = decode_entry(&encode_entry(&entry).expect("encode")).expect("decodes");
+    assert_eq!(again.payload, EntryPayload::Membership(m));
 }

@@ -15,6 +15,7 @@ use gwmon_monitor::config::{Bootstrap, MonitorConfig};
 use gwmon_monitor::fence::{BoxFuture, FenceError, FenceOrder, Fencer, FencerSettings};
 use gwmon_monitor::map::Timestamp;
 use gwmon_monitor::node::{Monitor, Plumbing};
+use gwmon_monitor::raft::MonitorNode;
 use gwmon_proto::domain::{AnaAccess, AnaGroupId, GroupKey, Listener, Namespace, Subsystem};
 use gwmon_proto::v1::admin_service_client::AdminServiceClient;
 use gwmon_proto::v1::{self};
@@ -44,7 +45,7 @@ pub fn monitor_addr(id: u64) -> String {
 }
 
 /// Raft metrics of the running monitors, for the driver to find the leader.
-pub type Metrics = watch::Receiver<openraft::RaftMetrics<u64, openraft::BasicNode>>;
+pub type Metrics = watch::Receiver<openraft::RaftMetrics<u64, gwmon_monitor::raft::MonitorNode>>;
 
 /// Where monitor hosts leave their metrics for the driver.
 #[derive(Clone, Default)]
@@ -209,8 +210,11 @@ pub fn monitor(
             config.advertise = Some(monitor_addr(id));
             // The simulated network has no TLS; its wildcard listener is its own.
             config.insecure = true;
-            config.bootstrap =
-                Bootstrap::Members((1..=voters).map(|i| (i, monitor_addr(i))).collect());
+            config.bootstrap = Bootstrap::Members(
+                (1..=voters)
+                    .map(|i| (i, MonitorNode::new(monitor_addr(i), monitor_addr(i))))
+                    .collect(),
+            );
             config.heartbeat_ms = timers.heartbeat_ms;
             config.election_timeout_min_ms = timers.election_ms;
             config.election_timeout_max_ms = timers.election_ms + 1;
@@ -534,6 +538,8 @@ async fn call(addr: &str, op: &AdminOp) -> Outcome {
                 c.add_monitor(v1::AddMonitorRequest {
                     id: *m,
                     addr: monitor_addr(*m),
+                    // A simulated monitor serves Raft with its clients, on one address.
+                    peer_addr: monitor_addr(*m),
                 }),
             )
             .await,

@@ -140,7 +140,7 @@ impl Env {
         )
         .await;
         if let Some(p) = &partition {
-            p.learn(&cluster.addrs);
+            p.learn(&cluster.peer_addrs);
         }
         let mut config = MapConfig {
             beacon_grace_ms: timers.grace_ms,

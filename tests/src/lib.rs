@@ -27,7 +27,8 @@ use gwmon_monitor::config::{Bootstrap, MonitorConfig};
 use gwmon_monitor::core::Committed;
 use gwmon_monitor::error::MonitorError;
 use gwmon_monitor::map::{Command, GatewayMap};
-use gwmon_monitor::node::{Monitor, Plumbing};
+use gwmon_monitor::node::{Listeners, Monitor, Plumbing};
+use gwmon_monitor::raft::MonitorNode;
 use gwmon_proto::v1::admin_service_client::AdminServiceClient;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -63,7 +64,10 @@ pub fn init_logs() {
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// Each monitor's client address.
     pub addrs: BTreeMap<u64, String>,
+    /// Each monitor's peer port (Raft), which the others dial.
+    pub peer_addrs: BTreeMap<u64, String>,
     pub monitors: BTreeMap<u64, Monitor>,
     configs: BTreeMap<u64, MonitorConfig>,
     plumbing: Plumbing,
@@ -114,19 +118,22 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut listeners = BTreeMap::new();
         let mut addrs = BTreeMap::new();
+        let mut peer_addrs = BTreeMap::new();
         for id in 1..=voters + learners {
-            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            addrs.insert(id, l.local_addr().expect("addr").to_string());
+            let l = Listeners::loopback(true).await.expect("bind");
+            addrs.insert(id, l.grpc.local_addr().expect("addr").to_string());
+            peer_addrs.insert(id, l.peer.local_addr().expect("addr").to_string());
             listeners.insert(id, l);
         }
-        let initial: BTreeMap<u64, String> = addrs
+        let initial: BTreeMap<u64, MonitorNode> = addrs
             .iter()
             .filter(|(id, _)| **id <= voters)
-            .map(|(id, a)| (*id, a.clone()))
+            .map(|(id, a)| (*id, MonitorNode::new(a.clone(), peer_addrs[id].clone())))
             .collect();
         let mut cluster = Cluster {
             dir,
             addrs,
+            peer_addrs,
             monitors: BTreeMap::new(),
             configs: BTreeMap::new(),
             plumbing: plumbing(0),
@@ -134,8 +141,12 @@ impl Cluster {
                 .map(|id| (id, plumbing(id)))
                 .collect(),
         };
-        for (id, listener) in listeners {
-            let mut c = test_config(id, cluster.dir.path(), listener.local_addr().expect("addr"));
+        for (id, listeners) in listeners {
+            let mut c = test_config(
+                id,
+                cluster.dir.path(),
+                listeners.grpc.local_addr().expect("addr"),
+            );
             c.bootstrap = if id <= voters {
                 Bootstrap::Members(initial.clone())
             } else {
@@ -143,8 +154,7 @@ impl Cluster {
             };
             tweak(&mut c);
             cluster.configs.insert(id, c.clone());
-            let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-            let m = Monitor::start_with_http(c, listener, Some(http), cluster.plumbing_of(id))
+            let m = Monitor::start(c, listeners, cluster.plumbing_of(id))
                 .await
                 .expect("monitor starts");
             cluster.monitors.insert(id, m);
@@ -215,9 +225,12 @@ impl Cluster {
     /// Start a stopped monitor again from its store, on the same address.
     pub async fn restart(&mut self, id: u64) {
         let c = self.configs.get(&id).expect("known monitor").clone();
-        let listener = bind_again(&self.addrs[&id]).await;
-        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-        let m = Monitor::start_with_http(c, listener, Some(http), self.plumbing_of(id))
+        let listeners = Listeners {
+            grpc: bind_again(&self.addrs[&id]).await,
+            peer: bind_again(&self.peer_addrs[&id]).await,
+            http: Some(TcpListener::bind("127.0.0.1:0").await.expect("bind http")),
+        };
+        let m = Monitor::start(c, listeners, self.plumbing_of(id))
             .await
             .expect("monitor restarts");
         self.monitors.insert(id, m);

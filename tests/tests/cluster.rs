@@ -190,11 +190,17 @@ async fn membership_goes_from_three_to_five_to_three_while_writes_continue() {
     // committing): the monitor answers UNAVAILABLE and a client tries again.
     for id in [4, 5] {
         let addr = c.addrs[&id].clone();
+        let peer_addr = c.peer_addrs[&id].clone();
         eventually(&format!("monitor {id} added"), || {
             let mut admin = admin.clone();
-            let addr = addr.clone();
+            let (addr, peer_addr) = (addr.clone(), peer_addr.clone());
             async move {
-                match admin.add_monitor(v1::AddMonitorRequest { id, addr }).await {
+                let req = v1::AddMonitorRequest {
+                    id,
+                    addr,
+                    peer_addr,
+                };
+                match admin.add_monitor(req).await {
                     Ok(_) => true,
                     Err(s) if s.code() == Code::Unavailable => false,
                     Err(s) => panic!("add monitor {id}: {s}"),
@@ -426,7 +432,11 @@ async fn a_monitor_that_cannot_catch_up_is_not_made_a_voter() {
     drop(dead);
     let mut admin = c.admin(leader).await;
     let err = admin
-        .add_monitor(v1::AddMonitorRequest { id: 5, addr })
+        .add_monitor(v1::AddMonitorRequest {
+            id: 5,
+            peer_addr: addr.clone(),
+            addr,
+        })
         .await
         .expect_err("an unreachable monitor is refused");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");

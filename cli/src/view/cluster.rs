@@ -25,7 +25,10 @@ pub struct StatusOut {
 #[derive(Debug, Clone, Serialize)]
 pub struct MemberOut {
     pub id: u64,
+    /// Where clients reach it.
     pub addr: String,
+    /// Where the other monitors send it Raft (its peer port).
+    pub peer_addr: String,
     /// `leader`, `follower` (a voter) or `learner` (catching up, not voting yet).
     pub role: String,
     pub voter: bool,
@@ -58,6 +61,7 @@ impl StatusOut {
                     .to_owned(),
                     id: m.id,
                     addr: m.addr,
+                    peer_addr: m.peer_addr,
                     voter: m.voter,
                     matched_index: m.matched_index,
                     lag: m.lag,
@@ -86,12 +90,13 @@ impl View for StatusOut {
         let leader = self
             .leader
             .map_or_else(|| "none (election running)".to_owned(), |l| l.to_string());
-        let mut t = Table::new(&["ID", "ADDRESS", "ROLE", "MATCHED", "LAG"]);
+        let mut t = Table::new(&["ID", "ADDRESS", "PEER", "ROLE", "MATCHED", "LAG"]);
         for m in &self.members {
             let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
             t.row(vec![
                 m.id.to_string(),
                 m.addr.clone(),
+                m.peer_addr.clone(),
                 m.role.clone(),
                 opt(m.matched_index),
                 opt(m.lag),

@@ -412,7 +412,15 @@ pub fn assert_status_shape(v: &Value) {
     for m in v["members"].as_array().expect("members") {
         exact(
             m,
-            &["id", "addr", "role", "voter", "matched_index", "lag"],
+            &[
+                "id",
+                "addr",
+                "peer_addr",
+                "role",
+                "voter",
+                "matched_index",
+                "lag",
+            ],
             &[],
         );
         assert!(matches!(

@@ -17,7 +17,9 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Entry, LogId, NodeId, Request, StorageError, TypeConfig};
+use super::{
+    upgrade_membership, Entry, LogId, MonitorNode, NodeId, Request, StorageError, TypeConfig,
+};
 use crate::codec::{self, CodecError, Versioned};
 use crate::map::{Command, Timestamp};
 use crate::replica::ReplicaCommand;
@@ -57,13 +59,17 @@ pub enum StoredPayload {
         now: Timestamp,
         cmd: Vec<u8>,
     },
-    /// [`Request::Leader`]; `cmd` is the command's own versioned encoding. Added last, for
-    /// the same reason.
+    /// [`Request::Leader`]; `cmd` is the command's own versioned encoding. Added after
+    /// the others, for the same reason.
     Leader {
         now: Timestamp,
         term: u64,
         cmd: Vec<u8>,
     },
+    /// A membership whose members have a peer port ([`MonitorNode`]). Added last; the
+    /// older [`StoredPayload::Membership`] is read as members on their default peer port
+    /// ([`crate::raft::upgrade_membership`]) and no longer written.
+    Members(Membership<NodeId, MonitorNode>),
 }
 
 impl Versioned for StoredEntry {
@@ -88,7 +94,7 @@ impl StoredEntry {
                 term: *term,
                 cmd: codec::encode(cmd)?,
             },
-            EntryPayload::Membership(m) => StoredPayload::Membership(m.clone()),
+            EntryPayload::Membership(m) => StoredPayload::Members(m.clone()),
         };
         Ok(StoredEntry {
             log_id: entry.log_id,
@@ -112,7 +118,8 @@ impl StoredEntry {
                 term,
                 cmd: codec::decode::<Command>(&cmd)?,
             }),
-            StoredPayload::Membership(m) => EntryPayload::Membership(m),
+            StoredPayload::Membership(m) => EntryPayload::Membership(upgrade_membership(&m)),
+            StoredPayload::Members(m) => EntryPayload::Membership(m),
         };
         Ok(Entry {
             log_id: self.log_id,

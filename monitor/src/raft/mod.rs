@@ -4,6 +4,7 @@
 //! * `log_store`, `state_machine`: the storage adapters over the narrow [`crate::store::Store`].
 //! * `network`, `service`: the Raft RPCs over tonic.
 
+use std::collections::BTreeMap;
 use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
@@ -68,14 +69,75 @@ pub struct Applied {
     pub events: Vec<Event>,
 }
 
+/// A monitor as the membership records it: the address clients (gateways, `nvme-gw`,
+/// agents) reach it at, and the address the other monitors send Raft to (its peer port,
+/// which serves nothing else).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MonitorNode {
+    pub addr: String,
+    pub peer_addr: String,
+}
+
+impl MonitorNode {
+    pub fn new(addr: impl Into<String>, peer_addr: impl Into<String>) -> Self {
+        MonitorNode {
+            addr: addr.into(),
+            peer_addr: peer_addr.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for MonitorNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (peers: {})", self.addr, self.peer_addr)
+    }
+}
+
+/// The peer port when none is named: the client port plus [`PEER_PORT_OFFSET`], on the
+/// same host (`10.0.0.1:7400` → `10.0.0.1:7402`, next to HTTP on 7401). `None` when `addr`
+/// has no port or the sum leaves the port range.
+pub fn default_peer_addr(addr: &str) -> Option<String> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let peer = port.checked_add(PEER_PORT_OFFSET)?;
+    Some(format!("{host}:{peer}"))
+}
+
+/// See [`default_peer_addr`].
+pub const PEER_PORT_OFFSET: u16 = 2;
+
+/// A member recorded before monitors had a peer port (by openraft's `BasicNode`, one
+/// address for everything): its peer port is taken to be the default one, where an
+/// upgraded monitor with default settings serves Raft.
+pub fn upgrade_node(old: &openraft::BasicNode) -> MonitorNode {
+    let peer = default_peer_addr(&old.addr).unwrap_or_else(|| old.addr.clone());
+    MonitorNode::new(old.addr.clone(), peer)
+}
+
+/// [`upgrade_node`] for every member of `old`.
+pub fn upgrade_membership(
+    old: &openraft::Membership<NodeId, openraft::BasicNode>,
+) -> openraft::Membership<NodeId, MonitorNode> {
+    let nodes: BTreeMap<NodeId, MonitorNode> =
+        old.nodes().map(|(id, n)| (*id, upgrade_node(n))).collect();
+    openraft::Membership::new(old.get_joint_config().clone(), nodes)
+}
+
+/// [`upgrade_membership`] of a stored membership, keeping its log id.
+pub fn upgrade_stored_membership(
+    old: &openraft::StoredMembership<NodeId, openraft::BasicNode>,
+) -> StoredMembership {
+    StoredMembership::new(*old.log_id(), upgrade_membership(old.membership()))
+}
+
 openraft::declare_raft_types!(
     /// gwmon's openraft types: node ids are [`gwmon_proto::domain::MonitorId`] values,
-    /// nodes are known by their gRPC address.
+    /// nodes are known by their client and peer addresses ([`MonitorNode`]).
     pub TypeConfig:
         D = Request,
         R = Response,
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = MonitorNode,
         SnapshotData = Cursor<Vec<u8>>,
 );
 
@@ -84,7 +146,8 @@ pub type NodeId = u64;
 pub type LogId = openraft::LogId<NodeId>;
 pub type Entry = openraft::Entry<TypeConfig>;
 pub type StorageError = openraft::StorageError<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, MonitorNode>;
+pub type Membership = openraft::Membership<NodeId, MonitorNode>;
 
 pub mod contact;
 pub mod log_store;

@@ -52,12 +52,12 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
+use openraft::{RaftNetwork, RaftNetworkFactory};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use super::contact::QuorumContact;
-use super::{NodeId, TypeConfig};
+use super::{MonitorNode, NodeId, TypeConfig};
 use crate::codec::{self, CodecError, Versioned};
 use tokio::time::Instant;
 
@@ -84,9 +84,12 @@ pub type VoteReply = Result<VoteResponse<NodeId>, RaftError<NodeId>>;
 pub type InstallSnapshotReply =
     Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
 
+// Version 2 of the two requests that can carry a membership: members with a peer port
+// ([`MonitorNode`]). A monitor of an older release answers them "unknown format version",
+// so monitors are upgraded together (see the README's upgrade note).
 impl Versioned for AppendEntriesRequest<TypeConfig> {
     const WHAT: &'static str = "raft append-entries request";
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
 }
 
 impl Versioned for VoteRequest<NodeId> {
@@ -96,7 +99,7 @@ impl Versioned for VoteRequest<NodeId> {
 
 impl Versioned for InstallSnapshotRequest<TypeConfig> {
     const WHAT: &'static str = "raft install-snapshot request";
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
 }
 
 impl Versioned for AppendEntriesReply {
@@ -142,7 +145,7 @@ pub type ConnectFuture<'a> =
 /// Makes connections to peers. Injected so tests can refuse addresses (a partition) and a
 /// simulation can replace TCP; the network never dials by itself.
 pub trait Connector: Send + Sync + 'static {
-    /// Connect to `addr` (a peer's `host:port`, as in its [`BasicNode`]). The returned
+    /// Connect to `addr` (a peer's `host:port`: its [`MonitorNode::peer_addr`]). The returned
     /// channel should already be connected: a failure here is reported to openraft as
     /// "unreachable", which makes it back off.
     fn connect<'a>(&'a self, addr: &'a str) -> ConnectFuture<'a>;
@@ -290,8 +293,8 @@ impl Network {
         self
     }
 
-    /// A client for `target` at `node.addr`, without connecting yet.
-    pub fn client(&self, target: NodeId, node: &BasicNode) -> PeerClient {
+    /// A client for `target` at `node.peer_addr`, without connecting yet.
+    pub fn client(&self, target: NodeId, node: &MonitorNode) -> PeerClient {
         PeerClient {
             target,
             node: node.clone(),
@@ -306,7 +309,7 @@ impl Network {
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+    async fn new_client(&mut self, target: NodeId, node: &MonitorNode) -> PeerClient {
         self.client(target, node)
     }
 }
@@ -314,7 +317,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The Raft RPCs to one peer.
 pub struct PeerClient {
     target: NodeId,
-    node: BasicNode,
+    node: MonitorNode,
     connector: Arc<dyn Connector>,
     max_message_bytes: usize,
     /// The connection, when the last call proved it healthy. See the module docs.
@@ -411,7 +414,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn into_rpc<E: std::error::Error>(self) -> RPCError<NodeId, BasicNode, E> {
+    fn into_rpc<E: std::error::Error>(self) -> RPCError<NodeId, MonitorNode, E> {
         match self {
             Failure::Unreachable(e) | Failure::Refused(_, e) | Failure::TooLarge { err: e, .. } => {
                 RPCError::Unreachable(Unreachable::new(&e))
@@ -425,7 +428,7 @@ impl PeerClient {
     /// Connect, bounded by `budget`, so a black-holed peer is reported as unreachable
     /// (openraft backs off) before openraft's own timeout silently cancels the call.
     async fn connect(&self, budget: Duration) -> Result<RaftServiceClient<Channel>, Failure> {
-        let addr = &self.node.addr;
+        let addr = &self.node.peer_addr;
         match tokio::time::timeout(budget, self.connector.connect(addr)).await {
             Err(_elapsed) => Err(Failure::Unreachable(TransportError::ConnectTimeout {
                 target: self.target,
@@ -485,7 +488,7 @@ impl PeerClient {
             }
         })
         .await;
-        let addr = || self.node.addr.clone();
+        let addr = || self.node.peer_addr.clone();
         match outcome {
             Err(_elapsed) => {
                 tracing::debug!(target_id = self.target, %rpc, "raft rpc timed out; dropping the connection");
@@ -540,7 +543,7 @@ impl PeerClient {
         &self,
         rpc: Rpc,
         payload: &[u8],
-    ) -> Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    ) -> Result<T, RPCError<NodeId, MonitorNode, RaftError<NodeId, E>>>
     where
         Result<T, RaftError<NodeId, E>>: Versioned,
         E: std::error::Error,
@@ -549,7 +552,7 @@ impl PeerClient {
             Failure::Unreachable(TransportError::BadReply {
                 rpc,
                 target: self.target,
-                addr: self.node.addr.clone(),
+                addr: self.node.peer_addr.clone(),
                 source,
             })
             .into_rpc()
@@ -573,7 +576,7 @@ impl PeerClient {
         &self,
         failure: Failure,
         entries: usize,
-    ) -> RPCError<NodeId, BasicNode, RaftError<NodeId>> {
+    ) -> RPCError<NodeId, MonitorNode, RaftError<NodeId>> {
         if entries < 2 {
             return failure.into_rpc();
         }
@@ -603,7 +606,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MonitorNode, RaftError<NodeId>>>
+    {
         let entries = rpc.entries.len();
         let payload = self
             .encode(Rpc::AppendEntries, &rpc)
@@ -630,7 +634,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        RPCError<NodeId, MonitorNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         let payload = self
             .encode(Rpc::InstallSnapshot, &rpc)
@@ -652,7 +656,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, MonitorNode, RaftError<NodeId>>> {
         let payload = self.encode(Rpc::Vote, &rpc).map_err(Failure::into_rpc)?;
         let sent = Instant::now();
         let reply = self

@@ -32,7 +32,8 @@ use tokio::time::Instant;
 use super::log_store::LogStore;
 use super::signals::{GroupChanges, Signals, Touched};
 use super::{
-    Applied, Entry, LogId, NodeId, Request, Response, StorageError, StoredMembership, TypeConfig,
+    upgrade_stored_membership, Applied, Entry, LogId, MonitorNode, NodeId, Request, Response,
+    StorageError, StoredMembership, TypeConfig,
 };
 use crate::codec::{self, Versioned};
 use crate::map::{Event, GatewayMap, MapError, Timestamp};
@@ -43,9 +44,10 @@ use crate::store::{MetaKey, Store, StoreError};
 /// versioned encodings, so a change of either format is detected as such, not as a corrupt
 /// snapshot.
 ///
-/// Version 2 added the replica registry. A version 1 snapshot (written before the registry
-/// existed) still decodes, through [`SnapshotPayloadV1`], with an empty registry: the
-/// registry did not exist when it was taken, so empty is exactly what it held.
+/// Version 2 added the replica registry, version 3 the members' peer ports. Older
+/// snapshots still decode: a version 1 snapshot (taken before the registry existed) with an
+/// empty registry, which is exactly what it held, and both with their members on the
+/// default peer port ([`crate::raft::upgrade_stored_membership`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotPayload {
     pub last_applied: Option<LogId>,
@@ -58,6 +60,20 @@ pub struct SnapshotPayload {
 
 impl Versioned for SnapshotPayload {
     const WHAT: &'static str = "map snapshot";
+    const VERSION: u8 = 3;
+}
+
+/// The snapshot payload before peer ports: read, never written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPayloadV2 {
+    pub last_applied: Option<LogId>,
+    pub membership: openraft::StoredMembership<NodeId, BasicNode>,
+    pub map: Vec<u8>,
+    pub registry: Vec<u8>,
+}
+
+impl Versioned for SnapshotPayloadV2 {
+    const WHAT: &'static str = "map snapshot";
     const VERSION: u8 = 2;
 }
 
@@ -65,7 +81,7 @@ impl Versioned for SnapshotPayload {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotPayloadV1 {
     pub last_applied: Option<LogId>,
-    pub membership: StoredMembership,
+    pub membership: openraft::StoredMembership<NodeId, BasicNode>,
     /// `codec::encode(&GatewayMap)`.
     pub map: Vec<u8>,
 }
@@ -76,32 +92,75 @@ impl Versioned for SnapshotPayloadV1 {
 }
 
 impl SnapshotPayload {
-    /// Decodes the current version, or version 1 with an empty registry.
+    /// Decodes the current version, or an older one (see the type's documentation).
     pub fn decode(bytes: &[u8]) -> Result<SnapshotPayload, codec::CodecError> {
-        if bytes.first() == Some(&SnapshotPayloadV1::VERSION) {
-            let old: SnapshotPayloadV1 = codec::decode(bytes)?;
-            return Ok(SnapshotPayload {
-                last_applied: old.last_applied,
-                membership: old.membership,
-                map: old.map,
-                registry: codec::encode(&ReplicaRegistry::default())?,
-            });
+        match bytes.first() {
+            Some(&SnapshotPayloadV1::VERSION) => {
+                let old: SnapshotPayloadV1 = codec::decode(bytes)?;
+                Ok(SnapshotPayload {
+                    last_applied: old.last_applied,
+                    membership: upgrade_stored_membership(&old.membership),
+                    map: old.map,
+                    registry: codec::encode(&ReplicaRegistry::default())?,
+                })
+            }
+            Some(&SnapshotPayloadV2::VERSION) => {
+                let old: SnapshotPayloadV2 = codec::decode(bytes)?;
+                Ok(SnapshotPayload {
+                    last_applied: old.last_applied,
+                    membership: upgrade_stored_membership(&old.membership),
+                    map: old.map,
+                    registry: old.registry,
+                })
+            }
+            _ => codec::decode(bytes),
         }
-        codec::decode(bytes)
     }
 }
 
 /// A snapshot as persisted in the store: openraft's metadata and the encoded
-/// [`SnapshotPayload`], in one value so that they cannot disagree after a crash.
+/// [`SnapshotPayload`], in one value so that they cannot disagree after a crash. Version 2
+/// carries the members' peer ports; version 1 is read through [`StoredSnapshotV1`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSnapshot {
-    pub meta: SnapshotMeta<NodeId, BasicNode>,
+    pub meta: SnapshotMeta<NodeId, MonitorNode>,
     pub data: Vec<u8>,
 }
 
 impl Versioned for StoredSnapshot {
     const WHAT: &'static str = "raft snapshot";
+    const VERSION: u8 = 2;
+}
+
+/// A snapshot stored before peer ports: read, never written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSnapshotV1 {
+    pub meta: SnapshotMeta<NodeId, BasicNode>,
+    pub data: Vec<u8>,
+}
+
+impl Versioned for StoredSnapshotV1 {
+    const WHAT: &'static str = "raft snapshot";
     const VERSION: u8 = 1;
+}
+
+impl StoredSnapshot {
+    /// Decodes the current version or version 1, whose members move to their default peer
+    /// port.
+    pub fn decode(bytes: &[u8]) -> Result<StoredSnapshot, codec::CodecError> {
+        if bytes.first() == Some(&StoredSnapshotV1::VERSION) {
+            let old: StoredSnapshotV1 = codec::decode(bytes)?;
+            return Ok(StoredSnapshot {
+                meta: SnapshotMeta {
+                    last_log_id: old.meta.last_log_id,
+                    last_membership: upgrade_stored_membership(&old.meta.last_membership),
+                    snapshot_id: old.meta.snapshot_id,
+                },
+                data: old.data,
+            });
+        }
+        codec::decode(bytes)
+    }
 }
 
 /// Everything `apply` changes, behind one lock so that a reader or a snapshot sees a map and
@@ -157,7 +216,7 @@ impl AppliedState {
     /// Restores the state a snapshot captured, checking it against the metadata it was
     /// stored or sent with.
     fn from_snapshot(
-        meta: &SnapshotMeta<NodeId, BasicNode>,
+        meta: &SnapshotMeta<NodeId, MonitorNode>,
         data: &[u8],
         op: &'static str,
     ) -> Result<AppliedState, StoreError> {
@@ -214,7 +273,7 @@ fn sm_error(verb: ErrorVerb, e: &dyn std::error::Error) -> StorageError {
 }
 
 fn snapshot_error(
-    meta: Option<&SnapshotMeta<NodeId, BasicNode>>,
+    meta: Option<&SnapshotMeta<NodeId, MonitorNode>>,
     verb: ErrorVerb,
     e: &dyn std::error::Error,
 ) -> StorageError {
@@ -228,7 +287,7 @@ fn snapshot_error(
 struct SnapshotSlot {
     store: Arc<dyn Store>,
     /// The metadata of the snapshot in the store, if any.
-    current: Mutex<Option<SnapshotMeta<NodeId, BasicNode>>>,
+    current: Mutex<Option<SnapshotMeta<NodeId, MonitorNode>>>,
     /// Snapshots built by this process, to make snapshot ids unique.
     built: std::sync::atomic::AtomicU64,
 }
@@ -269,7 +328,7 @@ fn load_snapshot(
     let Some(bytes) = store.get_meta(MetaKey::Snapshot)? else {
         return Ok(None);
     };
-    codec::decode(&bytes)
+    StoredSnapshot::decode(&bytes)
         .map(Some)
         .map_err(|source| StoreError::Corrupt { op, source })
 }
@@ -630,7 +689,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     /// log it covers is purged next, so it is the only copy of that history).
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
+        meta: &SnapshotMeta<NodeId, MonitorNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
