@@ -174,6 +174,25 @@ impl Admin {
         Ok(resp.map_epoch)
     }
 
+    /// Lets the cluster take as many groups and gateways as the bench may create (the
+    /// defaults, 1,024 groups and 4,096 gateways, are below the largest sizes).
+    pub async fn lift_caps(&self) -> Result<u64> {
+        let most = u32::try_from(crate::config::MAX_GATEWAYS).unwrap_or(u32::MAX);
+        let resp = self
+            .call("raise max_groups and max_gateways", |mut c| {
+                let req = v1::SetConfigRequest {
+                    update: Some(v1::MapSettingsUpdate {
+                        max_groups: Some(most),
+                        max_gateways: Some(most),
+                        ..Default::default()
+                    }),
+                };
+                async move { c.set_config(req).await }
+            })
+            .await?;
+        Ok(resp.map_epoch)
+    }
+
     pub async fn delete_gateway(&self, key: &GroupKey, id: &str) -> Result<u64> {
         let resp = self
             .call(&format!("delete gateway {id}"), |mut c| {

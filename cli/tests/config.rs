@@ -16,7 +16,7 @@ async fn config_show_set_and_refusals() {
         .json();
     assert_eq!(shown["settings"]["beacon_grace_ms"], 4000);
     assert_eq!(shown["defaults"]["beacon_grace_ms"], 4000);
-    assert_eq!(shown["settings"].as_object().map(|o| o.len()), Some(9));
+    assert_eq!(shown["settings"].as_object().map(|o| o.len()), Some(11));
     assert_eq!(shown["ranges"]["beacon_grace_ms"]["min"], 500);
     assert_eq!(shown["ranges"]["beacon_grace_ms"]["max"], 120_000);
     assert_eq!(
@@ -79,5 +79,24 @@ async fn config_show_set_and_refusals() {
     assert_eq!(
         after["settings"]["max_gateways_per_group"], 16,
         "a refusal changes nothing"
+    );
+
+    // The cluster-wide caps: one group only, and a create for a second is refused with the
+    // setting to raise.
+    nvme_gw(&m, &["config", "set", "max_groups=1"]).await.ok();
+    nvme_gw(&m, &["create", "gw1", "rbd", "one"]).await.ok();
+    let refused = nvme_gw(&m, &["create", "gw2", "rbd", "two"]).await;
+    let said = refused.refused_with(1);
+    assert!(
+        said.contains("already has 1 groups") && said.contains("max_groups=N"),
+        "{refused:?}"
+    );
+    let all = nvme_gw(&m, &["--format=json", "show-all"]).await.json();
+    assert_eq!(
+        all.as_array()
+            .map(Vec::len)
+            .or_else(|| all["groups"].as_array().map(Vec::len)),
+        Some(1),
+        "a refused create adds no group: {all}"
     );
 }

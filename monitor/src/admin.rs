@@ -469,6 +469,8 @@ impl AdminService for AdminGrpc {
             skip_failover_admin_ms: u.skip_failover_admin_ms,
             blocklist_expiry_ms: u.blocklist_expiry_ms,
             delete_grace_ms: u.delete_grace_ms,
+            max_groups: u.max_groups,
+            max_gateways: u.max_gateways,
         };
         if update.is_empty() {
             return Err(Status::invalid_argument(
@@ -705,6 +707,8 @@ fn settings(c: &MapConfig) -> v1::MapSettings {
         skip_failover_admin_ms: c.skip_failover_admin_ms,
         blocklist_expiry_ms: c.blocklist_expiry_ms,
         delete_grace_ms: c.delete_grace_ms,
+        max_groups: c.max_groups,
+        max_gateways: c.max_gateways,
     }
 }
 

@@ -47,6 +47,20 @@ pub trait Versioned: Serialize + DeserializeOwned {
     const WHAT: &'static str;
     /// The format written by this build.
     const VERSION: u8;
+
+    /// An older format this build still reads, converted: `None` for a version it does
+    /// not know (the default: only [`Versioned::VERSION`] is read).
+    fn decode_older(version: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
+        let _ = (version, body);
+        None
+    }
+}
+
+/// The body of an older version, for [`Versioned::decode_older`].
+pub fn decode_body<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T, CodecError> {
+    options()
+        .deserialize(body)
+        .map_err(|source| CodecError::Decode { what, source })
 }
 
 pub fn encode<T: Versioned>(value: &T) -> Result<Vec<u8>, CodecError> {
@@ -63,6 +77,9 @@ pub fn encode<T: Versioned>(value: &T) -> Result<Vec<u8>, CodecError> {
 pub fn decode<T: Versioned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if version != T::VERSION {
+        if let Some(older) = T::decode_older(version, body) {
+            return older;
+        }
         return Err(CodecError::Version {
             what: T::WHAT,
             found: version,
@@ -77,14 +94,24 @@ pub fn decode<T: Versioned>(bytes: &[u8]) -> Result<T, CodecError> {
         })
 }
 
+// Version 2 of the map and its commands: the tunables gained `max_groups` and
+// `max_gateways`. Version 1 is read with their defaults (see `map::config::MapConfigV1`).
 impl Versioned for crate::map::GatewayMap {
     const WHAT: &'static str = "gateway map";
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+
+    fn decode_older(version: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
+        (version == 1).then(|| crate::map::GatewayMap::decode_v1(body))
+    }
 }
 
 impl Versioned for crate::map::Command {
     const WHAT: &'static str = "map command";
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+
+    fn decode_older(version: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
+        (version == 1).then(|| crate::map::Command::decode_v1(body))
+    }
 }
 
 impl Versioned for crate::replica::ReplicaRegistry {

@@ -127,7 +127,7 @@ fn map_code(e: &MapError) -> Code {
         | MapError::UnknownGateway { .. }
         | MapError::UnknownFence { .. }
         | MapError::NoGatewaysAtLocation { .. } => Code::NotFound,
-        MapError::GroupFull { .. } => Code::ResourceExhausted,
+        MapError::GroupFull { .. } | MapError::ClusterFull { .. } => Code::ResourceExhausted,
         MapError::StaleBeacon { .. } => Code::Aborted,
         MapError::InvalidConfig { .. } | MapError::OutOfRange { .. } => Code::InvalidArgument,
         MapError::GatewayDeleting { .. }

@@ -39,7 +39,7 @@ fn busy_map() -> GatewayMap {
 fn the_map_round_trips_with_its_version_byte() {
     let map = busy_map();
     let bytes = codec::encode(&map).expect("encode");
-    assert_eq!(bytes[0], 1, "format version first");
+    assert_eq!(bytes[0], 2, "format version first");
     let back: GatewayMap = codec::decode(&bytes).expect("decode");
     assert_eq!(back, map);
     assert_eq!(back.groups().len(), 2);
@@ -58,15 +58,15 @@ fn an_unknown_version_or_a_cut_body_is_refused_clearly() {
         err,
         CodecError::Version {
             found: 9,
-            supported: 1,
+            supported: 2,
             ..
         }
     ));
     assert_eq!(
         err.to_string(),
-        "unknown format version 9 for gateway map; this build reads version 1"
+        "unknown format version 9 for gateway map; this build reads version 2"
     );
-    bytes[0] = 1;
+    bytes[0] = 2;
     bytes.truncate(bytes.len() / 2);
     assert!(matches!(
         codec::decode::<GatewayMap>(&bytes),
@@ -134,7 +134,7 @@ fn every_command_round_trips() {
     ];
     for cmd in commands {
         let bytes = codec::encode(&cmd).expect("encode");
-        assert_eq!(bytes[0], 1);
+        assert_eq!(bytes[0], 2);
         assert_eq!(codec::decode::<Command>(&bytes).expect("decode"), cmd);
     }
 }

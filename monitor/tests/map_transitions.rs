@@ -28,6 +28,57 @@ fn two_serving() -> Harness {
 }
 
 #[test]
+fn the_cluster_accepts_at_most_max_groups_and_max_gateways() {
+    let mut h = Harness::with_config(MapConfig {
+        max_groups: 2,
+        max_gateways: 3,
+        ..MapConfig::default()
+    });
+    let create = |h: &mut Harness, pool: &str, id: &str| {
+        h.apply(Command::CreateGateway {
+            key: key(pool, ""),
+            gateway: gw(id),
+        })
+    };
+    assert!(create(&mut h, "p1", "a").is_ok());
+    assert!(create(&mut h, "p2", "b").is_ok());
+    let before = h.map.clone();
+    let err = create(&mut h, "p3", "c").expect_err("a third group");
+    assert_eq!(
+        err,
+        MapError::ClusterFull {
+            what: "groups".into(),
+            max: 2
+        }
+    );
+    assert!(
+        err.to_string().contains("max_groups"),
+        "the refusal names the setting: {err}"
+    );
+    assert_eq!(h.map, before, "a refused create changes nothing");
+    assert!(create(&mut h, "p1", "c").is_ok());
+    let before = h.map.clone();
+    let err = create(&mut h, "p2", "d").expect_err("a fourth gateway");
+    assert_eq!(
+        err,
+        MapError::ClusterFull {
+            what: "gateways".into(),
+            max: 3
+        }
+    );
+    assert_eq!(h.map, before, "a refused create changes nothing");
+    // A gateway that exists takes no more room: creating it again is still idempotent.
+    let again = create(&mut h, "p1", "a").expect("idempotent create at the cap");
+    assert!(!again.changed);
+    // Raising the cap lets the next one in.
+    h.ok(Command::UpdateConfig(ConfigUpdate {
+        max_gateways: Some(4),
+        ..ConfigUpdate::default()
+    }));
+    assert!(create(&mut h, "p2", "d").is_ok());
+}
+
+#[test]
 fn create_allocates_the_lowest_free_ana_group_and_is_idempotent() {
     let mut h = Harness::new();
     for id in ["a", "b", "c"] {

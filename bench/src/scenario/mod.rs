@@ -193,6 +193,7 @@ impl Setup {
         if let Some(grace) = timers.grace_ms {
             cluster.admin.set_grace(grace).await?;
         }
+        cluster.admin.lift_caps().await?;
         let plan = layout(n, group_size);
         let creates: Vec<(GroupKey, String)> = plan
             .iter()

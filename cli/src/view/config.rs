@@ -10,7 +10,7 @@ use crate::table::Table;
 
 /// The settings `config set` takes, in the order they are shown. Names are the proto's
 /// (and the README's) so one name works everywhere.
-pub const SETTINGS: [&str; 9] = [
+pub const SETTINGS: [&str; 11] = [
     "max_gateways_per_group",
     "beacon_grace_ms",
     "fence_timeout_ms",
@@ -20,9 +20,11 @@ pub const SETTINGS: [&str; 9] = [
     "skip_failover_admin_ms",
     "blocklist_expiry_ms",
     "delete_grace_ms",
+    "max_groups",
+    "max_gateways",
 ];
 
-fn values(s: &v1::MapSettings) -> [u64; 9] {
+fn values(s: &v1::MapSettings) -> [u64; 11] {
     [
         u64::from(s.max_gateways_per_group),
         s.beacon_grace_ms,
@@ -33,6 +35,8 @@ fn values(s: &v1::MapSettings) -> [u64; 9] {
         s.skip_failover_admin_ms,
         s.blocklist_expiry_ms,
         s.delete_grace_ms,
+        u64::from(s.max_groups),
+        u64::from(s.max_gateways),
     ]
 }
 
@@ -46,15 +50,25 @@ pub fn parse_update(pairs: &[String]) -> Result<v1::MapSettingsUpdate, String> {
         let (name, value) = pair
             .split_once('=')
             .ok_or_else(|| format!("{pair:?} is not NAME=VALUE"))?;
-        let number: u64 = value
-            .trim()
-            .parse()
-            .map_err(|_| format!("{name}: {value:?} is not a whole number of milliseconds"))?;
+        let number: u64 = value.trim().parse().map_err(|_| {
+            if name.trim().ends_with("_ms") {
+                format!("{name}: {value:?} is not a whole number of milliseconds")
+            } else {
+                format!("{name}: {value:?} is not a whole number")
+            }
+        })?;
+        let count = || u32::try_from(number).map_err(|_| format!("{name}: {number} is too large"));
         let slot = match name.trim() {
             "max_gateways_per_group" => {
-                u.max_gateways_per_group = Some(
-                    u32::try_from(number).map_err(|_| format!("{name}: {number} is too large"))?,
-                );
+                u.max_gateways_per_group = Some(count()?);
+                continue;
+            }
+            "max_groups" => {
+                u.max_groups = Some(count()?);
+                continue;
+            }
+            "max_gateways" => {
+                u.max_gateways = Some(count()?);
                 continue;
             }
             "beacon_grace_ms" => &mut u.beacon_grace_ms,

@@ -29,7 +29,7 @@ pub struct Bounds {
 
 /// Every tunable's range, in the order of [`MapConfig`]'s fields (and of `config show`).
 /// The reasons for each range are on the fields of [`MapConfig`].
-pub const BOUNDS: [Bounds; 9] = [
+pub const BOUNDS: [Bounds; SETTINGS] = [
     bounds(
         "max_gateways_per_group",
         1,
@@ -46,7 +46,17 @@ pub const BOUNDS: [Bounds; 9] = [
         ..bounds("blocklist_expiry_ms", SECOND_MS, 30 * DAY_MS)
     },
     bounds("delete_grace_ms", MINUTE_MS, 30 * DAY_MS),
+    bounds("max_groups", 1, MAX_CLUSTER_SIZE),
+    bounds("max_gateways", 1, MAX_CLUSTER_SIZE),
 ];
+
+/// How many tunables there are.
+pub const SETTINGS: usize = 11;
+
+/// The most groups, or gateways, `max_groups` and `max_gateways` may allow: far beyond any
+/// deployment (every gateway holds a session and beacons every second), and still a map
+/// whose snapshot a monitor ships in seconds.
+const MAX_CLUSTER_SIZE: u64 = 65_536;
 
 const fn bounds(name: &'static str, min: u64, max: u64) -> Bounds {
     Bounds {
@@ -120,6 +130,80 @@ pub struct MapConfig {
     /// stuck. Default 15 min, Ceph's `mon_nvmeofgw_delete_grace`. Range 1 min to 30 days:
     /// draining namespaces takes a moment, and a warning a month late is no warning.
     pub delete_grace_ms: u64,
+    /// `(pool, group)`s the cluster accepts: a `create` for a new group beyond it is
+    /// refused (`RESOURCE_EXHAUSTED`). Default 1,024. Range 1 to 65,536. Every group is in
+    /// the replicated map and in every snapshot, so even an admin's runaway script must
+    /// not grow it without bound. Lowering it below the groups there are refuses new
+    /// groups and removes none.
+    pub max_groups: u32,
+    /// Gateways the cluster accepts, over all groups, refused like `max_groups`. Default
+    /// 4,096. Range 1 to 65,536: each gateway holds a session with the leader and beacons
+    /// every second, so this also bounds the leader's work.
+    pub max_gateways: u32,
+}
+
+/// The tunables as version 1 of the map stored them, before `max_groups` and
+/// `max_gateways`: read, never written; those two take their defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapConfigV1 {
+    pub max_gateways_per_group: u32,
+    pub beacon_grace_ms: u64,
+    pub fence_timeout_ms: u64,
+    pub failback_prepare_ms: u64,
+    pub failback_delay_ms: u64,
+    pub skip_failover_redeploy_ms: u64,
+    pub skip_failover_admin_ms: u64,
+    pub blocklist_expiry_ms: u64,
+    pub delete_grace_ms: u64,
+}
+
+impl From<MapConfigV1> for MapConfig {
+    fn from(v1: MapConfigV1) -> MapConfig {
+        MapConfig {
+            max_gateways_per_group: v1.max_gateways_per_group,
+            beacon_grace_ms: v1.beacon_grace_ms,
+            fence_timeout_ms: v1.fence_timeout_ms,
+            failback_prepare_ms: v1.failback_prepare_ms,
+            failback_delay_ms: v1.failback_delay_ms,
+            skip_failover_redeploy_ms: v1.skip_failover_redeploy_ms,
+            skip_failover_admin_ms: v1.skip_failover_admin_ms,
+            blocklist_expiry_ms: v1.blocklist_expiry_ms,
+            delete_grace_ms: v1.delete_grace_ms,
+            ..MapConfig::default()
+        }
+    }
+}
+
+/// A [`ConfigUpdate`] as version 1 of the commands stored it: read, never written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigUpdateV1 {
+    pub max_gateways_per_group: Option<u32>,
+    pub beacon_grace_ms: Option<u64>,
+    pub fence_timeout_ms: Option<u64>,
+    pub failback_prepare_ms: Option<u64>,
+    pub failback_delay_ms: Option<u64>,
+    pub skip_failover_redeploy_ms: Option<u64>,
+    pub skip_failover_admin_ms: Option<u64>,
+    pub blocklist_expiry_ms: Option<u64>,
+    pub delete_grace_ms: Option<u64>,
+}
+
+impl From<ConfigUpdateV1> for ConfigUpdate {
+    fn from(v1: ConfigUpdateV1) -> ConfigUpdate {
+        ConfigUpdate {
+            max_gateways_per_group: v1.max_gateways_per_group,
+            beacon_grace_ms: v1.beacon_grace_ms,
+            fence_timeout_ms: v1.fence_timeout_ms,
+            failback_prepare_ms: v1.failback_prepare_ms,
+            failback_delay_ms: v1.failback_delay_ms,
+            skip_failover_redeploy_ms: v1.skip_failover_redeploy_ms,
+            skip_failover_admin_ms: v1.skip_failover_admin_ms,
+            blocklist_expiry_ms: v1.blocklist_expiry_ms,
+            delete_grace_ms: v1.delete_grace_ms,
+            max_groups: None,
+            max_gateways: None,
+        }
+    }
 }
 
 impl Default for MapConfig {
@@ -134,13 +218,15 @@ impl Default for MapConfig {
             skip_failover_admin_ms: 5_000,
             blocklist_expiry_ms: 3_600_000,
             delete_grace_ms: 900_000,
+            max_groups: 1_024,
+            max_gateways: 4_096,
         }
     }
 }
 
 impl MapConfig {
     /// The values in the order of [`BOUNDS`].
-    pub fn values(&self) -> [u64; 9] {
+    pub fn values(&self) -> [u64; SETTINGS] {
         [
             u64::from(self.max_gateways_per_group),
             self.beacon_grace_ms,
@@ -151,12 +237,14 @@ impl MapConfig {
             self.skip_failover_admin_ms,
             self.blocklist_expiry_ms,
             self.delete_grace_ms,
+            u64::from(self.max_groups),
+            u64::from(self.max_gateways),
         ]
     }
 
     /// The inverse of [`MapConfig::values`]; a gateway count too large for `u32` becomes
     /// `u32::MAX` (only ever reached from a caller's own numbers, never from [`BOUNDS`]).
-    fn from_values(v: [u64; 9]) -> MapConfig {
+    fn from_values(v: [u64; SETTINGS]) -> MapConfig {
         MapConfig {
             max_gateways_per_group: u32::try_from(v[0]).unwrap_or(u32::MAX),
             beacon_grace_ms: v[1],
@@ -167,6 +255,8 @@ impl MapConfig {
             skip_failover_admin_ms: v[6],
             blocklist_expiry_ms: v[7],
             delete_grace_ms: v[8],
+            max_groups: u32::try_from(v[9]).unwrap_or(u32::MAX),
+            max_gateways: u32::try_from(v[10]).unwrap_or(u32::MAX),
         }
     }
 
@@ -182,7 +272,7 @@ impl MapConfig {
         MapConfig::from_values(BOUNDS.map(|b| b.max))
     }
 
-    fn min_of(&self, b: &Bounds, values: &[u64; 9]) -> u64 {
+    fn min_of(&self, b: &Bounds, values: &[u64; SETTINGS]) -> u64 {
         let other = b.at_least.and_then(|name| {
             BOUNDS
                 .iter()
@@ -227,6 +317,8 @@ pub struct ConfigUpdate {
     pub skip_failover_admin_ms: Option<u64>,
     pub blocklist_expiry_ms: Option<u64>,
     pub delete_grace_ms: Option<u64>,
+    pub max_groups: Option<u32>,
+    pub max_gateways: Option<u32>,
 }
 
 impl ConfigUpdate {
@@ -248,6 +340,8 @@ impl ConfigUpdate {
                 .unwrap_or(base.skip_failover_admin_ms),
             blocklist_expiry_ms: self.blocklist_expiry_ms.unwrap_or(base.blocklist_expiry_ms),
             delete_grace_ms: self.delete_grace_ms.unwrap_or(base.delete_grace_ms),
+            max_groups: self.max_groups.unwrap_or(base.max_groups),
+            max_gateways: self.max_gateways.unwrap_or(base.max_gateways),
         }
     }
 

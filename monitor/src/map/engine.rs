@@ -6,7 +6,7 @@ use gwmon_proto::domain::{Epoch, GatewayId, GatewayReport, GroupKey, MapSlice};
 use serde::{Deserialize, Serialize};
 
 use super::command::Command;
-use super::config::MapConfig;
+use super::config::{MapConfig, MapConfigV1};
 use super::error::MapError;
 use super::event::Event;
 use super::gateway::Availability;
@@ -38,7 +38,49 @@ pub struct Applied {
 /// The result of applying a command. A refusal leaves the map exactly as it was.
 pub type Outcome = Result<Applied, MapError>;
 
+/// The map as version 1 stored it (tunables without `max_groups` and `max_gateways`):
+/// read, never written.
+#[derive(Deserialize)]
+struct GatewayMapV1 {
+    epoch: Epoch,
+    time: Timestamp,
+    config: MapConfigV1,
+    groups: BTreeMap<GroupKey, GroupState>,
+}
+
 impl GatewayMap {
+    /// Refuse a new gateway (and a new group) past `max_gateways` (`max_groups`); one that
+    /// exists already, even draining, takes no more room.
+    fn room_for(&self, key: &GroupKey, gateway: &GatewayId) -> Result<(), MapError> {
+        let group = self.groups.get(key);
+        if group.is_some_and(|g| g.gateways.contains_key(gateway)) {
+            return Ok(());
+        }
+        let full = |what: &str, max: u32| MapError::ClusterFull {
+            what: what.to_owned(),
+            max,
+        };
+        if group.is_none() && self.groups.len() >= self.config.max_groups as usize {
+            return Err(full("groups", self.config.max_groups));
+        }
+        let gateways: usize = self.groups.values().map(|g| g.gateways.len()).sum();
+        if gateways >= self.config.max_gateways as usize {
+            return Err(full("gateways", self.config.max_gateways));
+        }
+        Ok(())
+    }
+
+    /// Version 1 of the map, with the tunables it lacked at their defaults.
+    pub(crate) fn decode_v1(body: &[u8]) -> Result<GatewayMap, crate::codec::CodecError> {
+        let v1: GatewayMapV1 = crate::codec::decode_body("gateway map", body)?;
+        Ok(GatewayMap {
+            epoch: v1.epoch,
+            time: v1.time,
+            config: v1.config.into(),
+            groups: v1.groups,
+        })
+    }
+
     pub fn new(config: MapConfig) -> Result<Self, MapError> {
         config.validate()?;
         Ok(GatewayMap {
@@ -140,6 +182,7 @@ impl GatewayMap {
                 any
             }
             Command::CreateGateway { key, gateway } => {
+                self.room_for(key, gateway)?;
                 self.transact(key, now, &mut events, |g, ctx| {
                     g.create(gateway, ctx).map(drop)
                 })?
@@ -268,5 +311,63 @@ impl GatewayMap {
         // writes by it would take a new gateway's writes for stale ones.
         self.groups.insert(key.clone(), group);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, Versioned};
+
+    /// The map as version 1 wrote it, to check that it still reads.
+    #[derive(Serialize, Deserialize)]
+    struct WrittenV1 {
+        epoch: Epoch,
+        time: Timestamp,
+        config: MapConfigV1,
+        groups: BTreeMap<GroupKey, GroupState>,
+    }
+
+    impl Versioned for WrittenV1 {
+        const WHAT: &'static str = "test";
+        const VERSION: u8 = 1;
+    }
+
+    #[test]
+    fn a_version_1_map_reads_with_the_new_limits_at_their_defaults() {
+        let mut map = GatewayMap::default();
+        let key = GroupKey::new("rbd".parse().expect("pool"), "g".parse().expect("group"));
+        map.apply(
+            &Command::CreateGateway {
+                key: key.clone(),
+                gateway: "gw1".parse().expect("id"),
+            },
+            Timestamp(5),
+        )
+        .expect("create");
+        let d = MapConfig::default();
+        let old = WrittenV1 {
+            epoch: map.epoch,
+            time: map.time,
+            config: MapConfigV1 {
+                max_gateways_per_group: 8,
+                beacon_grace_ms: d.beacon_grace_ms,
+                fence_timeout_ms: d.fence_timeout_ms,
+                failback_prepare_ms: d.failback_prepare_ms,
+                failback_delay_ms: d.failback_delay_ms,
+                skip_failover_redeploy_ms: d.skip_failover_redeploy_ms,
+                skip_failover_admin_ms: d.skip_failover_admin_ms,
+                blocklist_expiry_ms: d.blocklist_expiry_ms,
+                delete_grace_ms: d.delete_grace_ms,
+            },
+            groups: map.groups.clone(),
+        };
+        let bytes = codec::encode(&old).expect("encode v1");
+        let read: GatewayMap = codec::decode(&bytes).expect("a version 1 map reads");
+        assert_eq!(read.groups, map.groups);
+        assert_eq!(read.epoch, map.epoch);
+        assert_eq!(read.config.max_gateways_per_group, 8);
+        assert_eq!(read.config.max_groups, d.max_groups);
+        assert_eq!(read.config.max_gateways, d.max_gateways);
     }
 }

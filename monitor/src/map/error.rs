@@ -53,4 +53,8 @@ pub enum MapError {
         value: u64,
         range: String,
     },
+    /// The cluster holds as many groups, or gateways, as `max_groups` or `max_gateways`
+    /// allow. (Added last: a reply encoded by an older monitor still decodes.)
+    #[error("the cluster already has {max} {what}, the most max_{what} allows; delete some or raise it (nvme-gw config set max_{what}=N)")]
+    ClusterFull { what: String, max: u32 },
 }

@@ -7,8 +7,9 @@
 //! answer: a payload this build cannot read (`InvalidArgument`) or a reply it cannot encode
 //! (`Internal`).
 //!
-//! Only monitors may call this service: serve it on the monitors' own listener and never
-//! expose it to gateways or admin clients.
+//! Only monitors may call this service: `node.rs` serves it alone on the peer port
+//! (`peer_listen`), behind the authorization that admits monitor certificates only, and
+//! never on the client port gateways, agents and operators use.
 
 use gwmon_proto::v1::raft_service_server::{RaftService, RaftServiceServer};
 use gwmon_proto::v1::{RaftReply, RaftRequest};
