@@ -182,6 +182,10 @@ async fn every_audience_is_authorized_by_its_certificate() {
     })
     .await;
 
+    // What the refusals below must leave as it is: the groups, their gateways, the
+    // tunables and the leader's term.
+    let before = state_of(&cluster, leader);
+
     // ... but not another gateway's, and nobody else opens a gateway's session.
     let gw_tls = pki.tls("gateway-rbd__gw1");
     let channel = gw_tls
@@ -331,6 +335,26 @@ async fn every_audience_is_authorized_by_its_certificate() {
         );
     }
 
+    assert_eq!(
+        state_of(&cluster, leader),
+        before,
+        "a refused call changed the map or the term"
+    );
+
     stop.cancel();
     let _ = session.await;
+}
+
+/// The leader's groups with their gateway ids, its tunables and its term.
+fn state_of(cluster: &Cluster, leader: u64) -> String {
+    let m = cluster.monitor(leader);
+    let map = m.core.reader().read(|map| {
+        let groups: Vec<String> = map
+            .groups()
+            .iter()
+            .map(|(key, g)| format!("{key}: {:?}", g.gateways.keys().collect::<Vec<_>>()))
+            .collect();
+        format!("{groups:?} {:?}", map.config())
+    });
+    format!("{map} term {}", m.raft().metrics().borrow().current_term)
 }

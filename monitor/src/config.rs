@@ -211,6 +211,10 @@ pub struct Args {
     /// [default: 127.0.0.1:7401].
     #[arg(long, env = "GWMON_HTTP_LISTEN", value_name = "ADDR|off")]
     pub http_listen: Option<HttpListen>,
+    /// Serve the HTTP listener over TLS with this monitor's certificate (needs tls_ca,
+    /// tls_cert and tls_key); no client certificate is asked for.
+    #[arg(long, env = "GWMON_HTTP_TLS")]
+    pub http_tls: bool,
     /// The initial cluster, `ID=HOST:PORT` comma-separated (each monitor's client address;
     /// its peer port is that port plus 2 unless given as `ID=HOST:PORT/PEERHOST:PEERPORT`).
     /// The lowest id bootstraps it once; restarts are harmless. Without it the monitor bootstraps a single-node cluster of
@@ -322,6 +326,7 @@ struct FileConfig {
     peer_listen: Option<String>,
     advertise_peer: Option<String>,
     http_listen: Option<String>,
+    http_tls: Option<bool>,
     initial_members: Option<Vec<String>>,
     join: Option<bool>,
     heartbeat_ms: Option<u64>,
@@ -377,6 +382,8 @@ pub struct MonitorConfig {
     /// Where the daemon serves HTTP; `None`: not at all. (`Monitor::start_with_http` takes
     /// an already bound listener instead, so this is read only by `node::run`.)
     pub http_listen: Option<SocketAddr>,
+    /// Serve HTTP over TLS with the gRPC listener's certificate.
+    pub http_tls: bool,
     pub bootstrap: Bootstrap,
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
@@ -410,6 +417,7 @@ impl MonitorConfig {
             peer_listen: None,
             advertise_peer: None,
             http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7401))),
+            http_tls: false,
             bootstrap: Bootstrap::Single,
             heartbeat_ms: 100,
             election_timeout_min_ms: 500,
@@ -466,6 +474,7 @@ impl MonitorConfig {
                 .map_err(|e| invalid("http_listen", e))?,
         };
         c.http_listen = http_listen.addr();
+        c.http_tls = args.http_tls || file.http_tls.unwrap_or(false);
         let members = match (args.initial_members, file.initial_members) {
             (Some(m), _) => Some(m),
             (None, Some(list)) => Some(
@@ -688,6 +697,12 @@ impl MonitorConfig {
                     MAX_CONNECTIONS.start(),
                     MAX_CONNECTIONS.end()
                 ),
+            ));
+        }
+        if self.http_tls && self.tls.is_none() {
+            return Err(invalid(
+                "http_tls",
+                "needs tls_ca, tls_cert and tls_key: HTTP is served with the monitor's certificate",
             ));
         }
         if self.tls.is_none() && !self.insecure {

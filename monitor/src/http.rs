@@ -12,6 +12,7 @@
 //! timeout: past that, the others have elected someone else or cannot. A learner cut off
 //! keeps its last leader; it serves no writes, so this is accepted.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,13 +21,17 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use gwmon_proto::tls::{self, Tls};
 use openraft::{RaftMetrics, ServerState};
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
 
 use crate::raft::MonitorNode;
-use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use crate::core::Core;
 use crate::error::MonitorError;
@@ -138,12 +143,97 @@ pub fn router(state: HttpState) -> Router {
 pub async fn serve(
     listener: TcpListener,
     state: HttpState,
+    tls: Option<Tls>,
     stop: CancellationToken,
 ) -> Result<(), MonitorError> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-        .map_err(|e| MonitorError::Serve(format!("http: {e}")))
+    let served = match tls {
+        None => {
+            axum::serve(listener, router(state))
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+        Some(tls) => {
+            axum::serve(HttpsListener::new(listener, tls), router(state))
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    };
+    served.map_err(|e| MonitorError::Serve(format!("http: {e}")))
+}
+
+/// The HTTP listener over TLS (`http_tls`): handshakes run side by side, each bounded by
+/// [`tls::HANDSHAKE_TIMEOUT`], with the certificate the monitor holds when the connection
+/// arrives (so SIGHUP's reload applies here too).
+struct HttpsListener {
+    handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: std::io::Result<SocketAddr>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl HttpsListener {
+    fn new(listener: TcpListener, tls: Tls) -> Self {
+        let local = listener.local_addr();
+        let (done, handshaken) = mpsc::channel(64);
+        let accepting = tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = done.closed() => break,
+                    accepted = listener.accept() => accepted,
+                };
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors, say: wait a little rather than spin.
+                        debug!(error = %e, "http: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let acceptor = TlsAcceptor::from(tls.http_server_config());
+                let done = done.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = done.send((stream, peer)).await;
+                        }
+                        Ok(Err(e)) => debug!(error = %e, %peer, "http: TLS handshake failed"),
+                        Err(_) => debug!(%peer, "http: TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        HttpsListener {
+            handshaken,
+            local,
+            accepting,
+        }
+    }
+}
+
+impl Drop for HttpsListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+impl axum::serve::Listener for HttpsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.handshaken.recv().await {
+            Some(accepted) => accepted,
+            // The accepting task is gone only when this listener is being dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match &self.local {
+            Ok(a) => Ok(*a),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
 }
 
 /// The OpenMetrics media type (prometheus-client encodes OpenMetrics text; Prometheus

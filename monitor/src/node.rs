@@ -438,7 +438,8 @@ impl Monitor {
                     Duration::from_millis(config.election_timeout_max_ms),
                 );
                 let stop = shutdown.clone();
-                let task = tokio::spawn(crate::http::serve(l, state, stop));
+                let https = tls.clone().filter(|_| config.http_tls);
+                let task = tokio::spawn(crate::http::serve(l, state, https, stop));
                 (Some(bound), Some(task))
             }
         };

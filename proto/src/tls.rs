@@ -94,6 +94,7 @@ struct Material {
     ca: Certificate,
     identity: Identity,
     server: Arc<rustls::ServerConfig>,
+    http: Arc<rustls::ServerConfig>,
     stamp: Stamp,
 }
 
@@ -163,6 +164,13 @@ impl Tls {
         self.material().server.clone()
     }
 
+    /// A monitor's HTTP listener (`/metrics`, `/health/*`, `/status`, read-only): its
+    /// certificate over HTTP/1.1, no client certificate asked for, so Prometheus and
+    /// health probes need only the CA to check it.
+    pub fn http_server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.material().http.clone()
+    }
+
     /// A client's side: the monitor's certificate must come from the CA and name the host
     /// or address dialled; this party's certificate is presented in return.
     pub fn client(&self) -> ClientTlsConfig {
@@ -205,14 +213,36 @@ impl Material {
             .map_err(|_| not_pem("key", &files.key, "private key"))?;
         // Built here so a key that is not the certificate's, or a CA rustls cannot use, is
         // refused when the files are read, not at the first connection.
+        let http =
+            http_config(chain.clone(), private.clone_key()).map_err(|e| unusable(files, &e))?;
         let server = server_config(ca_certs, chain, private).map_err(|e| unusable(files, &e))?;
         Ok(Material {
             ca: Certificate::from_pem(ca),
             identity: Identity::from_pem(cert, key),
             server: Arc::new(server),
+            http: Arc::new(http),
             stamp,
         })
     }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    // ring, as tonic's tls-ring on the client side: aws-lc-rs, the post-quantum provider
+    // rustls now prefers, needs cmake and a C toolchain to build.
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn http_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 fn server_config(
@@ -220,10 +250,7 @@ fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
-    // ring, as tonic's tls-ring on the client side: aws-lc-rs, the post-quantum provider
-    // rustls now prefers, needs cmake and a C toolchain to build.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider();
     let mut roots = rustls::RootCertStore::empty();
     for c in ca {
         roots.add(c)?;
