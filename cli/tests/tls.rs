@@ -335,6 +335,70 @@ async fn every_audience_is_authorized_by_its_certificate() {
         );
     }
 
+    // Without a certificate nothing is served on either port, whatever the service.
+    for addr in [&leader_addr, &cluster.peer_addrs[&leader]] {
+        let plain = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let admin = v1::admin_service_client::AdminServiceClient::new(plain.clone())
+            .show_all(v1::ShowAllRequest::default())
+            .await;
+        let replica = ReplicaServiceClient::new(plain.clone())
+            .list_hosts(v1::ListHostsRequest::default())
+            .await;
+        let session = GatewayServiceClient::new(plain.clone())
+            .session(tokio_stream::iter(vec![hello("gw1")]))
+            .await;
+        let vote = RaftServiceClient::new(plain)
+            .vote(v1::RaftRequest {
+                payload: vec![1, 2, 3],
+            })
+            .await;
+        assert!(
+            admin.is_err() && replica.is_err() && session.is_err() && vote.is_err(),
+            "{addr} served a caller without a certificate"
+        );
+    }
+
+    // Event streams are bounded per identity: one reader cannot take the monitor's all.
+    let reader = pki
+        .tls("reader-bob")
+        .endpoint(&leader_addr)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect as reader");
+    let mut watches = Vec::new();
+    for i in 0..gwmon_monitor::admin::MAX_WATCHERS_PER_CLIENT {
+        let stream = v1::admin_service_client::AdminServiceClient::new(reader.clone())
+            .watch_events(v1::WatchEventsRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("the reader's stream {i} is refused: {e}"));
+        watches.push(stream);
+    }
+    let refused = v1::admin_service_client::AdminServiceClient::new(reader)
+        .watch_events(v1::WatchEventsRequest::default())
+        .await
+        .expect_err("one stream too many for one identity");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("open for gwmon://reader/bob"),
+        "{refused:?}"
+    );
+    let alice = pki
+        .tls("admin-alice")
+        .endpoint(&leader_addr)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect as admin");
+    v1::admin_service_client::AdminServiceClient::new(alice)
+        .watch_events(v1::WatchEventsRequest::default())
+        .await
+        .expect("another identity still watches");
+    drop(watches);
+
     assert_eq!(
         state_of(&cluster, leader),
         before,

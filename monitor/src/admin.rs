@@ -1,8 +1,8 @@
 //! `AdminService`: what `nvme-gw` and orchestrators use. Writes are committed through the
 //! leader; reads are linearizable unless the request asks for a possibly stale answer.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use gwmon_proto::convert::required;
 use gwmon_proto::domain::{AnaGroupId, Epoch, Field, FieldError, GatewayId, GroupKey, Location};
@@ -32,6 +32,52 @@ pub struct AdminGrpc {
     fencer: &'static str,
     /// One permit per open `WatchEvents` stream.
     watchers: Arc<Semaphore>,
+    /// Open `WatchEvents` streams per caller identity (with TLS).
+    per_client: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+/// At most this many `WatchEvents` streams for one certificate identity on one monitor, so
+/// one client cannot take the whole [`MAX_WATCHERS`]. Without TLS there are no identities,
+/// and only the monitor's bound holds.
+pub const MAX_WATCHERS_PER_CLIENT: usize = 32;
+
+/// A caller's place among [`MAX_WATCHERS_PER_CLIENT`], given back when dropped.
+struct ClientWatch {
+    open: Arc<Mutex<BTreeMap<String, usize>>>,
+    client: String,
+}
+
+impl ClientWatch {
+    fn take(
+        open: &Arc<Mutex<BTreeMap<String, usize>>>,
+        client: String,
+    ) -> Result<ClientWatch, MonitorError> {
+        let mut counts = open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(client.clone()).or_default();
+        if *n >= MAX_WATCHERS_PER_CLIENT {
+            return Err(MonitorError::Limit(Limit::WatchersPerClient {
+                max: MAX_WATCHERS_PER_CLIENT,
+                client,
+            }));
+        }
+        *n += 1;
+        Ok(ClientWatch {
+            open: open.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientWatch {
+    fn drop(&mut self) {
+        let mut counts = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
 }
 
 /// At most this many `WatchEvents` streams open on one monitor at once: each holds a task
@@ -44,6 +90,7 @@ impl AdminGrpc {
             core,
             fencer,
             watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
+            per_client: Arc::default(),
         }
     }
 
@@ -492,6 +539,10 @@ impl AdminService for AdminGrpc {
         &self,
         req: Request<v1::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let client = match crate::auth::Caller::of(&req) {
+            crate::auth::Caller::Anyone => None,
+            caller => Some(ClientWatch::take(&self.per_client, caller.to_string())?),
+        };
         let req = req.into_inner();
         let permit = self
             .watchers
@@ -507,7 +558,7 @@ impl AdminService for AdminGrpc {
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         tokio::spawn(async move {
             // Held for as long as the stream is served.
-            let _permit = permit;
+            let _permit = (permit, client);
             loop {
                 if stop_at.is_some_and(|end| cursor >= end) {
                     return;

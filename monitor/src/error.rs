@@ -81,7 +81,7 @@ pub enum MonitorError {
 }
 
 /// A bound the monitor keeps on what one caller may make it do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Limit {
     #[error("more than {per_second} beacons a second (bursts of up to {burst}) on one session: the session is closed; beacon at a steady interval")]
     BeaconRate { per_second: u32, burst: u32 },
@@ -89,6 +89,8 @@ pub enum Limit {
         "{max} event streams are open on this monitor already; close one or watch another monitor"
     )]
     Watchers { max: usize },
+    #[error("{max} event streams are open for {client} on this monitor already; close one")]
+    WatchersPerClient { max: usize, client: String },
 }
 
 impl From<MonitorError> for Status {
