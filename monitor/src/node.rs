@@ -378,14 +378,10 @@ impl Monitor {
         let shutdown = CancellationToken::new();
 
         let server = {
-            let mut builder = tonic::transport::Server::builder();
-            if connections.is_some() {
-                builder = builder
-                    .http2_keepalive_interval(Some(crate::connections::HTTP2_KEEPALIVE_INTERVAL))
-                    .http2_keepalive_timeout(Some(crate::connections::HTTP2_KEEPALIVE_TIMEOUT))
-                    .max_concurrent_streams(crate::connections::MAX_STREAMS_PER_CONNECTION)
-                    .http2_max_header_list_size(crate::connections::MAX_HEADER_LIST_BYTES);
-            }
+            let builder = match connections {
+                Some(_) => tcp_server(),
+                None => tonic::transport::Server::builder(),
+            };
             let router = builder
                 .layer(AuthorizeLayer { tls: tls.is_some() })
                 .add_service(
@@ -592,11 +588,7 @@ where
     IO::ConnectInfo: Clone + Send + Sync + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let router = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(crate::connections::HTTP2_KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(crate::connections::HTTP2_KEEPALIVE_TIMEOUT))
-        .max_concurrent_streams(crate::connections::MAX_STREAMS_PER_CONNECTION)
-        .http2_max_header_list_size(crate::connections::MAX_HEADER_LIST_BYTES)
+    let router = tcp_server()
         .layer(AuthorizeLayer { tls })
         .add_service(raft::service::raft_service(raft));
     tokio::spawn(async move {
@@ -605,6 +597,16 @@ where
             .await
             .map_err(|e| MonitorError::Serve(format!("peer port: {e}")))
     })
+}
+
+/// A gRPC server for a TCP listener: HTTP/2 keepalives that drop a vanished client, and the
+/// stream and header limits of [`crate::connections`].
+fn tcp_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(crate::connections::HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(crate::connections::HTTP2_KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(crate::connections::MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(crate::connections::MAX_HEADER_LIST_BYTES)
 }
 
 /// Open the store, waiting a little if its lock is still held: sled's flusher thread lets
