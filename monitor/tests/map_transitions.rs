@@ -413,7 +413,7 @@ fn a_zombie_stays_failed_until_it_restarts() {
 }
 
 #[test]
-fn disable_moves_the_groups_after_the_window_and_enable_brings_them_back() {
+fn disable_moves_the_groups_on_confirmation_and_enable_brings_them_back() {
     let mut h = two_serving();
     h.ok(Command::SetAdminState {
         key: h.key.clone(),
@@ -421,18 +421,22 @@ fn disable_moves_the_groups_after_the_window_and_enable_brings_them_back() {
         enabled: false,
     });
     assert_eq!(h.availability("a"), Some(Availability::Created));
-    assert_eq!(h.state("b", 1), AnaState::Standby, "5 s window first");
+    assert_eq!(
+        h.state("b", 1),
+        AnaState::Standby,
+        "nobody is promoted before a confirms it stopped"
+    );
     h.serve("a", &[1, 2]); // a confirms it stopped
     assert_eq!(
         h.availability("a"),
         Some(Availability::Created),
         "still disabled"
     );
-    h.tick(h.map.config().skip_failover_admin_ms);
+    // Issue 17: the group moved on the confirmation, not at the end of the 5 s window.
     assert_eq!(
         h.state("b", 1),
         AnaState::Active,
-        "confirmed: no fence needed"
+        "confirmed: promoted at once, no fence needed"
     );
     assert_eq!(h.pending_fences(), 0);
     h.ok(Command::SetAdminState {
@@ -442,6 +446,25 @@ fn disable_moves_the_groups_after_the_window_and_enable_brings_them_back() {
     });
     assert_eq!(h.availability("a"), Some(Availability::Available));
     assert_eq!(h.state("a", 1), AnaState::OwnerWaitFailbackPrepared);
+}
+
+#[test]
+fn a_disabled_gateway_that_never_confirms_is_fenced_after_the_window() {
+    let mut h = two_serving();
+    h.ok(Command::SetAdminState {
+        key: h.key.clone(),
+        gateway: gw("a"),
+        enabled: false,
+    });
+    h.tick(h.map.config().skip_failover_admin_ms - 1);
+    assert_eq!(h.state("b", 1), AnaState::Standby, "held for the window");
+    assert_eq!(h.pending_fences(), 0);
+    h.tick(1);
+    assert_eq!(h.server_of(1), None, "never promoted before a fence");
+    assert!(h.pending_fences() > 0, "silent past the window: fenced");
+    h.complete_fences();
+    h.serve("b", &[1, 2]);
+    assert_eq!(h.state("b", 1), AnaState::Active);
 }
 
 #[test]

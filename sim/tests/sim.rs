@@ -96,7 +96,7 @@ const CAUGHT_BY: &[(Mutation, u64)] = &[
     (Mutation::PromoteBeforeFence, 1),
     (Mutation::SkipDemotionAfterFailedApply, 76),
     (Mutation::StaleConnectionRead, 4),
-    (Mutation::StaleTermTimeout, 0),
+    (Mutation::StaleTermTimeout, 5),
 ];
 
 #[test]

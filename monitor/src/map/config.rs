@@ -115,9 +115,9 @@ pub struct MapConfig {
     /// (the longest redeploy of a gateway). Range 0 to 10 min: the held ANA groups have no
     /// optimized path meanwhile.
     pub skip_failover_redeploy_ms: u64,
-    /// The ANA groups of an available gateway that is disabled or deleted are not failed
-    /// over for this long: it is alive, will confirm it stopped serving, and then needs no
-    /// fence. Default 5 s, as Ceph (which holds the whole group; gwmon only that gateway's
+    /// The ANA groups of an available gateway that is disabled or deleted wait at most this
+    /// long before they are failed over: it is alive, will confirm it stopped serving, and
+    /// then needs no fence. A disabled gateway's groups move as soon as it confirms. Default 5 s, as Ceph (which holds the whole group; gwmon only that gateway's
     /// groups, so a real failure elsewhere meanwhile is not delayed). Range 0 to 10 min, for
     /// the same reason as the redeploy window.
     pub skip_failover_admin_ms: u64,

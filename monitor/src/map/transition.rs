@@ -9,7 +9,7 @@ use gwmon_proto::domain::{AnaGroupId, Epoch, GatewayId, GroupKey, Location};
 
 use super::config::MapConfig;
 use super::event::Event;
-use super::gateway::Availability;
+use super::gateway::{AdminState, Availability};
 use super::group::{DisasterState, Fence, GroupState, Holder, Release};
 use super::time::Timestamp;
 
@@ -256,6 +256,19 @@ impl GroupState {
             {
                 a.unreleased.remove(gateway);
                 a.start_fence_wait(fence_wait_ends);
+            }
+        }
+        // A gateway an operator disabled was held (`skip_failover_admin_ms`) only so that
+        // it could confirm it stopped serving. Once it has released everything the hold
+        // has done its work: its groups move now, without a fence, instead of staying dark
+        // for the rest of the window.
+        let released_all = !self
+            .ana
+            .values()
+            .any(|a| a.unreleased.contains_key(gateway));
+        if let Some(gw) = self.gateways.get_mut(gateway) {
+            if released_all && gw.admin == AdminState::Disabled {
+                gw.hold_failovers_until = gw.hold_failovers_until.min(ctx.now);
             }
         }
     }
