@@ -206,6 +206,36 @@ impl Admin {
         Ok(resp.map_epoch)
     }
 
+    pub async fn set_enabled(&self, key: &GroupKey, id: &str, enabled: bool) -> Result<u64> {
+        let what = if enabled { "enable" } else { "disable" };
+        let resp = self
+            .call(&format!("{what} gateway {id}"), |mut c| {
+                let req = v1::SetAdminStateRequest {
+                    key: Some(key.clone()),
+                    gateway_id: id.to_owned(),
+                    enabled,
+                };
+                async move { c.set_admin_state(req).await }
+            })
+            .await?;
+        Ok(resp.map_epoch)
+    }
+
+    /// One group as the leader's map shows it.
+    pub async fn show_group(&self, key: &GroupKey) -> Result<v1::GroupView> {
+        let resp = self
+            .call(&format!("show group {}", key.group), |mut c| {
+                let req = v1::ShowGroupRequest {
+                    key: Some(key.clone()),
+                    stale: false,
+                };
+                async move { c.show_group(req).await }
+            })
+            .await?;
+        resp.group
+            .ok_or_else(|| BenchError::failed("show group: the answer has no group"))
+    }
+
     pub async fn set_location(&self, key: &GroupKey, id: &str, location: &str) -> Result<u64> {
         let resp = self
             .call(&format!("set location of {id}"), |mut c| {

@@ -20,14 +20,43 @@ struct Proc {
     child: Child,
     data_dir: PathBuf,
     log: PathBuf,
+    /// Its command line after the program, to start it again on the same store.
+    args: Vec<String>,
 }
 
 pub struct Cluster {
+    gwmon: PathBuf,
     // Dropped last: the processes are killed (kill_on_drop) before their directory goes.
     procs: BTreeMap<u64, Proc>,
     pub addrs: BTreeMap<u64, String>,
     pub admin: Admin,
     dir: tempfile::TempDir,
+}
+
+/// Start one monitor with `args`, its output to `log` (appended to when `append`).
+fn spawn(gwmon: &Path, args: &[String], log: &Path, append: bool) -> Result<Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(log)
+        .map_err(|e| BenchError::io(format!("open {}", log.display()), e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| BenchError::io(format!("open {}", log.display()), e))?;
+    Command::new(gwmon)
+        .args(args)
+        // The bench measures the monitors, not a fencer: say `none` explicitly, as a
+        // cluster of several must. Flags win over the environment, so a `--fencer` in the
+        // monitor args still chooses another.
+        .env("GWMON_FENCER", "none")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| BenchError::io(format!("start {}", gwmon.display()), e))
 }
 
 /// `count` ports free right now on 127.0.0.1 (all bound at once, so distinct, then
@@ -86,54 +115,46 @@ impl Cluster {
             let http = format!("127.0.0.1:{}", port(*id, 1));
             let data_dir = dir.path().join(format!("m{id}"));
             let log = dir.path().join(format!("m{id}.log"));
-            let out = std::fs::File::create(&log)
-                .map_err(|e| BenchError::io(format!("create {}", log.display()), e))?;
-            let err = out
-                .try_clone()
-                .map_err(|e| BenchError::io(format!("open {}", log.display()), e))?;
-            let child = Command::new(gwmon)
-                .arg("--node-id")
-                .arg(id.to_string())
-                .arg("--listen")
-                .arg(addr)
-                .arg("--peer-listen")
-                .arg(&peers[id])
-                .arg("--http-listen")
-                .arg(&http)
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .arg("--initial-members")
-                .arg(&members)
-                .arg("--heartbeat-ms")
-                .arg(timers.heartbeat_ms.to_string())
-                .arg("--election-timeout-min-ms")
-                .arg(timers.election_min_ms.to_string())
-                .arg("--election-timeout-max-ms")
-                .arg(timers.election_max_ms.to_string())
-                .arg("--liveness-tick-ms")
-                .arg(timers.liveness_tick_ms.to_string())
-                .args(extra)
-                // The bench measures the monitors, not a fencer: say `none` explicitly, as
-                // a cluster of several must. Flags win over the environment, so a
-                // `--fencer` in the monitor args still chooses another.
-                .env("GWMON_FENCER", "none")
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(out))
-                .stderr(Stdio::from(err))
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| BenchError::io(format!("start {}", gwmon.display()), e))?;
+            let mut args: Vec<String> = [
+                "--node-id",
+                &id.to_string(),
+                "--listen",
+                addr,
+                "--peer-listen",
+                &peers[id],
+                "--http-listen",
+                &http,
+                "--data-dir",
+                &data_dir.to_string_lossy(),
+                "--initial-members",
+                &members,
+                "--heartbeat-ms",
+                &timers.heartbeat_ms.to_string(),
+                "--election-timeout-min-ms",
+                &timers.election_min_ms.to_string(),
+                "--election-timeout-max-ms",
+                &timers.election_max_ms.to_string(),
+                "--liveness-tick-ms",
+                &timers.liveness_tick_ms.to_string(),
+            ]
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect();
+            args.extend(extra.iter().cloned());
+            let child = spawn(gwmon, &args, &log, false)?;
             procs.insert(
                 *id,
                 Proc {
                     child,
                     data_dir,
                     log,
+                    args,
                 },
             );
         }
         let admin = Admin::new(addrs.values().cloned().collect());
         let mut cluster = Cluster {
+            gwmon: gwmon.to_owned(),
             procs,
             addrs,
             admin,
@@ -212,6 +233,46 @@ impl Cluster {
 
     pub fn ids(&self) -> Vec<u64> {
         self.procs.keys().copied().collect()
+    }
+
+    /// `kill -9` monitor `id` and wait until it is gone.
+    pub async fn kill(&mut self, id: u64) -> Result<()> {
+        let p = self
+            .procs
+            .get_mut(&id)
+            .ok_or_else(|| BenchError::failed(format!("no monitor {id}")))?;
+        p.child
+            .kill()
+            .await
+            .map_err(|e| BenchError::io(format!("kill monitor {id}"), e))
+    }
+
+    /// Start monitor `id` again on its store, after [`Cluster::kill`].
+    pub fn restart(&mut self, id: u64) -> Result<()> {
+        let p = self
+            .procs
+            .get_mut(&id)
+            .ok_or_else(|| BenchError::failed(format!("no monitor {id}")))?;
+        p.child = spawn(&self.gwmon, &p.args, &p.log, true)?;
+        Ok(())
+    }
+
+    /// Send monitor `id` a signal by name (`STOP`, `CONT`) with kill(1).
+    pub fn signal(&self, id: u64, signal: &str) -> Result<()> {
+        let pid = self
+            .pid(id)
+            .ok_or_else(|| BenchError::failed(format!("monitor {id} is not running")))?;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .map_err(|e| BenchError::io(format!("kill -{signal} monitor {id}"), e))?;
+        if !status.success() {
+            return Err(BenchError::failed(format!(
+                "kill -{signal} monitor {id}: {status}"
+            )));
+        }
+        Ok(())
     }
 
     /// Where the monitors' logs and stores are (removed when the cluster is dropped).

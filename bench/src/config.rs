@@ -25,6 +25,10 @@ pub struct Config {
     /// Failover phases after killing gateways, default and aggressive timers.
     #[arg(long)]
     pub failover: bool,
+    /// How long ANA groups have no optimized path around planned moves, leader changes,
+    /// startup and a flapping gateway (real gwmon-client sessions).
+    #[arg(long)]
+    pub availability: bool,
     /// Highest sustained beacon rate, and CPU per 1,000 beacons/s.
     #[arg(long)]
     pub beacons: bool,
@@ -100,14 +104,14 @@ pub struct Timers {
 
 impl Timers {
     /// The shipped defaults: 500 ms beacons (gwmon-client), 250 ms liveness tick, Raft
-    /// heartbeat 100 ms, election 500-1000 ms.
+    /// heartbeat 100 ms, election 300-600 ms.
     pub fn default_timers() -> Timers {
         Timers {
             name: "default",
             beacon: Duration::from_millis(500),
             heartbeat_ms: 100,
-            election_min_ms: 500,
-            election_max_ms: 1000,
+            election_min_ms: 300,
+            election_max_ms: 600,
             liveness_tick_ms: 250,
             grace_ms: None,
         }
@@ -132,6 +136,10 @@ impl Timers {
 #[derive(Debug, Clone)]
 pub struct Sizes {
     pub trials: usize,
+    /// Availability: trials of each event, and the flapping gateway's runs and length.
+    pub availability_trials: usize,
+    pub flap_trials: usize,
+    pub flap_secs: u64,
     pub failover_sizes: Vec<usize>,
     pub failover_timers: Vec<Timers>,
     /// Beacons: simulated gateways, and the beacon intervals stepped through (ms).
@@ -155,6 +163,7 @@ impl Config {
     /// Whether a scenario runs: all of them when none is named.
     pub fn runs(&self, flag: bool) -> bool {
         let none = !(self.failover
+            || self.availability
             || self.beacons
             || self.fanout
             || self.commit
@@ -173,6 +182,9 @@ impl Config {
         };
         Sizes {
             trials: self.trials.unwrap_or(if q { 3 } else { 20 }).max(1),
+            availability_trials: self.trials.unwrap_or(if q { 1 } else { 10 }).max(1),
+            flap_trials: if q { 1 } else { 3 },
+            flap_secs: if q { 9 } else { 60 },
             failover_sizes: sane(self.failover_sizes.clone().unwrap_or_else(|| {
                 if q {
                     vec![16]

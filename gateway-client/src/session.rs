@@ -63,14 +63,17 @@ type Connecting = Pin<Box<dyn Future<Output = Result<Connection, Refusal>> + Sen
 
 /// Why a session could not be opened.
 struct Refusal {
+    /// The monitor that refused, or could not be reached.
+    addr: String,
     leader: Option<String>,
     code: Option<Code>,
     why: String,
 }
 
 impl Refusal {
-    fn transport(why: String) -> Self {
+    fn transport(addr: &str, why: String) -> Self {
         Refusal {
+            addr: addr.to_owned(),
             leader: None,
             code: None,
             why,
@@ -302,6 +305,18 @@ struct State<H> {
     /// last of the list, with the others unable to name it) well within the grace.
     round_left: usize,
     leader: Option<String>,
+    /// The monitor whose session just broke, or that could not be reached: skipped, and not
+    /// followed when another monitor names it leader, until a session opens elsewhere. A
+    /// follower names the leader it last heard from, which after a crash or a pause of that
+    /// leader is the one monitor that cannot answer. Forgotten after half the grace (by then
+    /// an election is over), so a leader that was only slow is followed again.
+    lost: Option<(String, Instant)>,
+    /// A new map was applied: beacon now, so the monitors learn it without waiting for
+    /// the next interval (the beacon rate limit leaves room for it).
+    beacon_now: bool,
+    /// When the current session last acked a beacon (or opened): a leader that stops
+    /// acking (paused, stuck) is left for the others before the lease runs out.
+    last_ack: Instant,
     backoff: Duration,
     /// Whether a session was open before: the next one is a reconnect.
     opened_before: bool,
@@ -467,6 +482,9 @@ pub async fn run_with<H: AnaHandler>(
         next_monitor: 0,
         round_left,
         leader: None,
+        lost: None,
+        beacon_now: false,
+        last_ack: now,
         opened_before: false,
         orders,
         listings,
@@ -513,6 +531,7 @@ impl<H: AnaHandler> State<H> {
             let far = Instant::now() + Duration::from_secs(3600);
             let lease_deadline = self.lease_deadline().unwrap_or(far);
             let panic_deadline = self.panic_deadline();
+            let ack_overdue = self.ack_overdue();
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return Ok(Exit::Stopped),
@@ -527,6 +546,8 @@ impl<H: AnaHandler> State<H> {
                     match done {
                         Ok(c) => {
                             info!(monitor = %c.addr, "session open");
+                            self.lost = None;
+                            self.last_ack = Instant::now();
                             self.sessions += 1;
                             self.config.metrics.session_opened(!self.opened_before);
                             self.opened_before = true;
@@ -541,12 +562,28 @@ impl<H: AnaHandler> State<H> {
                             } else {
                                 debug!(error = %refusal.why, "cannot open a session");
                             }
+                            let unreachable = refusal.code.is_none()
+                                || (refusal.code == Some(Code::Unavailable) && refusal.leader.is_none());
+                            if unreachable {
+                                self.mark_lost(refusal.addr.clone());
+                            }
                             reconnect_at = self.after_failure(refusal.leader);
                         }
                     }
                 }
                 () = sleep_until(reconnect_at), if conn.is_none() && connecting.is_none() => {
                     connecting = Some(self.connect());
+                }
+                () = sleep_until(ack_overdue), if conn.is_some() => {
+                    // Beacons go out and nothing comes back: the leader is paused, stuck or
+                    // deposed without knowing it. The others have elected a new one by now,
+                    // or will soon; waiting here would only let the lease run out.
+                    if let Some(c) = conn.take() {
+                        warn!(monitor = %c.addr, "no ack from the monitor for two beacon intervals: trying the others");
+                        self.mark_lost(c.addr);
+                    }
+                    self.config.metrics.session_closed();
+                    reconnect_at = self.after_failure(None);
                 }
                 _ = beacon.tick(), if conn.is_some() => {
                     let msg = self.beacon();
@@ -558,7 +595,9 @@ impl<H: AnaHandler> State<H> {
                         self.config.metrics.beacon_sent();
                     } else {
                         self.config.metrics.session_closed();
-                        conn = None;
+                        if let Some(c) = conn.take() {
+                            self.mark_lost(c.addr);
+                        }
                         reconnect_at = self.after_failure(None);
                     }
                 }
@@ -580,16 +619,23 @@ impl<H: AnaHandler> State<H> {
                                 warn!("{}", status.message());
                             }
                             self.config.metrics.session_closed();
-                            conn = None;
+                            if let Some(c) = conn.take().filter(|_| hint.is_none()) {
+                                self.mark_lost(c.addr);
+                            }
                             reconnect_at = self.after_failure(hint);
                         }
                         None => {
                             self.config.metrics.session_closed();
-                            conn = None;
+                            if let Some(c) = conn.take() {
+                                self.mark_lost(c.addr);
+                            }
                             reconnect_at = self.after_failure(None);
                         }
                     }
                 }
+            }
+            if std::mem::take(&mut self.beacon_now) && conn.is_some() {
+                beacon.reset_immediately();
             }
         }
     }
@@ -597,8 +643,13 @@ impl<H: AnaHandler> State<H> {
     /// Open a session with the leader if known, else the next monitor in the list.
     fn connect(&mut self) -> Connecting {
         let addr = self.leader.take().unwrap_or_else(|| {
-            let a = self.config.monitors[self.next_monitor % self.config.monitors.len()].clone();
+            let n = self.config.monitors.len();
+            let mut a = self.config.monitors[self.next_monitor % n].clone();
             self.next_monitor += 1;
+            if n > 1 && self.is_lost(&a) {
+                a = self.config.monitors[self.next_monitor % n].clone();
+                self.next_monitor += 1;
+            }
             a
         });
         let hello = Hello {
@@ -612,19 +663,19 @@ impl<H: AnaHandler> State<H> {
         Box::pin(async move {
             let channel = tokio::time::timeout(timeout, dial)
                 .await
-                .map_err(|_| Refusal::transport(format!("{addr}: connect timed out")))?
-                .map_err(Refusal::transport)?;
+                .map_err(|_| Refusal::transport(&addr, format!("{addr}: connect timed out")))?
+                .map_err(|e| Refusal::transport(&addr, e))?;
             let (tx, rx) = mpsc::channel(16);
             tx.send(domain::GatewayMessage::Hello(hello).into())
                 .await
-                .map_err(|_| Refusal::transport("session closed".to_owned()))?;
+                .map_err(|_| Refusal::transport(&addr, "session closed".to_owned()))?;
             let mut client = GatewayServiceClient::new(channel);
             let opened = tokio::time::timeout(
                 timeout * 5,
                 client.session(tokio_stream::wrappers::ReceiverStream::new(rx)),
             )
             .await
-            .map_err(|_| Refusal::transport(format!("{addr}: no answer to hello")))?;
+            .map_err(|_| Refusal::transport(&addr, format!("{addr}: no answer to hello")))?;
             match opened {
                 Ok(resp) => Ok(Connection {
                     addr,
@@ -632,6 +683,7 @@ impl<H: AnaHandler> State<H> {
                     inbound: resp.into_inner(),
                 }),
                 Err(status) => Err(Refusal {
+                    addr: addr.clone(),
                     leader: leader_hint(&status).map(str::to_owned),
                     code: Some(status.code()),
                     why: format!("{addr}: {}", status.message()),
@@ -644,7 +696,9 @@ impl<H: AnaHandler> State<H> {
     /// else the next monitor of this round after `reconnect_min`; else, the round over,
     /// after a backoff that doubles. With jitter, so gateways do not reconnect in step.
     fn after_failure(&mut self, hint: Option<String>) -> Instant {
-        if let Some(leader) = hint {
+        // A hint naming the monitor just lost is the follower's memory of a leader that is
+        // gone or paused: ask the next monitor instead, which knows the new one soon.
+        if let Some(leader) = hint.filter(|h| !self.is_lost(h)) {
             self.leader = Some(leader);
             return Instant::now();
         }
@@ -654,9 +708,30 @@ impl<H: AnaHandler> State<H> {
             return Instant::now() + self.config.reconnect_min.mul_f64(jitter);
         }
         self.round_left = self.config.monitors.len().saturating_sub(1);
+        // While the lease lasts the target may be serving, and an election is under way:
+        // keep asking at the shortest interval, so the new leader's first ack comes before
+        // the lease runs out. The backoff grows only once there is nothing left to lose.
+        if self.lease_valid(Instant::now()) {
+            return Instant::now() + self.config.reconnect_min.mul_f64(jitter);
+        }
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(self.config.reconnect_max);
         Instant::now() + wait.mul_f64(jitter)
+    }
+
+    fn mark_lost(&mut self, addr: String) {
+        self.lost = Some((addr, Instant::now() + self.config.beacon_grace / 2));
+    }
+
+    fn is_lost(&self, addr: &str) -> bool {
+        self.lost
+            .as_ref()
+            .is_some_and(|(a, until)| a == addr && Instant::now() < *until)
+    }
+
+    /// When the open session counts as stuck: two beacon intervals without an ack.
+    fn ack_overdue(&self) -> Instant {
+        self.last_ack + self.config.beacon_interval.saturating_mul(2)
     }
 
     /// How long to wait before rejoining after being declared failed: nothing the first
@@ -802,6 +877,11 @@ impl<H: AnaHandler> State<H> {
                                 for e in states.optimized() {
                                     self.fence_epoch = self.fence_epoch.max(e.fence_epoch);
                                 }
+                                if states.epoch > self.applied_epoch {
+                                    // Say so at once, not at the next tick: a planned move
+                                    // waits for exactly this confirmation.
+                                    self.beacon_now = true;
+                                }
                                 self.applied_epoch = states.epoch;
                                 self.may_serve = states.optimized().next().is_some();
                                 info!(
@@ -917,6 +997,7 @@ impl<H: AnaHandler> State<H> {
             domain::MonitorMessage::Ack(ack) => {
                 let now = Instant::now();
                 self.last_contact = now;
+                self.last_ack = now;
                 if let Some(&(_, sent_at, was_starting)) =
                     self.sent.iter().find(|(seq, _, _)| *seq == ack.seq)
                 {

@@ -672,6 +672,15 @@ pub fn health_checks(map: &GatewayMap, now: Timestamp) -> Vec<v1::HealthCheck> {
                     format!("gateway {id} of group {k} is unavailable"),
                 ));
             }
+            if let Some(until) = g.damping.get(id).and_then(|d| d.until(now)) {
+                checks.push(warn(
+                    "NVMEOF_GATEWAY_FLAPPING",
+                    format!(
+                        "gateway {id} of group {k} keeps going down: it is damped for another {} s and gets no failback until then",
+                        until.as_millis().saturating_sub(now.as_millis()).div_ceil(1000)
+                    ),
+                ));
+            }
             if let Some(since) = gw.deleting_since {
                 if now.as_millis().saturating_sub(since.as_millis()) > map.config().delete_grace_ms
                 {

@@ -96,12 +96,17 @@ pub fn decode<T: Versioned>(bytes: &[u8]) -> Result<T, CodecError> {
 
 // Version 2 of the map and its commands: the tunables gained `max_groups` and
 // `max_gateways`. Version 1 is read with their defaults (see `map::config::MapConfigV1`).
+// Version 3 of the map: groups gained flap damping; older maps read with nobody damped.
 impl Versioned for crate::map::GatewayMap {
     const WHAT: &'static str = "gateway map";
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
 
     fn decode_older(version: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
-        (version == 1).then(|| crate::map::GatewayMap::decode_v1(body))
+        match version {
+            1 => Some(crate::map::GatewayMap::decode_v1(body)),
+            2 => Some(crate::map::GatewayMap::decode_v2(body)),
+            _ => None,
+        }
     }
 }
 

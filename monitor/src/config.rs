@@ -232,10 +232,13 @@ pub struct Args {
     /// Raft leader heartbeat interval in milliseconds [default: 100].
     #[arg(long, env = "GWMON_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
-    /// Smallest election timeout in milliseconds [default: 500].
+    /// Smallest election timeout in milliseconds [default: 300].
     #[arg(long, env = "GWMON_ELECTION_TIMEOUT_MIN_MS")]
     pub election_timeout_min_ms: Option<u64>,
-    /// Largest election timeout in milliseconds [default: 1000].
+    /// Largest election timeout in milliseconds [default: 600]. A new leader is elected
+    /// within about twice this after the old one stops (openraft's voters refuse votes for
+    /// this long after the last heartbeat), and gateways ride through an election only if
+    /// it ends within their lease (half the beacon grace, less a beacon interval).
     #[arg(long, env = "GWMON_ELECTION_TIMEOUT_MAX_MS")]
     pub election_timeout_max_ms: Option<u64>,
     /// Take a snapshot after this many log entries since the last one [default: 5000].
@@ -420,8 +423,8 @@ impl MonitorConfig {
             http_tls: false,
             bootstrap: Bootstrap::Single,
             heartbeat_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
             snapshot_logs: 5000,
             logs_kept: 1000,
             cache_mb: 64,

@@ -182,7 +182,9 @@ impl Liveness {
                     key: key.clone(),
                     gateway: gateway.clone(),
                 })?;
-            if gw.availability == Availability::Deleting {
+            // A deleted gateway beacons on only to confirm it stopped serving; a new
+            // process of it is refused.
+            if gw.availability == Availability::Deleting && restart {
                 return Err(MapError::GatewayDeleting {
                     key: key.clone(),
                     gateway: gateway.clone(),

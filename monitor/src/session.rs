@@ -358,17 +358,22 @@ impl Session {
             let _ = self.tx.send(Err(self.core.not_confirmed().into())).await;
             return Next::End;
         }
-        let (slice, availability) = self.core.reader().read(|m| {
+        let (slice, availability, releasing) = self.core.reader().read(|m| {
             let group = m.group(&self.key);
             let slice = group.and_then(|g| g.slice(&self.gateway));
             let availability = group
                 .and_then(|g| g.gateways.get(&self.gateway))
                 .map(|gw| gw.availability);
-            (slice, availability)
+            let releasing = group.is_some_and(|g| g.releasing(&self.gateway));
+            (slice, availability, releasing)
         });
         let reason = match availability {
             None => Some((ShutdownKind::Removed, "the gateway was removed from the map")),
-            Some(Availability::Deleting) => Some((ShutdownKind::Deleted, "the gateway was deleted")),
+            // A deleted gateway is first sent the slice that stops it, and ordered to exit
+            // once it has confirmed (or been fenced): its groups then move without a fence.
+            Some(Availability::Deleting) if !releasing => {
+                Some((ShutdownKind::Deleted, "the gateway was deleted"))
+            }
             Some(Availability::Unavailable) if self.beaconed => Some((
                 ShutdownKind::DeclaredFailed,
                 "the monitors declared the gateway failed; it must stop serving and rejoin as a new process",

@@ -102,10 +102,13 @@ fn a_failback_that_outlasts_the_grace_is_dark_and_the_setting_is_flagged() {
     h.create("a");
     h.create("b");
     h.boot("a", &[1, 2]);
+    // b does not come up within the grace: a takes its group meanwhile.
+    h.tick(config.beacon_grace_ms);
     assert_eq!(h.state("a", 2), AnaState::Active);
     h.boot("b", &[1, 2]);
     assert_eq!(h.state("b", 2), AnaState::OwnerWaitFailbackPrepared);
-    h.serve("a", &[1, 2]);
+    h.serve("b", &[1, 2]);
+    // a does not confirm that it let go.
     h.advance(config.beacon_grace_ms + 1_000);
     let messages = dark(&h);
     assert_eq!(messages.len(), 1, "{messages:?}");
@@ -113,8 +116,7 @@ fn a_failback_that_outlasts_the_grace_is_dark_and_the_setting_is_flagged() {
         messages[0].contains("ANA group 2") && messages[0].contains("failback from a to b"),
         "{messages:?}"
     );
-    h.tick(config.failback_prepare_ms);
-    h.serve("b", &[1, 2]);
+    h.serve("a", &[1, 2]);
     assert_eq!(h.state("b", 2), AnaState::Active);
     assert!(dark(&h).is_empty(), "{:?}", dark(&h));
     assert!(!codes(&two_serving(MapConfig::default())).contains(&"NVMEOF_FAILBACK_SLOW".to_owned()));
@@ -140,4 +142,23 @@ fn a_stored_setting_out_of_range_is_reported() {
         "{}",
         check.message
     );
+}
+
+#[test]
+fn a_flapping_gateway_is_named_until_its_damping_ends() {
+    let mut h = two_serving(MapConfig::default());
+    h.time_out("a");
+    h.complete_fences();
+    h.boot("a", &[1, 2]);
+    assert!(!codes(&h).contains(&"NVMEOF_GATEWAY_FLAPPING".to_owned()));
+    h.time_out("a");
+    let flapping: Vec<String> = health_checks(&h.map, Timestamp(h.now))
+        .into_iter()
+        .filter(|c| c.code == "NVMEOF_GATEWAY_FLAPPING")
+        .map(|c| c.message)
+        .collect();
+    assert_eq!(flapping.len(), 1, "{flapping:?}");
+    assert!(flapping[0].contains("gateway a "), "{flapping:?}");
+    h.advance(gwmon_monitor::map::damping::max_damped_ms());
+    assert!(!codes(&h).contains(&"NVMEOF_GATEWAY_FLAPPING".to_owned()));
 }

@@ -8,7 +8,7 @@ use gwmon_monitor::map::{Command, GatewayMap, MapConfig};
 use gwmon_proto::domain::{Epoch, GatewayReport, ReportedAvailability};
 
 /// A map with something in every part: gateways in every availability, holders in every
-/// state, fences pending and complete, a disaster location.
+/// state, fences pending and complete, a disaster location, damping records.
 fn busy_map() -> GatewayMap {
     let mut h = Harness::new();
     for id in ["a", "b", "c", "d"] {
@@ -39,7 +39,7 @@ fn busy_map() -> GatewayMap {
 fn the_map_round_trips_with_its_version_byte() {
     let map = busy_map();
     let bytes = codec::encode(&map).expect("encode");
-    assert_eq!(bytes[0], 2, "format version first");
+    assert_eq!(bytes[0], 3, "format version first");
     let back: GatewayMap = codec::decode(&bytes).expect("decode");
     assert_eq!(back, map);
     assert_eq!(back.groups().len(), 2);
@@ -47,6 +47,7 @@ fn the_map_round_trips_with_its_version_byte() {
     assert_eq!(group.fences.len(), 2);
     assert!(group.fences.iter().any(|f| f.completed_at.is_some()));
     assert!(group.fences.iter().any(|f| f.completed_at.is_none()));
+    assert_eq!(group.damping.len(), 2, "the two gateways that went down");
 }
 
 #[test]
@@ -58,15 +59,15 @@ fn an_unknown_version_or_a_cut_body_is_refused_clearly() {
         err,
         CodecError::Version {
             found: 9,
-            supported: 2,
+            supported: 3,
             ..
         }
     ));
     assert_eq!(
         err.to_string(),
-        "unknown format version 9 for gateway map; this build reads version 2"
+        "unknown format version 9 for gateway map; this build reads version 3"
     );
-    bytes[0] = 2;
+    bytes[0] = 3;
     bytes.truncate(bytes.len() / 2);
     assert!(matches!(
         codec::decode::<GatewayMap>(&bytes),

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use gwmon_monitor::map::{
     AnaState, Availability, Command, ConfigUpdate, Event, GatewayMap, MapConfig, MapError,
+    Timestamp,
 };
 use gwmon_proto::domain::{AnaAccess, ReportedAvailability, SliceAvailability};
 
@@ -15,16 +16,35 @@ fn two_serving() -> Harness {
     h.create("a");
     h.create("b");
     h.boot("a", &[1, 2]);
-    // Group 2 has namespaces and its owner is not up yet: a serves it meanwhile.
-    assert_eq!(h.state("a", 2), AnaState::Active);
+    // Group 2 has namespaces, but its owner was created with a: it gets the grace to come
+    // up instead of a taking its group only to hand it back.
+    assert_eq!(h.server_of(2), None);
     h.boot("b", &[1, 2]);
-    assert_eq!(h.state("b", 2), AnaState::OwnerWaitFailbackPrepared);
-    h.tick(h.map.config().failback_prepare_ms);
-    h.serve("a", &[1, 2]);
-    h.serve("b", &[1, 2]);
     assert_eq!(h.state("a", 1), AnaState::Active);
     assert_eq!(h.state("b", 2), AnaState::Active);
+    assert_eq!(
+        h.count_events(|e| matches!(e, Event::FailbackStarted { .. })),
+        0,
+        "no take-all-then-hand-back dance"
+    );
     h
+}
+
+#[test]
+fn a_group_whose_new_owner_never_comes_up_is_failed_over_after_the_grace() {
+    let mut h = Harness::new();
+    h.create("a");
+    h.create("b");
+    h.boot("a", &[1, 2]);
+    assert_eq!(h.server_of(2), None);
+    h.tick(h.map.config().beacon_grace_ms);
+    assert_eq!(h.server_of(2), Some(gw("a")));
+    // When b does come up, it takes its group back once a has let go.
+    h.boot("b", &[1, 2]);
+    assert_eq!(h.state("b", 2), AnaState::OwnerWaitFailbackPrepared);
+    h.serve("a", &[1, 2]);
+    h.serve("b", &[1, 2]);
+    assert_eq!(h.state("b", 2), AnaState::Active);
 }
 
 #[test]
@@ -332,6 +352,43 @@ fn failback_breaks_before_it_makes() {
 }
 
 #[test]
+fn failback_happens_on_confirmations_without_waiting_for_a_timer() {
+    let mut h = two_serving();
+    h.time_out("a");
+    h.complete_fences();
+    h.serve("b", &[1, 2]);
+    h.advance(20_000);
+    h.boot("a", &[1, 2]);
+    assert_eq!(h.server_of(1), None);
+    // Same instant: b says it let go, a says it has the map of the handover.
+    h.serve("b", &[1, 2]);
+    h.serve("a", &[1, 2]);
+    assert_eq!(h.state("a", 1), AnaState::Active);
+}
+
+#[test]
+fn a_holder_that_never_confirms_a_failback_is_fenced_after_failback_prepare() {
+    let mut h = two_serving();
+    h.time_out("a");
+    h.complete_fences();
+    h.serve("b", &[1, 2]);
+    h.advance(20_000);
+    h.boot("a", &[1, 2]);
+    h.serve("a", &[1, 2]);
+    let fences = h.pending_fences();
+    let prepare = h.map.config().failback_prepare_ms;
+    h.tick(prepare - 1);
+    assert_eq!(h.state("a", 1), AnaState::OwnerWaitFailbackPrepared);
+    h.tick(1);
+    assert_eq!(h.state("a", 1), AnaState::WaitFenceComplete);
+    assert_eq!(h.server_of(1), None, "never promoted before the fence");
+    assert_eq!(h.pending_fences(), fences + 1, "b is fenced");
+    h.complete_fences();
+    h.serve("a", &[1, 2]);
+    assert_eq!(h.state("a", 1), AnaState::Active);
+}
+
+#[test]
 fn failback_waits_for_the_configured_delay() {
     let mut h = Harness::with_config(MapConfig {
         failback_delay_ms: 10_000,
@@ -371,6 +428,60 @@ fn a_fast_reboot_within_the_grace_causes_no_failover() {
         0
     );
     assert_eq!(h.pending_fences(), 0);
+}
+
+/// One gateway of three stopped and restarted every 3 s (issue 17): each restart was a fast
+/// reboot that held its group for it, so the group was dark most of the minute. The second
+/// restart within a half-life damps it: its group goes to a steady gateway and stays there.
+#[test]
+fn a_flapping_gateway_is_damped_and_its_group_stays_on_a_steady_one() {
+    let mut h = two_serving();
+    // First restart: a fast reboot as before, the group is held for its owner.
+    h.report("a", ReportedAvailability::Starting, vec![])
+        .expect("start");
+    h.serve("a", &[1, 2]);
+    assert_eq!(h.state("a", 1), AnaState::Active);
+    h.advance(3_000);
+    // Second restart 3 s later: damped, no hold. The new process confirms it serves
+    // nothing, and b takes the group without waiting for a window or a fence.
+    h.report("a", ReportedAvailability::Starting, vec![])
+        .expect("start");
+    assert!(h
+        .map
+        .group(&h.key)
+        .expect("group")
+        .damped(&gw("a"), Timestamp::from_millis(h.now)));
+    h.report("a", ReportedAvailability::Starting, vec![])
+        .expect("the new process applied its slice");
+    h.serve("b", &[1, 2]);
+    assert_eq!(h.state("b", 1), AnaState::Active);
+    // a comes up and stays up, but gets no failback while damped.
+    h.serve("a", &[1, 2]);
+    assert_eq!(h.availability("a"), Some(Availability::Available));
+    h.tick(10_000);
+    assert_eq!(h.state("b", 1), AnaState::Active);
+    // Once the penalty has decayed, the failback happens as usual.
+    h.tick(gwmon_monitor::map::damping::max_damped_ms());
+    h.serve("b", &[1, 2]);
+    h.serve("a", &[1, 2]);
+    assert_eq!(h.state("a", 1), AnaState::Active);
+}
+
+/// Ceph holds every failover of a group for 16 s whenever a recently failed gateway
+/// starts: with one gateway flapping, a real failure of another was held up to 13 s.
+#[test]
+fn a_restarting_gateway_never_holds_up_another_gateways_failover() {
+    let mut h = two_serving();
+    h.create("c");
+    h.boot("c", &[1, 2, 3]);
+    h.time_out("c");
+    h.advance(2_000);
+    // c comes back right after it failed (a redeploy, or a flap)...
+    h.report("c", ReportedAvailability::Starting, vec![])
+        .expect("start");
+    // ... and meanwhile a really fails: its group is failed over at once.
+    h.time_out("a");
+    assert_eq!(h.state("b", 1), AnaState::WaitFenceComplete);
 }
 
 #[test]
@@ -468,6 +579,28 @@ fn a_disabled_gateway_that_never_confirms_is_fenced_after_the_window() {
 }
 
 #[test]
+fn a_deleted_gateway_that_confirms_hands_its_group_over_without_a_fence() {
+    let mut h = two_serving();
+    h.ok(Command::DeleteGateway {
+        key: h.key.clone(),
+        gateway: gw("a"),
+    });
+    assert_eq!(h.availability("a"), Some(Availability::Deleting));
+    assert_eq!(h.server_of(1), None, "a may still be serving");
+    // a applies the slice that stops it and says so: its group moves at once.
+    h.report("a", ReportedAvailability::Available, vec![])
+        .expect("a deleted gateway confirms it stopped");
+    assert_eq!(h.server_of(1), Some(gw("b")));
+    assert_eq!(h.pending_fences(), 0, "a planned move needs no fence");
+    assert_eq!(h.availability("a"), Some(Availability::Deleting));
+    // A new process of a deleted gateway is refused.
+    let err = h
+        .report("a", ReportedAvailability::Starting, vec![])
+        .expect_err("a deleted gateway may not start again");
+    assert!(matches!(err, MapError::GatewayDeleting { .. }));
+}
+
+#[test]
 fn delete_keeps_the_gateway_until_its_ana_group_drains() {
     let mut h = two_serving();
     h.ok(Command::DeleteGateway {
@@ -475,11 +608,11 @@ fn delete_keeps_the_gateway_until_its_ana_group_drains() {
         gateway: gw("a"),
     });
     assert_eq!(h.availability("a"), Some(Availability::Deleting));
-    let err = h
-        .report("a", ReportedAvailability::Available, vec![])
-        .expect_err("deleted gateways may not beacon");
-    assert!(matches!(err, MapError::GatewayDeleting { .. }));
-    h.tick(h.map.config().skip_failover_admin_ms);
+    // a never confirms: its group is failed over with a fence once the window ends.
+    h.tick(h.map.config().skip_failover_admin_ms - 1);
+    assert_eq!(h.state("b", 1), AnaState::Standby, "held for the window");
+    h.tick(1);
+    assert!(h.pending_fences() > 0);
     h.complete_fences();
     h.serve("b", &[1, 2]);
     assert_eq!(h.state("b", 1), AnaState::Active);

@@ -1,6 +1,7 @@
 //! The scenarios, run in order, each printing its markdown tables, and what they share:
 //! a cluster with gateways created and their simulated sessions started.
 
+pub mod availability;
 pub mod beacons;
 pub mod commit;
 pub mod etcd;
@@ -90,6 +91,9 @@ pub async fn run(config: Config) -> Result<()> {
     }
     if config.runs(config.failover) {
         failover::run(&mut ctx).await?;
+    }
+    if config.runs(config.availability) {
+        availability::run(&mut ctx).await?;
     }
     if config.runs(config.beacons) {
         beacons::run(&mut ctx).await?;

@@ -70,6 +70,7 @@ impl GroupState {
                         max,
                     })?;
                 self.gateways.remove(&heir_of);
+                self.damping.remove(&heir_of);
                 ctx.events.push(Event::GatewayRemoved {
                     key: ctx.key.clone(),
                     gateway: heir_of,
@@ -78,6 +79,9 @@ impl GroupState {
             }
         };
         self.gateways.insert(id.clone(), Gateway::new(ana_group));
+        // Gateways created together come up together: each gets the grace to take its own
+        // group, instead of the first one up taking every group and handing them back.
+        self.hold_failovers(id, ctx.config.beacon_grace_ms, ctx);
         ctx.events.push(Event::GatewayCreated {
             key: ctx.key.clone(),
             gateway: id.clone(),
@@ -230,13 +234,31 @@ impl GroupState {
         let key = ctx.key.clone();
         let grace = ctx.config.beacon_grace_ms;
         let gw = self.gateway_mut(id, ctx)?;
-        if gw.availability == Availability::Deleting {
-            return Err(MapError::GatewayDeleting {
-                key,
-                gateway: id.clone(),
-            });
-        }
         let starting = report.availability == ReportedAvailability::Starting;
+        if gw.availability == Availability::Deleting {
+            // A deleted gateway's session stays open until it confirms it stopped serving,
+            // so its groups move on that confirmation instead of a fence. Its beacons say
+            // only that: nothing else about it changes any more.
+            if starting {
+                return Err(MapError::GatewayDeleting {
+                    key,
+                    gateway: id.clone(),
+                });
+            }
+            if report.seq != 0 && report.seq <= gw.last_seq {
+                return Err(MapError::StaleBeacon {
+                    gateway: id.clone(),
+                    seq: report.seq,
+                    last: gw.last_seq,
+                });
+            }
+            gw.applied_epoch = report.applied_epoch;
+            gw.fence_epoch = report.fence_epoch;
+            gw.last_seq = report.seq;
+            let applied = gw.applied_epoch;
+            self.confirm_applied(id, applied, ctx);
+            return Ok(());
+        }
         // A new process may start its sequence anywhere; otherwise sequence numbers only grow,
         // and an older beacon delivered late must not undo a newer one.
         if !starting && report.seq != 0 && gw.reported.is_some() && report.seq <= gw.last_seq {
@@ -257,29 +279,32 @@ impl GroupState {
         let applied: Epoch = gw.applied_epoch;
 
         if starting {
+            // The first start of a gateway that was never up: whoever comes up beside it
+            // must not take its group only to hand it back a moment later.
+            let first_start = !gw.performed_full_startup && gw.last_down_at.is_none();
             gw.performed_full_startup = true;
-            let recently_down = gw.last_down_at.is_some_and(|t| {
-                ctx.now
-                    .as_millis()
-                    .saturating_sub(t.before(grace).as_millis())
-                    < ctx.config.skip_failover_redeploy_ms
-            });
+            if first_start && was == Availability::Created {
+                self.hold_failovers(id, grace, ctx);
+            }
             match was {
                 Availability::Available => {
                     // Fast reboot: the owner is back before the grace ran out. Its groups are
-                    // not failed over; it takes them back when it reports in.
+                    // not failed over; it takes them back when it reports in. Unless it keeps
+                    // doing this: a flapping gateway's groups go to a steady one at once.
                     self.take_down(id, Availability::Created, ctx);
-                    self.hold_failovers(id, ctx.config.skip_failover_redeploy_ms, ctx);
+                    self.went_down(id, ctx);
+                    if !self.damped(id, ctx.now) {
+                        self.hold_failovers(id, ctx.config.skip_failover_redeploy_ms, ctx);
+                    }
                     if let Some(gw) = self.gateways.get_mut(id) {
                         gw.last_down_at = Some(ctx.now);
                     }
                 }
                 Availability::Unavailable => {
-                    if recently_down {
-                        // A redeploy restarts gateways one after another: hold failovers so
-                        // each returns to its own group instead of bouncing groups around.
-                        self.skip_failovers(ctx.config.skip_failover_redeploy_ms, ctx);
-                    }
+                    // No group-wide hold (Ceph holds every failover of the group for 16 s
+                    // whenever a recently failed gateway starts, which let a flapping
+                    // gateway hold up a real failure elsewhere): flap damping handles the
+                    // returning gateway, per gateway.
                     self.set_availability(id, Availability::Created, ctx);
                 }
                 Availability::Created | Availability::Deleting => {}

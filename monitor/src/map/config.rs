@@ -96,11 +96,12 @@ pub struct MapConfig {
     /// WAIT_BLOCKLIST_CMPL timer. Range 1 s to 1 h: a target needs at least a beacon
     /// interval to answer, and one silent for an hour is not coming back.
     pub fence_timeout_ms: u64,
-    /// The least time a failback holder spends inaccessible before the owner becomes
-    /// optimized again (break before make), and both must also have confirmed the epoch.
-    /// Default 2 s: one round of beacons plus margin; Ceph uses 3 s. Range 0 to 1 min: the
-    /// ANA group has no optimized path for this long at every failback, so anything longer
-    /// is an outage, not a margin (confirmations, not this timer, are what make it safe).
+    /// The longest a failback waits for the holder to confirm it stopped serving (break
+    /// before make). The owner is promoted the moment the holder confirmed and the owner
+    /// has the handover's map, with no timer; a holder that has not confirmed by then is
+    /// fenced instead. Default 2 s: four beacon rounds, and the lease; Ceph waits a fixed
+    /// 3 s. Range 0 (fence unless already confirmed) to 1 min: the ANA group has no
+    /// optimized path while a silent holder is waited for.
     pub failback_prepare_ms: u64,
     /// Wait after an owner becomes available before failing back to it, to ride out a
     /// flapping gateway. Default 0 s, as Ceph's `mon_nvmeofgw_failback_delay`. Range 0 to
@@ -109,10 +110,10 @@ pub struct MapConfig {
     pub failback_delay_ms: u64,
     /// After a gateway restarted within the grace (fast reboot), its own ANA group is not
     /// failed over for this long: the owner will be back and take it, avoiding a
-    /// failover/failback pair. When a gateway that was failed recently starts again (a
-    /// redeploy restarting gateways one after another), the whole group holds failovers for
-    /// this long, as Ceph does. Default 16 s, Ceph's `mon_nvmeofgw_skip_failovers_interval`
-    /// (the longest redeploy of a gateway). Range 0 to 10 min: the held ANA groups have no
+    /// failover/failback pair. Not for a gateway damped for flapping, and never the whole
+    /// group (Ceph holds every failover of the group when a recently failed gateway starts;
+    /// gwmon does not). Default 16 s, Ceph's `mon_nvmeofgw_skip_failovers_interval` (the
+    /// longest redeploy of a gateway). Range 0 to 10 min: the held ANA group has no
     /// optimized path meanwhile.
     pub skip_failover_redeploy_ms: u64,
     /// The ANA groups of an available gateway that is disabled or deleted wait at most this

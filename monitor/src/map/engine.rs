@@ -10,7 +10,7 @@ use super::config::{MapConfig, MapConfigV1};
 use super::error::MapError;
 use super::event::Event;
 use super::gateway::Availability;
-use super::group::GroupState;
+use super::group::{GroupState, GroupStateV2};
 use super::time::Timestamp;
 use super::transition::Ctx;
 
@@ -45,7 +45,20 @@ struct GatewayMapV1 {
     epoch: Epoch,
     time: Timestamp,
     config: MapConfigV1,
-    groups: BTreeMap<GroupKey, GroupState>,
+    groups: BTreeMap<GroupKey, GroupStateV2>,
+}
+
+/// The map as version 2 stored it (groups without flap damping): read, never written.
+#[derive(Deserialize)]
+struct GatewayMapV2 {
+    epoch: Epoch,
+    time: Timestamp,
+    config: MapConfig,
+    groups: BTreeMap<GroupKey, GroupStateV2>,
+}
+
+fn groups_from_v2(groups: BTreeMap<GroupKey, GroupStateV2>) -> BTreeMap<GroupKey, GroupState> {
+    groups.into_iter().map(|(k, g)| (k, g.into())).collect()
 }
 
 impl GatewayMap {
@@ -77,7 +90,18 @@ impl GatewayMap {
             epoch: v1.epoch,
             time: v1.time,
             config: v1.config.into(),
-            groups: v1.groups,
+            groups: groups_from_v2(v1.groups),
+        })
+    }
+
+    /// Version 2 of the map, with no gateway damped.
+    pub(crate) fn decode_v2(body: &[u8]) -> Result<GatewayMap, crate::codec::CodecError> {
+        let v2: GatewayMapV2 = crate::codec::decode_body("gateway map", body)?;
+        Ok(GatewayMap {
+            epoch: v2.epoch,
+            time: v2.time,
+            config: v2.config,
+            groups: groups_from_v2(v2.groups),
         })
     }
 
@@ -325,7 +349,7 @@ mod tests {
         epoch: Epoch,
         time: Timestamp,
         config: MapConfigV1,
-        groups: BTreeMap<GroupKey, GroupState>,
+        groups: BTreeMap<GroupKey, GroupStateV2>,
     }
 
     impl Versioned for WrittenV1 {
@@ -360,7 +384,11 @@ mod tests {
                 blocklist_expiry_ms: d.blocklist_expiry_ms,
                 delete_grace_ms: d.delete_grace_ms,
             },
-            groups: map.groups.clone(),
+            groups: map
+                .groups
+                .iter()
+                .map(|(k, g)| (k.clone(), g.into()))
+                .collect(),
         };
         let bytes = codec::encode(&old).expect("encode v1");
         let read: GatewayMap = codec::decode(&bytes).expect("a version 1 map reads");
@@ -369,5 +397,46 @@ mod tests {
         assert_eq!(read.config.max_gateways_per_group, 8);
         assert_eq!(read.config.max_groups, d.max_groups);
         assert_eq!(read.config.max_gateways, d.max_gateways);
+    }
+
+    /// The map as version 2 wrote it.
+    #[derive(Serialize, Deserialize)]
+    struct WrittenV2 {
+        epoch: Epoch,
+        time: Timestamp,
+        config: MapConfig,
+        groups: BTreeMap<GroupKey, GroupStateV2>,
+    }
+
+    impl Versioned for WrittenV2 {
+        const WHAT: &'static str = "test";
+        const VERSION: u8 = 2;
+    }
+
+    #[test]
+    fn a_version_2_map_reads_with_no_gateway_damped() {
+        let mut map = GatewayMap::default();
+        let key = GroupKey::new("rbd".parse().expect("pool"), "g".parse().expect("group"));
+        map.apply(
+            &Command::CreateGateway {
+                key: key.clone(),
+                gateway: "gw1".parse().expect("id"),
+            },
+            Timestamp(5),
+        )
+        .expect("create");
+        let old = WrittenV2 {
+            epoch: map.epoch,
+            time: map.time,
+            config: map.config.clone(),
+            groups: map
+                .groups
+                .iter()
+                .map(|(k, g)| (k.clone(), g.into()))
+                .collect(),
+        };
+        let bytes = codec::encode(&old).expect("encode v2");
+        let read: GatewayMap = codec::decode(&bytes).expect("a version 2 map reads");
+        assert_eq!(read, map);
     }
 }

@@ -6,6 +6,7 @@ use gwmon_proto::domain::{AnaGroupId, Epoch, GatewayId, Location, Nonce};
 use serde::{Deserialize, Serialize};
 
 use super::config::MapConfig;
+use super::damping::Damping;
 use super::gateway::{AdminState, AnaState, Availability, Gateway};
 use super::time::Timestamp;
 
@@ -27,8 +28,8 @@ pub enum Holder {
         deadline: Timestamp,
     },
     /// Failback (or relocation after a disaster): `from` has been told to stop serving;
-    /// `to` becomes active once `from` confirmed it, `to` has applied the map from
-    /// `since`, and `deadline` has passed.
+    /// `to` becomes active once it has applied the map from `since` and `from` confirmed
+    /// it stopped; past `deadline` without that confirmation, `from` is fenced instead.
     Handover {
         from: GatewayId,
         to: GatewayId,
@@ -130,8 +131,51 @@ pub struct GroupState {
     /// Pending and in-force fences, in issue order.
     pub fences: Vec<Fence>,
     pub disaster: BTreeMap<Location, DisasterState>,
-    /// No failover to a non-owner before this time (fast reboot, redeploy, admin windows).
+    /// No failover to a non-owner before this time. Only maps written before flap damping
+    /// set it (Ceph's group-wide redeploy hold); it is still honoured until it passes.
     pub allow_failovers_at: Timestamp,
+    /// Flap damping of the gateways that went down recently (see [`super::damping`]).
+    pub damping: BTreeMap<GatewayId, Damping>,
+}
+
+/// A group as versions 1 and 2 of the map stored it, before flap damping: read, never
+/// written (but by tests of that reading).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct GroupStateV2 {
+    epoch: Epoch,
+    gateways: BTreeMap<GatewayId, Gateway>,
+    ana: BTreeMap<AnaGroupId, AnaGroup>,
+    fences: Vec<Fence>,
+    disaster: BTreeMap<Location, DisasterState>,
+    allow_failovers_at: Timestamp,
+}
+
+#[cfg(test)]
+impl From<&GroupState> for GroupStateV2 {
+    fn from(g: &GroupState) -> Self {
+        GroupStateV2 {
+            epoch: g.epoch,
+            gateways: g.gateways.clone(),
+            ana: g.ana.clone(),
+            fences: g.fences.clone(),
+            disaster: g.disaster.clone(),
+            allow_failovers_at: g.allow_failovers_at,
+        }
+    }
+}
+
+impl From<GroupStateV2> for GroupState {
+    fn from(v2: GroupStateV2) -> Self {
+        GroupState {
+            epoch: v2.epoch,
+            gateways: v2.gateways,
+            ana: v2.ana,
+            fences: v2.fences,
+            disaster: v2.disaster,
+            allow_failovers_at: v2.allow_failovers_at,
+            damping: BTreeMap::new(),
+        }
+    }
 }
 
 impl GroupState {
@@ -163,6 +207,14 @@ impl GroupState {
             .values()
             .filter(|a| a.holder.optimized() == Some(gateway))
             .count()
+    }
+
+    /// Whether `gateway` may still be serving an ANA group it was told to stop serving:
+    /// neither its confirmation nor a fence has cleared it yet.
+    pub fn releasing(&self, gateway: &GatewayId) -> bool {
+        self.ana
+            .values()
+            .any(|a| a.unreleased.contains_key(gateway))
     }
 
     /// In a failback handover, as either side: such a gateway is not picked for anything

@@ -9,12 +9,14 @@
 //! * [`transition`]: release, fence, promote, failback, repair: the moves of ANA groups.
 //! * [`check`]: the invariants every result must satisfy.
 //! * [`slice`]: what a gateway is told.
+//! * [`damping`]: flap damping of gateways that keep going down.
 //! * [`config`], [`time`], [`event`], [`error`]: tunables, timestamps, events, refusals.
 
 pub mod check;
 pub mod command;
 pub mod commands;
 pub mod config;
+pub mod damping;
 pub mod engine;
 pub mod error;
 pub mod event;

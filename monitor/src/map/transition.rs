@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use gwmon_proto::domain::{AnaGroupId, Epoch, GatewayId, GroupKey, Location};
 
 use super::config::MapConfig;
+use super::damping::Damping;
 use super::event::Event;
 use super::gateway::{AdminState, Availability};
 use super::group::{DisasterState, Fence, GroupState, Holder, Release};
@@ -95,10 +96,19 @@ impl GroupState {
         }
         gw.availability = to;
         match to {
-            Availability::Available => gw.available_since = ctx.now,
+            Availability::Available => {
+                gw.available_since = ctx.now;
+                // A hold waits for the gateway to come up (after its creation or a fast
+                // reboot) or to confirm a planned stop; up and serving, it has nothing left
+                // to wait for, and a failure from now on is failed over at once.
+                gw.hold_failovers_until = gw.hold_failovers_until.min(ctx.now);
+            }
             Availability::Unavailable => {
                 gw.performed_full_startup = false;
                 gw.last_down_at = Some(ctx.now);
+                if from == Availability::Available {
+                    self.went_down(gateway, ctx);
+                }
             }
             Availability::Deleting => gw.deleting_since = Some(ctx.now),
             Availability::Created => {}
@@ -117,10 +127,16 @@ impl GroupState {
         }
     }
 
-    /// No failover to a non-owner anywhere in this group before `now + ms`: a redeploy is
-    /// restarting its gateways one after another.
-    pub(crate) fn skip_failovers(&mut self, ms: u64, ctx: &Ctx<'_>) {
-        self.allow_failovers_at = self.allow_failovers_at.max(ctx.now.after(ms));
+    /// A serving gateway went down (declared failed, or restarted): one more flap.
+    pub(crate) fn went_down(&mut self, gateway: &GatewayId, ctx: &Ctx<'_>) {
+        let previous = self.damping.get(gateway).copied();
+        self.damping
+            .insert(gateway.clone(), Damping::down(previous, ctx.now));
+    }
+
+    /// Whether `gateway` is damped for flapping (see [`super::damping`]).
+    pub fn damped(&self, gateway: &GatewayId, now: Timestamp) -> bool {
+        self.damping.get(gateway).is_some_and(|d| d.damped(now))
     }
 
     /// No failover before `now + ms` of the ANA groups `gateway` owns or just stopped
@@ -258,16 +274,15 @@ impl GroupState {
                 a.start_fence_wait(fence_wait_ends);
             }
         }
-        // A gateway an operator disabled was held (`skip_failover_admin_ms`) only so that
-        // it could confirm it stopped serving. Once it has released everything the hold
-        // has done its work: its groups move now, without a fence, instead of staying dark
-        // for the rest of the window.
-        let released_all = !self
-            .ana
-            .values()
-            .any(|a| a.unreleased.contains_key(gateway));
+        // A gateway an operator disabled or deleted was held (`skip_failover_admin_ms`)
+        // only so that it could confirm it stopped serving. Once it has released
+        // everything the hold has done its work: its groups move now, without a fence,
+        // instead of staying dark for the rest of the window.
+        let released_all = !self.releasing(gateway);
         if let Some(gw) = self.gateways.get_mut(gateway) {
-            if released_all && gw.admin == AdminState::Disabled {
+            let planned =
+                gw.admin == AdminState::Disabled || gw.availability == Availability::Deleting;
+            if released_all && planned {
                 gw.hold_failovers_until = gw.hold_failovers_until.min(ctx.now);
             }
         }
@@ -338,7 +353,11 @@ impl GroupState {
                     .gateways
                     .get(&to)
                     .is_some_and(|gw| gw.applied_epoch >= since);
-                if ctx.now >= deadline && released && target_current {
+                // Break before make on confirmations, not on a timer: the owner takes its
+                // group the moment the holder says it stopped serving and the owner has
+                // the map that says so. A holder that has not confirmed by the deadline
+                // is fenced instead (`promote` fences whoever is still unreleased).
+                if target_current && (released || ctx.now >= deadline) {
                     self.set_holder(g, Holder::None);
                     self.promote(g, &to, ctx);
                 }
@@ -378,7 +397,7 @@ impl GroupState {
         if let Some(home) = self.preferred_holder(g, None, ctx) {
             self.promote(g, &home, ctx);
         } else if !self.failover_held(g, ctx.now) && self.namespaces_in(g, false) > 0 {
-            if let Some(target) = self.failover_target(g) {
+            if let Some(target) = self.failover_target(g, ctx.now) {
                 self.promote(g, &target, ctx);
             }
         }
@@ -396,8 +415,11 @@ impl GroupState {
     ) -> Option<GatewayId> {
         let (owner_id, owner) = self.owner(g)?;
         if self.can_serve(owner_id) && !self.in_handover(owner_id) {
+            // With nobody else serving, the owner takes its group at once, damped or not:
+            // a flapping path beats none. Otherwise it gets it back only once settled.
             let settled = holder.is_none()
-                || ctx.now >= owner.available_since.after(ctx.config.failback_delay_ms);
+                || (ctx.now >= owner.available_since.after(ctx.config.failback_delay_ms)
+                    && !self.damped(owner_id, ctx.now));
             return settled.then(|| owner_id.clone());
         }
         if self.location_state(&owner.location) != Some(DisasterState::Recovering) {
@@ -415,10 +437,14 @@ impl GroupState {
     }
 
     /// The failover target for `g`: the least-loaded gateway that can serve, in the owner's
-    /// location first, then anywhere; ties go to the lowest gateway id.
-    fn failover_target(&self, g: AnaGroupId) -> Option<GatewayId> {
+    /// location first, then anywhere; ties go to the lowest gateway id. A gateway damped
+    /// for flapping is chosen only when no other can serve.
+    fn failover_target(&self, g: AnaGroupId, now: Timestamp) -> Option<GatewayId> {
         let location = self.owner(g).map(|(_, o)| o.location.clone());
-        self.least_loaded(|_, gw| Some(&gw.location) == location.as_ref())
+        let steady = |id: &GatewayId| !self.damped(id, now);
+        self.least_loaded(|id, gw| steady(id) && Some(&gw.location) == location.as_ref())
+            .or_else(|| self.least_loaded(|id, _| steady(id)))
+            .or_else(|| self.least_loaded(|_, gw| Some(&gw.location) == location.as_ref()))
             .or_else(|| self.least_loaded(|_, _| true))
     }
 
@@ -456,6 +482,7 @@ impl GroupState {
             .collect();
         for (id, g) in drained {
             self.gateways.remove(&id);
+            self.damping.remove(&id);
             self.ana.remove(&g);
             ctx.emit(Event::GatewayRemoved {
                 key: ctx.key.clone(),

@@ -310,6 +310,44 @@ impl Harness {
             .all(|(g, ana)| self.servers(*ana) == [g.clone()])
     }
 
+    /// Whether every ANA group is optimized on exactly one gateway: its owner, or, while
+    /// the monitors damp its owner for going down again and again, any one (a damped
+    /// gateway gets no failback: that is the point of damping, not a missed failback).
+    pub fn owners_serve_unless_damped(&self) -> bool {
+        if self.all_owners_serve() {
+            return true;
+        }
+        if !self
+            .owners
+            .values()
+            .all(|ana| self.servers(*ana).len() == 1)
+        {
+            return false;
+        }
+        let damped = self.damped();
+        self.owners
+            .iter()
+            .all(|(g, ana)| damped.contains(g) || self.servers(*ana) == [g.clone()])
+    }
+
+    /// The gateways `nvme-gw health` reports damped (`NVMEOF_GATEWAY_FLAPPING`); none if
+    /// it cannot be read.
+    pub fn damped(&self) -> std::collections::BTreeSet<String> {
+        let Ok(health) = self.nvme.json(&["health"]) else {
+            return Default::default();
+        };
+        let checks = health["checks"].as_array().cloned().unwrap_or_default();
+        checks
+            .iter()
+            .filter(|c| c["code"] == "NVMEOF_GATEWAY_FLAPPING")
+            .filter_map(|c| {
+                let message = c["message"].as_str()?;
+                let name = message.strip_prefix("gateway ")?.split(' ').next()?;
+                Some(name.to_owned())
+            })
+            .collect()
+    }
+
     /// Whether every ANA group is optimized somewhere.
     pub fn all_served(&self) -> bool {
         self.owners
