@@ -61,6 +61,7 @@ fn the_quick_mode_runs_every_scenario_against_real_monitors() {
     for heading in [
         "## Commit",
         "## Failover",
+        "## Availability",
         "## Beacons",
         "## Fan-out",
         "## Footprint",
@@ -75,6 +76,17 @@ fn the_quick_mode_runs_every_scenario_against_real_monitors() {
             && !out.contains("| fence issued → fence completed | n/a"),
         "{out}"
     );
+    // Every availability event ran (two targets optimized at once fails the run).
+    for event in [
+        "| disable |",
+        "| delete |",
+        "| failback (enable) |",
+        "| leader kill -9 |",
+        "| leader SIGSTOP 2 x election timeout |",
+        "| failover target deleted while it waits for the fence |",
+    ] {
+        assert!(out.contains(event), "no {event:?} row in:\n{out}");
+    }
     // etcd either ran or said clearly why not.
     assert!(
         out.contains("### gwmon against etcd") || out.contains("**Skipped:**"),

@@ -13,8 +13,9 @@
 //! at a time), so K trials take about K seconds plus one failover rather than K failovers.
 //! A victim is a gateway serving exactly its own ANA group. When its group would be left
 //! with fewer than two live gateways, the victim is restarted after its trial; the group
-//! then waits out the monitors' redeploy window (16 s, during which they hold failovers in
-//! that group) before it is used again.
+//! then rests 20 s before it is used again, so that no gateway goes down twice within the
+//! monitors' damping half-life (15 s: a gateway down twice within it is damped for flapping
+//! and gets no failback for a while, which would take its group out of the trials).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -30,8 +31,8 @@ use crate::fleet::{Fleet, Stamp};
 use crate::stats::{ms, Summary, Table};
 use crate::watch::{Event, Kind, WatchState, Watcher};
 
-/// The monitors' redeploy window (`skip_failover_redeploy_ms`, 16 s by default) plus the
-/// failback that a restarted victim goes through.
+/// Longer than the monitors' damping half-life (15 s), plus the failback that a restarted
+/// victim goes through.
 const REDEPLOY_COOLDOWN: Duration = Duration::from_millis(16_000 + 4_000);
 /// A trial not complete this long after the grace ran out is counted as failed.
 const TRIAL_LIMIT: Duration = Duration::from_secs(30);
@@ -241,7 +242,7 @@ async fn trials(
 }
 
 /// After a trial: restart the victim if its group would run out of live gateways (the
-/// group then waits out the redeploy window), else free the group at once.
+/// group then rests, see `REDEPLOY_COOLDOWN`), else free the group at once.
 fn finish(fleet: &Fleet, busy: &mut HashMap<String, Instant>, t: &Trial) {
     let alive = fleet
         .gateways
