@@ -305,12 +305,14 @@ struct State<H> {
     /// last of the list, with the others unable to name it) well within the grace.
     round_left: usize,
     leader: Option<String>,
-    /// The monitor whose session just broke, or that could not be reached: skipped, and not
-    /// followed when another monitor names it leader, until a session opens elsewhere. A
+    /// Monitors whose session just broke, went silent, or that could not be reached (not
+    /// those that answered with a refusal: they are alive), each until when: skipped, and
+    /// not followed when another monitor names one leader, until a session opens. A
     /// follower names the leader it last heard from, which after a crash or a pause of that
-    /// leader is the one monitor that cannot answer. Forgotten after half the grace (by then
-    /// an election is over), so a leader that was only slow is followed again.
-    lost: Option<(String, Instant)>,
+    /// leader is the one monitor that cannot answer; a paused one would even hold a new
+    /// session's hello unanswered. Forgotten after half the grace (by then an election is
+    /// over), so a leader that was only slow is followed again.
+    lost: Vec<(String, Instant)>,
     /// A new map was applied: beacon now, so the monitors learn it without waiting for
     /// the next interval (the beacon rate limit leaves room for it).
     beacon_now: bool,
@@ -482,7 +484,7 @@ pub async fn run_with<H: AnaHandler>(
         next_monitor: 0,
         round_left,
         leader: None,
-        lost: None,
+        lost: Vec::new(),
         beacon_now: false,
         last_ack: now,
         opened_before: false,
@@ -546,7 +548,7 @@ impl<H: AnaHandler> State<H> {
                     match done {
                         Ok(c) => {
                             info!(monitor = %c.addr, "session open");
-                            self.lost = None;
+                            self.lost.clear();
                             self.last_ack = Instant::now();
                             self.sessions += 1;
                             self.config.metrics.session_opened(!self.opened_before);
@@ -562,9 +564,7 @@ impl<H: AnaHandler> State<H> {
                             } else {
                                 debug!(error = %refusal.why, "cannot open a session");
                             }
-                            let unreachable = refusal.code.is_none()
-                                || (refusal.code == Some(Code::Unavailable) && refusal.leader.is_none());
-                            if unreachable {
+                            if refusal.code.is_none() {
                                 self.mark_lost(refusal.addr.clone());
                             }
                             reconnect_at = self.after_failure(refusal.leader);
@@ -646,7 +646,11 @@ impl<H: AnaHandler> State<H> {
             let n = self.config.monitors.len();
             let mut a = self.config.monitors[self.next_monitor % n].clone();
             self.next_monitor += 1;
-            if n > 1 && self.is_lost(&a) {
+            // Skip the lost ones, unless every monitor is lost.
+            for _ in 1..n {
+                if !self.is_lost(&a) {
+                    break;
+                }
                 a = self.config.monitors[self.next_monitor % n].clone();
                 self.next_monitor += 1;
             }
@@ -670,8 +674,10 @@ impl<H: AnaHandler> State<H> {
                 .await
                 .map_err(|_| Refusal::transport(&addr, "session closed".to_owned()))?;
             let mut client = GatewayServiceClient::new(channel);
+            // A monitor that accepted the connection but does not answer the hello (paused,
+            // stuck) is given up on soon: the lease may be running out meanwhile.
             let opened = tokio::time::timeout(
-                timeout * 5,
+                timeout * 2,
                 client.session(tokio_stream::wrappers::ReceiverStream::new(rx)),
             )
             .await
@@ -720,13 +726,14 @@ impl<H: AnaHandler> State<H> {
     }
 
     fn mark_lost(&mut self, addr: String) {
-        self.lost = Some((addr, Instant::now() + self.config.beacon_grace / 2));
+        let now = Instant::now();
+        self.lost.retain(|(a, until)| *a != addr && now < *until);
+        self.lost.push((addr, now + self.config.beacon_grace / 2));
     }
 
     fn is_lost(&self, addr: &str) -> bool {
-        self.lost
-            .as_ref()
-            .is_some_and(|(a, until)| a == addr && Instant::now() < *until)
+        let now = Instant::now();
+        self.lost.iter().any(|(a, until)| a == addr && now < *until)
     }
 
     /// When the open session counts as stuck: two beacon intervals without an ack.

@@ -183,6 +183,11 @@ struct Script {
     refuse: HashMap<String, Option<String>>,
     /// Monitors that keep their sessions open and ack nothing (a paused leader).
     silent: HashSet<String>,
+    /// Monitors that accept a connection and never answer a hello (a paused process).
+    mute: HashSet<String>,
+    /// Monitors that refuse sessions as `UNAVAILABLE` with no leader named (one that has
+    /// not yet confirmed its leadership, or knows of none).
+    unconfirmed: HashSet<String>,
 }
 
 struct OpenSession {
@@ -219,7 +224,20 @@ impl GatewayService for FakeMonitor {
         &self,
         request: Request<Streaming<v1::GatewayMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let refusal = lock(&self.shared.script).refuse.get(&self.name).cloned();
+        let (refusal, mute, unconfirmed) = {
+            let script = lock(&self.shared.script);
+            (
+                script.refuse.get(&self.name).cloned(),
+                script.mute.contains(&self.name),
+                script.unconfirmed.contains(&self.name),
+            )
+        };
+        if mute {
+            std::future::pending::<()>().await;
+        }
+        if unconfirmed {
+            return Err(Status::unavailable("leadership not confirmed"));
+        }
         if let Some(leader) = refusal {
             return Err(not_leader(leader.as_deref()));
         }
@@ -433,6 +451,8 @@ impl World {
                 acks_left: None,
                 refuse: HashMap::new(),
                 silent: HashSet::new(),
+                mute: HashSet::new(),
+                unconfirmed: HashSet::new(),
             }),
             log: Mutex::new(Log::default()),
             sessions: Mutex::new(Vec::new()),
@@ -1002,6 +1022,45 @@ async fn a_leader_that_stops_acking_is_left_for_the_new_one_before_the_lease_run
     );
     // Acked by mon3: serving on, long past the lease the silent leader granted.
     tokio::time::sleep(LEASE * 3).await;
+    assert_eq!(w.target.demotions_after(serving), Vec::<Instant>::new());
+}
+
+/// A paused leader also leaves a new session's hello unanswered. While the others elect, a
+/// follower still names it leader and another answers `UNAVAILABLE` without naming
+/// anyone. The gateway must not forget the paused one because of that refusal (a live
+/// monitor answered: it is not lost) and dial it, which hung for five seconds and let the
+/// lease run out (seen as a 2.7 s dark group in `gwmon-bench --availability`).
+#[tokio::test(start_paused = true)]
+async fn a_paused_leader_is_not_dialled_again_while_the_others_elect() {
+    let w = World::start(&["mon1", "mon2", "mon3"], &["mon1", "mon2", "mon3"]);
+    let serving = w.serving().await;
+    let paused = Instant::now();
+    {
+        let mut script = w.script();
+        script.silent.insert("mon1".into());
+        script.mute.insert("mon1".into());
+        script.unconfirmed.insert("mon2".into());
+        script.refuse.insert("mon3".into(), Some("mon1".into()));
+    }
+    // The election ends 1.2 s after the pause: mon2 leads.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    w.script().unconfirmed.remove("mon2");
+    w.until("a session on mon2", LEASE, |w| {
+        w.hellos().iter().any(|h| h.monitor == "mon2")
+    })
+    .await;
+    let redials: Vec<Instant> = w
+        .dials()
+        .into_iter()
+        .filter(|(at, n)| *at > paused && n == "mon1")
+        .map(|(at, _)| at)
+        .collect();
+    assert_eq!(
+        redials,
+        Vec::<Instant>::new(),
+        "the paused leader was dialled again"
+    );
+    tokio::time::sleep(LEASE * 2).await;
     assert_eq!(w.target.demotions_after(serving), Vec::<Instant>::new());
 }
 

@@ -425,6 +425,7 @@ impl Bench {
 struct Measured {
     dark_ms: Vec<f64>,
     demotions: u64,
+    demoting_trials: usize,
     double_ms: f64,
 }
 
@@ -432,6 +433,9 @@ impl Measured {
     fn add(&mut self, dark_ms: f64, window: &Totals) {
         self.dark_ms.push(dark_ms);
         self.demotions += window.demotions;
+        if window.demotions > 0 {
+            self.demoting_trials += 1;
+        }
         self.double_ms += window.double_ms();
     }
 }
@@ -611,6 +615,7 @@ async fn measure(b: &mut Bench, ctx: &Ctx, trials: usize) -> Result<()> {
         "dark: median",
         "dark: max",
         "demotions",
+        "trials with a demotion",
         "two optimized",
     ]);
     for (event, m) in &rows {
@@ -621,6 +626,7 @@ async fn measure(b: &mut Bench, ctx: &Ctx, trials: usize) -> Result<()> {
             s.map_or_else(|| "-".into(), |s| ms(s.p50)),
             s.map_or_else(|| "-".into(), |s| ms(s.max)),
             m.demotions.to_string(),
+            m.demoting_trials.to_string(),
             format!("{:.0} ms", m.double_ms),
         ]);
     }
