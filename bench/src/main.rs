@@ -7,6 +7,14 @@ use gwmon_bench::Config;
 
 fn main() -> ExitCode {
     let config = Config::parse();
+    // The in-process gateways of `--availability` log their sessions with RUST_LOG set
+    // (say `RUST_LOG=gwmon_client=info`), to stderr, so the tables on stdout stay clean.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

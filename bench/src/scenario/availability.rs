@@ -388,13 +388,26 @@ impl Bench {
         }
     }
 
-    /// Wait until monitor `id` answers and knows a leader again.
+    /// Wait until monitor `id` answers, knows a leader again, and has caught up with the
+    /// leader's log, as an operator restarting monitors one by one waits for each (a
+    /// monitor still replaying cannot win or grant a vote, which made the next election
+    /// take three seconds).
     async fn rejoined(&self, id: u64) -> Result<()> {
         let end = Instant::now() + STEP_LIMIT;
         let addr = self.cluster.addrs.get(&id).cloned().unwrap_or_default();
         loop {
             if let Ok(s) = self.cluster.admin.cluster_status(&addr).await {
-                if s.leader_id != 0 {
+                let leader = self.cluster.addrs.get(&s.leader_id).cloned();
+                let caught_up = match leader {
+                    Some(l) => self
+                        .cluster
+                        .admin
+                        .cluster_status(&l)
+                        .await
+                        .is_ok_and(|ls| ls.members.iter().all(|m| m.lag == Some(0))),
+                    None => false,
+                };
+                if caught_up {
                     return Ok(());
                 }
             }
