@@ -343,6 +343,29 @@ mod tests {
     use super::*;
     use crate::codec::{self, Versioned};
 
+    /// A map with one gateway created, to write in an older format.
+    fn one_gateway() -> GatewayMap {
+        let mut map = GatewayMap::default();
+        let key = GroupKey::new("rbd".parse().expect("pool"), "g".parse().expect("group"));
+        map.apply(
+            &Command::CreateGateway {
+                key,
+                gateway: "gw1".parse().expect("id"),
+            },
+            Timestamp(5),
+        )
+        .expect("create");
+        map
+    }
+
+    /// Its groups as versions 1 and 2 stored them.
+    fn groups_as_v2(map: &GatewayMap) -> BTreeMap<GroupKey, GroupStateV2> {
+        map.groups
+            .iter()
+            .map(|(k, g)| (k.clone(), g.into()))
+            .collect()
+    }
+
     /// The map as version 1 wrote it, to check that it still reads.
     #[derive(Serialize, Deserialize)]
     struct WrittenV1 {
@@ -359,16 +382,7 @@ mod tests {
 
     #[test]
     fn a_version_1_map_reads_with_the_new_limits_at_their_defaults() {
-        let mut map = GatewayMap::default();
-        let key = GroupKey::new("rbd".parse().expect("pool"), "g".parse().expect("group"));
-        map.apply(
-            &Command::CreateGateway {
-                key: key.clone(),
-                gateway: "gw1".parse().expect("id"),
-            },
-            Timestamp(5),
-        )
-        .expect("create");
+        let map = one_gateway();
         let d = MapConfig::default();
         let old = WrittenV1 {
             epoch: map.epoch,
@@ -384,11 +398,7 @@ mod tests {
                 blocklist_expiry_ms: d.blocklist_expiry_ms,
                 delete_grace_ms: d.delete_grace_ms,
             },
-            groups: map
-                .groups
-                .iter()
-                .map(|(k, g)| (k.clone(), g.into()))
-                .collect(),
+            groups: groups_as_v2(&map),
         };
         let bytes = codec::encode(&old).expect("encode v1");
         let read: GatewayMap = codec::decode(&bytes).expect("a version 1 map reads");
@@ -415,25 +425,12 @@ mod tests {
 
     #[test]
     fn a_version_2_map_reads_with_no_gateway_damped() {
-        let mut map = GatewayMap::default();
-        let key = GroupKey::new("rbd".parse().expect("pool"), "g".parse().expect("group"));
-        map.apply(
-            &Command::CreateGateway {
-                key: key.clone(),
-                gateway: "gw1".parse().expect("id"),
-            },
-            Timestamp(5),
-        )
-        .expect("create");
+        let map = one_gateway();
         let old = WrittenV2 {
             epoch: map.epoch,
             time: map.time,
             config: map.config.clone(),
-            groups: map
-                .groups
-                .iter()
-                .map(|(k, g)| (k.clone(), g.into()))
-                .collect(),
+            groups: groups_as_v2(&map),
         };
         let bytes = codec::encode(&old).expect("encode v2");
         let read: GatewayMap = codec::decode(&bytes).expect("a version 2 map reads");
