@@ -147,6 +147,7 @@ async fn scan_reports_enabled_namespaces_and_ip_listeners() {
     let target = NvmetTarget::with_config(NvmetConfig {
         root: t.root.clone(),
         nonce: Some(nonce),
+        ports: None,
     });
     let got = target.subsystems().await.expect("scan");
     let ns = |nsid, g| Namespace {
@@ -364,4 +365,41 @@ async fn demote_all_makes_every_group_of_every_port_inaccessible() {
         }
     }
     assert_eq!(t.state(1, 7).as_deref(), Some("inaccessible"));
+}
+
+/// Two gateways sharing one kernel target, each with its own port: one gateway's scan,
+/// apply and demotion never touch the other's port.
+#[tokio::test]
+async fn a_gateway_that_owns_some_ports_leaves_the_others_alone() {
+    let t = Tree::standard();
+    let own = |ports: &[&str]| {
+        NvmetTarget::with_config(NvmetConfig {
+            root: t.root.clone(),
+            ports: Some(ports.iter().map(|p| (*p).to_owned()).collect()),
+            ..NvmetConfig::default()
+        })
+    };
+    let first = own(&["1"]);
+    let got = first.subsystems().await.expect("scan");
+    let a = got.iter().find(|s| s.nqn == nqn(A)).expect("subsystem A");
+    assert_eq!(a.listeners, vec![listener("10.0.0.1", 4420)]);
+
+    // Port 2 says optimized (the other gateway serves through it).
+    write(&t.state_path(2, 1), "optimized");
+    first
+        .apply(&states(vec![entry(A, 1, AnaAccess::Inaccessible)]))
+        .await
+        .expect("apply");
+    assert_eq!(t.state(1, 1).as_deref(), Some("inaccessible"));
+    assert_eq!(t.state(2, 1).as_deref(), Some("optimized"));
+    first.demote_all().await.expect("demote");
+    assert_eq!(t.state(2, 1).as_deref(), Some("optimized"));
+
+    // A port that is not there is warned about, not an error: the others still work.
+    let second = own(&["2", "9"]);
+    second
+        .apply(&states(vec![entry(A, 1, AnaAccess::Inaccessible)]))
+        .await
+        .expect("apply");
+    assert_eq!(t.state(2, 1).as_deref(), Some("inaccessible"));
 }

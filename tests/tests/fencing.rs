@@ -261,6 +261,46 @@ async fn nvmet_fence_makes_every_port_inaccessible_through_the_exec_fencer() {
     );
 }
 
+/// Gateways sharing one kernel target (gwmon-gateway --nvmet-ports): only the failed
+/// gateway's ports are fenced, the others keep serving.
+#[tokio::test]
+async fn nvmet_fence_with_a_port_map_fences_only_the_gateways_ports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("nvmet");
+    nvmet_tree(&root);
+    let fencer = |map: &str| {
+        ExecFencer::new(
+            script("nvmet-fence"),
+            vec![
+                "--root".into(),
+                root.display().to_string(),
+                "--ports".into(),
+                map.into(),
+            ],
+            Duration::from_secs(20),
+        )
+    };
+    fencer("gw1=2,gw2=1")
+        .fence(&order("gw1", 4))
+        .await
+        .expect("fenced");
+    assert_eq!(
+        nvmet_states(&root),
+        ["optimized", "inaccessible", "inaccessible"]
+    );
+    fencer("gw1=2,gw2=1:3")
+        .fence(&order("gw2", 5))
+        .await
+        .expect("fenced");
+    assert_eq!(nvmet_states(&root), ["inaccessible"; 3]);
+
+    let err = fencer("gw1=2;x")
+        .fence(&order("gw1", 6))
+        .await
+        .expect_err("bad map");
+    assert!(err.to_string().contains("port ids are numbers"), "{err}");
+}
+
 /// A fake SPDK: answers `nvmf_get_subsystems` with `subsystems`, accepts
 /// `nvmf_subsystem_listener_set_ana_state` unless `refuse` is set, records every call.
 struct Spdk {

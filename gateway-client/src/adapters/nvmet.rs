@@ -37,6 +37,10 @@
 //! namespace directory, an `enable` other than 0 or 1, a missing attribute) means the tree is
 //! not what we think it is, and the scan fails with an error naming the file.
 //!
+//! **Ports.** A gateway owns every port of the target unless [`NvmetConfig::ports`] names
+//! some: then several gateways can share one kernel target (one host, or a test), each
+//! scanning and writing only its own ports.
+//!
 //! nvmet has no per-namespace fencing nonce; [`NvmetConfig::nonce`] lets the gateway supply
 //! one (for example the identity of its storage client) that is reported for every namespace.
 
@@ -61,6 +65,10 @@ pub struct NvmetConfig {
     pub root: PathBuf,
     /// Reported as the fencing nonce of every namespace; `None` reports none.
     pub nonce: Option<Nonce>,
+    /// The nvmet ports (configfs directory names under `ports/`) this gateway owns; `None`
+    /// owns every port. Several gateways can share one kernel target this way, each
+    /// serving through its own ports: the others' ports are never scanned nor written.
+    pub ports: Option<BTreeSet<String>>,
 }
 
 impl NvmetConfig {
@@ -73,6 +81,7 @@ impl Default for NvmetConfig {
         NvmetConfig {
             root: PathBuf::from(Self::DEFAULT_ROOT),
             nonce: None,
+            ports: None,
         }
     }
 }
@@ -100,7 +109,7 @@ impl NvmetTarget {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self::with_config(NvmetConfig {
             root: root.into(),
-            nonce: None,
+            ..NvmetConfig::default()
         })
     }
 
@@ -302,7 +311,17 @@ impl Inner {
         }
         let dir = self.root().join("ports");
         let mut out = Vec::new();
-        for id in dir_names(&dir, op)? {
+        let names = dir_names(&dir, op)?;
+        if let Some(wanted) = &self.config.ports {
+            for missing in wanted.iter().filter(|p| !names.contains(p)) {
+                self.warned.warn(format!(
+                    "nvmet port {missing} is this gateway's but {} has no such port",
+                    dir.display()
+                ));
+            }
+        }
+        let owned = |id: &String| self.config.ports.as_ref().is_none_or(|p| p.contains(id));
+        for id in names.into_iter().filter(owned) {
             let port_dir = dir.join(&id);
             let subsystems = dir_names(&port_dir.join("subsystems"), op)?
                 .into_iter()

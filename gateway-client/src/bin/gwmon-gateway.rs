@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use gwmon_client::adapters::file::FileTarget;
-use gwmon_client::adapters::nvmet::NvmetTarget;
+use gwmon_client::adapters::nvmet::{NvmetConfig, NvmetTarget};
 use gwmon_client::adapters::spdk::SpdkTarget;
 use gwmon_client::{AnaHandler, ClientConfig, ClientError, ClientMetrics, Exit, OnMonitorLoss};
 use gwmon_proto::domain::{GatewayId, Group, GroupKey, Pool};
@@ -59,6 +59,11 @@ struct Args {
     /// [defaults: ./gateway.json, /sys/kernel/config/nvmet, /var/tmp/spdk.sock].
     #[arg(long)]
     target: Option<PathBuf>,
+    /// With --adapter nvmet: the nvmet ports (directory names under ports/) this gateway
+    /// owns, comma-separated; the others are neither scanned nor written. Every port when
+    /// not given (one gateway per kernel target).
+    #[arg(long, value_delimiter = ',', value_parser = nvmet_port)]
+    nvmet_ports: Option<Vec<String>>,
     /// Beacon interval in milliseconds.
     #[arg(long, default_value_t = 500)]
     beacon_ms: u64,
@@ -101,6 +106,17 @@ struct Args {
     /// Mutual TLS: this gateway's private key.
     #[arg(long, env = "GWMON_TLS_KEY", value_name = "PEM")]
     tls_key: Option<PathBuf>,
+}
+
+/// An nvmet port id: configfs names ports by a decimal number (`nvmetcli` and the kernel
+/// documentation use 1, 2, ...).
+fn nvmet_port(s: &str) -> Result<String, String> {
+    match s.parse::<u16>() {
+        Ok(_) => Ok(s.to_owned()),
+        Err(_) => Err(format!(
+            "{s:?} is not an nvmet port id (a number such as 1)"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
@@ -206,7 +222,12 @@ async fn run(args: Args) -> ExitCode {
             let root = args
                 .target
                 .unwrap_or_else(|| PathBuf::from("/sys/kernel/config/nvmet"));
-            serve(config, NvmetTarget::new(root), stop).await
+            let target = NvmetTarget::with_config(NvmetConfig {
+                root,
+                ports: args.nvmet_ports.map(|p| p.into_iter().collect()),
+                ..NvmetConfig::default()
+            });
+            serve(config, target, stop).await
         }
         Adapter::Spdk => {
             let socket = args
