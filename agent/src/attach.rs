@@ -67,17 +67,20 @@ pub async fn ensure_connected<H: Host>(
     }))
 }
 
-/// Wait up to `wait` for `replica`'s block device to show in sysfs.
+/// Wait up to `wait` for `replica`'s block device to show in sysfs; then make its
+/// controller fail I/O after `fast_io_fail` lost (see [`ensure_fast_io_fail`]).
 pub async fn wait_device<H: Host>(
     host: &H,
     identity: &HostIdentity,
     replica: &ReplicaInfo,
     wait: Duration,
+    fast_io_fail: Duration,
 ) -> Result<String, AgentError> {
     let end = tokio::time::Instant::now() + wait;
     loop {
         let snap = host.snapshot()?;
         if let Some(d) = observe::device_of(replica, &snap, &identity.nqn) {
+            ensure_fast_io_fail(host, identity, replica, &snap, fast_io_fail)?;
             return Ok(d);
         }
         if tokio::time::Instant::now() >= end {
@@ -88,6 +91,34 @@ pub async fn wait_device<H: Host>(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Give every controller of this host to `replica` the `fast_io_fail` it lacks. With
+/// ctrl-loss-tmo -1 and fast_io_fail_tmo off (the kernel's default), a lost replica's
+/// writes wait for it forever, and md's RAID1 writes wait with them: the whole array
+/// stops and md never sees the error that would fail the leg. Returns how many
+/// controllers were set.
+pub fn ensure_fast_io_fail<H: Host>(
+    host: &H,
+    identity: &HostIdentity,
+    replica: &ReplicaInfo,
+    snap: &Snapshot,
+    fast_io_fail: Duration,
+) -> Result<usize, HostError> {
+    let want = fast_io_fail.as_secs();
+    let mut set = 0;
+    for c in snap.controllers.iter().filter(|c| {
+        c.subsysnqn == replica.nqn
+            && !c.state.is_going()
+            && c.fast_io_fail_s != Some(want)
+            && c.hostnqn
+                .as_deref()
+                .is_none_or(|h| h == identity.nqn.as_str())
+    }) {
+        host.set_fast_io_fail(&c.name, want)?;
+        set += 1;
+    }
+    Ok(set)
 }
 
 /// Whether `device` carries an md superblock (it was a leg of an array before).

@@ -92,6 +92,16 @@ pub struct Global {
         default_value_t = 30
     )]
     pub period_s: u64,
+    /// Seconds a lost replica's controller holds I/O before failing it, so md fails that
+    /// leg and the array goes on (nvme's fast_io_fail_tmo; 0 fails it at once).
+    #[arg(
+        long,
+        global = true,
+        env = "NVMEOF_AGENT_FAST_IO_FAIL_S",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u64).range(0..=600)
+    )]
+    pub fast_io_fail_s: u64,
     /// Seconds to wait for a replica's block device after connecting it.
     #[arg(long, global = true, default_value_t = 10)]
     pub device_wait_s: u64,
@@ -215,6 +225,7 @@ impl Global {
                 identity: HostIdentity { nqn, id, name },
                 period: Duration::from_secs(self.period_s),
                 device_wait: Duration::from_secs(self.device_wait_s),
+                fast_io_fail: Duration::from_secs(self.fast_io_fail_s),
                 state_dir: self.state_dir.clone(),
             },
             cluster: Settings {

@@ -87,8 +87,14 @@ impl<H: Host, C: Cluster> Connector<'_, H, C> {
         }
         let mut legs = Vec::new();
         for replica in reachable {
-            match attach::wait_device(self.host, self.identity(), replica, self.config.device_wait)
-                .await
+            match attach::wait_device(
+                self.host,
+                self.identity(),
+                replica,
+                self.config.device_wait,
+                self.config.fast_io_fail,
+            )
+            .await
             {
                 Ok(d) => legs.push(d),
                 Err(e) => problems.push(e.to_string()),

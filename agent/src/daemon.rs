@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::attach;
 use crate::cluster::{
     Cluster, ClusterError, Refusal, ReplicaId, ReplicaReport, ReplicaState, Stage, VolumeId,
 };
@@ -164,6 +165,19 @@ impl<H: Host, C: Cluster> Daemon<H, C> {
     ) -> Result<(), AgentError> {
         let mut info = self.cluster.volume(&self.config.identity, volume).await?;
         let snap = self.host.snapshot()?;
+        // Controllers connected before this agent ran, by hand or by one with another
+        // setting, get it too; a failure is logged and tried again next pass.
+        for replica in &info.replicas {
+            if let Err(e) = attach::ensure_fast_io_fail(
+                &self.host,
+                &self.config.identity,
+                replica,
+                &snap,
+                self.config.fast_io_fail,
+            ) {
+                tracing::warn!(%volume, replica = %replica.id, "cannot set fast_io_fail_tmo: {e}");
+            }
+        }
         let view = observe::observe(&info, &snap, &self.config.identity.nqn);
         if view.array.is_none() {
             return Err(AgentError::NotConnected {
@@ -202,6 +216,7 @@ impl<H: Host, C: Cluster> Daemon<H, C> {
             cluster: &self.cluster,
             identity: &self.config.identity,
             device_wait: self.config.device_wait,
+            fast_io_fail: self.config.fast_io_fail,
         };
         let mut stepped = false;
         for _ in 0..MAX_STEPS {

@@ -42,6 +42,7 @@ pub struct Replacer<'a, H, C> {
     pub cluster: &'a C,
     pub identity: &'a HostIdentity,
     pub device_wait: Duration,
+    pub fast_io_fail: Duration,
 }
 
 impl<H: Host, C: Cluster> Replacer<'_, H, C> {
@@ -97,7 +98,14 @@ impl<H: Host, C: Cluster> Replacer<'_, H, C> {
         let snap = self.host.snapshot()?;
         self.array(info, &snap)?;
         attach::ensure_connected(self.host, self.identity, new, &snap).await?;
-        let device = attach::wait_device(self.host, self.identity, new, self.device_wait).await?;
+        let device = attach::wait_device(
+            self.host,
+            self.identity,
+            new,
+            self.device_wait,
+            self.fast_io_fail,
+        )
+        .await?;
         let snap = self.host.snapshot()?;
         let array = self.array(info, &snap)?;
         self.make_room(info, rep, array, &snap).await?;

@@ -90,6 +90,25 @@ fn usage_errors_exit_2_with_one_line() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
+
+    let out = agent(dir.path())
+        .args([
+            "run",
+            "--fast-io-fail-s",
+            "601",
+            "--monitors",
+            &closed_port(),
+            "--host-nqn",
+            HOST_NQN,
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "out of 0..=600");
+    assert!(
+        stderr_line(&out).contains("--fast-io-fail-s"),
+        "{}",
+        stderr_line(&out)
+    );
 }
 
 #[test]

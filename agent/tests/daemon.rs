@@ -115,6 +115,43 @@ async fn a_healthy_volume_is_reported_once_then_quiet() {
     assert!(rig.cluster.calls().contains(&Call::Heartbeat(vec![vid()])));
 }
 
+/// Found on a real kernel (e2e/run's agent-raid1): with ctrl-loss-tmo -1 and the kernel's
+/// default fast_io_fail_tmo (off), a replica whose port went away held its leg's writes
+/// forever, md never saw an error, and every write of the array waited with them. The
+/// agent sets fast_io_fail_tmo on each replica controller it connects, so the leg fails
+/// and the array goes on with the other.
+#[tokio::test(start_paused = true)]
+async fn a_lost_replica_fails_its_leg_instead_of_stalling_the_array() {
+    let rig = Rig::connected().await;
+    let snap = rig.host.snapshot().expect("snapshot");
+    assert_eq!(snap.controllers.len(), 2);
+    assert!(
+        snap.controllers.iter().all(|c| c.fast_io_fail_s == Some(2)),
+        "connect sets fast_io_fail_tmo: {:?}",
+        snap.controllers
+    );
+    rig.host.lose_target(&nqn(2));
+    assert!(!rig.host.stalled(&array()), "the array's writes go on");
+    let mut d = rig.daemon();
+    let s = d.pass(&rig.stop).await;
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(rig.state(2), Some(ReplicaState::Faulty));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_controller_with_another_fast_io_fail_is_set_at_the_next_pass() {
+    let rig = Rig::connected().await;
+    let snap = rig.host.snapshot().expect("snapshot");
+    let name = snap.controllers[0].name.clone();
+    // Reconnected by hand, or set by someone else.
+    rig.host.set_fast_io_fail(&name, 600).expect("set");
+    let mut d = rig.daemon();
+    let s = d.pass(&rig.stop).await;
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    let snap = rig.host.snapshot().expect("snapshot");
+    assert!(snap.controllers.iter().all(|c| c.fast_io_fail_s == Some(2)));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_controller_that_stops_answering_is_reported_missing_before_md_notices() {
     let rig = Rig::connected().await;

@@ -353,9 +353,15 @@ fn arrays_without_names_inactive_or_half_set_up() {
         "delayed",
         &[("nvme5n1", "in_sync", "0"), ("nvme6n1", "in_sync", "1")],
     );
+    // Just stopped (mdadm --stop) while its device lingers: md prints an empty
+    // raid_disks. Found on Linux 6.1, where it failed every pass of the agent.
+    t.array("md4", None, "clear", 0, 0, "idle", "none", &[]);
+    t.file("sys/block/md4/md/raid_disks", "\n");
     let arrays = read_arrays(t.root()).expect("read");
     let devices: Vec<&str> = arrays.iter().map(|a| a.device.as_str()).collect();
-    assert_eq!(devices, ["md1", "md3"]);
+    assert_eq!(devices, ["md1", "md3", "md4"]);
+    assert_eq!(arrays[2].raid_disks, 0);
+    assert!(!arrays[2].array_state.is_running());
     assert_eq!(arrays[0].name, None);
     assert_eq!(arrays[0].array_state, ArrayState::Inactive);
     assert!(!arrays[0].array_state.is_running());

@@ -18,7 +18,7 @@ pub const GROUP: &str = "g";
 pub struct Proc(Child);
 
 impl Proc {
-    fn spawn(mut cmd: Command, log: &Path) -> Result<Proc, String> {
+    pub fn spawn(mut cmd: Command, log: &Path) -> Result<Proc, String> {
         let open = || {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -108,7 +108,7 @@ impl Cluster {
         }
     }
 
-    fn monitor_list(&self) -> String {
+    pub fn monitor_list(&self) -> String {
         self.members
             .iter()
             .map(|id| monitor_addr(*id))
@@ -204,6 +204,9 @@ impl Cluster {
             let mut args = vec!["config", "set"];
             args.extend(settings);
             self.nvme_gw(&args)?;
+        }
+        if self.ports.is_empty() {
+            return Ok(());
         }
         for gw in self.ports.keys() {
             self.nvme_gw(&["create", gw, POOL, GROUP])?;

@@ -131,6 +131,32 @@ pub fn writes_done(nsid: u32) -> u64 {
         .sum()
 }
 
+/// Writes completed through block device `dev` (a path such as `/dev/md/vol` is resolved):
+/// its own count plus those of every NVMe path device under it, since md and the multipath
+/// head do not all account their I/O. Only its growth is used.
+pub fn block_writes(dev: &Path) -> u64 {
+    let own = std::fs::canonicalize(dev)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|name| stat_writes(&Path::new("/sys/block").join(name)))
+        .unwrap_or(0);
+    let paths: u64 = block_devices()
+        .into_iter()
+        .filter(|(_, ctrl)| ctrl.is_some())
+        .filter_map(|(name, _)| stat_writes(&Path::new("/sys/block").join(name)))
+        .sum();
+    own + paths
+}
+
+fn stat_writes(dir: &Path) -> Option<u64> {
+    read(&dir.join("stat"))
+        .ok()?
+        .split_whitespace()
+        .nth(4)?
+        .parse::<u64>()
+        .ok()
+}
+
 /// fio on the multipath devices: 4 KiB random writes, queue depth 8, crc32c verify of
 /// everything written (interleaved), errors counted instead of ending the job, every I/O's
 /// completion latency logged.
@@ -138,6 +164,8 @@ pub struct Fio {
     child: Child,
     dir: PathBuf,
     devs: Vec<(u32, PathBuf)>,
+    /// Writes completed so far on one of `devs`, for [`Fio::progress`].
+    writes: fn(u32, &Path) -> u64,
 }
 
 /// What fio saw: I/O errors (fio's count, both directions and verify) and the longest
@@ -150,7 +178,21 @@ pub struct FioResult {
 }
 
 impl Fio {
+    /// fio on the multipath devices of namespaces (`nsid` to device).
     pub fn start(dir: &Path, devs: &BTreeMap<u32, PathBuf>) -> Result<Fio, String> {
+        Self::spawn(dir, devs, |nsid, _| writes_done(nsid))
+    }
+
+    /// fio on other block devices (an md array), numbered as given.
+    pub fn start_block(dir: &Path, devs: &BTreeMap<u32, PathBuf>) -> Result<Fio, String> {
+        Self::spawn(dir, devs, |_, dev| block_writes(dev))
+    }
+
+    fn spawn(
+        dir: &Path,
+        devs: &BTreeMap<u32, PathBuf>,
+        writes: fn(u32, &Path) -> u64,
+    ) -> Result<Fio, String> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut cmd = Command::new("fio");
@@ -187,12 +229,14 @@ impl Fio {
             child,
             dir: dir.to_owned(),
             devs: devs.iter().map(|(n, d)| (*n, d.clone())).collect(),
+            writes,
         })
     }
 
     /// Wait until every device has completed `n` more writes, or fail after `within`.
     pub fn progress(&mut self, n: u64, within: Duration) -> Result<(), String> {
-        let base: Vec<u64> = self.devs.iter().map(|(n, _)| writes_done(*n)).collect();
+        let writes = self.writes;
+        let base: Vec<u64> = self.devs.iter().map(|(n, d)| writes(*n, d)).collect();
         let end = Instant::now() + within;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -205,7 +249,7 @@ impl Fio {
                 .devs
                 .iter()
                 .zip(&base)
-                .all(|((ns, _), b)| writes_done(*ns) >= b + n)
+                .all(|((ns, d), b)| writes(*ns, d) >= b + n)
             {
                 return Ok(());
             }

@@ -126,3 +126,107 @@ pub fn unexport(ports: &[Port], namespaces: &[(u32, u32)]) -> Result<(), String>
     }
     Ok(())
 }
+
+/// One replica as a storage backend exports it: a memory-backed null_blk namespace (nsid 1,
+/// with a namespace UUID) in a subsystem of its own, on an nvmet port of its own.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    pub nqn: String,
+    pub nullb: String,
+    pub uuid: String,
+    pub port: Port,
+    pub size_mb: u32,
+}
+
+impl Replica {
+    fn subsystem(&self) -> PathBuf {
+        Path::new(NVMET).join("subsystems").join(&self.nqn)
+    }
+
+    fn link(&self) -> PathBuf {
+        self.port.dir().join("subsystems").join(&self.nqn)
+    }
+
+    /// The null_blk's block device: named after its configfs item on kernels that do so,
+    /// `nullb<index>` on the others.
+    fn device(&self) -> Result<PathBuf, String> {
+        let named = Path::new("/dev").join(&self.nullb);
+        if named.exists() {
+            return Ok(named);
+        }
+        let index = read(&Path::new(NULLB).join(&self.nullb).join("index"))?;
+        Ok(Path::new("/dev").join(format!("nullb{index}")))
+    }
+
+    pub fn export(&self) -> Result<(), String> {
+        let nb = Path::new(NULLB).join(&self.nullb);
+        mkdir(&nb)?;
+        write(&nb.join("size"), &self.size_mb.to_string())?;
+        write(&nb.join("memory_backed"), "1")?;
+        write(&nb.join("power"), "1")?;
+        let sub = self.subsystem();
+        mkdir(&sub)?;
+        write(&sub.join("attr_allow_any_host"), "1")?;
+        let ns = sub.join("namespaces/1");
+        mkdir(&ns)?;
+        write(
+            &ns.join("device_path"),
+            &self.device()?.display().to_string(),
+        )?;
+        write(&ns.join("device_uuid"), &self.uuid)?;
+        write(&ns.join("enable"), "1")?;
+        let dir = self.port.dir();
+        mkdir(&dir)?;
+        write(&dir.join("addr_trtype"), "tcp")?;
+        write(&dir.join("addr_adrfam"), "ipv4")?;
+        write(&dir.join("addr_traddr"), &self.port.addr)?;
+        write(&dir.join("addr_trsvcid"), "4420")?;
+        self.relink()
+    }
+
+    /// The port exports the subsystem (again).
+    pub fn relink(&self) -> Result<(), String> {
+        let link = self.link();
+        if !link.exists() {
+            std::os::unix::fs::symlink(self.subsystem(), &link)
+                .map_err(|e| format!("link {}: {e}", link.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The replica's port stops exporting it: the kernel drops every controller to it
+    /// there, and hosts cannot connect again until it comes back.
+    pub fn unlink(&self) -> Result<(), String> {
+        let link = self.link();
+        if std::fs::symlink_metadata(&link).is_ok() {
+            std::fs::remove_file(&link).map_err(|e| format!("unlink {}: {e}", link.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Undo [`Replica::export`].
+    pub fn unexport(&self) -> Result<(), String> {
+        let rm =
+            |p: &Path| std::fs::remove_dir(p).map_err(|e| format!("rmdir {}: {e}", p.display()));
+        self.unlink()?;
+        let dir = self.port.dir();
+        if dir.exists() {
+            rm(&dir)?;
+        }
+        let sub = self.subsystem();
+        let ns = sub.join("namespaces/1");
+        if ns.exists() {
+            write(&ns.join("enable"), "0")?;
+            rm(&ns)?;
+        }
+        if sub.exists() {
+            rm(&sub)?;
+        }
+        let nb = Path::new(NULLB).join(&self.nullb);
+        if nb.exists() {
+            write(&nb.join("power"), "0")?;
+            rm(&nb)?;
+        }
+        Ok(())
+    }
+}

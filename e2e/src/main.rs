@@ -6,9 +6,11 @@
 //! map. The longest I/O of each phase is measured against its target and reported (a
 //! figure, not a pass condition).
 
+mod adapter;
 mod cluster;
 mod host;
 mod kernel;
+mod raid;
 mod scenario;
 
 use std::path::PathBuf;
@@ -35,24 +37,45 @@ struct Args {
     /// Runs of each scenario (the victim alternates between gw1 and gw2).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
+    /// Internal to the adapter scenario: apply one ANA state as the nvmet adapter would
+    /// (`PORT:GROUP` optimized) and exit, run without the right to write configfs.
+    #[arg(long, hide = true)]
+    probe_apply: Option<String>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(spec) = &args.probe_apply {
+        return match adapter::probe_apply(spec) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gwmon-e2e: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let known = names();
     let wanted: Vec<&str> = if args.scenarios == "all" {
-        scenario::ALL.iter().map(|(n, _)| *n).collect()
+        known.clone()
     } else {
         args.scenarios.split(',').collect()
     };
-    if let Some(bad) = wanted
-        .iter()
-        .find(|w| !scenario::ALL.iter().any(|(n, _)| n == *w))
-    {
-        eprintln!("gwmon-e2e: unknown scenario {bad}; known: {}", names());
+    if let Some(bad) = wanted.iter().find(|w| !known.contains(w)) {
+        eprintln!(
+            "gwmon-e2e: unknown scenario {bad}; known: {}",
+            known.join(", ")
+        );
         return ExitCode::from(2);
     }
     let mut results: Vec<Measure> = Vec::new();
     let mut failures = Vec::new();
+    let mut record = |m: Measure, failures: &mut Vec<String>| {
+        println!("e2e: {}", line(&m));
+        if !m.passed() {
+            failures.push(line(&m));
+        }
+        results.push(m);
+    };
     for (name, monitors) in scenario::ALL.iter().filter(|(n, _)| wanted.contains(n)) {
         let work = args.out.join(name);
         println!("e2e: {name}: setting up ({monitors} monitor(s), 2 gateways)");
@@ -66,16 +89,34 @@ fn main() -> ExitCode {
         };
         for run in 1..=args.runs {
             for m in scenario::run(&mut env, name, run) {
-                println!("e2e: {}", line(&m));
-                if !m.passed() {
-                    failures.push(line(&m));
-                }
-                results.push(m);
+                record(m, &mut failures);
             }
         }
         if let Err(e) = env.down() {
             println!("e2e: {name}: tear-down failed: {e}");
             failures.push(format!("{name}: tear-down: {e}"));
+        }
+    }
+    if wanted.contains(&adapter::NAME) {
+        println!(
+            "e2e: {}: the nvmet adapter on the kernel's configfs",
+            adapter::NAME
+        );
+        for run in 1..=args.runs {
+            for m in adapter::run(&args.bins, run) {
+                record(m, &mut failures);
+            }
+        }
+    }
+    if wanted.contains(&raid::NAME) {
+        println!(
+            "e2e: {}: nvmeof-agent, MD RAID1 over nvmet replicas",
+            raid::NAME
+        );
+        for run in 1..=args.runs {
+            for m in raid::run(&args.bins, &args.out.join(raid::NAME), run) {
+                record(m, &mut failures);
+            }
         }
     }
     let json: Vec<_> = results.iter().map(Measure::json).collect();
@@ -100,17 +141,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn names() -> String {
-    scenario::ALL
-        .iter()
-        .map(|(n, _)| *n)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Every scenario, in the order they run.
+fn names() -> Vec<&'static str> {
+    let mut all: Vec<&str> = scenario::ALL.iter().map(|(n, _)| *n).collect();
+    all.extend([adapter::NAME, raid::NAME]);
+    all
 }
 
 fn line(m: &Measure) -> String {
     format!(
-        "{} {} run {}: pause {:.1} ms (target {}), host served after {} ms, fio errors {}, {} I/Os, ANA at host {}{}",
+        "{} {} run {}: pause {:.1} ms (target {}), host served after {} ms, fio errors {}, {} I/Os, host {}{}{}",
         m.scenario,
         m.phase,
         m.run,
@@ -119,7 +159,8 @@ if m.within_target() { format!("{:.0} ms", m.target_ms) } else { format!("{:.0} 
         m.recovered_ms,
         m.errors,
         m.ios,
-        if m.matched { "matches the map" } else { "DOES NOT match the map" },
+        if m.matched { "matches the cluster" } else { "DOES NOT match the cluster" },
+        m.detail.as_deref().map(|d| format!("; {d}")).unwrap_or_default(),
         m.failure.as_deref().map(|f| format!(", FAILED: {f}")).unwrap_or_default(),
     )
 }
@@ -127,7 +168,7 @@ if m.within_target() { format!("{:.0} ms", m.target_ms) } else { format!("{:.0} 
 /// Median and max of the pause per scenario phase, and the failures.
 fn summary(results: &[Measure], failures: &[String]) -> String {
     let mut out = String::from(
-        "| scenario | phase | runs | I/O pause median ms | max ms | target ms | runs over target | host served after, median ms | fio errors | ANA matches map |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | phase | runs | I/O pause median ms | max ms | target ms | runs over target | host served after, median ms | fio errors | host matches cluster |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut keys: Vec<(&str, &str)> = Vec::new();
     for m in results {

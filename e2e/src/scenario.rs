@@ -180,9 +180,28 @@ pub struct Measure {
     /// The most the pause may be.
     pub target_ms: f64,
     pub failure: Option<String>,
+    /// What else was seen, for people (the replacement's stages, the array's legs).
+    pub detail: Option<String>,
 }
 
 impl Measure {
+    /// A phase not yet measured.
+    pub fn new(scenario: &str, phase: &str, run: u32, target_ms: f64) -> Measure {
+        Measure {
+            scenario: scenario.into(),
+            phase: phase.into(),
+            run,
+            pause_ms: 0.0,
+            recovered_ms: 0,
+            errors: 0,
+            ios: 0,
+            matched: false,
+            target_ms,
+            failure: None,
+            detail: None,
+        }
+    }
+
     pub fn passed(&self) -> bool {
         self.failure.is_none() && self.errors == 0 && self.matched
     }
@@ -198,7 +217,7 @@ impl Measure {
             "scenario": self.scenario, "phase": self.phase, "run": self.run,
             "pause_ms": self.pause_ms, "recovered_ms": self.recovered_ms, "errors": self.errors,
             "ios": self.ios, "ana_matches_map": self.matched, "target_ms": self.target_ms,
-            "failure": self.failure, "passed": self.passed(), "within_target": self.within_target(),
+            "failure": self.failure, "passed": self.passed(), "within_target": self.within_target(), "detail": self.detail,
         })
     }
 }
@@ -217,18 +236,7 @@ fn phase(
     fault: Step,
     mut done: Done,
 ) -> Measure {
-    let mut m = Measure {
-        scenario: scenario.into(),
-        phase: name.into(),
-        run,
-        pause_ms: 0.0,
-        recovered_ms: 0,
-        errors: 0,
-        ios: 0,
-        matched: false,
-        target_ms,
-        failure: None,
-    };
+    let mut m = Measure::new(scenario, name, run, target_ms);
     let dir = env.work.join(format!("fio-{scenario}-{name}-{run}"));
     let mut fio = match Fio::start(&dir, &env.heads) {
         Ok(f) => f,
@@ -438,17 +446,10 @@ pub fn run(env: &mut Env, name: &str, run: u32) -> Vec<Measure> {
             }
             vec![m]
         }
-        other => vec![Measure {
-            scenario: other.into(),
-            phase: "-".into(),
-            run,
-            pause_ms: 0.0,
-            recovered_ms: 0,
-            errors: 0,
-            ios: 0,
-            matched: false,
-            target_ms: 0.0,
-            failure: Some(format!("unknown scenario {other}")),
-        }],
+        other => {
+            let mut m = Measure::new(other, "-", run, 0.0);
+            m.failure = Some(format!("unknown scenario {other}"));
+            vec![m]
+        }
     }
 }

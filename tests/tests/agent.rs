@@ -182,6 +182,7 @@ async fn the_agent_heals_a_volume_across_a_leader_change_and_its_own_restart() {
         identity: identity(),
         period: Duration::from_secs(30),
         device_wait: Duration::from_secs(2),
+        fast_io_fail: Duration::from_secs(2),
         state_dir: state.path().to_owned(),
     };
     let volume: VolumeId = VOLUME.parse().expect("volume id");

@@ -51,8 +51,10 @@ pub struct ConnectSpec {
 pub enum HostCommand {
     /// Connect with ctrl-loss-tmo -1: the kernel keeps reconnecting a lost controller
     /// forever instead of deleting it, so the namespace's block device (and with it the md
-    /// leg's identity) survives a target outage of any length; md's failfast, not the
-    /// controller's removal, is what takes a dead leg out of service.
+    /// leg's identity) survives a target outage of any length. The agent then sets the
+    /// controller's fast_io_fail_tmo in sysfs ([`super::Host::set_fast_io_fail`]; nvme-cli
+    /// before 2.4 has no option for it), so I/O to a controller lost that long fails
+    /// instead of waiting for it: md sees the error and fails the leg.
     NvmeConnect(ConnectSpec),
     /// Disconnect every controller of a subsystem.
     NvmeDisconnect {

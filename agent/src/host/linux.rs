@@ -29,4 +29,11 @@ impl Host for LinuxHost {
         tracing::info!(command = %cmd, "running");
         self.runner.run(&cmd).await
     }
+
+    fn set_fast_io_fail(&self, controller: &str, seconds: u64) -> Result<(), HostError> {
+        let path = sysfs::controller_dir(&self.root, controller).join("fast_io_fail_tmo");
+        tracing::info!(%controller, seconds, "setting fast_io_fail_tmo");
+        std::fs::write(&path, seconds.to_string())
+            .map_err(|source| HostError::Write { path, source })
+    }
 }

@@ -39,6 +39,11 @@ pub enum HostError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("unexpected content in {}: {reason}", path.display())]
     Parse { path: PathBuf, reason: String },
     #[error("{program} not found: install {package}")]
@@ -85,6 +90,11 @@ pub trait Host: Send + Sync + 'static {
 
     /// Run one command; its standard output on success.
     fn run(&self, cmd: HostCommand) -> impl Future<Output = Result<String, HostError>> + Send;
+
+    /// Set a controller's `fast_io_fail_tmo` (seconds): once it has been reconnecting that
+    /// long, its I/O fails instead of waiting. nvme-cli before 2.4 has no option for it at
+    /// connect time, so the agent sets it in sysfs on every replica controller it uses.
+    fn set_fast_io_fail(&self, controller: &str, seconds: u64) -> Result<(), HostError>;
 }
 
 impl<H: Host> Host for std::sync::Arc<H> {
@@ -94,5 +104,9 @@ impl<H: Host> Host for std::sync::Arc<H> {
 
     fn run(&self, cmd: HostCommand) -> impl Future<Output = Result<String, HostError>> + Send {
         (**self).run(cmd)
+    }
+
+    fn set_fast_io_fail(&self, controller: &str, seconds: u64) -> Result<(), HostError> {
+        (**self).set_fast_io_fail(controller, seconds)
     }
 }

@@ -120,6 +120,9 @@ pub struct Controller {
     pub state: CtrlState,
     /// The host NQN it was connected with, when the kernel shows it.
     pub hostnqn: Option<String>,
+    /// `fast_io_fail_tmo` in seconds; `None` when it is off (I/O waits for the controller
+    /// as long as it reconnects) or the kernel does not show it.
+    pub fast_io_fail_s: Option<u64>,
     pub namespaces: Vec<Namespace>,
 }
 

@@ -23,6 +23,11 @@ fn bad(what: &'static str, text: &str) -> ParseError {
     }
 }
 
+/// A controller's `fast_io_fail_tmo`: `off`, or whole seconds.
+pub fn fast_io_fail(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
+}
+
 /// A controller's `state`: `live`, `connecting`, `resetting`, `deleting`,
 /// `deleting (no IO)`, `dead`, `new`.
 pub fn ctrl_state(text: &str) -> CtrlState {
@@ -215,6 +220,13 @@ pub fn slot(text: &str) -> Result<Option<u32>, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_io_fail_is_off_or_seconds() {
+        assert_eq!(fast_io_fail("off\n"), None);
+        assert_eq!(fast_io_fail("5\n"), Some(5));
+        assert_eq!(fast_io_fail("-1"), None);
+    }
 
     #[test]
     fn addresses_ignore_host_side_fields() {

@@ -42,6 +42,7 @@ struct SimController {
     device: String,
     ns_uuid: String,
     hostnqn: Option<String>,
+    fast_io_fail_s: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,7 +132,10 @@ impl SimHost {
     }
 
     /// The target stops answering: its controllers go `connecting` (ctrl-loss-tmo -1 keeps
-    /// them), and md fails the legs on them at the next I/O, as failfast does.
+    /// them). Where a controller has `fast_io_fail_tmo` set, its I/O fails after it and md
+    /// fails the leg (failfast). Where it is off, as the kernel has it by default, I/O waits
+    /// for the controller: md sees no error, the leg stays in sync and the array's writes
+    /// wait with it ([`SimHost::stalled`]).
     pub fn lose_target(&self, nqn: &Nqn) {
         let mut sim = self.lock();
         if let Some(t) = sim.targets.get_mut(nqn) {
@@ -141,9 +145,9 @@ impl SimHost {
             .controllers
             .iter_mut()
             .filter(|c| &c.nqn == nqn)
-            .map(|c| {
+            .filter_map(|c| {
                 c.state = CtrlState::Connecting;
-                c.device.clone()
+                c.fast_io_fail_s.is_some().then(|| c.device.clone())
             })
             .collect();
         for array in sim.arrays.values_mut() {
@@ -175,6 +179,20 @@ impl SimHost {
         for c in self.lock().controllers.iter_mut().filter(|c| &c.nqn == nqn) {
             c.state = state.clone();
         }
+    }
+
+    /// Whether the writes of `array` hang: md still uses a leg whose controller is
+    /// reconnecting with `fast_io_fail_tmo` off, so that leg's writes, and with them the
+    /// array's, wait until the target comes back.
+    pub fn stalled(&self, array: &ArrayName) -> bool {
+        let sim = self.lock();
+        sim.arrays.get(array.as_str()).is_some_and(|a| {
+            a.legs.iter().filter(|l| !l.flags.faulty).any(|l| {
+                sim.controllers.iter().any(|c| {
+                    c.device == l.device && !c.state.is_live() && c.fast_io_fail_s.is_none()
+                })
+            })
+        })
     }
 
     /// md fails one leg (say, a media error) while its controller stays live.
@@ -263,6 +281,7 @@ impl Sim {
                 address: c.address.clone(),
                 state: c.state.clone(),
                 hostnqn: c.hostnqn.clone(),
+                fast_io_fail_s: c.fast_io_fail_s,
                 namespaces: vec![Namespace {
                     device: c.device.clone(),
                     uuid: Some(c.ns_uuid.clone()),
@@ -381,6 +400,8 @@ impl Sim {
                     state: CtrlState::Live,
                     ns_uuid: target.ns_uuid.clone(),
                     hostnqn,
+                    // The kernel's default: off.
+                    fast_io_fail_s: None,
                 });
                 Ok(format!("device: {name}\n"))
             }
@@ -677,6 +698,20 @@ impl Sim {
 impl Host for SimHost {
     fn snapshot(&self) -> Result<Snapshot, HostError> {
         Ok(self.lock().snapshot())
+    }
+
+    fn set_fast_io_fail(&self, controller: &str, seconds: u64) -> Result<(), HostError> {
+        let mut sim = self.lock();
+        let c = sim
+            .controllers
+            .iter_mut()
+            .find(|c| c.name == controller)
+            .ok_or_else(|| HostError::Write {
+                path: format!("/sys/class/nvme-fabrics/ctl/{controller}/fast_io_fail_tmo").into(),
+                source: std::io::ErrorKind::NotFound.into(),
+            })?;
+        c.fast_io_fail_s = Some(seconds);
+        Ok(())
     }
 
     async fn run(&self, cmd: HostCommand) -> Result<String, HostError> {

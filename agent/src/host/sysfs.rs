@@ -4,7 +4,7 @@
 //! Paths read:
 //!
 //! ```text
-//! <root>/sys/class/nvme-fabrics/ctl/nvme*/{subsysnqn,transport,address,state,hostnqn}
+//! <root>/sys/class/nvme-fabrics/ctl/nvme*/{subsysnqn,transport,address,state,hostnqn,fast_io_fail_tmo}
 //! <root>/sys/class/nvme-fabrics/ctl/nvme*/nvme*n*/{uuid,nsid}   (nvme*c*n* with multipath)
 //! <root>/sys/block/md*/md/{array_state,level,raid_disks,degraded,sync_action,sync_completed}
 //! <root>/sys/block/md*/md/dev-*/{state,slot,block -> device}
@@ -112,6 +112,11 @@ fn parse_err(path: PathBuf, e: ParseError) -> HostError {
     }
 }
 
+/// A controller's directory, `<root>/sys/class/nvme-fabrics/ctl/<name>`.
+pub fn controller_dir(root: &Path, name: &str) -> PathBuf {
+    root.join(CTL_DIR).join(name)
+}
+
 /// Every controller under `<root>/sys/class/nvme-fabrics/ctl`.
 pub fn read_controllers(root: &Path) -> Result<Vec<Controller>, HostError> {
     let base = root.join(CTL_DIR);
@@ -149,6 +154,8 @@ fn read_controller(dir: &Path, name: &str) -> Result<Option<Controller>, HostErr
     let hostnqn = read_optional(dir.join("hostnqn"))?
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty());
+    let fast_io_fail_s =
+        read_optional(dir.join("fast_io_fail_tmo"))?.and_then(|s| parse::fast_io_fail(&s));
     let mut namespaces = Vec::new();
     for entry in entries(dir)? {
         let Some(device) = parse::namespace_device(&entry) else {
@@ -171,6 +178,7 @@ fn read_controller(dir: &Path, name: &str) -> Result<Option<Controller>, HostErr
         address,
         state,
         hostnqn,
+        fast_io_fail_s,
         namespaces,
     }))
 }
@@ -218,7 +226,12 @@ fn read_array(md: &Path, device: &str) -> Result<MdArray, HostError> {
     let level = read_optional(md.join("level"))?
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
-    let raid_disks = number_attr(md, "raid_disks")?.unwrap_or(0);
+    // md prints nothing here for an array without disks: one just stopped whose device
+    // lingers (seen on Linux 6.1 after `mdadm --stop`), or one not set up yet.
+    let raid_disks = match read_optional(md.join("raid_disks"))? {
+        Some(s) if s.trim().is_empty() => 0,
+        _ => number_attr(md, "raid_disks")?.unwrap_or(0),
+    };
     let degraded = number_attr(md, "degraded")?.unwrap_or(0);
     let sync_action = read_optional(md.join("sync_action"))?
         .map(|s| parse::sync_action(&s))

@@ -35,6 +35,7 @@ pub fn config(state_dir: &std::path::Path) -> AgentConfig {
         identity: identity(),
         period: Duration::from_secs(30),
         device_wait: Duration::from_secs(2),
+        fast_io_fail: Duration::from_secs(2),
         state_dir: state_dir.to_owned(),
     }
 }
