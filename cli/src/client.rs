@@ -96,6 +96,13 @@ impl Admin {
         self.preferred = Some(addr.into());
     }
 
+    /// Let each attempt of the calls that follow take at least `timeout`: for a call the
+    /// monitors answer only after a wait of their own (`cluster add`), an attempt cut
+    /// shorter would be retried while the first still runs.
+    pub fn attempts_of_at_least(&mut self, timeout: std::time::Duration) {
+        self.settings.timeout = self.settings.timeout.max(timeout);
+    }
+
     /// Make one call. `call` gets a client connected to the monitor being tried and may be
     /// invoked several times (once per attempt), so it must build its request afresh.
     pub async fn call<T, F, Fut>(&mut self, call: F) -> Result<Answer<T>, CliError>

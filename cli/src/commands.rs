@@ -27,6 +27,10 @@ use crate::view::volume::{HostsOut, ReplaceOut, ReplacementOut, VolumeOut, Volum
 use crate::view::write::{Change, WriteOut};
 use crate::view::{print, View};
 
+/// How long one attempt of `cluster add` may take: the leader gives a new monitor 10 s to
+/// catch up before answering, and a retry while it waits would only ask again.
+const ADD_MONITOR_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Run `cli`, printing to `out` in `format` (already resolved from `--format` and whether
 /// standard output is a terminal).
 pub async fn run(cli: Cli, format: Format, out: &mut dyn Write) -> Result<(), CliError> {
@@ -488,6 +492,8 @@ async fn cluster(
                 addr: addr.clone(),
                 peer_addr: peer.unwrap_or_default(),
             };
+            // The leader answers once the new monitor caught up, or after giving it 10 s.
+            admin.attempts_of_at_least(ADD_MONITOR_WAIT);
             let resp = admin
                 .call(|mut c| {
                     let req = req.clone();

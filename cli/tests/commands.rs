@@ -225,6 +225,16 @@ async fn every_command_works_and_prints_the_documented_json() {
     let st = nvme_gw(&m, &[J, "cluster", "status"]).await.json();
     assert_eq!(st["members"].as_array().map(Vec::len), Some(3), "{st}");
 
+    // A monitor nobody runs: refused once the leader has given it its 10 s, in one
+    // attempt (the CLI's 5 s attempts used to be retried while the leader still waited,
+    // for up to a minute, each retry adding the learner again), and no learner is left.
+    let dead = closed_port();
+    let add = nvme_gw(&m, &[J, "cluster", "add", "9", &dead, "--peer", &dead]).await;
+    let err = add.refused_with(1);
+    assert!(err.contains("did not catch up"), "{err}");
+    let st = nvme_gw(&m, &[J, "cluster", "status"]).await.json();
+    assert_eq!(st["members"].as_array().map(Vec::len), Some(3), "{st}");
+
     // delete: the gateway drains (DELETING), and its ANA group leaves the list
     let del = nvme_gw(&m, &[J, "delete", "gw3", "rbd", "grp1"])
         .await

@@ -395,51 +395,15 @@ impl AdminService for AdminGrpc {
         if self.core.lease().is_none() {
             return Err(self.core.not_confirmed().into());
         }
-        let raft = self.core.raft();
-        // A learner first: it catches up (by snapshot if far behind) before it can vote, so
-        // adding it never costs the cluster its quorum. One that does not catch up (a wrong
-        // address, a monitor not started) is taken out again instead of being made a voter
-        // that the quorum would then wait for.
-        let added = raft
-            .add_learner(
-                r.id,
-                crate::raft::MonitorNode::new(r.addr.clone(), peer_addr.clone()),
-                true,
-            )
+        // The whole change runs as a task of its own, so a caller that gives up (a client
+        // timeout, a dropped connection) does not cancel it half way: a learner that does not
+        // catch up is always taken out again, whether or not anyone waits for the answer.
+        let raft = self.core.raft().clone();
+        let node = crate::raft::MonitorNode::new(r.addr.clone(), peer_addr.clone());
+        let resp = tokio::spawn(add_voter(raft, r.id, node))
             .await
-            .map_err(write_error)?;
-        let target = added.log_id.index;
-        let caught_up = raft
-            .wait(Some(LEARNER_CATCH_UP))
-            .metrics(
-                |m| {
-                    m.replication
-                        .as_ref()
-                        .and_then(|rep| rep.get(&r.id))
-                        .is_some_and(|l| l.is_some_and(|l| l.index >= target))
-                },
-                "learner caught up",
-            )
-            .await;
-        if caught_up.is_err() {
-            let _ = raft
-                .change_membership(ChangeMembers::RemoveNodes([r.id].into()), false)
-                .await;
-            return Err(Status::failed_precondition(format!(
-                "monitor {} at {} (peers: {}) did not catch up within {} s; it was not added (is it running with --join, its peer port at that address?)",
-                r.id,
-                r.addr,
-                peer_addr,
-                LEARNER_CATCH_UP.as_secs()
-            )));
-        }
-        let resp = raft
-            .change_membership(ChangeMembers::AddVoterIds([r.id].into()), false)
-            .await
-            .map_err(write_error)?;
-        Ok(Response::new(v1::AddMonitorResponse {
-            log_index: resp.log_id.index,
-        }))
+            .map_err(|e| Status::internal(format!("adding monitor {} failed: {e}", r.id)))??;
+        Ok(Response::new(v1::AddMonitorResponse { log_index: resp }))
     }
 
     async fn remove_monitor(
@@ -451,21 +415,25 @@ impl AdminService for AdminGrpc {
             return Err(self.core.not_confirmed().into());
         }
         let m = self.core.raft().metrics().borrow().clone();
-        let known = m
-            .membership_config
-            .membership()
-            .nodes()
-            .any(|(id, _)| *id == r.id);
-        if !known {
+        let membership = m.membership_config.membership();
+        if !membership.nodes().any(|(id, _)| *id == r.id) {
             return Err(Status::not_found(format!(
                 "no monitor {} in the cluster",
                 r.id
             )));
         }
+        // A voter leaves the voters and the membership in one change (not retained as a
+        // learner); a learner is no voter, and only RemoveNodes takes it out (RemoveVoters
+        // of a learner commits a change that changes nothing).
+        let change = if membership.voter_ids().any(|id| id == r.id) {
+            ChangeMembers::RemoveVoters([r.id].into())
+        } else {
+            ChangeMembers::RemoveNodes([r.id].into())
+        };
         let resp = self
             .core
             .raft()
-            .change_membership(ChangeMembers::RemoveVoters([r.id].into()), false)
+            .change_membership(change, false)
             .await
             .map_err(write_error)?;
         Ok(Response::new(v1::RemoveMonitorResponse {
@@ -774,4 +742,51 @@ fn settings(c: &MapConfig) -> v1::MapSettings {
 
 fn settings_of_default() -> v1::MapSettings {
     settings(&MapConfig::default())
+}
+
+/// Add monitor `id` as a learner, wait for it to catch up, and make it a voter; one that
+/// does not catch up within [`LEARNER_CATCH_UP`] (a wrong address, a monitor not started)
+/// is taken out again instead of being made a voter the quorum would then wait for.
+/// Returns the log index of the change that made it a voter.
+async fn add_voter(
+    raft: crate::raft::Raft,
+    id: u64,
+    node: crate::raft::MonitorNode,
+) -> Result<u64, Status> {
+    let (addr, peer) = (node.addr.clone(), node.peer_addr.clone());
+    // Not blocking: openraft's own wait for the learner has no time limit.
+    let added = raft
+        .add_learner(id, node, false)
+        .await
+        .map_err(write_error)?;
+    let target = added.log_id.index;
+    let caught_up = raft
+        .wait(Some(LEARNER_CATCH_UP))
+        .metrics(
+            |m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|rep| rep.get(&id))
+                    .is_some_and(|l| l.is_some_and(|l| l.index >= target))
+            },
+            "learner caught up",
+        )
+        .await;
+    if caught_up.is_err() {
+        if let Err(e) = raft
+            .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+            .await
+        {
+            tracing::warn!(monitor = id, error = %write_error(e), "could not take back the learner that did not catch up");
+        }
+        return Err(Status::failed_precondition(format!(
+            "monitor {id} at {addr} (peers: {peer}) did not catch up within {} s; it was not added (is it running with --join, its peer port at that address?)",
+            LEARNER_CATCH_UP.as_secs()
+        )));
+    }
+    let resp = raft
+        .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+        .await
+        .map_err(write_error)?;
+    Ok(resp.log_id.index)
 }

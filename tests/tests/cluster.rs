@@ -446,7 +446,110 @@ async fn a_monitor_that_cannot_catch_up_is_not_made_a_voter() {
         err.message()
     );
     assert_eq!(voters(&c, leader).await, [1].into());
+    assert_eq!(
+        members(&c, leader).await,
+        [1].into(),
+        "the learner is gone too"
+    );
     // The cluster still commits.
+    c.write(create(0)).await;
+}
+
+async fn members(c: &Cluster, id: u64) -> BTreeSet<u64> {
+    let m = c.monitor(id).raft().metrics().borrow().clone();
+    m.membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+fn unreachable_addr() -> String {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = dead.local_addr().expect("addr").to_string();
+    drop(dead);
+    addr
+}
+
+/// Found trying membership as an operator: `nvme-gw cluster add` of a monitor that cannot
+/// be reached, given up by the caller (its timeout, ^C), left the learner in the membership
+/// for good, since the rollback ran in the request's handler and went with it. Now the
+/// change runs on its own and the learner is taken out whether or not anyone waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_the_caller_gives_up_on_is_still_rolled_back() {
+    let c = Cluster::start(1, 0, |_| {}).await;
+    let leader = c.leader().await;
+    let mut admin = c.admin(leader).await;
+    let addr = unreachable_addr();
+    let call = admin.add_monitor(v1::AddMonitorRequest {
+        id: 6,
+        peer_addr: addr.clone(),
+        addr,
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), call)
+            .await
+            .is_err(),
+        "the learner cannot have caught up within 500 ms"
+    );
+    eventually("the learner is in the membership", || async {
+        members(&c, leader).await.contains(&6)
+    })
+    .await;
+    eventually("the abandoned learner taken out", || async {
+        members(&c, leader).await == [1].into()
+    })
+    .await;
+    c.write(create(0)).await;
+}
+
+/// Found trying membership as an operator: `cluster remove` of a learner answered
+/// "removed" and the learner stayed (it asked for the voters to lose a node that was none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_learner_takes_it_out() {
+    let c = Cluster::start(1, 0, |_| {}).await;
+    let leader = c.leader().await;
+    let addr = unreachable_addr();
+    let mut adder = c.admin(leader).await;
+    let adding = tokio::spawn(async move {
+        adder
+            .add_monitor(v1::AddMonitorRequest {
+                id: 7,
+                peer_addr: addr.clone(),
+                addr,
+            })
+            .await
+    });
+    eventually("the learner is in the membership", || async {
+        members(&c, leader).await.contains(&7)
+    })
+    .await;
+    let mut admin = c.admin(leader).await;
+    admin
+        .remove_monitor(v1::RemoveMonitorRequest { id: 7 })
+        .await
+        .expect("a learner can be removed");
+    // Well before the add gives up on it (10 s): the removal itself took it out.
+    let end = tokio::time::Instant::now() + Duration::from_secs(3);
+    while members(&c, leader).await.contains(&7) {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the learner is still a member after its removal: {:?}",
+            members(&c, leader).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let err = admin
+        .remove_monitor(v1::RemoveMonitorRequest { id: 7 })
+        .await
+        .expect_err("gone");
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    let added = adding.await.expect("add task");
+    assert!(
+        added.is_err(),
+        "the add of a removed learner fails: {added:?}"
+    );
+    assert_eq!(members(&c, leader).await, [1].into());
     c.write(create(0)).await;
 }
 

@@ -8,6 +8,12 @@ use gwmon_monitor::config::{Args, LogFormat, MonitorConfig};
 use gwmon_monitor::node;
 use tracing_subscriber::EnvFilter;
 
+/// The log filter without `GWMON_LOG`. openraft's replication logs every failed RPC to a
+/// peer, with its address, at each retry (four lines every 500 ms for a monitor that is
+/// down); the monitor's network logs a peer's loss and return once each instead.
+const DEFAULT_LOG: &str = "info,openraft=warn,openraft::replication=off,\
+     openraft::engine::handler::replication_handler=off,sled=warn,h2=warn,tower=warn";
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let config = match MonitorConfig::from_args(args) {
@@ -17,8 +23,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_from_env("GWMON_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn,h2=warn,tower=warn"));
+    let filter =
+        EnvFilter::try_from_env("GWMON_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
     // Logs go to stderr, coloured only on a terminal; stdout carries the start line.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

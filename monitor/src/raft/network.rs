@@ -35,9 +35,10 @@
 // openraft's error types (RPCError, RaftError) are large; they are the trait's signature.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gwmon_proto::tls::Tls;
@@ -268,6 +269,39 @@ pub struct Network {
     connector: Arc<dyn Connector>,
     max_message_bytes: usize,
     contact: Arc<QuorumContact>,
+    health: Arc<PeerHealth>,
+}
+
+/// Whether each peer answered its last RPC, shared by every client of this monitor, so
+/// that losing a peer and regaining it are logged once each, not at every retry and every
+/// vote round (openraft's own per-retry replication logs are off in the default filter:
+/// a learner that never came up logged its address four times a second).
+#[derive(Debug, Default)]
+pub struct PeerHealth(Mutex<BTreeMap<NodeId, bool>>);
+
+impl PeerHealth {
+    /// Record one call's outcome; returns whether that changed the peer's state (and was
+    /// logged).
+    fn record(&self, target: NodeId, addr: &str, failure: Option<&TransportError>) -> bool {
+        let was = match self.0.lock() {
+            Ok(mut peers) => peers.insert(target, failure.is_none()),
+            Err(_) => return false,
+        };
+        match (was, failure) {
+            (Some(false), None) => {
+                tracing::info!(monitor = target, %addr, "monitor answers again");
+                true
+            }
+            (None | Some(true), Some(e)) => {
+                tracing::warn!(
+                    monitor = target, %addr, error = %e,
+                    "cannot reach monitor; retrying (logged again when it answers)"
+                );
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Network {
@@ -276,6 +310,7 @@ impl Network {
             connector,
             max_message_bytes: MAX_MESSAGE_BYTES,
             contact: Arc::default(),
+            health: Arc::default(),
         }
     }
 
@@ -302,6 +337,7 @@ impl Network {
             max_message_bytes: self.max_message_bytes,
             client: None,
             contact: self.contact.clone(),
+            health: self.health.clone(),
         }
     }
 }
@@ -324,6 +360,8 @@ pub struct PeerClient {
     client: Option<RaftServiceClient<Channel>>,
     /// Where an answer that acknowledges this monitor as leader is recorded.
     contact: Arc<QuorumContact>,
+    /// Which peers answer, for logging their loss and return once.
+    health: Arc<PeerHealth>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -467,8 +505,26 @@ impl PeerClient {
         Ok(payload)
     }
 
-    /// One unary call within `option.hard_ttl()`, returning the reply payload.
+    /// One unary call within `option.hard_ttl()`, returning the reply payload; whether the
+    /// peer could be reached goes to [`PeerHealth`].
     async fn call(
+        &mut self,
+        rpc: Rpc,
+        payload: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Vec<u8>, Failure> {
+        let result = self.call_once(rpc, payload, option).await;
+        let unreached = match &result {
+            Err(Failure::Unreachable(e) | Failure::Retry(e)) => Some(e),
+            // It answered, if only to refuse.
+            Ok(_) | Err(Failure::Refused(..) | Failure::TooLarge { .. }) => None,
+        };
+        self.health
+            .record(self.target, &self.node.peer_addr, unreached);
+        result
+    }
+
+    async fn call_once(
         &mut self,
         rpc: Rpc,
         payload: Vec<u8>,
@@ -676,6 +732,34 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_lost_and_regained_is_logged_once_each_way() {
+        let health = PeerHealth::default();
+        let err = TransportError::Timeout {
+            rpc: Rpc::Vote,
+            target: 2,
+            addr: "10.0.0.2:7402".into(),
+            after: Duration::from_secs(1),
+        };
+        assert!(
+            !health.record(2, "10.0.0.2:7402", None),
+            "first answer: nothing to say"
+        );
+        assert!(health.record(2, "10.0.0.2:7402", Some(&err)), "lost");
+        for _ in 0..10 {
+            assert!(
+                !health.record(2, "10.0.0.2:7402", Some(&err)),
+                "retries are quiet"
+            );
+        }
+        assert!(
+            health.record(3, "10.0.0.3:7402", Some(&err)),
+            "another peer is its own"
+        );
+        assert!(health.record(2, "10.0.0.2:7402", None), "back");
+        assert!(!health.record(2, "10.0.0.2:7402", None));
+    }
 
     #[test]
     fn entries_hint_shrinks_and_stays_positive() {
