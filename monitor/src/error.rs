@@ -72,6 +72,9 @@ pub enum MonitorError {
     /// An event watcher cannot be served from the retained window.
     #[error(transparent)]
     Watch(#[from] WatchError),
+    /// `gwmon recover` could not rewrite the store (see [`crate::recover`]).
+    #[error("{0}")]
+    Recover(String),
     /// A caller went over one of the monitor's fixed limits (see [`Limit`]).
     #[error("{0}")]
     Limit(Limit),
@@ -118,6 +121,7 @@ impl From<MonitorError> for Status {
             | MonitorError::Store(_)
             | MonitorError::Codec(_)
             | MonitorError::Listen { .. }
+            | MonitorError::Recover(_)
             | MonitorError::Serve(_) => Status::internal(message),
         }
     }

@@ -35,6 +35,7 @@ pub mod map;
 pub mod metrics;
 pub mod node;
 pub mod raft;
+pub mod recover;
 pub mod replica;
 pub mod replica_service;
 pub mod session;

@@ -612,7 +612,10 @@ fn tcp_server() -> tonic::transport::Server {
 /// Open the store, waiting a little if its lock is still held: sled's flusher thread lets
 /// go of the directory a moment after a monitor in this process stopped. Another live
 /// process holding it is still an error, after the wait.
-async fn open_store(path: &std::path::Path, cache: u64) -> Result<SledStore, StoreError> {
+pub(crate) async fn open_store(
+    path: &std::path::Path,
+    cache: u64,
+) -> Result<SledStore, StoreError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match SledStore::open(path, cache) {

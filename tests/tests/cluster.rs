@@ -455,6 +455,81 @@ async fn a_monitor_that_cannot_catch_up_is_not_made_a_voter() {
     c.write(create(0)).await;
 }
 
+/// Two of three monitors lost for good, and the quorum with them: `gwmon recover` rewrites
+/// the survivor's store into a cluster of one that keeps every committed change, the
+/// survivor serves the same map alone, and grows back with a monitor started with --join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survivor_recovers_the_cluster_alone_and_grows_it_back() {
+    let mut c = Cluster::start(3, 1, |_| {}).await;
+    // Monitor 4 comes later, on a new machine.
+    c.stop(4).await;
+    for i in 0..20 {
+        c.write(create(i)).await;
+    }
+    let last = c
+        .write(Command::SetLocation {
+            key: key("g1"),
+            gateway: gw(1),
+            location: "east".parse().expect("location"),
+        })
+        .await
+        .log_index;
+    c.applied_everywhere(last).await;
+    let before = encoded(&c, 2);
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+
+    let data = c.dir.path().join("m2");
+    let node = gwmon_monitor::raft::MonitorNode::new(c.addrs[&2].clone(), c.peer_addrs[&2].clone());
+    let missing = gwmon_monitor::recover::force_new_cluster(
+        &c.dir.path().join("nowhere"),
+        2,
+        node.clone(),
+        8,
+    )
+    .await
+    .expect_err("no store there");
+    assert!(missing.to_string().contains("no store"), "{missing}");
+    let done = gwmon_monitor::recover::force_new_cluster(&data, 2, node, 8)
+        .await
+        .expect("recovers");
+    assert_eq!(done.removed, [1, 3].into(), "{done}");
+    assert!(
+        done.committed.is_some_and(|l| l.index >= last),
+        "every committed change kept: {done}"
+    );
+    assert!(done.to_string().contains("only member"), "{done}");
+
+    c.restart(2).await;
+    assert_eq!(c.leader().await, 2, "alone, it elects itself");
+    assert_eq!(voters(&c, 2).await, [2].into());
+    assert_eq!(members(&c, 2).await, [2].into());
+    assert_eq!(encoded(&c, 2), before, "the same map");
+    c.write(create(100)).await;
+
+    // Grown back: monitor 4, started with --join, waits to be added.
+    c.restart(4).await;
+    let mut admin = c.admin(2).await;
+    admin
+        .add_monitor(v1::AddMonitorRequest {
+            id: 4,
+            addr: c.addrs[&4].clone(),
+            peer_addr: c.peer_addrs[&4].clone(),
+        })
+        .await
+        .expect("a new monitor joins the recovered cluster");
+    assert_eq!(voters(&c, 2).await, [2, 4].into());
+    let index = c.write(create(101)).await.log_index;
+    c.applied_everywhere(index).await;
+    assert_eq!(
+        encoded(&c, 4),
+        encoded(&c, 2),
+        "the new monitor has the map"
+    );
+    c.stop_all().await;
+}
+
 async fn members(c: &Cluster, id: u64) -> BTreeSet<u64> {
     let m = c.monitor(id).raft().metrics().borrow().clone();
     m.membership_config

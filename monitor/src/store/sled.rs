@@ -104,9 +104,10 @@ impl SledStore {
 
 fn open_error(path: &Path, e: ::sled::Error) -> StoreError {
     match e {
+        // sled's message carries the io::Error's debug text: say it plainly instead.
         ::sled::Error::Io(io) if io.to_string().contains(LOCK_ERROR_TEXT) => StoreError::Locked {
             path: path.to_path_buf(),
-            detail: io.to_string(),
+            detail: format!("could not lock {}", path.join("db").display()),
         },
         other => StoreError::Open {
             path: path.to_path_buf(),
