@@ -121,12 +121,7 @@ pub fn writes_done(nsid: u32) -> u64 {
         .filter_map(|(name, _)| {
             let dir = Path::new("/sys/block").join(name);
             (read(&dir.join("nsid")).ok()? == nsid.to_string()).then_some(())?;
-            read(&dir.join("stat"))
-                .ok()?
-                .split_whitespace()
-                .nth(4)?
-                .parse::<u64>()
-                .ok()
+            stat_writes(&dir)
         })
         .sum()
 }
@@ -148,6 +143,7 @@ pub fn block_writes(dev: &Path) -> u64 {
     own + paths
 }
 
+/// Field 5 of a block device's `stat`: writes completed.
 fn stat_writes(dir: &Path) -> Option<u64> {
     read(&dir.join("stat"))
         .ok()?

@@ -265,16 +265,7 @@ fn with_fio(
     if let Err(e) = outcome {
         m.failure = Some(e);
     }
-    match fio.stop() {
-        Ok(r) => {
-            m.errors = r.errors;
-            m.ios = r.ios;
-            m.pause_ms = r.longest_ms.values().copied().fold(0.0, f64::max);
-        }
-        Err(e) => {
-            m.failure.get_or_insert(e);
-        }
-    }
+    m.record(fio.stop());
 }
 
 /// Replica 2's port goes away under fio: md fails the leg, the agent reports it.

@@ -206,6 +206,20 @@ impl Measure {
         self.failure.is_none() && self.errors == 0 && self.matched
     }
 
+    /// What fio saw: its errors, its I/Os and the longest one; or why it could not say.
+    pub fn record(&mut self, fio: Result<crate::host::FioResult, String>) {
+        match fio {
+            Ok(r) => {
+                self.errors = r.errors;
+                self.ios = r.ios;
+                self.pause_ms = r.longest_ms.values().copied().fold(0.0, f64::max);
+            }
+            Err(e) => {
+                self.failure.get_or_insert(e);
+            }
+        }
+    }
+
     /// Whether the longest I/O was within its target: a benchmark figure, reported, not a
     /// pass condition (timing under emulation on a shared machine is not a test).
     pub fn within_target(&self) -> bool {
@@ -267,16 +281,7 @@ fn phase(
         Ok(took) => m.recovered_ms = took,
         Err(e) => m.failure = Some(e),
     }
-    match fio.stop() {
-        Ok(r) => {
-            m.errors = r.errors;
-            m.ios = r.ios;
-            m.pause_ms = r.longest_ms.values().copied().fold(0.0, f64::max);
-        }
-        Err(e) => {
-            m.failure.get_or_insert(e);
-        }
-    }
+    m.record(fio.stop());
     m.matched = env.wait_matching().is_ok();
     m
 }

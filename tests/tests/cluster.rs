@@ -63,10 +63,10 @@ async fn writes_replicate_and_survive_the_loss_of_the_leader() {
     c.stop_all().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_whole_cluster_restart_yields_the_identical_map() {
-    let mut c = Cluster::start(3, 0, |_| {}).await;
-    for i in 0..25 {
+/// `n` gateways created, one given a location; waits until every running monitor applied
+/// it all and returns the last index.
+async fn fill(c: &Cluster, n: usize) -> u64 {
+    for i in 0..n {
         c.write(create(i)).await;
     }
     let last = c
@@ -78,6 +78,13 @@ async fn a_whole_cluster_restart_yields_the_identical_map() {
         .await
         .log_index;
     c.applied_everywhere(last).await;
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_restart_yields_the_identical_map() {
+    let mut c = Cluster::start(3, 0, |_| {}).await;
+    let last = fill(&c, 25).await;
     let before = encoded(&c, 1);
     c.stop_all().await;
     for id in 1..=3 {
@@ -463,18 +470,7 @@ async fn a_survivor_recovers_the_cluster_alone_and_grows_it_back() {
     let mut c = Cluster::start(3, 1, |_| {}).await;
     // Monitor 4 comes later, on a new machine.
     c.stop(4).await;
-    for i in 0..20 {
-        c.write(create(i)).await;
-    }
-    let last = c
-        .write(Command::SetLocation {
-            key: key("g1"),
-            gateway: gw(1),
-            location: "east".parse().expect("location"),
-        })
-        .await
-        .log_index;
-    c.applied_everywhere(last).await;
+    let last = fill(&c, 20).await;
     let before = encoded(&c, 2);
     for id in 1..=3 {
         c.stop(id).await;
