@@ -273,6 +273,14 @@ pub enum ClusterCommand {
         /// The monitor's id.
         id: u64,
     },
+    /// Save a backup of the replicated state (the gateway map and the replica registry) as
+    /// of an index the leader confirms committed. `gwmon restore` starts a one-monitor
+    /// cluster from it. Needs an admin certificate.
+    Backup {
+        /// Where to write it; an existing file is never overwritten. Readable by its owner
+        /// only.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,7 +17,7 @@ use crate::args::{
 use crate::client::{check_addr, Admin, Settings};
 use crate::error::CliError;
 use crate::view::blocklist::BlocklistOut;
-use crate::view::cluster::{MembershipOut, StatusOut};
+use crate::view::cluster::{BackupOut, MembershipOut, StatusOut};
 use crate::view::config::{parse_update, ConfigOut};
 use crate::view::events::EventOut;
 use crate::view::group::{AllOut, GroupOut};
@@ -512,6 +512,30 @@ async fn cluster(
                 format,
             )
         }
+        ClusterCommand::Backup { file } => {
+            if std::fs::symlink_metadata(&file).is_ok() {
+                return Err(CliError::Refused(format!(
+                    "{} exists: a backup is never written over a file",
+                    file.display()
+                )));
+            }
+            let resp = admin
+                .call(|mut c| async move { c.export_snapshot(v1::ExportSnapshotRequest {}).await })
+                .await?
+                .value;
+            write_backup(&file, &resp.snapshot)?;
+            emit(
+                out,
+                &BackupOut {
+                    file: file.display().to_string(),
+                    bytes: resp.snapshot.len() as u64,
+                    index: resp.index,
+                    term: resp.term,
+                    map_epoch: resp.map_epoch,
+                },
+                format,
+            )
+        }
         ClusterCommand::Remove { id } => {
             let resp = admin
                 .call(
@@ -531,6 +555,31 @@ async fn cluster(
             )
         }
     }
+}
+
+/// Write a backup: to a new file next to `file` (owner-only from the start), synced, then
+/// renamed to `file`, so a backup that exists is whole. The rename does not replace:
+/// `file` was checked absent, and a file appearing since is not overwritten.
+fn write_backup(file: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write;
+    let fail = |what: &str, e: std::io::Error| {
+        CliError::Refused(format!("cannot {what} {}: {e}", file.display()))
+    };
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    let partial = file.with_file_name(name);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options.open(&partial).map_err(|e| fail("create", e))?;
+    let written = out
+        .write_all(bytes)
+        .and_then(|()| out.sync_all())
+        .map_err(|e| fail("write", e))
+        .and_then(|()| std::fs::hard_link(&partial, file).map_err(|e| fail("create", e)));
+    let _ = std::fs::remove_file(&partial);
+    written
 }
 
 /// `volume ...`: the replica registry, through `ReplicaService` with the same leader

@@ -225,6 +225,23 @@ async fn every_command_works_and_prints_the_documented_json() {
     let st = nvme_gw(&m, &[J, "cluster", "status"]).await.json();
     assert_eq!(st["members"].as_array().map(Vec::len), Some(3), "{st}");
 
+    // A backup: written owner-only, never over a file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gwmon.backup");
+    let path = file.display().to_string();
+    let b = nvme_gw(&m, &[J, "cluster", "backup", &path]).await.json();
+    assert_eq!(b["file"], path.as_str());
+    let written = std::fs::metadata(&file).expect("backup written");
+    assert_eq!(b["bytes"].as_u64(), Some(written.len()));
+    assert!(written.len() > 0 && b["index"].as_u64() > Some(0), "{b}");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&written.permissions()) & 0o777,
+        0o600
+    );
+    let again = nvme_gw(&m, &[J, "cluster", "backup", &path]).await;
+    assert!(again.refused_with(1).contains("exists"), "{again:?}");
+    assert_eq!(std::fs::metadata(&file).expect("kept").len(), written.len());
+
     // A monitor nobody runs: refused once the leader has given it its 10 s, in one
     // attempt (the CLI's 5 s attempts used to be retried while the leader still waited,
     // for up to a minute, each retry adding the learner again), and no learner is left.

@@ -406,6 +406,21 @@ impl AdminService for AdminGrpc {
         Ok(Response::new(v1::AddMonitorResponse { log_index: resp }))
     }
 
+    async fn export_snapshot(
+        &self,
+        _req: Request<v1::ExportSnapshotRequest>,
+    ) -> Result<Response<v1::ExportSnapshotResponse>, Status> {
+        // A linearizable read: everything committed before the call is in it.
+        self.core.read(false, |_| ()).await?;
+        let e = self.core.reader().export().map_err(MonitorError::from)?;
+        Ok(Response::new(v1::ExportSnapshotResponse {
+            snapshot: e.payload,
+            index: e.last_applied.map_or(0, |l| l.index),
+            term: e.last_applied.map_or(0, |l| l.leader_id.term),
+            map_epoch: e.map_epoch,
+        }))
+    }
+
     async fn remove_monitor(
         &self,
         req: Request<v1::RemoveMonitorRequest>,

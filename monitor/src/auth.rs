@@ -189,7 +189,7 @@ impl Access {
             (
                 "AdminService",
                 "CreateGateway" | "DeleteGateway" | "SetAdminState" | "SetLocation" | "DisasterSet"
-                | "DisasterClear" | "AddMonitor" | "RemoveMonitor" | "SetConfig",
+                | "DisasterClear" | "AddMonitor" | "RemoveMonitor" | "SetConfig" | "ExportSnapshot",
             ) => Access::AdminWrite,
             (
                 "AdminService",

@@ -12,7 +12,10 @@
 //!
 //! Started again (with its usual flags), the monitor is the only voter, elects itself and
 //! serves the map it had; `nvme-gw cluster add` then grows the cluster back from empty
-//! monitors started with `--join`. Recover the survivor with the highest committed index
+//! monitors started with `--join`.
+//!
+//! [`restore`] does the same from a backup (`nvme-gw cluster backup`) into an empty data
+//! directory: `gwmon restore`. Recover the survivor with the highest committed index
 //! (`gwmon_raft_committed_index`, or what this command prints for each): the others' newer
 //! committed changes would be lost otherwise.
 
@@ -21,10 +24,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
-use openraft::{EntryPayload, LogId as RaftLogId};
+use openraft::{EntryPayload, LogId as RaftLogId, SnapshotMeta, StoredMembership};
 
+use crate::codec;
 use crate::error::MonitorError;
+use crate::map::GatewayMap;
+use crate::raft::state_machine::SnapshotPayload;
 use crate::raft::{state_machine, Entry, LogId, Membership, MonitorNode, NodeId};
+use crate::replica::ReplicaRegistry;
 use crate::store::{Store, StoreError};
 
 /// What [`force_new_cluster`] did.
@@ -85,13 +92,7 @@ pub async fn force_new_cluster(
             path.display()
         )));
     }
-    let opened = crate::node::open_store(&path, cache_mb.saturating_mul(1024 * 1024)).await;
-    let store: Arc<dyn Store> = Arc::new(opened.map_err(|e| match e {
-        StoreError::Locked { .. } => MonitorError::Recover(format!(
-            "{e} (stop the monitor first: recovery works on a stopped one)"
-        )),
-        e => storage(e),
-    })?);
+    let store = open(&path, cache_mb).await?;
     let (mut log, mut sm, reader) = state_machine::open_storage(store.clone())
         .await
         .map_err(storage)?;
@@ -161,5 +162,105 @@ pub async fn force_new_cluster(
         membership_at: at,
         map_epoch: reader.read(|m| m.epoch().0),
         removed,
+    })
+}
+
+async fn open(path: &Path, cache_mb: u64) -> Result<Arc<dyn Store>, MonitorError> {
+    let opened = crate::node::open_store(path, cache_mb.saturating_mul(1024 * 1024)).await;
+    Ok(Arc::new(opened.map_err(|e| match e {
+        StoreError::Locked { .. } => MonitorError::Recover(format!(
+            "{e} (stop the monitor first: this works on a stopped one)"
+        )),
+        e => storage(e),
+    })?))
+}
+
+/// What [`restore`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// The index the backup was the state as of.
+    pub backup_index: Option<LogId>,
+    /// The gateway map's epoch in it.
+    pub map_epoch: u64,
+    /// The id of the snapshot the monitor starts from.
+    pub membership_at: LogId,
+}
+
+impl std::fmt::Display for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = self.backup_index.map_or("the start".to_owned(), |c| {
+            format!("index {} (term {})", c.index, c.leader_id.term)
+        });
+        write!(
+            f,
+            "restored the state as of {at}, map epoch {}; this monitor is its only member \
+             (from index {})",
+            self.map_epoch, self.membership_at.index
+        )
+    }
+}
+
+/// Start a one-member cluster of monitor `id` at `node` in the empty `data_dir` from
+/// `backup`, the bytes `nvme-gw cluster backup` wrote (see the module documentation).
+pub async fn restore(
+    data_dir: &Path,
+    id: NodeId,
+    node: MonitorNode,
+    cache_mb: u64,
+    backup: &[u8],
+) -> Result<Restored, MonitorError> {
+    let bad = |e: codec::CodecError| {
+        MonitorError::Recover(format!("not a gwmon backup, or a damaged one: {e}"))
+    };
+    let payload = SnapshotPayload::decode(backup).map_err(bad)?;
+    let map: GatewayMap = codec::decode(&payload.map).map_err(bad)?;
+    let _: ReplicaRegistry = codec::decode(&payload.registry).map_err(bad)?;
+
+    let path = data_dir.join("store");
+    let store = open(&path, cache_mb).await?;
+    let (mut log, mut sm, _) = state_machine::open_storage(store.clone())
+        .await
+        .map_err(storage)?;
+    let (applied, _) = sm.applied_state().await.map_err(storage)?;
+    let state = log.get_log_state().await.map_err(storage)?;
+    if applied.is_some() || state.last_log_id.is_some() {
+        return Err(MonitorError::Recover(format!(
+            "{} already holds a monitor's store: restore into an empty data directory",
+            data_dir.display()
+        )));
+    }
+    let at = RaftLogId::new(
+        payload
+            .last_applied
+            .map(|l| l.leader_id)
+            .unwrap_or_default(),
+        payload.last_applied.map_or(1, |l| l.index + 1),
+    );
+    let membership = StoredMembership::new(
+        Some(at),
+        Membership::new(vec![BTreeSet::from([id])], BTreeMap::from([(id, node)])),
+    );
+    let data = codec::encode(&SnapshotPayload {
+        last_applied: Some(at),
+        membership: membership.clone(),
+        map: payload.map,
+        registry: payload.registry,
+    })
+    .map_err(storage)?;
+    let meta = SnapshotMeta {
+        last_log_id: Some(at),
+        last_membership: membership,
+        snapshot_id: format!("restored-{}", at.index),
+    };
+    sm.install_snapshot(&meta, Box::new(std::io::Cursor::new(data)))
+        .await
+        .map_err(storage)?;
+    log.purge(at).await.map_err(storage)?;
+    log.save_committed(Some(at)).await.map_err(storage)?;
+    store.flush().await.map_err(storage)?;
+    Ok(Restored {
+        backup_index: payload.last_applied,
+        map_epoch: map.epoch().0,
+        membership_at: at,
     })
 }

@@ -526,6 +526,50 @@ async fn a_survivor_recovers_the_cluster_alone_and_grows_it_back() {
     c.stop_all().await;
 }
 
+/// A backup (`ExportSnapshot`, what `nvme-gw cluster backup` saves) restored into an empty
+/// data directory (`gwmon restore`) starts a one-monitor cluster with the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_the_same_state_in_a_new_cluster() {
+    let mut c = Cluster::start(3, 0, |_| {}).await;
+    let last = fill(&c, 12).await;
+    let before = encoded(&c, 1);
+    let mut admin = c.admin(c.leader().await).await;
+    let backup = admin
+        .export_snapshot(v1::ExportSnapshotRequest {})
+        .await
+        .expect("export")
+        .into_inner();
+    assert!(backup.index >= last, "everything committed is in it");
+    c.stop_all().await;
+
+    // A monitor that waits to be added: its store stays empty.
+    let mut r = Cluster::start(1, 0, |m| {
+        m.bootstrap = gwmon_monitor::config::Bootstrap::Join;
+    })
+    .await;
+    r.stop(1).await;
+    let data = r.dir.path().join("m1");
+    let node = gwmon_monitor::raft::MonitorNode::new(r.addrs[&1].clone(), r.peer_addrs[&1].clone());
+    let bad = gwmon_monitor::recover::restore(&data, 1, node.clone(), 8, b"not a backup")
+        .await
+        .expect_err("garbage");
+    assert!(bad.to_string().contains("not a gwmon backup"), "{bad}");
+    let done = gwmon_monitor::recover::restore(&data, 1, node.clone(), 8, &backup.snapshot)
+        .await
+        .expect("restores");
+    assert_eq!(done.map_epoch, backup.map_epoch, "{done}");
+    r.restart(1).await;
+    assert_eq!(r.leader().await, 1);
+    assert_eq!(members(&r, 1).await, [1].into());
+    assert_eq!(encoded(&r, 1), before, "the same map");
+    r.write(create(50)).await;
+    r.stop(1).await;
+    let again = gwmon_monitor::recover::restore(&data, 1, node, 8, &backup.snapshot)
+        .await
+        .expect_err("not over a monitor's store");
+    assert!(again.to_string().contains("already holds"), "{again}");
+}
+
 async fn members(c: &Cluster, id: u64) -> BTreeSet<u64> {
     let m = c.monitor(id).raft().metrics().borrow().clone();
     m.membership_config

@@ -113,6 +113,26 @@ impl View for StatusOut {
     }
 }
 
+/// The result of `cluster backup`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupOut {
+    pub file: String,
+    pub bytes: u64,
+    /// The log index and term the state is as of.
+    pub index: u64,
+    pub term: u64,
+    pub map_epoch: u64,
+}
+
+impl View for BackupOut {
+    fn plain(&self) -> String {
+        format!(
+            "backup of the state as of index {} (term {}, map epoch {}) written to {} ({} bytes)\n",
+            self.index, self.term, self.map_epoch, self.file, self.bytes
+        )
+    }
+}
+
 /// The result of `cluster add` and `cluster remove`.
 #[derive(Debug, Clone, Serialize)]
 pub struct MembershipOut {

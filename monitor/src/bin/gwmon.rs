@@ -14,16 +14,10 @@ use tracing_subscriber::EnvFilter;
 const DEFAULT_LOG: &str = "info,openraft=warn,openraft::replication=off,\
      openraft::engine::handler::replication_handler=off,sled=warn,h2=warn,tower=warn";
 
-/// `gwmon recover`: see [`gwmon_monitor::recover`].
-#[derive(Debug, Parser)]
-#[command(
-    name = "gwmon recover",
-    about = "Rewrite a stopped monitor's store into a one-monitor cluster, when the other \
-             monitors and the quorum are lost for good; then start it as usual and add \
-             new monitors with `nvme-gw cluster add`"
-)]
-struct RecoverArgs {
-    /// The stopped monitor's data directory.
+/// The stopped (or new) monitor `gwmon recover` and `gwmon restore` work on.
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// The monitor's data directory.
     #[arg(long)]
     data_dir: std::path::PathBuf,
     /// Its monitor id.
@@ -40,59 +34,126 @@ struct RecoverArgs {
     cache_mb: u64,
 }
 
-fn recover(args: RecoverArgs) -> ExitCode {
-    let check = |what: &str, addr: &str| {
-        gwmon_monitor::config::check_addr(addr).map_err(|e| format!("--{what} {e}"))
-    };
-    let peer = match &args.peer_listen {
-        Some(p) => check("peer-listen", p).map(|()| p.clone()),
-        None => check("listen", &args.listen).and_then(|()| {
-            gwmon_monitor::raft::default_peer_addr(&args.listen).ok_or_else(|| {
+impl Target {
+    fn node(&self) -> Result<gwmon_monitor::raft::MonitorNode, String> {
+        let check = |what: &str, addr: &str| {
+            gwmon_monitor::config::check_addr(addr).map_err(|e| format!("--{what} {e}"))
+        };
+        check("listen", &self.listen)?;
+        let peer = match &self.peer_listen {
+            Some(p) => check("peer-listen", p).map(|()| p.clone())?,
+            None => gwmon_monitor::raft::default_peer_addr(&self.listen).ok_or_else(|| {
                 format!(
                     "--listen {}: its port plus 2 is no port; give --peer-listen",
-                    args.listen
+                    self.listen
                 )
-            })
-        }),
-    };
-    let peer = match check("listen", &args.listen).and(peer) {
-        Ok(p) => p,
+            })?,
+        };
+        Ok(gwmon_monitor::raft::MonitorNode::new(
+            self.listen.clone(),
+            peer,
+        ))
+    }
+}
+
+/// `gwmon recover`: see [`gwmon_monitor::recover`].
+#[derive(Debug, Parser)]
+#[command(
+    name = "gwmon recover",
+    about = "Rewrite a stopped monitor's store into a one-monitor cluster, when the other \
+             monitors and the quorum are lost for good; then start it as usual and add \
+             new monitors with `nvme-gw cluster add`"
+)]
+struct RecoverArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `gwmon restore`: see [`gwmon_monitor::recover::restore`].
+#[derive(Debug, Parser)]
+#[command(
+    name = "gwmon restore",
+    about = "Start a one-monitor cluster in an empty data directory from a backup made with \
+             `nvme-gw cluster backup`; then start it as usual and add monitors with \
+             `nvme-gw cluster add`"
+)]
+struct RestoreArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The backup file.
+    #[arg(long, value_name = "FILE")]
+    from: std::path::PathBuf,
+}
+
+/// Run `gwmon recover` or `gwmon restore` on a current-thread runtime.
+fn surgery<F, T>(
+    what: &str,
+    target: &Target,
+    run: impl FnOnce(gwmon_monitor::raft::MonitorNode) -> F,
+) -> ExitCode
+where
+    F: std::future::Future<Output = Result<T, gwmon_monitor::error::MonitorError>>,
+    T: std::fmt::Display,
+{
+    let node = match target.node() {
+        Ok(n) => n,
         Err(e) => {
-            eprintln!("gwmon recover: {e}");
+            eprintln!("gwmon {what}: {e}");
             return ExitCode::from(2);
         }
     };
-    let node = gwmon_monitor::raft::MonitorNode::new(args.listen.clone(), peer);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("gwmon recover: cannot start the runtime: {e}");
+            eprintln!("gwmon {what}: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(gwmon_monitor::recover::force_new_cluster(
-        &args.data_dir,
-        args.node_id,
-        node,
-        args.cache_mb,
-    )) {
+    match runtime.block_on(run(node)) {
         Ok(done) => {
-            println!("gwmon recover: {done}");
+            println!("gwmon {what}: {done}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("gwmon recover: {e}");
+            eprintln!("gwmon {what}: {e}");
             ExitCode::from(1)
         }
     }
 }
 
+fn recover(args: RecoverArgs) -> ExitCode {
+    let t = &args.target;
+    surgery("recover", t, |node| {
+        gwmon_monitor::recover::force_new_cluster(&t.data_dir, t.node_id, node, t.cache_mb)
+    })
+}
+
+fn restore(args: RestoreArgs) -> ExitCode {
+    let backup = match std::fs::read(&args.from) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("gwmon restore: cannot read {}: {e}", args.from.display());
+            return ExitCode::from(1);
+        }
+    };
+    let t = &args.target;
+    surgery("restore", t, |node| async move {
+        gwmon_monitor::recover::restore(&t.data_dir, t.node_id, node, t.cache_mb, &backup).await
+    })
+}
+
 fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|a| a == "recover") {
-        return recover(RecoverArgs::parse_from(std::env::args_os().skip(1)));
+    match std::env::args_os().nth(1) {
+        Some(a) if a == "recover" => {
+            return recover(RecoverArgs::parse_from(std::env::args_os().skip(1)))
+        }
+        Some(a) if a == "restore" => {
+            return restore(RestoreArgs::parse_from(std::env::args_os().skip(1)))
+        }
+        _ => {}
     }
     let args = Args::parse();
     let config = match MonitorConfig::from_args(args) {

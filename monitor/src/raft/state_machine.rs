@@ -393,7 +393,31 @@ impl Debug for MapReader {
     }
 }
 
+/// A backup of the applied state: the encoded [`SnapshotPayload`], and what it is as of.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub payload: Vec<u8>,
+    pub last_applied: Option<LogId>,
+    pub map_epoch: u64,
+}
+
 impl MapReader {
+    /// The applied state as a snapshot payload: what a backup holds (`ExportSnapshot`).
+    pub fn export(&self) -> Result<Exported, codec::CodecError> {
+        let state = read_state(&self.state);
+        let payload = SnapshotPayload {
+            last_applied: state.last_applied,
+            membership: state.membership.clone(),
+            map: codec::encode(&state.map)?,
+            registry: codec::encode(&state.registry)?,
+        };
+        Ok(Exported {
+            payload: codec::encode(&payload)?,
+            last_applied: state.last_applied,
+            map_epoch: state.map.epoch().0,
+        })
+    }
+
     /// Runs `f` on the map as last applied.
     pub fn read<T>(&self, f: impl FnOnce(&GatewayMap) -> T) -> T {
         f(&read_state(&self.state).map)
