@@ -110,9 +110,10 @@ struct Args {
 
 /// An nvmet port id: configfs names ports by a decimal number (`nvmetcli` and the kernel
 /// documentation use 1, 2, ...).
+/// An nvmet port id, as configfs names its directory: `01` is port `1`.
 fn nvmet_port(s: &str) -> Result<String, String> {
     match s.parse::<u16>() {
-        Ok(_) => Ok(s.to_owned()),
+        Ok(n) => Ok(n.to_string()),
         Err(_) => Err(format!(
             "{s:?} is not an nvmet port id (a number such as 1)"
         )),
@@ -289,4 +290,18 @@ async fn signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nvmet_port;
+
+    #[test]
+    fn nvmet_ports_are_named_as_configfs_names_them() {
+        assert_eq!(nvmet_port("01").as_deref(), Ok("1"));
+        assert_eq!(nvmet_port("65535").as_deref(), Ok("65535"));
+        assert!(nvmet_port("65536").is_err());
+        assert!(nvmet_port("-1").is_err());
+        assert!(nvmet_port("a").is_err());
+    }
 }
