@@ -164,6 +164,14 @@ impl Cluster {
         Ok(())
     }
 
+    /// Send `sig` to gateway `gw`'s process.
+    pub fn signal(&self, gw: &str, sig: &str) -> Result<(), String> {
+        self.gateways
+            .get(gw)
+            .ok_or_else(|| format!("gateway {gw} is not running"))?
+            .signal(sig)
+    }
+
     /// `nvme-gw ARGS --format json`, parsed.
     pub fn nvme_gw(&self, args: &[&str]) -> Result<Value, String> {
         let out = Command::new(self.bins.join("nvme-gw"))

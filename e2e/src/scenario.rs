@@ -366,7 +366,7 @@ pub fn run(env: &mut Env, name: &str, run: u32) -> Vec<Measure> {
                 "failover",
                 run,
                 unplanned,
-                Box::new(move |e| e.cluster.gateways[v].signal("STOP")),
+                Box::new(move |e| e.cluster.signal(v, "STOP")),
                 Box::new(move |e| e.serves(w, nv)),
             ),
             phase(
@@ -375,7 +375,7 @@ pub fn run(env: &mut Env, name: &str, run: u32) -> Vec<Measure> {
                 "failback",
                 run,
                 planned,
-                Box::new(move |e| e.cluster.gateways[v].signal("CONT")),
+                Box::new(move |e| e.cluster.signal(v, "CONT")),
                 Box::new(move |e| e.serves(v, nv)),
             ),
         ],
