@@ -149,6 +149,20 @@ pub enum Command {
     },
     /// Show every group of the map.
     ShowAll,
+    /// Whether stopping these gateways (an upgrade, host maintenance) leaves their group
+    /// served: at least --min-available of its other gateways are available, enabled and
+    /// not in a disaster location to take the ANA groups over. Without GW, whether any one
+    /// gateway may stop. Prints the answer; exits 0 for yes, 16 (EBUSY, as Ceph's
+    /// ok-to-stop) for no.
+    OkToStop {
+        #[command(flatten)]
+        group: GroupArgs,
+        /// The gateways to stop.
+        gateways: Vec<String>,
+        /// The fewest gateways of the group that must stay available.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        min_available: u32,
+    },
     /// List the listeners the gateways of a group report, by subsystem NQN.
     Listeners {
         #[command(flatten)]
@@ -267,6 +281,17 @@ pub enum ClusterCommand {
         /// [default: the host of ADDR with its port plus 2].
         #[arg(long, value_name = "HOST:PORT")]
         peer: Option<String>,
+    },
+    /// Whether monitor ID may stop (an upgrade, host maintenance): the other voters that
+    /// are caught up with the leader still make a quorum. Asks the leader. Prints the
+    /// answer; exits 0 for yes, 16 (EBUSY) for no.
+    OkToStop {
+        /// The monitor's id.
+        id: u64,
+        /// How many log entries behind the leader a voter may be and still count as caught
+        /// up.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+        max_lag: u64,
     },
     /// Remove a monitor from the cluster.
     Remove {

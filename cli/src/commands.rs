@@ -198,6 +198,16 @@ pub async fn run(cli: Cli, format: Format, out: &mut dyn Write) -> Result<(), Cl
             let view = show_group(&mut admin, &group, stale).await?;
             emit(out, &view, format)
         }
+        Command::OkToStop {
+            group,
+            gateways,
+            min_available,
+        } => {
+            let view = show_group(&mut admin, &group, stale).await?;
+            let answer = crate::stop::gateways(&view, &gateways, min_available)?;
+            emit(out, &answer, format)?;
+            busy_unless(answer.ok_to_stop, answer.reason)
+        }
         Command::ShowAll => {
             let resp = admin
                 .call(|mut c| async move { c.show_all(v1::ShowAllRequest { stale }).await })
@@ -451,6 +461,34 @@ async fn cluster_status(admin: &mut Admin) -> Result<StatusOut, CliError> {
     Ok(StatusOut::from_wire(answer.value, answer.from))
 }
 
+/// The cluster's status, from the leader when it can be reached: any monitor answers, but
+/// only the leader knows how far behind each member is, so when another answered, the
+/// leader it named is asked once (if it cannot be reached, the first answer is returned).
+async fn leader_status(admin: &mut Admin) -> Result<StatusOut, CliError> {
+    let view = cluster_status(admin).await?;
+    if view.has_progress() {
+        return Ok(view);
+    }
+    if let Some(leader) = view.leader_addr().map(str::to_owned) {
+        if leader != view.answered_by {
+            admin.prefer(leader);
+            if let Ok(better) = cluster_status(admin).await {
+                return Ok(better);
+            }
+        }
+    }
+    Ok(view)
+}
+
+/// `Ok` for a yes; the reason as [`CliError::Busy`] (exit 16) for a no.
+fn busy_unless(ok: bool, reason: String) -> Result<(), CliError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::Busy(reason))
+    }
+}
+
 async fn cluster(
     admin: &mut Admin,
     command: ClusterCommand,
@@ -460,21 +498,18 @@ async fn cluster(
 ) -> Result<(), CliError> {
     match command {
         ClusterCommand::Status => {
-            let mut view = cluster_status(admin).await?;
-            // Any monitor answers, but only the leader knows how far behind each member is:
-            // unless a stale answer will do, ask the leader it named (once; if it cannot be
-            // reached, the first answer is still worth printing).
-            if !stale && !view.has_progress() {
-                if let Some(leader) = view.leader_addr().map(str::to_owned) {
-                    if leader != view.answered_by {
-                        admin.prefer(leader);
-                        if let Ok(better) = cluster_status(admin).await {
-                            view = better;
-                        }
-                    }
-                }
-            }
+            let view = if stale {
+                cluster_status(admin).await?
+            } else {
+                leader_status(admin).await?
+            };
             emit(out, &view, format)
+        }
+        ClusterCommand::OkToStop { id, max_lag } => {
+            let view = leader_status(admin).await?;
+            let answer = crate::stop::monitor(&view, id, max_lag)?;
+            emit(out, &answer, format)?;
+            busy_unless(answer.ok_to_stop, answer.reason)
         }
         ClusterCommand::Add { id, addr, peer } => {
             if id == 0 {

@@ -2,7 +2,8 @@
 //!
 //! Scripts branch on the exit code, so the classes are few and stable: 1 the command was
 //! refused (the answer will not change by retrying; `certs` refusals and file errors too),
-//! 2 usage (clap's own), 3 no monitor could serve the request (retrying later may help).
+//! 2 usage (clap's own), 3 no monitor could serve the request (retrying later may help),
+//! 16 an ok-to-stop check answered no (the answer is printed as for yes).
 
 /// The exit codes of `nvme-gw`.
 pub mod exit {
@@ -15,6 +16,9 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// No monitor answered, or none could serve the request before the retries ran out.
     pub const NO_MONITOR: u8 = 3;
+    /// `ok-to-stop` and `cluster ok-to-stop` answered no: stopping now would leave a group
+    /// or the monitors' quorum short. EBUSY, the code of Ceph's ok-to-stop commands.
+    pub const BUSY: u8 = 16;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,9 @@ pub enum CliError {
         attempts: u32,
         last: String,
     },
+    /// An ok-to-stop check answered no; the reason, in one line.
+    #[error("{0}")]
+    Busy(String),
     /// Printing the result failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
@@ -52,6 +59,7 @@ impl CliError {
                 exit::REFUSED
             }
             CliError::NoMonitor { .. } => exit::NO_MONITOR,
+            CliError::Busy(_) => exit::BUSY,
         }
     }
 }

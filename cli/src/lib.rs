@@ -7,6 +7,7 @@
 //! * [`table`]: aligned plain-text tables.
 //! * [`time`]: timestamps for people.
 //! * [`certs`]: `certs init|issue`, the mutual-TLS certificates, made offline.
+//! * [`stop`]: `ok-to-stop` and `cluster ok-to-stop`, asked before upgrades and maintenance.
 //! * [`error`]: the error classes and their exit codes.
 
 pub mod args;
@@ -14,6 +15,7 @@ pub mod certs;
 pub mod client;
 pub mod commands;
 pub mod error;
+pub mod stop;
 pub mod table;
 pub mod time;
 pub mod view;

@@ -50,6 +50,13 @@ const IN_FLIGHT: usize = 256;
 /// never given up on.
 const DEMOTE_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// How long a monitor just lost is skipped and not followed (see `Session::lost`): longer
+/// than the monitors' longest election timeout (600 ms by default) plus a heartbeat, so
+/// that the hints of followers who still name it come from followers that hear it, and
+/// short enough that a gateway goes back to a leader restarted at once while the lease it
+/// granted lasts (2 s with the default grace). Half the grace when that is shorter.
+const LOST_FOR: Duration = Duration::from_secs(1);
+
 /// Why a session ended without an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -310,8 +317,10 @@ struct State<H> {
     /// not followed when another monitor names one leader, until a session opens. A
     /// follower names the leader it last heard from, which after a crash or a pause of that
     /// leader is the one monitor that cannot answer; a paused one would even hold a new
-    /// session's hello unanswered. Forgotten after half the grace (by then an election is
-    /// over), so a leader that was only slow is followed again.
+    /// session's hello unanswered. Forgotten after [`LOST_FOR`] (or half the grace, if
+    /// shorter): by then an election is over, so a follower still naming the monitor hears
+    /// from it again (a leader restarted at once takes its office back in the same term),
+    /// and a leader that was only slow is followed again, both inside the lease.
     lost: Vec<(String, Instant)>,
     /// A new map was applied: beacon now, so the monitors learn it without waiting for
     /// the next interval (the beacon rate limit leaves room for it).
@@ -530,6 +539,12 @@ impl<H: AnaHandler> State<H> {
         let mut beacon = tokio::time::interval(self.config.beacon_interval);
         beacon.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // The lease arm below waits only for a deadline still ahead. A lease that ran
+            // out while the loop was busy with another arm (a refused reconnection a moment
+            // before the deadline) is acted on here, or the gateway would go on serving.
+            if self.may_serve && self.lease_until.is_some_and(|t| t <= Instant::now()) {
+                self.reconcile();
+            }
             let far = Instant::now() + Duration::from_secs(3600);
             let lease_deadline = self.lease_deadline().unwrap_or(far);
             let panic_deadline = self.panic_deadline();
@@ -728,7 +743,8 @@ impl<H: AnaHandler> State<H> {
     fn mark_lost(&mut self, addr: String) {
         let now = Instant::now();
         self.lost.retain(|(a, until)| *a != addr && now < *until);
-        self.lost.push((addr, now + self.config.beacon_grace / 2));
+        self.lost
+            .push((addr, now + LOST_FOR.min(self.config.beacon_grace / 2)));
     }
 
     fn is_lost(&self, addr: &str) -> bool {

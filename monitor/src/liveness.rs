@@ -301,8 +301,14 @@ impl Liveness {
                 () = shutdown.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            if let Err(e) = self.tick().await {
-                debug!(error = %e, "liveness tick");
+            // A proposal waits for a quorum, which a leader stopping last may never have.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                ticked = self.tick() => {
+                    if let Err(e) = ticked {
+                        debug!(error = %e, "liveness tick");
+                    }
+                }
             }
         }
     }

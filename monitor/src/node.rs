@@ -192,6 +192,8 @@ pub struct Monitor {
     peer_server: Option<JoinHandle<Result<(), MonitorError>>>,
     http: Option<JoinHandle<Result<(), MonitorError>>>,
     loops: Vec<JoinHandle<()>>,
+    /// How long a stopping leader waits for another voter to be elected.
+    hand_off_within: Duration,
 }
 
 impl Monitor {
@@ -495,6 +497,9 @@ impl Monitor {
             peer_server,
             http,
             loops,
+            // Two election timeouts: one for the followers' timers to run out after the
+            // last heartbeat, one more for a split vote.
+            hand_off_within: Duration::from_millis(config.election_timeout_max_ms) * 2,
         })
     }
 
@@ -518,17 +523,26 @@ impl Monitor {
         self.shutdown.clone()
     }
 
-    /// Stop in order: loops and the server first, then Raft, then flush the store last.
+    /// Stop in order: the leadership handed to another voter if this monitor leads, then
+    /// loops and the server, then Raft, then flush the store last.
     pub async fn shutdown(self) -> Result<(), MonitorError> {
+        raft::handoff::hand_off(self.core.raft(), self.id, self.hand_off_within).await;
         self.shutdown.cancel();
         self.stopped().await
     }
 
     /// Wait for a cancelled monitor to finish stopping.
     pub async fn stopped(self) -> Result<(), MonitorError> {
-        for l in self.loops {
-            if let Err(e) = l.await {
-                warn!(error = %e, "a monitor loop ended abnormally");
+        for mut l in self.loops {
+            // A loop waiting for a commit that cannot come (the last monitor of its cluster
+            // stopping) must not hold the stop.
+            match tokio::time::timeout(SERVER_DRAIN, &mut l).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "a monitor loop ended abnormally"),
+                Err(_) => {
+                    warn!("a monitor loop did not stop within {SERVER_DRAIN:?}: ending it");
+                    l.abort();
+                }
             }
         }
         // Graceful shutdown waits for open streams to close; a client that vanished without

@@ -222,6 +222,14 @@ impl Cluster {
         m.shutdown().await.expect("clean shutdown");
     }
 
+    /// Stop a monitor without handing its leadership over, as a crash leaves it (the
+    /// store is still flushed: what a crash loses of it is the simulation's business).
+    pub async fn stop_abruptly(&mut self, id: u64) {
+        let m = self.monitors.remove(&id).expect("running monitor");
+        m.shutdown_token().cancel();
+        m.stopped().await.expect("clean stop");
+    }
+
     /// Start a stopped monitor again from its store, on the same address.
     pub async fn restart(&mut self, id: u64) {
         let c = self.configs.get(&id).expect("known monitor").clone();

@@ -240,6 +240,88 @@ async fn gateways_follow_a_new_monitor_leader_without_a_failover() {
     env.shutdown().await;
 }
 
+/// A leader that crashed and was restarted at once (by its service manager) takes its
+/// office back in the same term, before the others' election timeout, and the other
+/// monitors go on naming it. The gateways that lost it must go back to it before their
+/// leases run out.
+/// Before the fix a gateway kept it on its list of lost monitors for half the grace and
+/// ignored the hints naming it, and with the shipped timers every ANA group went
+/// inaccessible for about 2 s (found by deploy/upgrade/test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_restarted_at_once_keeps_the_gateways_serving() {
+    let mut env = Env::start_timed(&["gw1", "gw2"], Timers::DEFAULT, |_| {}).await;
+    env.start_gateway("gw1", false).await;
+    env.start_gateway("gw2", false).await;
+    env.settled().await;
+    let leader = env.cluster.leader().await;
+    let restarted = Instant::now();
+    env.cluster.stop_abruptly(leader).await;
+    env.cluster.restart(leader).await;
+    // Past the leases the gateways held when their leader went away, and then some: the
+    // targets keep saying optimized throughout.
+    let watch_until = restarted + Duration::from_millis(Timers::DEFAULT.grace_ms);
+    eventually("a grace after the restart", || {
+        for (g, name) in [(1, "gw1"), (2, "gw2")] {
+            assert_eq!(
+                env.timeline.holders(ana(g)),
+                vec![gw(name)],
+                "{name} keeps serving ANA group {g} across the restart"
+            );
+        }
+        std::future::ready(Instant::now() >= watch_until)
+    })
+    .await;
+    assert_eq!(
+        env.cluster.leader().await,
+        leader,
+        "the restarted monitor leads again (else this test tried nothing new)"
+    );
+    env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
+/// A leader stopped on purpose (SIGTERM: an upgrade, maintenance) hands its office over
+/// first: another monitor leads by the time it is gone, and the gateways follow the new
+/// leader without their leases running out. Before, the followers waited out their election
+/// timeout after it had gone, and a leader restarted at once took its office back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_leader_hands_over_before_it_goes() {
+    let mut env = Env::start_timed(&["gw1", "gw2"], Timers::DEFAULT, |_| {}).await;
+    env.start_gateway("gw1", false).await;
+    env.start_gateway("gw2", false).await;
+    env.settled().await;
+    let old = env.cluster.leader().await;
+    let stopped = Instant::now();
+    env.cluster.stop(old).await;
+    for (id, m) in env.cluster.monitors.iter() {
+        let named = m.raft().metrics().borrow().current_leader;
+        assert!(
+            named.is_some_and(|l| l != old),
+            "monitor {id} names {named:?} as leader when the old leader has stopped"
+        );
+    }
+    env.cluster.restart(old).await;
+    let watch_until = stopped + Duration::from_millis(Timers::DEFAULT.grace_ms);
+    eventually("a grace after the stop", || {
+        for (g, name) in [(1, "gw1"), (2, "gw2")] {
+            assert_eq!(
+                env.timeline.holders(ana(g)),
+                vec![gw(name)],
+                "{name} keeps serving ANA group {g} across the handover"
+            );
+        }
+        std::future::ready(Instant::now() >= watch_until)
+    })
+    .await;
+    assert_ne!(
+        env.cluster.leader().await,
+        old,
+        "the restarted monitor follows"
+    );
+    env.timeline.assert_no_overlap();
+    env.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_hold_a_cut_off_gateway_keeps_serving_until_fenced_then_exits() {
     let mut env = Env::start(&["gw1", "gw2"], |_| {}).await;

@@ -473,10 +473,13 @@ impl AnaHandler for HangsOnce {
 /// A target call that hangs when the lease runs out does not hold up the demotion past the
 /// grace: the session runs apart from the target, drops the hung call at its timeout and
 /// demotes, before the monitors fence the gateway. Before the fix handler calls ran inline
-/// in the session loop (5 attempts of up to 5 s), and the fence came first.
+/// in the session loop (5 attempts of up to 5 s), and the fence came first. It runs with the
+/// shipped timers (4 s grace): the demotion's margin over the fence is then about 1.4 s
+/// instead of 0.3 s, which a test binary running its tests side by side on two cores can
+/// eat, while the old code's 5 s attempts still miss it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hung_target_call_does_not_hold_up_the_demotion() {
-    let mut env = Env::start(&["gw1", "gw2"], |_| {}).await;
+    let mut env = Env::start_timed(&["gw1", "gw2"], Timers::DEFAULT, |_| {}).await;
     env.start_gateway("gw2", false).await;
     let armed = Arc::new(AtomicBool::new(false));
     let handler = Arc::new(HangsOnce {

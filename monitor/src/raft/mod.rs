@@ -3,6 +3,7 @@
 //! * [`TypeConfig`]: the openraft type configuration: what is proposed and what comes back.
 //! * `log_store`, `state_machine`: the storage adapters over the narrow [`crate::store::Store`].
 //! * `network`, `service`: the Raft RPCs over tonic.
+//! * [`handoff`]: the leadership handed to another voter before a planned stop.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -150,6 +151,7 @@ pub type StoredMembership = openraft::StoredMembership<NodeId, MonitorNode>;
 pub type Membership = openraft::Membership<NodeId, MonitorNode>;
 
 pub mod contact;
+pub mod handoff;
 pub mod log_store;
 pub mod network;
 pub mod service;
