@@ -254,7 +254,9 @@ pub struct Args {
     /// [default: 16384].
     #[arg(long, env = "GWMON_MAX_CONNECTIONS")]
     pub max_connections: Option<u32>,
-    /// Leader liveness check period in milliseconds [default: 250].
+    /// The longest the leader goes between looks at the map's timers, and the watchdog's
+    /// period (two periods late is a stall), in milliseconds; silent gateways are timed out
+    /// at their deadline, not on this period [default: 250].
     #[arg(long, env = "GWMON_LIVENESS_TICK_MS")]
     pub liveness_tick_ms: Option<u64>,
     /// Log format: `human` or `json` [default: human].

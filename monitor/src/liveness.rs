@@ -3,10 +3,18 @@
 //!
 //! Beacons do not go through Raft. The leader keeps the instant of each gateway's last
 //! beacon in memory, on tokio's monotonic clock; only a beacon whose content changed, a
-//! timeout, or a timer that is due becomes a command. After a leader change, or when the
-//! loop itself ran late (a stalled process would otherwise time out every gateway at once),
-//! every gateway's timer restarts: nobody is failed over before a full grace has passed
-//! under a leader that was able to hear it.
+//! timeout, or a timer that is due becomes a command.
+//!
+//! Detection is driven by deadlines: the watched gateways are queued by when they were
+//! last heard, so the loop sleeps until the earliest one's last beacon plus the grace (or
+//! one period, for the map's own timers) and then looks only at those due, without walking
+//! the map. Timeouts found together are proposed together, each bounded in time. After a
+//! leader change, or when this monitor stalled (a paused process would otherwise time out
+//! every gateway whose beacons it did not read), every gateway's timer restarts: nobody is
+//! failed over before a full grace has passed under a leader that was able to hear it. A
+//! stall is told from the schedule: a watchdog beside the loop, and the loop's own wake-up,
+//! each late by more than two periods. A slow commit is not a stall: it delays the decision
+//! it is part of, not everyone's timer.
 //!
 //! Three rules keep a lease and a failover from overlapping:
 //!
@@ -24,7 +32,7 @@
 //! gateway until its lease has run out, and a session of another incarnation is refused
 //! meanwhile (two processes started with one id must not both serve).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -38,6 +46,13 @@ use crate::error::MonitorError;
 use crate::map::{Availability, Command, MapError};
 
 type Key = (GroupKey, GatewayId);
+
+/// Whether a gateway may time out: it is up, or it came up and has not yet reported
+/// available.
+fn watched(gw: &crate::map::Gateway) -> bool {
+    gw.availability == Availability::Available
+        || (gw.availability == Availability::Created && gw.performed_full_startup)
+}
 
 /// What a gateway's session sends back for a beacon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,14 +86,19 @@ struct Holder {
 struct State {
     /// The term in which this monitor leads, if it does.
     term: Option<u64>,
-    /// When the timers last restarted: gateways not heard since count from here.
+    /// When the timers last restarted: nobody counts as silent from before this.
     since: Option<Instant>,
-    last_tick: Option<Instant>,
+    /// When each gateway was last heard in this term.
     seen: HashMap<Key, Instant>,
+    /// The gateways that may time out, by when they were last heard (or queued, for those
+    /// not heard in this term), earliest first; `queued` is each one's place. A gateway's
+    /// deadline is that instant, or `since` if later, plus the grace.
+    queue: BTreeSet<(Instant, Key)>,
+    queued: HashMap<Key, Instant>,
     /// Gateways whose timeout is being proposed: their beacons are not acked.
     revoked: HashSet<Key>,
     holders: HashMap<Key, Holder>,
-    /// The beacon grace in force at the last tick.
+    /// The beacon grace in force at the last pass.
     grace: Option<Duration>,
 }
 
@@ -92,8 +112,47 @@ impl State {
     fn forget(&mut self) {
         self.term = None;
         self.seen.clear();
+        self.queue.clear();
+        self.queued.clear();
         self.revoked.clear();
         self.holders.clear();
+    }
+
+    /// Put `key` in the queue at `at`, or move it there.
+    fn enqueue(&mut self, key: &Key, at: Instant) {
+        if let Some(old) = self.queued.insert(key.clone(), at) {
+            self.queue.remove(&(old, key.clone()));
+        }
+        self.queue.insert((at, key.clone()));
+    }
+
+    /// A beacon from `key` at `at`.
+    fn heard(&mut self, key: &Key, at: Instant) {
+        self.seen.insert(key.clone(), at);
+        self.enqueue(key, at);
+    }
+
+    /// When the first gateway of the queue times out, if any is queued.
+    fn next_deadline(&self, grace: Duration) -> Option<Instant> {
+        let (at, _) = self.queue.first()?;
+        Some(self.since.map_or(*at, |s| (*at).max(s)) + grace)
+    }
+
+    /// Take every gateway silent for `grace` at `now` out of the queue, with how long it
+    /// has been silent.
+    fn take_due(&mut self, now: Instant, grace: Duration) -> Vec<(Key, Duration)> {
+        let mut due = Vec::new();
+        while let Some((at, key)) = self.queue.first().cloned() {
+            let from = self.since.map_or(at, |s| at.max(s));
+            let silent = now.saturating_duration_since(from);
+            if silent < grace {
+                break;
+            }
+            self.queue.remove(&(at, key.clone()));
+            self.queued.remove(&key);
+            due.push((key, silent));
+        }
+        due
     }
 
     /// Refuse `incarnation` if another one holds `key`'s lease.
@@ -162,7 +221,7 @@ impl Liveness {
             s.check_holder(&k, incarnation, Instant::now())?;
             let revoked = s.revoked.contains(&k);
             if !revoked {
-                s.seen.insert(k.clone(), Instant::now());
+                s.heard(&k, Instant::now());
             }
             revoked
         };
@@ -292,31 +351,91 @@ impl Liveness {
         }
     }
 
-    /// Check for silent gateways and due timers every period until `shutdown`.
+    /// Time out silent gateways at their deadlines, and check the map's timers every
+    /// period, until `shutdown`; a watchdog beside it restarts every timer after a stall.
     pub async fn run(&self, shutdown: CancellationToken) {
-        let mut interval = tokio::time::interval(self.period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = interval.tick() => {}
-            }
-            // A proposal waits for a quorum, which a leader stopping last may never have.
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                ticked = self.tick() => {
-                    if let Err(e) = ticked {
-                        debug!(error = %e, "liveness tick");
-                    }
+        let detector = async {
+            let mut wake = Instant::now();
+            loop {
+                tokio::time::sleep_until(wake).await;
+                if self.stalled(wake, Instant::now()) {
+                    wake = self.next_wake(Instant::now());
+                    continue;
                 }
+                let acted = self.tick().await.unwrap_or_else(|e| {
+                    debug!(error = %e, "liveness pass");
+                    true
+                });
+                // Never before now: a deadline already past (a slow commit) is met at once
+                // and does not count as lateness. A monitor that may not act (a follower, a
+                // leader without quorum contact) leaves the queue as it is: it looks again a
+                // period later instead of spinning on deadlines it will not meet.
+                let now = Instant::now();
+                wake = if acted {
+                    self.next_wake(now)
+                } else {
+                    now + self.period
+                };
             }
+        };
+        let watchdog = async {
+            let mut interval = tokio::time::interval(self.period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let scheduled = interval.tick().await;
+                self.stalled(scheduled, Instant::now());
+            }
+        };
+        // The watchdog before the detector: after a stall it restarts the timers before the
+        // detector, woken at the same time, can act on silences it did not hear. A pass
+        // waiting for a commit that cannot come (the last monitor stopping) ends with the
+        // loop.
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {}
+            () = watchdog => {}
+            () = detector => {}
         }
     }
 
-    /// One pass: restart timers if leadership or timing demands it, time out silent
-    /// gateways, and propose a timer tick if one is due. Only a leader no other monitor
-    /// can have displaced acts.
-    pub async fn tick(&self) -> Result<(), MonitorError> {
+    /// When the loop must look next: the first deadline, or one period from `now` for the
+    /// map's timers and a change of leadership, whichever comes first; never before `now`.
+    pub fn next_wake(&self, now: Instant) -> Instant {
+        let grace = self
+            .core
+            .reader()
+            .read(|map| Duration::from_millis(map.config().beacon_grace_ms));
+        let periodic = now + self.period;
+        self.lock()
+            .next_deadline(grace)
+            .map_or(periodic, |d| d.clamp(now, periodic))
+    }
+
+    /// Whether this monitor stalled: something scheduled for `scheduled` ran at `now`, more
+    /// than two periods late. Then every gateway's timer restarts at `now`, rather than
+    /// failing gateways whose beacons this monitor could not read meanwhile.
+    pub fn stalled(&self, scheduled: Instant, now: Instant) -> bool {
+        let late = now.saturating_duration_since(scheduled);
+        if late <= self.period * 2
+            || gwmon_proto::mutation::active(gwmon_proto::mutation::Mutation::StaleTermTimeout)
+        {
+            return false;
+        }
+        let mut s = self.lock();
+        if s.term.is_some() {
+            warn!(
+                late_ms = late.as_millis() as u64,
+                "this monitor stalled: every gateway's timer restarts rather than failing gateways it could not hear"
+            );
+            s.restart(now);
+        }
+        true
+    }
+
+    /// One pass: restart timers if leadership demands it, time out the gateways whose
+    /// deadline has come, and propose a timer tick if one is due. Only a leader no other
+    /// monitor can have displaced acts; `Ok(false)` when this monitor may not.
+    pub async fn tick(&self) -> Result<bool, MonitorError> {
         let now = Instant::now();
         let Some(lease) = self.core.exclusive_lease() else {
             let mut s = self.lock();
@@ -325,16 +444,16 @@ impl Liveness {
             {
                 s.forget();
             }
-            return Ok(());
+            return Ok(false);
         };
         let term = lease.term;
-        let grace_now = self
+        let grace = self
             .core
             .reader()
             .read(|map| Duration::from_millis(map.config().beacon_grace_ms));
-        let since = {
+        let new_term = {
             let mut s = self.lock();
-            if let Some(old) = s.grace.filter(|old| grace_now < *old) {
+            if let Some(old) = s.grace.filter(|old| grace < *old) {
                 // Leases already granted last up to half the old grace from their beacon.
                 // Nobody may be failed over before those have run out, so no timer counts
                 // before then: a shorter grace must not make a still-serving owner's group
@@ -342,13 +461,15 @@ impl Liveness {
                 let hold = now + old / 2;
                 info!(
                     old_ms = old.as_millis() as u64,
-                    new_ms = grace_now.as_millis() as u64,
+                    new_ms = grace.as_millis() as u64,
                     "beacon grace shortened: timers count from when the old leases have run out"
                 );
                 s.since = Some(s.since.map_or(hold, |t| t.max(hold)));
             }
-            s.grace = Some(grace_now);
-            if s.term != Some(term) {
+            s.grace = Some(grace);
+            if s.term == Some(term) {
+                false
+            } else {
                 // The mutation keeps the timers of an earlier term, once there are any.
                 let stale = s.since.is_some()
                     && gwmon_proto::mutation::active(
@@ -360,85 +481,101 @@ impl Liveness {
                     s.restart(now);
                 }
                 s.term = Some(term);
-            } else if s
-                .last_tick
-                .is_some_and(|last| now.duration_since(last) > self.period * 2)
-                && !gwmon_proto::mutation::active(gwmon_proto::mutation::Mutation::StaleTermTimeout)
-            {
-                warn!(
-                    late_ms = now.duration_since(s.last_tick.unwrap_or(now)).as_millis() as u64,
-                    "liveness check ran late: every gateway's timer restarts rather than failing gateways this monitor could not hear"
-                );
-                s.restart(now);
+                !stale
             }
-            s.last_tick = Some(now);
-            s.since.unwrap_or(now)
         };
-
-        let (grace, watched) = self.core.reader().read(|map| {
-            let watched: Vec<Key> = map
-                .groups()
-                .iter()
-                .flat_map(|(k, g)| {
-                    g.gateways
-                        .iter()
-                        .filter(|(_, gw)| {
-                            gw.availability == Availability::Available
-                                || (gw.availability == Availability::Created
-                                    && gw.performed_full_startup)
-                        })
-                        .map(move |(id, _)| (k.clone(), id.clone()))
-                })
-                .collect();
-            (Duration::from_millis(map.config().beacon_grace_ms), watched)
-        });
-        // Find the silent ones and revoke them in one critical section: a beacon either
-        // came before (and the gateway is not silent) or comes after (and is not acked).
-        let due: Vec<(Key, Duration)> = {
-            let mut s = self.lock();
-            let now = Instant::now();
-            let mut due = Vec::new();
-            for k in watched {
-                let last = s.seen.get(&k).copied().unwrap_or(since).max(since);
-                let silent = now.duration_since(last);
-                if silent >= grace {
-                    s.revoked.insert(k.clone());
-                    due.push((k, silent));
-                }
-            }
-            due
-        };
-        let mut result = Ok(());
-        for ((key, gateway), silent) in due {
-            info!(pool = %key.pool, group = %key.group, %gateway, term,
-                  silent_ms = silent.as_millis() as u64, "gateway timed out");
-            self.core.telemetry().detected(silent.saturating_sub(grace));
-            let k = (key.clone(), gateway.clone());
-            let proposed = self
-                .core
-                .propose_as_leader(term, Command::GatewayTimedOut { key, gateway })
-                .await;
-            // Committed: the map says it failed and its beacons get no lease anyway (until
-            // it restarts). Not committed: its timer goes on and it is acked again.
-            self.lock().revoked.remove(&k);
-            if let Err(e) = proposed {
-                result = Err(e);
-                break;
-            }
+        if new_term {
+            self.watch_all(now);
         }
-        result?;
+        let due = self.take_silent(Instant::now(), grace);
+        self.time_out(term, grace, due).await?;
 
         let ts = self.core.now();
-        let due = self
-            .core
-            .reader()
-            .read(|map| map.would_change(&Command::TimerTick, ts));
+        let due = self.core.reader().read(|map| map.tick_would_change(ts));
         if due {
             self.core
                 .propose_as_leader(term, Command::TimerTick)
                 .await?;
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Queue every gateway the map says may time out, at `now`: once per term, the only
+    /// pass over the whole map. Later, a gateway enters the queue by beaconing.
+    fn watch_all(&self, now: Instant) {
+        let mut s = self.lock();
+        self.core.reader().read(|map| {
+            for (k, g) in map.groups() {
+                for (id, gw) in &g.gateways {
+                    if watched(gw) {
+                        s.enqueue(&(k.clone(), id.clone()), now);
+                    }
+                }
+            }
+        });
+    }
+
+    /// The gateways whose deadline has come and that may still time out, revoked in one
+    /// critical section: a beacon either came before (and moved them back in the queue) or
+    /// comes after (and is not acked). Those the map no longer watches leave the queue until
+    /// they beacon again.
+    fn take_silent(&self, now: Instant, grace: Duration) -> Vec<(Key, Duration)> {
+        let mut s = self.lock();
+        let due = s.take_due(now, grace);
+        if due.is_empty() {
+            return due;
+        }
+        let due: Vec<(Key, Duration)> = self.core.reader().read(|map| {
+            due.into_iter()
+                .filter(|((key, id), _)| {
+                    map.group(key)
+                        .and_then(|g| g.gateways.get(id))
+                        .is_some_and(watched)
+                })
+                .collect()
+        });
+        for (k, _) in &due {
+            s.revoked.insert(k.clone());
+        }
+        due
+    }
+
+    /// Propose the timeouts of `due` together, each bounded by half the grace (a leader cut
+    /// off from its quorum must not hold the loop). One that is not committed is queued
+    /// again, due one period later, and its beacons are acked again meanwhile.
+    async fn time_out(
+        &self,
+        term: u64,
+        grace: Duration,
+        due: Vec<(Key, Duration)>,
+    ) -> Result<(), MonitorError> {
+        let proposals = due.into_iter().map(|((key, gateway), silent)| async move {
+            info!(pool = %key.pool, group = %key.group, %gateway, term,
+                  silent_ms = silent.as_millis() as u64, "gateway timed out");
+            self.core.telemetry().detected(silent.saturating_sub(grace));
+            let k = (key.clone(), gateway.clone());
+            let proposed = tokio::time::timeout(
+                grace / 2,
+                self.core
+                    .propose_as_leader(term, Command::GatewayTimedOut { key, gateway }),
+            )
+            .await
+            .unwrap_or(Err(MonitorError::Unconfirmed));
+            // Committed: the map says it failed and its beacons get no lease anyway (until
+            // it restarts). Not committed: its timer goes on and it is acked again.
+            let mut s = self.lock();
+            s.revoked.remove(&k);
+            if proposed.is_err() {
+                let again = Instant::now() + self.period;
+                s.enqueue(&k, again.checked_sub(grace).unwrap_or(again));
+            }
+            proposed
+        });
+        futures_util::future::join_all(proposals)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map(drop)
     }
 
     /// When the leader last heard from a gateway, if it has in this term.
@@ -669,8 +806,7 @@ mod tests {
         }
 
         // A process the map declared failed, still beaconing without restarting: taken
-        // (it keeps the session) but not acked with a lease. (A tick first: the loop has
-        // not run for a while, and a late tick would restart the timers.)
+        // (it keeps the session) but not acked with a lease.
         l.liveness.tick().await.expect("tick");
         l.beacon(2, 1, ReportedAvailability::Available)
             .await
@@ -750,7 +886,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_late_tick_restarts_the_timers_instead_of_timing_gateways_out() {
+    async fn a_stall_restarts_the_timers_instead_of_timing_gateways_out() {
         let l = leader().await;
         l.available(1).await;
         for _ in 0..4 {
@@ -762,13 +898,15 @@ mod tests {
             .await
             .expect("beacon taken");
 
-        // The loop stalls for twice the grace (a paused process, an overloaded host): the
-        // gateway may have beaconed all along without being heard. The late tick restarts
-        // its timer rather than failing it over.
+        // The monitor stalls for twice the grace (a paused process, an overloaded host): the
+        // gateway may have beaconed all along without being heard. The watchdog (or the
+        // loop's own wake-up) finds itself that late and restarts every timer.
+        let scheduled = Instant::now() + PERIOD;
         tokio::time::sleep(GRACE * 2).await;
         let late = Instant::now();
         assert!(late - last > GRACE);
-        l.liveness.tick().await.expect("late tick");
+        assert!(l.liveness.stalled(scheduled, late), "a stall");
+        l.liveness.tick().await.expect("tick after the stall");
         assert_eq!(l.availability(), Availability::Available);
         assert_eq!(
             l.liveness.last_seen(&l.key, &l.gw),
@@ -776,12 +914,17 @@ mod tests {
             "timers restarted"
         );
 
-        // Still silent: timed out a full grace after the late tick, on time ticks.
+        // Still silent: timed out a full grace after the stall, on time ticks.
         let timed_out = l.tick_until_timed_out(late).await;
         let silent = timed_out - late;
         assert!(silent >= GRACE && silent < GRACE + PERIOD, "{silent:?}");
 
-        // A tick only a little late (within two periods) restarts nothing.
+        // Late by two periods is not a stall.
+        let now = Instant::now();
+        assert!(!l.liveness.stalled(now, now + PERIOD * 2));
+
+        // Nor are slow passes (commits that took two periods): the gateway times out a
+        // grace after its last beacon all the same.
         let l = leader().await;
         l.available(1).await;
         let last = Instant::now();
@@ -795,5 +938,45 @@ mod tests {
             l.liveness.tick().await.expect("tick");
         }
         assert_eq!(l.availability(), Availability::Unavailable);
+    }
+
+    /// The loop sleeps until the first deadline, not to the next period: a silent gateway
+    /// is timed out at its last beacon plus the grace, not up to a period after.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_gateway_is_timed_out_at_its_deadline() {
+        let l = leader().await;
+        l.available(1).await;
+        let last = Instant::now();
+        l.beacon(1, 2, ReportedAvailability::Available)
+            .await
+            .expect("beacon taken");
+        // Far from the deadline the loop looks again a period later (the map's timers);
+        // within a period of it, at the deadline itself.
+        let now = Instant::now();
+        assert_eq!(l.liveness.next_wake(now), now + PERIOD);
+        tokio::time::sleep(GRACE - PERIOD / 3).await;
+        assert_eq!(l.liveness.next_wake(Instant::now()), last + GRACE);
+
+        let stop = CancellationToken::new();
+        let timed_out = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                if l.availability() == Availability::Unavailable {
+                    return Instant::now();
+                }
+            }
+        };
+        let at = tokio::select! {
+            () = l.liveness.run(stop.clone()) => panic!("the loop ended"),
+            at = timed_out => at,
+        };
+        stop.cancel();
+        let after = at - last;
+        assert!(after >= GRACE, "timed out after {after:?}");
+        assert!(
+            after <= GRACE + Duration::from_millis(5),
+            "timed out {:?} after the deadline (a period is {PERIOD:?})",
+            after - GRACE
+        );
     }
 }

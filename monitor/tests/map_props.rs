@@ -135,7 +135,17 @@ impl World {
 
     fn apply(&mut self, cmd: Command) -> bool {
         let before = self.map.clone();
+        // The leader's cheap question before proposing a tick gets the tick's own answer.
+        let predicted =
+            (cmd == Command::TimerTick).then(|| self.map.tick_would_change(Timestamp(self.now)));
         let result = self.map.apply(&cmd, Timestamp(self.now));
+        if let Some(predicted) = predicted {
+            assert_eq!(
+                predicted,
+                result.as_ref().is_ok_and(|a| a.changed),
+                "tick_would_change disagrees with the tick"
+            );
+        }
         if let Err(e) = &result {
             assert!(
                 !matches!(e, gwmon_monitor::map::MapError::Invariant(_)),

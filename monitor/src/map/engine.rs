@@ -286,6 +286,29 @@ impl GatewayMap {
         copy.apply(cmd, now).is_ok_and(|a| a.changed)
     }
 
+    /// Whether a timer tick at `now` would change the map, as [`GatewayMap::would_change`]
+    /// answers for [`Command::TimerTick`], without copying the map: each group is settled on
+    /// a copy of its own, one at a time, until one changes. The leader asks every period.
+    pub fn tick_would_change(&self, now: Timestamp) -> bool {
+        let now = now.max(self.time);
+        self.groups.iter().any(|(key, original)| {
+            let mut group = original.clone();
+            let mut produced = Vec::new();
+            let mut ctx = Ctx {
+                now,
+                config: &self.config,
+                key,
+                next_epoch: group.epoch.next(),
+                events: &mut produced,
+            };
+            group.settle(&mut ctx);
+            if !group.publishes_same(original) {
+                group.epoch = original.epoch.next();
+            }
+            group.check().is_ok() && &group != original
+        })
+    }
+
     /// The latest command time applied.
     pub fn time(&self) -> Timestamp {
         self.time

@@ -174,7 +174,17 @@ impl Harness {
     /// Apply a command; on refusal check that nothing changed. The watch runs either way.
     pub fn apply(&mut self, cmd: Command) -> Result<Applied, MapError> {
         let before = self.map.clone();
+        // The leader's cheap question before proposing a tick gets the tick's own answer.
+        let predicted =
+            (cmd == Command::TimerTick).then(|| self.map.tick_would_change(Timestamp(self.now)));
         let result = self.map.apply(&cmd, Timestamp(self.now));
+        if let Some(predicted) = predicted {
+            assert_eq!(
+                predicted,
+                result.as_ref().is_ok_and(|a| a.changed),
+                "tick_would_change disagrees with the tick"
+            );
+        }
         match &result {
             Ok(applied) => self.events.extend(applied.events.iter().cloned()),
             Err(MapError::Invariant(e)) => panic!("the engine tried to build an unsafe map: {e}"),
