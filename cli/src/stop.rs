@@ -93,16 +93,18 @@ pub fn gateways(
 
 impl View for GatewaysOut {
     fn plain(&self) -> String {
-        format!(
-            "{}: {}\n",
-            if self.ok_to_stop {
-                "ok to stop"
-            } else {
-                "not ok to stop"
-            },
-            self.reason
-        )
+        answer_line(self.ok_to_stop, &self.reason)
     }
+}
+
+/// The plain form of either answer: yes or no, then why.
+fn answer_line(ok_to_stop: bool, reason: &str) -> String {
+    let answer = if ok_to_stop {
+        "ok to stop"
+    } else {
+        "not ok to stop"
+    };
+    format!("{answer}: {reason}\n")
 }
 
 /// The answer for a monitor.
@@ -186,15 +188,7 @@ pub fn monitor(status: &StatusOut, id: u64, max_lag: u64) -> Result<MonitorOut, 
 
 impl View for MonitorOut {
     fn plain(&self) -> String {
-        format!(
-            "{}: {}\n",
-            if self.ok_to_stop {
-                "ok to stop"
-            } else {
-                "not ok to stop"
-            },
-            self.reason
-        )
+        answer_line(self.ok_to_stop, &self.reason)
     }
 }
 

@@ -292,20 +292,8 @@ impl GatewayMap {
     pub fn tick_would_change(&self, now: Timestamp) -> bool {
         let now = now.max(self.time);
         self.groups.iter().any(|(key, original)| {
-            let mut group = original.clone();
-            let mut produced = Vec::new();
-            let mut ctx = Ctx {
-                now,
-                config: &self.config,
-                key,
-                next_epoch: group.epoch.next(),
-                events: &mut produced,
-            };
-            group.settle(&mut ctx);
-            if !group.publishes_same(original) {
-                group.epoch = original.epoch.next();
-            }
-            group.check().is_ok() && &group != original
+            self.changed_copy(key, now, |_, _| Ok(()))
+                .is_ok_and(|(group, _)| &group != original)
         })
     }
 
@@ -322,18 +310,18 @@ impl GatewayMap {
         }
     }
 
-    /// Run `f` and the settle pass on a copy of one group; keep the copy only if the
-    /// invariants hold. A failed command leaves the map untouched, and a group is bumped to
-    /// a new epoch only if what its gateways are told changed.
-    fn transact(
-        &mut self,
+    /// `f` and the settle pass on a copy of `key`'s group (an empty one if it has none): the
+    /// copy, at the next epoch if what its gateways are told changed and checked against
+    /// the invariants, with the events it produced. The map itself is left alone.
+    fn changed_copy(
+        &self,
         key: &GroupKey,
         now: Timestamp,
-        events: &mut Vec<Event>,
         f: impl FnOnce(&mut GroupState, &mut Ctx<'_>) -> Result<(), MapError>,
-    ) -> Result<bool, MapError> {
-        let original = self.groups.get(key);
-        let mut group = original.cloned().unwrap_or_default();
+    ) -> Result<(GroupState, Vec<Event>), MapError> {
+        let empty = GroupState::default();
+        let before = self.groups.get(key).unwrap_or(&empty);
+        let mut group = before.clone();
         let mut produced = Vec::new();
         let mut ctx = Ctx {
             now,
@@ -344,13 +332,29 @@ impl GatewayMap {
         };
         f(&mut group, &mut ctx)?;
         group.settle(&mut ctx);
-        let empty = GroupState::default();
-        let before = original.unwrap_or(&empty);
         if !group.publishes_same(before) {
             group.epoch = before.epoch.next();
         }
         group.check()?;
-        if &group == before {
+        Ok((group, produced))
+    }
+
+    /// Run `f` and the settle pass on a copy of one group; keep the copy only if the
+    /// invariants hold. A failed command leaves the map untouched, and a group is bumped to
+    /// a new epoch only if what its gateways are told changed.
+    fn transact(
+        &mut self,
+        key: &GroupKey,
+        now: Timestamp,
+        events: &mut Vec<Event>,
+        f: impl FnOnce(&mut GroupState, &mut Ctx<'_>) -> Result<(), MapError>,
+    ) -> Result<bool, MapError> {
+        let (group, mut produced) = self.changed_copy(key, now, f)?;
+        let unchanged = match self.groups.get(key) {
+            Some(before) => *before == group,
+            None => group == GroupState::default(),
+        };
+        if unchanged {
             return Ok(false);
         }
         events.append(&mut produced);
