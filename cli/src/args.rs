@@ -149,6 +149,13 @@ pub enum Command {
     },
     /// Show every group of the map.
     ShowAll,
+    /// Host maintenance: `enter` disables the gateway after an ok-to-stop check and waits
+    /// until every ANA group it served is served by another gateway (then stop it); `exit`
+    /// enables it and waits until it serves its own ANA group again.
+    Maintenance {
+        #[command(subcommand)]
+        command: MaintenanceCommand,
+    },
     /// Whether stopping these gateways (an upgrade, host maintenance) leaves their group
     /// served: at least --min-available of its other gateways are available, enabled and
     /// not in a disaster location to take the ANA groups over. Without GW, whether any one
@@ -242,6 +249,34 @@ pub struct GroupArgs {
     pub pool: String,
     /// The group's name within the pool; "" is Ceph's default group.
     pub group: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// Disable the gateway and wait until its ANA groups are served elsewhere. Refused
+    /// (exit 16, nothing changed) when ok-to-stop says no, unless --force.
+    Enter {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        /// Disable it even if fewer than --min-available other gateways stay available.
+        #[arg(long)]
+        force: bool,
+        /// The fewest other gateways of the group that must stay available.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        min_available: u32,
+        /// How long to wait for the hand-over, in seconds.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout_s: u64,
+    },
+    /// Enable the gateway and wait until it serves its own ANA group again (it must be
+    /// running and reporting in).
+    Exit {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        /// How long to wait, in seconds.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout_s: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,7 +12,7 @@ use gwmon_proto::v1::replica_service_client::ReplicaServiceClient;
 
 use crate::args::{
     BlocklistCommand, Cli, ClusterCommand, Command, ConfigCommand, Format, GatewayArgs, GroupArgs,
-    HostCommand, VolumeCommand,
+    HostCommand, MaintenanceCommand, VolumeCommand,
 };
 use crate::client::{check_addr, Admin, Settings};
 use crate::error::CliError;
@@ -208,6 +208,29 @@ pub async fn run(cli: Cli, format: Format, out: &mut dyn Write) -> Result<(), Cl
             emit(out, &answer, format)?;
             busy_unless(answer.ok_to_stop, answer.reason)
         }
+        Command::Maintenance { command } => {
+            let (gw, enabled, force, min_available, timeout_s) = match command {
+                MaintenanceCommand::Enter {
+                    gw,
+                    force,
+                    min_available,
+                    timeout_s,
+                } => (gw, false, force, min_available, timeout_s),
+                MaintenanceCommand::Exit { gw, timeout_s } => (gw, true, false, 1, timeout_s),
+            };
+            let (id, _) = gateway(&gw)?;
+            let view = crate::maintenance::run(
+                &mut admin,
+                &gw.group,
+                &id,
+                enabled,
+                force,
+                min_available,
+                Duration::from_secs(timeout_s),
+            )
+            .await?;
+            emit(out, &view, format)
+        }
         Command::ShowAll => {
             let resp = admin
                 .call(|mut c| async move { c.show_all(v1::ShowAllRequest { stale }).await })
@@ -377,7 +400,7 @@ fn checked<T: std::str::FromStr<Err = gwmon_proto::domain::Invalid>>(
         .map_err(|e| CliError::Refused(format!("invalid {what} {value:?}: {e}")))
 }
 
-fn group_key(g: &GroupArgs) -> Result<v1::GroupKey, CliError> {
+pub(crate) fn group_key(g: &GroupArgs) -> Result<v1::GroupKey, CliError> {
     checked::<Pool>(&g.pool, "pool")?;
     checked::<Group>(&g.group, "group")?;
     Ok(v1::GroupKey {
@@ -402,7 +425,7 @@ fn disaster_args(group: &GroupArgs, location: &str) -> Result<(v1::GroupKey, Str
     Ok((key, location.to_owned()))
 }
 
-async fn show_group(
+pub(crate) async fn show_group(
     admin: &mut Admin,
     group: &GroupArgs,
     stale: bool,

@@ -8,6 +8,7 @@
 //! * [`time`]: timestamps for people.
 //! * [`certs`]: `certs init|issue`, the mutual-TLS certificates, made offline.
 //! * [`stop`]: `ok-to-stop` and `cluster ok-to-stop`, asked before upgrades and maintenance.
+//! * [`maintenance`]: `maintenance enter|exit`, a gateway's ANA groups moved away and back.
 //! * [`error`]: the error classes and their exit codes.
 
 pub mod args;
@@ -15,6 +16,7 @@ pub mod certs;
 pub mod client;
 pub mod commands;
 pub mod error;
+pub mod maintenance;
 pub mod stop;
 pub mod table;
 pub mod time;

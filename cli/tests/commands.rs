@@ -448,3 +448,87 @@ async fn commands_follow_the_leader_even_while_it_is_replaced() {
     let show = nvme_gw(&monitors, &[J, "show", "rbd", "grp1"]).await.json();
     assert_eq!(show["num gws"], 2);
 }
+
+/// Whether `show` says `id` is ACTIVE for ANA group `ana`.
+fn active_for(show: &serde_json::Value, id: &str, ana: u32) -> bool {
+    gateway(show, id)["ana states"]
+        .as_str()
+        .unwrap_or_default()
+        .split(',')
+        .any(|e| {
+            let (k, v) = e.split_once(':').unwrap_or_default();
+            k.trim() == ana.to_string() && v.trim() == "ACTIVE"
+        })
+}
+
+/// `ok-to-stop` and `maintenance enter|exit` against serving gateways: enter returns only
+/// once another gateway serves the group, is refused (16, nothing changed) when it would
+/// leave nobody, and exit returns once the gateway serves its own group again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_moves_a_gateways_group_away_and_back() {
+    let cluster = Cluster::start(3, 0, |_| {}).await;
+    cluster.leader().await;
+    fast_map(&cluster, |_| {}).await;
+    let m: String = (1..=3)
+        .map(|id| cluster.addrs[&id].clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for g in ["gw1", "gw2"] {
+        nvme_gw(&m, &[J, "create", g, "rbd", "grp1"]).await.json();
+    }
+    let _gw1 = Gateway::start(
+        &cluster,
+        "gw1",
+        "rbd",
+        "grp1",
+        &target_file(dir.path(), "gw1", 4420),
+    );
+    let _gw2 = Gateway::start(
+        &cluster,
+        "gw2",
+        "rbd",
+        "grp1",
+        &target_file(dir.path(), "gw2", 4421),
+    );
+    until_json(&m, &[J, "show", "rbd", "grp1"], "both serving", |v| {
+        active_for(v, "gw1", 1) && active_for(v, "gw2", 2)
+    })
+    .await;
+
+    let yes = nvme_gw(&m, &[J, "ok-to-stop", "rbd", "grp1", "gw1"]).await;
+    assert_eq!(yes.json()["ok_to_stop"], true);
+    let no = nvme_gw(&m, &[J, "ok-to-stop", "rbd", "grp1", "gw1", "gw2"]).await;
+    assert_eq!(no.code, 16, "{no:?}");
+    assert!(no.stderr.contains("fewer than the minimum 1"), "{no:?}");
+
+    let entered = nvme_gw(&m, &[J, "maintenance", "enter", "gw1", "rbd", "grp1"])
+        .await
+        .json();
+    assert_eq!(entered["state"], "maintenance");
+    assert_eq!(entered["ana_groups"][0]["served_by"], "gw2");
+    // Already so when the command returned: no waiting here.
+    let show = nvme_gw(&m, &[J, "show", "rbd", "grp1"]).await.json();
+    assert!(active_for(&show, "gw2", 1) && !active_for(&show, "gw1", 1));
+    assert_eq!(gateway(&show, "gw1")["admin state"], "DISABLED");
+
+    // gw2 may not follow it: nobody would be left; refused before anything changed.
+    let refused = nvme_gw(&m, &[J, "maintenance", "enter", "gw2", "rbd", "grp1"]).await;
+    assert_eq!(refused.code, 16, "{refused:?}");
+    let show = nvme_gw(&m, &[J, "show", "rbd", "grp1"]).await.json();
+    assert_eq!(gateway(&show, "gw2")["admin state"], "ENABLED");
+
+    let back = nvme_gw(&m, &[J, "maintenance", "exit", "gw1", "rbd", "grp1"])
+        .await
+        .json();
+    assert_eq!(back["state"], "serving");
+    let show = nvme_gw(&m, &[J, "show", "rbd", "grp1"]).await.json();
+    assert!(active_for(&show, "gw1", 1) && !active_for(&show, "gw2", 1));
+
+    let unknown = nvme_gw(&m, &[J, "maintenance", "enter", "gw9", "rbd", "grp1"]).await;
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert!(
+        unknown.stderr.contains("gateway gw9 is not in rbd/grp1"),
+        "{unknown:?}"
+    );
+}
