@@ -206,33 +206,10 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    fn gateway(id: &str, own: u32, availability: &str, ana: &[(u32, &str)]) -> GatewayOut {
-        GatewayOut {
-            gw_id: id.to_owned(),
-            anagrp_id: own,
-            location: String::new(),
-            disaster_state: None,
-            admin_state: "ENABLED".to_owned(),
-            num_namespaces: 0,
-            performed_full_startup: 1,
-            availability: availability.to_owned(),
-            num_listeners: 1,
-            ana_states: String::new(),
-            ana: ana.iter().map(|(a, s)| (*a, (*s).to_owned())).collect(),
-        }
-    }
+    use crate::view::group::fixtures::group;
 
-    fn group(gateways: Vec<GatewayOut>) -> GroupOut {
-        GroupOut {
-            epoch: 1,
-            pool: "rbd".into(),
-            group: "grp1".into(),
-            num_gws: gateways.len(),
-            gw_epoch: 1,
-            anagrp_list: String::new(),
-            num_namespaces: 0,
-            gateways,
-        }
+    fn gateway(id: &str, own: u32, availability: &str, ana: &[(u32, &str)]) -> GatewayOut {
+        crate::view::group::fixtures::gateway(id, own, availability, "ENABLED", ana)
     }
 
     #[test]

@@ -196,35 +196,11 @@ impl View for MonitorOut {
 mod tests {
     use super::*;
     use crate::view::cluster::MemberOut;
+    use crate::view::group::fixtures::group;
     use crate::view::group::GatewayOut;
 
     fn gateway(id: &str, availability: &str, admin: &str) -> GatewayOut {
-        GatewayOut {
-            gw_id: id.to_owned(),
-            anagrp_id: 1,
-            location: String::new(),
-            disaster_state: None,
-            admin_state: admin.to_owned(),
-            num_namespaces: 0,
-            performed_full_startup: 1,
-            availability: availability.to_owned(),
-            num_listeners: 1,
-            ana_states: String::new(),
-            ana: Vec::new(),
-        }
-    }
-
-    fn group(gateways: Vec<GatewayOut>) -> GroupOut {
-        GroupOut {
-            epoch: 1,
-            pool: "rbd".into(),
-            group: "grp1".into(),
-            num_gws: gateways.len(),
-            gw_epoch: 1,
-            anagrp_list: String::new(),
-            num_namespaces: 0,
-            gateways,
-        }
+        crate::view::group::fixtures::gateway(id, 1, availability, admin, &[])
     }
 
     fn names(ids: &[&str]) -> Vec<String> {

@@ -239,6 +239,49 @@ impl View for AllOut {
     }
 }
 
+/// Groups and gateways as `show` gives them, for the unit tests of what reads them.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{GatewayOut, GroupOut};
+
+    /// Gateway `id` owning ANA group `own`, with per-group states `ana`.
+    pub fn gateway(
+        id: &str,
+        own: u32,
+        availability: &str,
+        admin: &str,
+        ana: &[(u32, &str)],
+    ) -> GatewayOut {
+        GatewayOut {
+            gw_id: id.to_owned(),
+            anagrp_id: own,
+            location: String::new(),
+            disaster_state: None,
+            admin_state: admin.to_owned(),
+            num_namespaces: 0,
+            performed_full_startup: 1,
+            availability: availability.to_owned(),
+            num_listeners: 1,
+            ana_states: String::new(),
+            ana: ana.iter().map(|(a, s)| (*a, (*s).to_owned())).collect(),
+        }
+    }
+
+    /// rbd/grp1 with `gateways`.
+    pub fn group(gateways: Vec<GatewayOut>) -> GroupOut {
+        GroupOut {
+            epoch: 1,
+            pool: "rbd".into(),
+            group: "grp1".into(),
+            num_gws: gateways.len(),
+            gw_epoch: 1,
+            anagrp_list: String::new(),
+            num_namespaces: 0,
+            gateways,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
