@@ -47,8 +47,8 @@ pub struct Global {
     )]
     pub monitors: Vec<String>,
     /// Output format. Without this flag: `plain` (aligned tables) when standard output is a
-    /// terminal, `json` otherwise, so that scripts get Ceph-compatible JSON as `ceph
-    /// nvme-gw` gives it and people get tables.
+    /// terminal, `json-pretty` otherwise, so that scripts get Ceph-compatible JSON as `ceph
+    /// nvme-gw` gives it and people get tables. `json` is the same on one line.
     #[arg(long, global = true, env = "GWMON_FORMAT", value_enum)]
     pub format: Option<Format>,
     /// Reads only: accept an answer from any monitor's own copy of the map, which may lag
@@ -86,8 +86,11 @@ fn monitor_addr(s: &str) -> Result<String, String> {
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// Stable JSON with Ceph's keys where Ceph has the command (documented in README.md).
+    /// Stable JSON with Ceph's keys where Ceph has the command (documented in README.md),
+    /// on one line as Ceph's `json`.
     Json,
+    /// The same JSON, indented (Ceph's `json-pretty`).
+    JsonPretty,
     /// Aligned tables and one-line messages for people.
     Plain,
 }
@@ -175,6 +178,18 @@ pub enum Command {
         #[command(flatten)]
         group: GroupArgs,
     },
+    /// Ceph's `nvme-gw set VAR VALUE`. Only `beacon-diff` exists, and in gwmon it is always
+    /// on: a beacon is committed only when what it reports changed. `true` (or on, yes, 1)
+    /// is accepted and changes nothing; `false` is refused. No monitor is contacted.
+    Set {
+        /// The setting: `beacon-diff`.
+        var: SetVar,
+        /// `true` or `false` (also on/off, yes/no, 1/0).
+        value: String,
+    },
+    /// One line for the whole system, as `ceph status` gives one for its services: health,
+    /// monitors and leader, gateways available of those created, ANA groups served.
+    Status,
     /// The blocklist: fences issued against failed gateways.
     Blocklist {
         #[command(subcommand)]
@@ -231,6 +246,13 @@ pub enum Command {
         /// The shell to complete for.
         shell: Shell,
     },
+}
+
+/// The settings of `nvme-gw set`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SetVar {
+    /// Beacons carry (and commit) only what changed.
+    BeaconDiff,
 }
 
 /// A gateway: `ID POOL GROUP`, in Ceph's order.
@@ -457,6 +479,9 @@ mod tests {
             .expect("after");
         assert_eq!(a.global.format, Some(Format::Json));
         assert_eq!(b.global.format, Some(Format::Json));
+        let c = Cli::try_parse_from(["nvme-gw", "show", "rbd", "g", "--format", "json-pretty"])
+            .expect("Ceph's json-pretty");
+        assert_eq!(c.global.format, Some(Format::JsonPretty));
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub async fn run(cli: Cli, format: Format, out: &mut dyn Write) -> Result<(), Cl
         // Offline too: certificates are made before any monitor can check them.
         return crate::certs::run(command, format, out);
     }
+    if let Command::Set { var, value } = &cli.command {
+        // What it sets is how gwmon always works: no monitor to ask.
+        return crate::set::run(*var, value, format, out);
+    }
     if g.monitors.is_empty() {
         // Only an empty GWMON_MONITORS gets here; clap checked every address given.
         return Err(CliError::Refused(
@@ -104,15 +108,7 @@ pub async fn run(cli: Cli, format: Format, out: &mut dyn Write) -> Result<(), Cl
                     let req = req.clone();
                     async move { c.delete_gateway(req).await }
                 })
-                .await
-                .map_err(|e| match e {
-                    // Ceph answers 0 here; gwmon says so, as the issue asks: a script that
-                    // deletes a gateway it believes exists has a wrong belief worth knowing.
-                    CliError::Refused(m) if m.contains("no gateway") => {
-                        CliError::Refused(format!("nothing to delete: {m}"))
-                    }
-                    other => other,
-                })?
+                .await?
                 .value;
             let mut o = WriteOut::new(
                 Change::Delete,
@@ -121,6 +117,7 @@ pub async fn run(cli: Cli, format: Format, out: &mut dyn Write) -> Result<(), Cl
                 resp.map_epoch,
             );
             o.gw_id = Some(id);
+            o.gone = Some(resp.gone);
             emit(out, &o, format)
         }
         Command::Enable { gw } => admin_state(&mut admin, &gw, true, format, out).await,
@@ -243,8 +240,8 @@ pub async fn run(cli: Cli, format: Format, out: &mut dyn Write) -> Result<(), Cl
             emit(out, &view, format)
         }
         Command::Listeners { group } => {
-            // The group first: it gives the header Ceph prints, and refuses an unknown group
-            // with the same message as `show`.
+            // The group first: it gives the header Ceph prints (`num gws: 0` for a group
+            // that does not exist, which has no listeners).
             let head = show_group(&mut admin, &group, stale).await?;
             let key = group_key(&group)?;
             let resp = admin
@@ -271,6 +268,7 @@ pub async fn run(cli: Cli, format: Format, out: &mut dyn Write) -> Result<(), Cl
                     .value;
             emit(out, &BlocklistOut::from_wire(resp), format)
         }
+        Command::Status => crate::status::run(&mut admin, stale, format, out).await,
         Command::Health => {
             let resp = admin
                 .call(|mut c| async move { c.health(v1::HealthRequest {}).await })
@@ -320,7 +318,7 @@ pub async fn run(cli: Cli, format: Format, out: &mut dyn Write) -> Result<(), Cl
             emit(out, &HostsOut::from_wire(resp), format)
         }
         // Handled above, before any monitor is needed.
-        Command::Completions { .. } | Command::Certs { .. } => Ok(()),
+        Command::Completions { .. } | Command::Certs { .. } | Command::Set { .. } => Ok(()),
     }
 }
 

@@ -9,6 +9,8 @@
 //! * [`certs`]: `certs init|issue`, the mutual-TLS certificates, made offline.
 //! * [`stop`]: `ok-to-stop` and `cluster ok-to-stop`, asked before upgrades and maintenance.
 //! * [`maintenance`]: `maintenance enter|exit`, a gateway's ANA groups moved away and back.
+//! * [`status`]: `status`, the whole system in one line.
+//! * [`set`]: `set beacon-diff`, Ceph's setting, accepted with its meaning in gwmon.
 //! * [`error`]: the error classes and their exit codes.
 
 pub mod args;
@@ -17,6 +19,8 @@ pub mod client;
 pub mod commands;
 pub mod error;
 pub mod maintenance;
+pub mod set;
+pub mod status;
 pub mod stop;
 pub mod table;
 pub mod time;

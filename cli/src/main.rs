@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         .unwrap_or(if std::io::stdout().is_terminal() {
             Format::Plain
         } else {
-            Format::Json
+            Format::JsonPretty
         });
     // One call at a time: a single-threaded runtime is all a CLI needs.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -97,6 +97,37 @@ async fn every_command_works_and_prints_the_documented_json() {
     assert_eq!(g1["num-listeners"], 1);
     assert_eq!(g1["ana states"], " 1: ACTIVE ,  2: STANDBY ,  3: STANDBY ");
     assert_eq!(gateway(&show, "gw3")["Availability"], "CREATED");
+    // Per gateway, the namespaces of its own ANA group, as Ceph counts them: they add up
+    // to the group's (each gateway reports nsid 1 in ANA group 1 and nsid 2 in 2).
+    assert_eq!(show["num-namespaces"], 2);
+    let counts: Vec<u64> = ["gw1", "gw2", "gw3"]
+        .iter()
+        .map(|id| gateway(&show, id)["num-namespaces"].as_u64().unwrap_or(99))
+        .collect();
+    assert_eq!(counts, [1, 1, 0], "{show}");
+
+    // status: the whole system in one line (gw3 was never started)
+    let st = nvme_gw(&m, &[J, "status"]).await.json();
+    assert_eq!(
+        (
+            st["monitors"].as_u64(),
+            st["groups"].as_u64(),
+            st["gateways"].as_u64(),
+            st["gateways_available"].as_u64(),
+            st["ana_groups"].as_u64(),
+            st["ana_groups_active"].as_u64()
+        ),
+        (Some(3), Some(1), Some(3), Some(2), Some(3), Some(2)),
+        "{st}"
+    );
+    assert!(st["leader"].is_u64() && st["health"].is_string(), "{st}");
+    let line = nvme_gw(&m, &[P, "status"]).await;
+    assert_eq!(line.ok().lines().count(), 1, "{line:?}");
+    assert!(
+        line.stdout
+            .contains("; 2 of 3 gateways available; 2 of 3 ANA groups active"),
+        "{line:?}"
+    );
 
     // show-all, listeners (Ceph's shape), stale reads from a follower
     let all = nvme_gw(&m, &[J, "show-all"]).await.json();
@@ -172,6 +203,14 @@ async fn every_command_works_and_prints_the_documented_json() {
     .await;
     assert_blocklist_shape(&b);
     assert_eq!(b["entries"][0]["gw_id"], "gw1");
+    // Only available gateways' listeners are listed, as in Ceph: gw1's are gone.
+    let l = nvme_gw(&m, &[J, "listeners", "rbd", "grp1"]).await.json();
+    assert_listeners_shape(&l);
+    let list = l["Created listeners"]["nqn.2016-06.io.spdk:cnode1"]
+        .as_array()
+        .expect("the subsystem's listeners");
+    let ids: Vec<&str> = list.iter().filter_map(|e| e["gw_id"].as_str()).collect();
+    assert_eq!(ids, ["gw2"], "{l}");
     let h = nvme_gw(&m, &[J, "health"]).await.json();
     assert_health_shape(&h);
     assert_eq!(h["status"], "HEALTH_WARN");
@@ -262,6 +301,14 @@ async fn every_command_works_and_prints_the_documented_json() {
         !show["Anagrp list"].as_str().expect("list").contains('3'),
         "{show}"
     );
+    // gw3 had no namespace in its ANA group, so it is erased at once; deleting it again,
+    // as a script whose answer was lost would, succeeds (Ceph answers 0 too).
+    assert_eq!(del["gone"], true, "{del}");
+    let again = nvme_gw(&m, &[J, "delete", "gw3", "rbd", "grp1"])
+        .await
+        .json();
+    assert_write_shape(&again, "delete");
+    assert_eq!(again["gone"], true);
 
     // completions need no monitor at all
     let comp = nvme_gw(&closed_port(), &["completions", "bash"]).await;
@@ -356,17 +403,30 @@ async fn each_error_class_has_its_exit_code_and_one_line() {
         unknown.refused_with(1).contains("no gateway nosuch"),
         "{unknown:?}"
     );
-    let nothing = nvme_gw(&m, &["delete", "nosuch", "rbd", "grp1"]).await;
-    assert!(
-        nothing.refused_with(1).contains("nothing to delete"),
-        "{nothing:?}"
+    // Ceph answers these with 0, and so does gwmon: deleting what is not there changes
+    // nothing, and a group that does not exist is shown empty.
+    let nothing = nvme_gw(&m, &[P, "delete", "nosuch", "rbd", "grp1"]).await;
+    assert_eq!(
+        nothing.ok(),
+        format!(
+            "gateway nosuch is not in rbd/grp1: nothing left to delete (map epoch {})\n",
+            nvme_gw(&m, &[J, "show", "rbd", "grp1"]).await.json()["epoch"]
+        )
     );
-    let no_group = nvme_gw(&m, &["show", "rbd", "nosuch"]).await;
+    let no_group = nvme_gw(&m, &[J, "show", "rbd", "nosuch"]).await.json();
+    assert_show_shape(&no_group);
+    assert_eq!(no_group["num gws"], 0);
+    assert_eq!(no_group["group"], "nosuch");
+    let no_listeners = nvme_gw(&m, &[J, "listeners", "rbd", "nosuch"]).await.json();
+    assert_listeners_shape(&no_listeners);
+    assert_eq!(no_listeners["num gws"], 0);
+    // Ceph's `set beacon-diff`: on is how gwmon works; off cannot be had.
+    let on = nvme_gw(&m, &[J, "set", "beacon-diff", "true"]).await.json();
+    assert_eq!(on["value"], true);
+    let off = nvme_gw(&m, &["set", "beacon-diff", "false"]).await;
     assert!(
-        no_group
-            .refused_with(1)
-            .contains("no gateway group rbd/nosuch"),
-        "{no_group:?}"
+        off.refused_with(1).contains("cannot be turned off"),
+        "{off:?}"
     );
     let invalid = nvme_gw(&m, &["create", "bad id!", "rbd", "grp1"]).await;
     assert!(
@@ -386,6 +446,7 @@ async fn each_error_class_has_its_exit_code_and_one_line() {
         &["create", "gw1"][..],
         &["frobnicate"][..],
         &["show", "rbd", "grp1", "--format", "yaml"][..],
+        &["set", "beacon-interval", "1"][..],
         &["cluster", "add", "x", "127.0.0.1:1"][..],
     ] {
         let run = nvme_gw(&m, args).await;

@@ -35,6 +35,28 @@ impl std::str::FromStr for OnMonitorLoss {
     }
 }
 
+/// What the gateway does when the monitors say it was deleted from the map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDelete {
+    /// Serve nothing and wait to be created again, then serve as a new gateway (the
+    /// default): `nvme-gw delete` then `create` needs no restart of the process.
+    #[default]
+    Wait,
+    /// Serve nothing, shut the target down and end the session (`Exit::Shutdown`).
+    Exit,
+}
+
+impl std::str::FromStr for OnDelete {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "wait" => Ok(OnDelete::Wait),
+            "exit" => Ok(OnDelete::Exit),
+            other => Err(format!("{other:?} is not wait or exit")),
+        }
+    }
+}
+
 /// Every setting of a client session. Build it with [`ClientConfig::builder`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -47,14 +69,17 @@ pub struct ClientConfig {
     /// Default 500 ms: against the monitors' default 4 s grace and 2 s lease, a lease is
     /// renewed four times over, so one lost beacon costs nothing.
     pub beacon_interval: Duration,
-    /// Exit if no first map slice arrives this long after start (the gateway was never
-    /// created, or no monitor answers). Default 30 s, as Ceph.
+    /// Exit if no first map slice arrives this long after start and no monitor answered
+    /// meanwhile. A gateway the monitors do not know yet (started before `nvme-gw create`)
+    /// keeps waiting while they say so. Default 30 s, as Ceph.
     pub connect_panic: Duration,
     /// Exit after this long without an ack or a map from any monitor. Default 60 s: long
     /// after the lease made the gateway stop serving, so it only bounds how long a cut-off
     /// process lingers. Ceph uses 100 s.
     pub disconnect_panic: Duration,
     pub on_monitor_loss: OnMonitorLoss,
+    /// What to do once deleted from the map (default: wait to be created again).
+    pub on_delete: OnDelete,
     /// Reconnect backoff: starts here and doubles, with jitter, up to `reconnect_max`.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
@@ -95,6 +120,7 @@ impl ClientConfig {
                 connect_panic: Duration::from_secs(30),
                 disconnect_panic: Duration::from_secs(60),
                 on_monitor_loss: OnMonitorLoss::Demote,
+                on_delete: OnDelete::Wait,
                 reconnect_min: Duration::from_millis(50),
                 reconnect_max: Duration::from_secs(2),
                 handler_attempts: 3,
@@ -139,6 +165,7 @@ impl ClientConfigBuilder {
     setter!(connect_panic: Duration);
     setter!(disconnect_panic: Duration);
     setter!(on_monitor_loss: OnMonitorLoss);
+    setter!(on_delete: OnDelete);
     setter!(reconnect_min: Duration);
     setter!(reconnect_max: Duration);
     setter!(handler_attempts: u32);

@@ -27,7 +27,7 @@ pub mod session;
 
 use std::time::Duration;
 
-pub use config::{ClientConfig, ClientConfigBuilder, OnMonitorLoss};
+pub use config::{ClientConfig, ClientConfigBuilder, OnDelete, OnMonitorLoss};
 pub use handler::{AnaEntry, AnaHandler, AnaStates, HandlerError};
 pub use metrics::ClientMetrics;
 pub use session::{run, run_with, Dialer, Exit, Plumbing, TcpDialer};

@@ -39,7 +39,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use crate::config::{ClientConfig, OnMonitorLoss};
+use crate::config::{ClientConfig, OnDelete, OnMonitorLoss};
 use crate::handler::{AnaEntry, AnaHandler, AnaStates, HandlerError};
 use crate::metrics::ClientMetrics;
 use crate::ClientError;
@@ -56,6 +56,9 @@ const DEMOTE_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// short enough that a gateway goes back to a leader restarted at once while the lease it
 /// granted lasts (2 s with the default grace). Half the grace when that is shorter.
 const LOST_FOR: Duration = Duration::from_secs(1);
+
+/// How often a gateway that the monitors do not know (yet) says so in its log.
+const NOT_IN_MAP_LOG: Duration = Duration::from_secs(10);
 
 /// Why a session ended without an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,6 +342,11 @@ struct State<H> {
     ordered: Option<Order>,
     /// Whether the latest order is done (successfully).
     ordered_done: bool,
+    /// When a monitor last answered that this gateway is not in the map (never created, or
+    /// deleted): the monitors are there, so the panic timers wait while they keep saying so.
+    not_in_map_at: Option<Instant>,
+    /// When that was last logged: once every [`NOT_IN_MAP_LOG`], not at every attempt.
+    not_in_map_logged: Option<Instant>,
 }
 
 /// A future that opens a gRPC channel to one monitor.
@@ -503,6 +511,8 @@ pub async fn run_with<H: AnaHandler>(
         order_seq: 0,
         ordered: None,
         ordered_done: false,
+        not_in_map_at: None,
+        not_in_map_logged: None,
     };
     // Every log line of the session names the gateway and its group.
     let span = info_span!("gwmon_client", pool = %s.config.key.pool, group = %s.config.key.group,
@@ -563,6 +573,7 @@ impl<H: AnaHandler> State<H> {
                     match done {
                         Ok(c) => {
                             info!(monitor = %c.addr, "session open");
+                            self.not_in_map_logged = None;
                             self.lost.clear();
                             self.last_ack = Instant::now();
                             self.sessions += 1;
@@ -576,6 +587,8 @@ impl<H: AnaHandler> State<H> {
                         Err(refusal) => {
                             if refusal.code == Some(Code::AlreadyExists) {
                                 warn!("{}", refusal.why);
+                            } else if matches!(refusal.code, Some(Code::NotFound | Code::FailedPrecondition)) {
+                                self.not_in_map(&refusal.why);
                             } else {
                                 debug!(error = %refusal.why, "cannot open a session");
                             }
@@ -776,11 +789,60 @@ impl<H: AnaHandler> State<H> {
     }
 
     fn panic_deadline(&self) -> Instant {
-        if self.first_map {
+        let deadline = if self.first_map {
             self.last_contact + self.config.disconnect_panic
         } else {
             self.started + self.config.connect_panic
+        };
+        // A gateway the monitors do not know yet (started before `nvme-gw create`, or
+        // deleted and waiting to be created again) waits as long as they keep answering:
+        // the panic is for monitors that cannot be reached.
+        match self.not_in_map_at {
+            Some(t) => deadline.max(t + self.config.connect_panic),
+            None => deadline,
         }
+    }
+
+    /// A monitor answered that this gateway is not in the map (yet), or is being deleted.
+    fn not_in_map(&mut self, why: &str) {
+        let now = Instant::now();
+        self.not_in_map_at = Some(now);
+        if self
+            .not_in_map_logged
+            .is_some_and(|t| now < t + NOT_IN_MAP_LOG)
+        {
+            debug!(error = %why, "not in the map yet");
+            return;
+        }
+        self.not_in_map_logged = Some(now);
+        let c = &self.config;
+        let group = if c.key.group.as_str().is_empty() {
+            "\"\"".to_owned()
+        } else {
+            c.key.group.to_string()
+        };
+        info!(
+            "not a gateway of the map yet ({why}): serving nothing, waiting for `nvme-gw create {} {} {group}`",
+            c.gateway, c.key.pool
+        );
+    }
+
+    /// Serve nothing and open a new session as a new process would: the monitors see a
+    /// start, whatever they remember of this one.
+    fn rejoin_as_new_incarnation(&mut self) {
+        self.slice = None;
+        self.lease_until = None;
+        self.order(Action::DemoteAll);
+        self.incarnation = self.rng.random_range(1..=u64::MAX);
+        self.starting = true;
+        self.seq = 0;
+        self.sent.clear();
+        self.applied_epoch = Epoch::ZERO;
+        self.fence_epoch = Epoch::ZERO;
+        info!(
+            incarnation = format_args!("{:016x}", self.incarnation),
+            "rejoining as a new incarnation"
+        );
     }
 
     fn panic_reason(&self) -> ClientError {
@@ -1050,22 +1112,17 @@ impl<H: AnaHandler> State<H> {
             }
             domain::MonitorMessage::Shutdown { kind, reason } => {
                 info!(%reason, "the monitors ordered this gateway to stop");
-                if kind == ShutdownKind::DeclaredFailed {
+                let deleted = matches!(kind, ShutdownKind::Deleted | ShutdownKind::Removed);
+                if kind == ShutdownKind::DeclaredFailed
+                    || (deleted && self.config.on_delete == OnDelete::Wait)
+                {
                     // Stop serving now, then come back as a new process: the monitors
-                    // know it restarted, and give its group back once it is available.
-                    self.slice = None;
-                    self.lease_until = None;
-                    self.order(Action::DemoteAll);
-                    self.incarnation = self.rng.random_range(1..=u64::MAX);
-                    self.starting = true;
-                    self.seq = 0;
-                    self.sent.clear();
-                    self.applied_epoch = Epoch::ZERO;
-                    self.fence_epoch = Epoch::ZERO;
-                    info!(
-                        incarnation = format_args!("{:016x}", self.incarnation),
-                        "rejoining as a new incarnation"
-                    );
+                    // know it restarted, and give its group back once it is available. A
+                    // deleted gateway is refused until it is created again, and waits.
+                    self.rejoin_as_new_incarnation();
+                    if deleted {
+                        self.not_in_map_at = Some(Instant::now());
+                    }
                     return Next::Rejoin;
                 }
                 Next::Exit(Exit::Shutdown(reason))

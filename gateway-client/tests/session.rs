@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use gwmon_client::session::{DialFuture, Dialer};
 use gwmon_client::{
-    run_with, AnaHandler, AnaStates, ClientConfig, ClientError, Exit, HandlerError, Plumbing,
+    run_with, AnaHandler, AnaStates, ClientConfig, ClientError, Exit, HandlerError, OnDelete,
+    Plumbing,
 };
 use gwmon_proto::domain::{
     self, AnaAccess, AnaGroupId, AnaGroupView, Epoch, GatewayId, GatewayReport, GroupKey, Hello,
@@ -188,6 +189,9 @@ struct Script {
     /// Monitors that refuse sessions as `UNAVAILABLE` with no leader named (one that has
     /// not yet confirmed its leadership, or knows of none).
     unconfirmed: HashSet<String>,
+    /// Every monitor reads the hello and refuses it as `NOT_FOUND`: the gateway is not in
+    /// the map (not created yet, or deleted).
+    unknown: bool,
 }
 
 struct OpenSession {
@@ -258,6 +262,9 @@ impl GatewayService for FakeMonitor {
             monitor: self.name.clone(),
             hello,
         });
+        if lock(&self.shared.script).unknown {
+            return Err(Status::not_found("no gateway gw1 in group rbd/grp1"));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let session = {
             let mut sessions = lock(&self.shared.sessions);
@@ -453,6 +460,7 @@ impl World {
                 silent: HashSet::new(),
                 mute: HashSet::new(),
                 unconfirmed: HashSet::new(),
+                unknown: false,
             }),
             log: Mutex::new(Log::default()),
             sessions: Mutex::new(Vec::new()),
@@ -732,9 +740,14 @@ async fn the_target_is_demoted_when_the_session_is_stopped() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_deleted_gateway_demotes_shuts_the_target_down_and_exits() {
+async fn a_deleted_gateway_told_to_exit_demotes_shuts_the_target_down_and_exits() {
     for kind in [ShutdownKind::Deleted, ShutdownKind::Removed] {
-        let mut w = World::start(&["mon1"], &["mon1"]);
+        let config = ClientConfig::builder(gateway(), group_key())
+            .monitors(["mon1"])
+            .on_delete(OnDelete::Exit)
+            .build()
+            .expect("valid client config");
+        let mut w = World::start_with(&["mon1"], config, Target::default());
         let serving = w.serving().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let ordered = Instant::now();
@@ -750,6 +763,99 @@ async fn a_deleted_gateway_demotes_shuts_the_target_down_and_exits() {
         assert_eq!(shutdowns[0].1, "deleted by the admin");
         assert!(shutdowns[0].0 >= demotions[0]);
         assert_eq!(w.hellos().len(), 1, "{kind:?}: no rejoin");
+    }
+}
+
+/// Ceph's late registration: a gateway started before `nvme-gw create` waits, however long
+/// it takes, while the monitors answer that it is not in the map; it used to exit at the
+/// connect panic.
+#[tokio::test(start_paused = true)]
+async fn a_gateway_not_created_yet_waits_past_the_connect_panic_and_serves_once_created() {
+    let w = World::start(&["mon1"], &["mon1"]);
+    w.script().unknown = true;
+    let waited = w.config.connect_panic * 3;
+    tokio::time::sleep(waited).await;
+    assert!(
+        w.session.as_ref().is_some_and(|s| !s.is_finished()),
+        "still waiting after {waited:?}"
+    );
+    let asked = w.hellos().len();
+    assert!(asked > 10, "kept asking: {asked} hellos");
+    assert!(w.target.shutdowns().is_empty());
+    assert!(w.target.first_serving().is_none());
+    // Created: the next hello opens a session, and the gateway serves its slice.
+    w.script().unknown = false;
+    w.until("a session opens", Duration::from_secs(5), |w| {
+        lock(&w.shared.sessions).len() == 1
+    })
+    .await;
+    w.send(serving_slice(2));
+    w.until("the target serves", Duration::from_secs(5), |w| {
+        w.target.first_serving().is_some()
+    })
+    .await;
+}
+
+/// ... but a gateway that no monitor answers still gives up at the connect panic, even
+/// after monitors said it was not created.
+#[tokio::test(start_paused = true)]
+async fn a_gateway_not_created_gives_up_once_the_monitors_stop_answering() {
+    let mut w = World::start(&["mon1"], &["mon1"]);
+    w.script().unknown = true;
+    tokio::time::sleep(w.config.connect_panic * 2).await;
+    w.script().unknown = false;
+    w.script().unconfirmed.insert("mon1".into());
+    let silent_from = Instant::now();
+    let exit = w.exit().await;
+    assert!(
+        matches!(exit, Err(ClientError::ConnectPanic(_))),
+        "exit: {exit:?}"
+    );
+    let shutdowns = w.target.shutdowns();
+    assert_eq!(shutdowns.len(), 1, "{shutdowns:?}");
+    assert!(shutdowns[0].0 <= silent_from + w.config.connect_panic);
+    assert!(shutdowns[0].0 >= silent_from + w.config.connect_panic - Duration::from_secs(3));
+}
+
+/// A deleted gateway (the default `OnDelete::Wait`) stops serving at once, keeps its
+/// target, and serves again as a new incarnation once it is created again: no restart.
+#[tokio::test(start_paused = true)]
+async fn a_deleted_gateway_waits_and_serves_again_once_created_again() {
+    for kind in [ShutdownKind::Deleted, ShutdownKind::Removed] {
+        let w = World::start(&["mon1"], &["mon1"]);
+        let serving = w.serving().await;
+        let first = w.hellos()[0].hello.incarnation;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        w.script().unknown = true;
+        let ordered = Instant::now();
+        w.send(shutdown(kind, "the gateway was deleted"));
+        w.until("demoted", Duration::from_secs(1), |w| {
+            !w.target.demotions_after(serving).is_empty()
+        })
+        .await;
+        assert_eq!(w.target.demotions_after(serving)[0], ordered, "{kind:?}");
+        tokio::time::sleep(w.config.disconnect_panic * 2).await;
+        assert!(
+            w.session.as_ref().is_some_and(|s| !s.is_finished()),
+            "{kind:?}: still running"
+        );
+        assert!(w.target.shutdowns().is_empty(), "{kind:?}: target kept");
+        assert!(w.target.serving_after(ordered).is_empty(), "{kind:?}");
+        w.script().unknown = false;
+        w.until("a new session opens", Duration::from_secs(5), |w| {
+            lock(&w.shared.sessions).len() == 2
+        })
+        .await;
+        let again = w.hellos().last().map(|h| h.hello.incarnation);
+        assert!(
+            again.is_some_and(|i| i != first),
+            "{kind:?}: a new incarnation"
+        );
+        w.send(serving_slice(9));
+        w.until("serving again", Duration::from_secs(5), |w| {
+            !w.target.serving_after(ordered).is_empty()
+        })
+        .await;
     }
 }
 

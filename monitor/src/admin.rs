@@ -155,13 +155,20 @@ impl AdminService for AdminGrpc {
         req: Request<v1::DeleteGatewayRequest>,
     ) -> Result<Response<v1::DeleteGatewayResponse>, Status> {
         let r = req.into_inner();
-        let cmd = Command::DeleteGateway {
-            key: key(r.key)?,
-            gateway: gateway(&r.gateway_id)?,
-        };
-        let done = self.write(cmd).await?;
+        let (k, g) = (key(r.key)?, gateway(&r.gateway_id)?);
+        let done = self
+            .write(Command::DeleteGateway {
+                key: k.clone(),
+                gateway: g.clone(),
+            })
+            .await?;
+        let gone = self
+            .core
+            .reader()
+            .read(|m| m.group(&k).is_none_or(|grp| !grp.gateways.contains_key(&g)));
         Ok(Response::new(v1::DeleteGatewayResponse {
             map_epoch: done.map_epoch.0,
+            gone,
         }))
     }
 
@@ -233,12 +240,15 @@ impl AdminService for AdminGrpc {
     ) -> Result<Response<v1::ShowGroupResponse>, Status> {
         let r = req.into_inner();
         let k = key(r.key)?;
-        let view = self
+        // A group that does not exist is shown empty, as Ceph answers it (`num gws: 0`): a
+        // script asking whether a group has gateways gets its answer, not an error.
+        let group = self
             .core
-            .read(r.stale, |m| m.group(&k).map(|g| group_view(m, &k, g)))
+            .read(r.stale, |m| match m.group(&k) {
+                Some(g) => group_view(m, &k, g),
+                None => group_view(m, &k, &GroupState::default()),
+            })
             .await?;
-        let group = view
-            .ok_or_else(|| MonitorError::Refused(crate::map::MapError::UnknownGroup(k.clone())))?;
         Ok(Response::new(v1::ShowGroupResponse { group: Some(group) }))
     }
 
@@ -270,13 +280,13 @@ impl AdminService for AdminGrpc {
         let listeners = self
             .core
             .read(r.stale, |m| {
-                let g = m
-                    .group(&k)
-                    .ok_or_else(|| crate::map::MapError::UnknownGroup(k.clone()))?;
-                Ok::<_, crate::map::MapError>(
+                // Only available gateways' listeners, as Ceph lists them: a host connecting
+                // to a listed listener reaches a gateway that serves. A group that does not
+                // exist has none.
+                m.group(&k).map_or_else(Vec::new, |g| {
                     g.gateways
                         .iter()
-                        .filter(|(_, gw)| gw.availability != Availability::Deleting)
+                        .filter(|(_, gw)| gw.availability == Availability::Available)
                         .flat_map(|(id, gw)| {
                             gw.subsystems.iter().flat_map(move |s| {
                                 s.listeners.iter().map(move |l| v1::ListenerEntry {
@@ -286,11 +296,10 @@ impl AdminService for AdminGrpc {
                                 })
                             })
                         })
-                        .collect::<Vec<_>>(),
-                )
+                        .collect::<Vec<_>>()
+                })
             })
-            .await?
-            .map_err(MonitorError::Refused)?;
+            .await?;
         Ok(Response::new(v1::ListenersResponse { listeners }))
     }
 
@@ -595,7 +604,7 @@ pub fn group_view(map: &GatewayMap, key: &GroupKey, g: &GroupState) -> v1::Group
                 admin_enabled: gw.admin == crate::map::AdminState::Enabled,
                 availability: gw.availability.to_string(),
                 performed_full_startup: gw.performed_full_startup,
-                num_namespaces: u32::try_from(gw.num_namespaces()).unwrap_or(u32::MAX),
+                num_namespaces: u32::try_from(g.own_namespaces(gw)).unwrap_or(u32::MAX),
                 num_listeners: u32::try_from(gw.num_listeners()).unwrap_or(u32::MAX),
                 ana_states: g
                     .ana

@@ -183,9 +183,10 @@ async fn apply_history(sm: &mut StateMachine, reader: &MapReader, first: u64) ->
             key: key("rbd", "grp1"),
             gateway: gw("a"),
         }),
-        Box::new(|_| Command::DeleteGateway {
+        Box::new(|_| Command::SetAdminState {
             key: key("nope", "nope"),
             gateway: gw("a"),
+            enabled: false,
         }),
         Box::new(|_| Command::TimerTick),
     ];
@@ -219,7 +220,7 @@ async fn apply_history(sm: &mut StateMachine, reader: &MapReader, first: u64) ->
     }
     assert_eq!(
         refused, 1,
-        "the unknown-group delete is refused, not a storage error"
+        "the unknown-group disable is refused, not a storage error"
     );
     assert!(mirror.epoch() > Epoch::ZERO);
     assert_eq!(

@@ -175,7 +175,9 @@ impl EventOut {
     /// One line in `format`.
     pub fn write(&self, out: &mut dyn Write, format: Format) -> std::io::Result<()> {
         match format {
-            Format::Json => {
+            // An event stream is one JSON object per line in either JSON format, so a
+            // reader can act on each as it comes.
+            Format::Json | Format::JsonPretty => {
                 let line = serde_json::to_string(self).map_err(std::io::Error::other)?;
                 writeln!(out, "{line}")?;
             }

@@ -26,6 +26,8 @@ pub mod events;
 pub mod group;
 pub mod health;
 pub mod listeners;
+pub mod set;
+pub mod summary;
 pub mod volume;
 pub mod write;
 
@@ -45,6 +47,10 @@ pub trait View: Serialize {
 pub fn print<V: View>(out: &mut dyn Write, view: &V, format: Format) -> std::io::Result<()> {
     match format {
         Format::Json => {
+            let text = serde_json::to_string(view).map_err(std::io::Error::other)?;
+            writeln!(out, "{text}")?;
+        }
+        Format::JsonPretty => {
             let text = serde_json::to_string_pretty(view).map_err(std::io::Error::other)?;
             writeln!(out, "{text}")?;
         }
@@ -69,5 +75,28 @@ pub fn or_dash(s: &str) -> String {
         "-".to_owned()
     } else {
         s.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::write::{Change, WriteOut};
+
+    /// Ceph's two JSON formats: `json` on one line, `json-pretty` indented, the same value.
+    #[test]
+    fn json_is_one_line_and_json_pretty_is_indented() {
+        let view = WriteOut::new(Change::Enable, "rbd", "grp1", 7);
+        let text = |format| {
+            let mut out = Vec::new();
+            print(&mut out, &view, format).expect("print");
+            String::from_utf8(out).expect("utf-8")
+        };
+        let (one, pretty) = (text(Format::Json), text(Format::JsonPretty));
+        assert_eq!(one.lines().count(), 1, "{one}");
+        assert!(pretty.lines().count() > 3, "{pretty}");
+        assert!(pretty.contains("\n  \"command\": \"enable\""), "{pretty}");
+        let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("json");
+        assert_eq!(parse(&one), parse(&pretty));
     }
 }

@@ -47,6 +47,10 @@ pub struct WriteOut {
     /// The ANA group the gateway owns (`create`).
     #[serde(rename = "anagrp-id", skip_serializing_if = "Option::is_none")]
     pub anagrp_id: Option<u32>,
+    /// `delete`: the gateway is not in the map after the deletion (never was, already
+    /// erased, or erased at once for having no namespaces left).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gone: Option<bool>,
     /// The map epoch at which the change was committed.
     pub epoch: u64,
     #[serde(skip)]
@@ -63,6 +67,7 @@ impl WriteOut {
             group: group.to_owned(),
             location: None,
             anagrp_id: None,
+            gone: None,
             epoch,
             change,
         }
@@ -79,6 +84,9 @@ impl View for WriteOut {
                 "gateway {gw} created in {group}, ANA group {}",
                 self.anagrp_id.unwrap_or(0)
             ),
+            Change::Delete if self.gone == Some(true) => {
+                format!("gateway {gw} is not in {group}: nothing left to delete")
+            }
             Change::Delete => format!(
                 "gateway {gw} of {group} deleting; it is removed once its ANA group has no namespaces"
             ),

@@ -337,7 +337,8 @@ pub fn assert_listeners_shape(v: &Value) {
 pub fn assert_write_shape(v: &Value, command: &str) {
     let required: &[&str] = match command {
         "create" => &["command", "gw-id", "pool", "group", "anagrp-id", "epoch"],
-        "delete" | "enable" | "disable" => &["command", "gw-id", "pool", "group", "epoch"],
+        "delete" => &["command", "gw-id", "pool", "group", "gone", "epoch"],
+        "enable" | "disable" => &["command", "gw-id", "pool", "group", "epoch"],
         "set-location" => &["command", "gw-id", "pool", "group", "location", "epoch"],
         _ => &["command", "pool", "group", "location", "epoch"],
     };
@@ -349,6 +350,9 @@ pub fn assert_write_shape(v: &Value, command: &str) {
     exact(v, required, optional);
     assert_eq!(v["command"], command);
     assert!(is_u64(&v["epoch"]));
+    if command == "delete" {
+        assert!(v["gone"].is_boolean(), "{v}");
+    }
 }
 
 pub fn assert_blocklist_shape(v: &Value) {

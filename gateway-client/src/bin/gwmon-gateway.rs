@@ -11,7 +11,9 @@ use clap::{Parser, ValueEnum};
 use gwmon_client::adapters::file::FileTarget;
 use gwmon_client::adapters::nvmet::{NvmetConfig, NvmetTarget};
 use gwmon_client::adapters::spdk::SpdkTarget;
-use gwmon_client::{AnaHandler, ClientConfig, ClientError, ClientMetrics, Exit, OnMonitorLoss};
+use gwmon_client::{
+    AnaHandler, ClientConfig, ClientError, ClientMetrics, Exit, OnDelete, OnMonitorLoss,
+};
 use gwmon_proto::domain::{GatewayId, Group, GroupKey, Pool};
 use gwmon_proto::tls::{Tls, TlsFiles};
 use prometheus_client::registry::Registry;
@@ -78,7 +80,9 @@ struct Args {
     /// Attempts per target call before the target counts as failed.
     #[arg(long, default_value_t = 3)]
     handler_attempts: u32,
-    /// Exit if no first map arrives within this many seconds.
+    /// Exit if no first map arrives within this many seconds and no monitor answers
+    /// meanwhile. A gateway not created yet keeps waiting while the monitors say so,
+    /// logging it every 10 s.
     #[arg(long, default_value_t = 30)]
     connect_panic_s: u64,
     /// Exit after this many seconds without an ack or map from any monitor.
@@ -89,6 +93,11 @@ struct Args {
     /// storage fence).
     #[arg(long, default_value = "demote")]
     on_monitor_loss: OnMonitorLoss,
+    /// Once deleted from the map (`nvme-gw delete`): `wait` (serve nothing and wait to be
+    /// created again, then serve, with no restart) or `exit` (shut the target down and exit
+    /// with code 3).
+    #[arg(long, default_value = "wait")]
+    on_delete: OnDelete,
     /// `human` or `json` logs.
     #[arg(long, default_value = "human")]
     log_format: String,
@@ -170,6 +179,7 @@ async fn run(args: Args) -> ExitCode {
     .connect_panic(Duration::from_secs(args.connect_panic_s))
     .disconnect_panic(Duration::from_secs(args.disconnect_panic_s))
     .on_monitor_loss(args.on_monitor_loss)
+    .on_delete(args.on_delete)
     .beacon_grace(Duration::from_millis(args.grace_ms))
     .handler_timeout(Duration::from_millis(args.handler_timeout_ms))
     .handler_attempts(args.handler_attempts)

@@ -212,8 +212,14 @@ impl GatewayMap {
                 })?
             }
             Command::DeleteGateway { key, gateway } => {
-                self.existing(key)?;
-                self.transact(key, now, &mut events, |g, ctx| g.delete(gateway, ctx))?
+                // Deleting what is not there succeeds and changes nothing, as in Ceph: a
+                // delete whose answer was lost may be sent again, even once the gateway was
+                // erased.
+                let present = self
+                    .groups
+                    .get(key)
+                    .is_some_and(|g| g.gateways.contains_key(gateway));
+                present && self.transact(key, now, &mut events, |g, ctx| g.delete(gateway, ctx))?
             }
             Command::SetAdminState {
                 key,

@@ -250,6 +250,21 @@ impl GroupState {
             .unwrap_or(0)
     }
 
+    /// The namespaces of `gw`'s own ANA group (Ceph's per-gateway count): as the group's
+    /// available gateways report them, or `gw`'s own report while none is available. A
+    /// deleting gateway is erased once this is 0.
+    pub fn own_namespaces(&self, gw: &Gateway) -> usize {
+        let others_serving = self
+            .gateways
+            .values()
+            .any(|o| o.availability == Availability::Available);
+        if others_serving {
+            self.namespaces_in(gw.ana_group, false)
+        } else {
+            gw.namespaces_in(gw.ana_group)
+        }
+    }
+
     /// The group's namespaces, as the best-informed available gateway reports them.
     pub fn num_namespaces(&self) -> usize {
         self.gateways

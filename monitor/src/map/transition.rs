@@ -466,18 +466,7 @@ impl GroupState {
             .gateways
             .iter()
             .filter(|(_, gw)| gw.availability == Availability::Deleting)
-            .filter(|(_, gw)| {
-                let others_serving = self
-                    .gateways
-                    .values()
-                    .any(|o| o.availability == Availability::Available);
-                let left = if others_serving {
-                    self.namespaces_in(gw.ana_group, false)
-                } else {
-                    gw.namespaces_in(gw.ana_group)
-                };
-                left == 0
-            })
+            .filter(|(_, gw)| self.own_namespaces(gw) == 0)
             .map(|(id, gw)| (id.clone(), gw.ana_group))
             .collect();
         for (id, g) in drained {
