@@ -1,7 +1,8 @@
 //! nvme-gw: the admin CLI of gwmon.
 //!
 //! * [`args`]: the command line (clap derive), every flag documented.
-//! * [`commands`]: checking arguments, making the calls, printing the result.
+//! * [`commands`]: checking arguments, making the calls, printing the result; one module
+//!   per command group.
 //! * [`client`]: the admin client: leader following and bounded retries.
 //! * [`view`]: the output types, their documented JSON and their tables.
 //! * [`table`]: aligned plain-text tables.
