@@ -289,6 +289,7 @@ mod tests {
             commit_index: 100,
             applied_index: 100,
             answered_by: "127.0.0.1:7401".into(),
+            features: 1,
             members,
         }
     }

@@ -366,8 +366,10 @@ impl AdminService for AdminGrpc {
                 }
             })
             .collect();
+        let features = self.core.reader().read(|map| map.features());
         Ok(Response::new(v1::ClusterStatusResponse {
             members,
+            features,
             leader_id: m.current_leader.unwrap_or(0),
             term: m.current_term,
             commit_index: m.last_applied.map_or(0, |l| l.index),

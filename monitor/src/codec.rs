@@ -54,6 +54,13 @@ pub trait Versioned: Serialize + DeserializeOwned {
         let _ = (version, body);
         None
     }
+
+    /// The version this value is written as: [`Versioned::VERSION`] unless the value can
+    /// still be written in an older layout that an earlier release reads (the gateway map
+    /// at feature level 0).
+    fn written_version(&self) -> u8 {
+        Self::VERSION
+    }
 }
 
 /// The body of an older version, for [`Versioned::decode_older`].
@@ -64,7 +71,7 @@ pub fn decode_body<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Resu
 }
 
 pub fn encode<T: Versioned>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut out = vec![T::VERSION];
+    let mut out = vec![value.written_version()];
     options()
         .serialize_into(&mut out, value)
         .map_err(|source| CodecError::Encode {
@@ -97,16 +104,22 @@ pub fn decode<T: Versioned>(bytes: &[u8]) -> Result<T, CodecError> {
 // Version 2 of the map and its commands: the tunables gained `max_groups` and
 // `max_gateways`. Version 1 is read with their defaults (see `map::config::MapConfigV1`).
 // Version 3 of the map: groups gained flap damping; older maps read with nobody damped.
+// Version 4: the feature level, written only once it is above 0 (version 3 otherwise).
 impl Versioned for crate::map::GatewayMap {
     const WHAT: &'static str = "gateway map";
-    const VERSION: u8 = 3;
+    const VERSION: u8 = 4;
 
     fn decode_older(version: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
         match version {
             1 => Some(crate::map::GatewayMap::decode_v1(body)),
             2 => Some(crate::map::GatewayMap::decode_v2(body)),
+            3 => Some(crate::map::GatewayMap::decode_v3(body)),
             _ => None,
         }
+    }
+
+    fn written_version(&self) -> u8 {
+        crate::map::GatewayMap::written_version(self)
     }
 }
 

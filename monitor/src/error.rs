@@ -141,6 +141,7 @@ fn map_code(e: &MapError) -> Code {
         | MapError::NotInDisaster { .. }
         | MapError::DisasterRecovering { .. } => Code::FailedPrecondition,
         MapError::StaleLeaderCommand { .. } => Code::Aborted,
+        MapError::UnsupportedFeatures { .. } => Code::FailedPrecondition,
         MapError::Invariant(_) => Code::Internal,
     }
 }

@@ -42,13 +42,16 @@ pub use gwmon_proto::MAX_CLIENT_MESSAGE_BYTES;
 /// Snapshots travel in chunks of this size, so a large map never meets a message limit.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 
-/// What a test or an embedding program can swap: the network, the clock and the fencer
-/// (`None`: the one the configuration names).
+/// What a test or an embedding program can swap: the network, the clock, the fencer
+/// (`None`: the one the configuration names) and the feature level the monitor says it
+/// supports (this build's, [`crate::map::features::SUPPORTED`]; lower only to stand for an
+/// older release in a test of a rolling upgrade).
 #[derive(Clone)]
 pub struct Plumbing {
     pub connector: Arc<dyn Connector>,
     pub clock: Arc<dyn Clock>,
     pub fencer: Option<Arc<dyn Fencer>>,
+    pub features: u32,
 }
 
 impl Default for Plumbing {
@@ -65,6 +68,7 @@ impl Plumbing {
             connector: Arc::new(TcpConnector::default().with_tls(tls)),
             clock: Arc::new(SystemClock),
             fencer: None,
+            features: crate::map::features::SUPPORTED,
         }
     }
 }
@@ -98,8 +102,9 @@ struct Serving {
 }
 
 /// Starts the peer port's server for a Raft.
+/// Starts the peer port's server for a Raft, answering that it supports a feature level.
 type ServePeers =
-    Box<dyn FnOnce(Raft, CancellationToken) -> JoinHandle<Result<(), MonitorError>> + Send>;
+    Box<dyn FnOnce(Raft, u32, CancellationToken) -> JoinHandle<Result<(), MonitorError>> + Send>;
 
 /// The sockets a monitor serves on, bound by the caller (tests bind port 0).
 pub struct Listeners {
@@ -239,8 +244,8 @@ impl Monitor {
                     http,
                     tls,
                     connections: Some(connections),
-                    peer: Some(Box::new(move |raft, stop| {
-                        serve_peers(peer_incoming, raft, false, stop)
+                    peer: Some(Box::new(move |raft, supported, stop| {
+                        serve_peers(peer_incoming, raft, supported, false, stop)
                     })),
                 };
                 Self::launch(config, node, incoming, serving, store, fencer, plumbing).await
@@ -252,8 +257,8 @@ impl Monitor {
                     http,
                     tls,
                     connections: Some(connections),
-                    peer: Some(Box::new(move |raft, stop| {
-                        serve_peers(peer_incoming, raft, true, stop)
+                    peer: Some(Box::new(move |raft, supported, stop| {
+                        serve_peers(peer_incoming, raft, supported, true, stop)
                     })),
                 };
                 Self::launch(config, node, incoming, serving, store, fencer, plumbing).await
@@ -357,7 +362,7 @@ impl Monitor {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            network,
+            network.clone(),
             log_store,
             state_machine,
         )
@@ -408,7 +413,7 @@ impl Monitor {
                 // With a peer port, Raft is served there and nowhere else.
                 .add_optional_service(
                     peer.is_none()
-                        .then(|| raft::service::raft_service(raft.clone())),
+                        .then(|| raft::service::raft_service(raft.clone(), plumbing.features)),
                 );
             let stop = shutdown.clone();
             tokio::spawn(async move {
@@ -419,7 +424,8 @@ impl Monitor {
             })
         };
 
-        let peer_server = peer.map(|serve| serve(raft.clone(), shutdown.clone()));
+        let peer_server =
+            peer.map(|serve| serve(raft.clone(), plumbing.features, shutdown.clone()));
 
         let (http_addr, http) = match http {
             None => (None, None),
@@ -449,6 +455,12 @@ impl Monitor {
                 let liveness = liveness.clone();
                 let stop = shutdown.clone();
                 tokio::spawn(async move { liveness.run(stop).await })
+            },
+            {
+                let core = core.clone();
+                let stop = shutdown.clone();
+                let supported = plumbing.features;
+                tokio::spawn(raft::features::raise(core, network, supported, stop))
             },
             {
                 let runner = FenceRunner::new(core.clone(), fencer, FENCE_RETRY_MAX);
@@ -588,6 +600,7 @@ impl Monitor {
 fn serve_peers<I, IO, IE>(
     incoming: I,
     raft: Raft,
+    supported: u32,
     tls: bool,
     stop: CancellationToken,
 ) -> JoinHandle<Result<(), MonitorError>>
@@ -604,7 +617,7 @@ where
 {
     let router = tcp_server()
         .layer(AuthorizeLayer { tls })
-        .add_service(raft::service::raft_service(raft));
+        .add_service(raft::service::raft_service(raft, supported));
     tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())

@@ -39,6 +39,7 @@ fn busy_map() -> GatewayMap {
 fn the_map_round_trips_with_its_version_byte() {
     let map = busy_map();
     let bytes = codec::encode(&map).expect("encode");
+    // At feature level 0 the map is written as the previous release wrote it.
     assert_eq!(bytes[0], 3, "format version first");
     let back: GatewayMap = codec::decode(&bytes).expect("decode");
     assert_eq!(back, map);
@@ -50,6 +51,49 @@ fn the_map_round_trips_with_its_version_byte() {
     assert_eq!(group.damping.len(), 2, "the two gateways that went down");
 }
 
+/// A map at feature level 0 is written byte for byte as version 3 (what the previous
+/// release writes and reads, so its monitors still take this one's snapshots during a
+/// rolling upgrade); once the level is raised it is version 4, with the level.
+#[test]
+fn the_map_is_written_as_version_3_until_the_feature_level_is_raised() {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct PreviousRelease {
+        epoch: Epoch,
+        time: gwmon_monitor::map::Timestamp,
+        config: MapConfig,
+        groups: std::collections::BTreeMap<
+            gwmon_proto::domain::GroupKey,
+            gwmon_monitor::map::GroupState,
+        >,
+    }
+    impl codec::Versioned for PreviousRelease {
+        const WHAT: &'static str = "gateway map";
+        const VERSION: u8 = 3;
+    }
+    let map = busy_map();
+    let bytes = codec::encode(&map).expect("encode");
+    let previous: PreviousRelease = codec::decode(&bytes).expect("the previous release reads it");
+    assert_eq!(previous.groups, *map.groups());
+    assert_eq!(
+        codec::encode(&previous).expect("encode as the previous release"),
+        bytes,
+        "the same bytes"
+    );
+
+    let mut h = Harness::new();
+    h.map = map;
+    h.ok(Command::SetFeatures(1));
+    let raised = codec::encode(&h.map).expect("encode");
+    assert_eq!(raised[0], 4);
+    let back: GatewayMap = codec::decode(&raised).expect("decode");
+    assert_eq!(back, h.map);
+    assert_eq!(back.features(), 1);
+    assert!(
+        codec::decode::<PreviousRelease>(&raised).is_err(),
+        "the previous release refuses it"
+    );
+}
+
 #[test]
 fn an_unknown_version_or_a_cut_body_is_refused_clearly() {
     let mut bytes = codec::encode(&busy_map()).expect("encode");
@@ -59,13 +103,13 @@ fn an_unknown_version_or_a_cut_body_is_refused_clearly() {
         err,
         CodecError::Version {
             found: 9,
-            supported: 3,
+            supported: 4,
             ..
         }
     ));
     assert_eq!(
         err.to_string(),
-        "unknown format version 9 for gateway map; this build reads version 3"
+        "unknown format version 9 for gateway map; this build reads version 4"
     );
     bytes[0] = 3;
     bytes.truncate(bytes.len() / 2);

@@ -45,6 +45,9 @@ enum Op {
     FenceGarbage(u8, u8, u64),
     Tick(u32),
     Config(u32, u64),
+    /// The leader raises the feature level (new rules from this command on), or asks for
+    /// one this build does not apply (refused).
+    Features(u32),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -66,6 +69,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (g, k, any::<u64>()).prop_map(|(g, k, e)| Op::FenceGarbage(g, k, e)),
         3 => (0..40_000u32).prop_map(Op::Tick),
         1 => (0..6u32, 0..60_000u64).prop_map(|(m, t)| Op::Config(m, t)),
+        1 => (0..3u32).prop_map(Op::Features),
     ]
 }
 
@@ -316,6 +320,9 @@ impl World {
                     fence_timeout_ms: *timeout,
                     ..MapConfig::default()
                 }));
+            }
+            Op::Features(level) => {
+                self.apply(Command::SetFeatures(*level));
             }
         }
     }

@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use gwmon_monitor::map::{
-    AnaState, Availability, Command, ConfigUpdate, Event, GatewayMap, MapConfig, MapError,
-    Timestamp,
+    features, AnaState, Availability, Command, ConfigUpdate, Event, GatewayMap, MapConfig,
+    MapError, Timestamp,
 };
 use gwmon_proto::domain::{AnaAccess, ReportedAvailability, SliceAvailability};
 
@@ -318,8 +318,50 @@ fn without_a_completed_fence_nobody_is_promoted_however_long_it_takes() {
     }
 }
 
+/// A live gateway that lost its listeners is treated as a disabled one: its groups wait for
+/// it to confirm it stopped, and move on that confirmation without any fence (a fence cuts
+/// a healthy gateway off from storage). It used to be fenced at once.
 #[test]
-fn a_confirmation_from_the_old_owner_releases_it_without_a_fence() {
+fn a_live_gateway_that_lost_its_listeners_confirms_instead_of_being_fenced() {
+    let mut h = two_serving();
+    h.ok(Command::SetFeatures(features::CEPH_PARITY));
+    // a loses its listeners: alive, but it cannot serve.
+    h.report("a", ReportedAvailability::Available, vec![])
+        .expect("beacon");
+    assert_eq!(h.availability("a"), Some(Availability::Created));
+    assert_eq!(h.server_of(1), None);
+    assert_eq!(h.state("b", 1), AnaState::Standby, "held for a to confirm");
+    assert_eq!(h.pending_fences(), 0, "no fence for a live gateway");
+    // a applies the map that stopped it and says so: b serves at once.
+    h.report("a", ReportedAvailability::Available, vec![])
+        .expect("beacon");
+    assert_eq!(h.server_of(1), Some(gw("b")));
+    assert!(h.map.group(&h.key).expect("group").fences.is_empty());
+}
+
+/// A gateway without listeners that does not confirm is fenced once the window ends.
+#[test]
+fn a_gateway_without_listeners_that_never_confirms_is_fenced_after_the_window() {
+    let mut h = two_serving();
+    h.ok(Command::SetFeatures(features::CEPH_PARITY));
+    let mut sub = subsystem(&gw("a"), &[1, 2], 2);
+    sub.listeners.clear();
+    h.report("a", ReportedAvailability::Available, vec![sub])
+        .expect("beacon");
+    h.tick(h.map.config().skip_failover_admin_ms - 1);
+    assert_eq!(h.pending_fences(), 0);
+    h.tick(1);
+    assert_eq!(h.state("b", 1), AnaState::WaitFenceComplete);
+    assert_eq!(h.pending_fences(), 1);
+    h.complete_fences();
+    h.serve("b", &[1, 2]);
+    assert_eq!(h.state("b", 1), AnaState::Active);
+}
+
+/// At feature level 0 the previous release's rule: the failover starts at once, its fence
+/// issued, and a's confirmation still lets b serve before the fence completes.
+#[test]
+fn at_feature_level_0_a_confirmation_from_the_old_owner_releases_it_without_a_fence() {
     let mut h = two_serving();
     // a loses its listeners: alive, but it cannot serve.
     h.report("a", ReportedAvailability::Available, vec![])
@@ -677,6 +719,89 @@ fn a_new_gateway_inherits_the_group_of_a_draining_one_when_ids_run_out() {
         h.tick(h.map.config().failback_prepare_ms);
     }
     assert_eq!(h.state("c", 1), AnaState::Active);
+}
+
+/// Ceph's rule: a gateway created while another is deleting inherits its ANA group, with
+/// the namespaces still in it, even when ids are free (Ceph's scale-down and replace flow).
+#[test]
+fn a_new_gateway_inherits_the_group_of_a_deleted_one_that_let_go() {
+    let mut h = two_serving();
+    h.ok(Command::SetFeatures(features::CEPH_PARITY));
+    h.ok(Command::DeleteGateway {
+        key: h.key.clone(),
+        gateway: gw("a"),
+    });
+    // a never confirms: once the window ends it is fenced and b takes group 1.
+    h.tick(h.map.config().skip_failover_admin_ms);
+    h.complete_fences();
+    h.serve("b", &[1, 2]);
+    assert_eq!(h.state("b", 1), AnaState::Active);
+    assert_eq!(h.availability("a"), Some(Availability::Deleting));
+    h.create("c");
+    assert_eq!(h.availability("a"), None, "the heir replaced it");
+    let group = h.map.group(&h.key).expect("group");
+    assert_eq!(group.gateways[&gw("c")].ana_group.get(), 1, "not a free id");
+    assert!(!group.ana.contains_key(&ana(3)));
+    // The heir takes its group back from b, break before make.
+    h.boot("c", &[1, 2]);
+    for _ in 0..3 {
+        h.serve("b", &[1, 2]);
+        h.serve("c", &[1, 2]);
+        h.tick(h.map.config().failback_prepare_ms);
+    }
+    assert_eq!(h.state("c", 1), AnaState::Active);
+    assert_eq!(h.state("b", 2), AnaState::Active);
+}
+
+/// A deleted gateway that may still be serving keeps its record while ids are free, so it
+/// can confirm it stopped instead of being fenced: the new gateway gets a free ANA group.
+#[test]
+fn a_new_gateway_does_not_inherit_from_a_deleted_one_still_serving_while_ids_are_free() {
+    let mut h = two_serving();
+    h.ok(Command::SetFeatures(features::CEPH_PARITY));
+    h.ok(Command::DeleteGateway {
+        key: h.key.clone(),
+        gateway: gw("a"),
+    });
+    h.create("c");
+    assert_eq!(h.availability("a"), Some(Availability::Deleting));
+    let group = h.map.group(&h.key).expect("group");
+    assert_eq!(group.gateways[&gw("c")].ana_group.get(), 3);
+}
+
+/// Before the cluster reaches feature level 1 (a monitor of the previous release may
+/// still apply the log), the previous rule holds: a free id, the deleting one kept.
+#[test]
+fn at_feature_level_0_a_new_gateway_takes_a_free_id_as_the_previous_release_did() {
+    let mut h = two_serving();
+    assert_eq!(h.map.features(), 0);
+    h.ok(Command::DeleteGateway {
+        key: h.key.clone(),
+        gateway: gw("a"),
+    });
+    h.tick(h.map.config().skip_failover_admin_ms);
+    h.complete_fences();
+    h.serve("b", &[1, 2]);
+    h.create("c");
+    assert_eq!(h.availability("a"), Some(Availability::Deleting));
+    let group = h.map.group(&h.key).expect("group");
+    assert_eq!(group.gateways[&gw("c")].ana_group.get(), 3);
+}
+
+/// The level only rises, and only to what this build applies.
+#[test]
+fn the_feature_level_rises_once_and_never_past_this_build() {
+    let mut h = two_serving();
+    let epoch = h.map.epoch();
+    assert!(h.ok(Command::SetFeatures(features::SUPPORTED)).changed);
+    assert_eq!(h.map.features(), features::SUPPORTED);
+    assert!(h.map.epoch() > epoch);
+    assert!(!h.ok(Command::SetFeatures(0)).changed, "never lowered");
+    assert_eq!(h.map.features(), features::SUPPORTED);
+    let err = h
+        .apply(Command::SetFeatures(features::SUPPORTED + 1))
+        .expect_err("a level from a newer release");
+    assert!(matches!(err, MapError::UnsupportedFeatures { .. }), "{err}");
 }
 
 #[test]

@@ -103,6 +103,15 @@ impl FakePeer {
 
 #[tonic::async_trait]
 impl RaftService for FakePeer {
+    /// The fake stands for a monitor of a release before feature levels: it does not know
+    /// the question.
+    async fn features(
+        &self,
+        _request: Request<gwmon_proto::v1::FeaturesRequest>,
+    ) -> Result<Response<gwmon_proto::v1::FeaturesReply>, Status> {
+        Err(Status::unimplemented("unknown method"))
+    }
+
     async fn append_entries(
         &self,
         request: Request<RaftRequest>,
@@ -389,6 +398,36 @@ async fn an_undecodable_reply_is_an_error_not_a_panic() {
         other => panic!("expected Unreachable, got {other:?}"),
     }
     server.stop().await;
+}
+
+/// A monitor of a release before feature levels counts as level 0; one that cannot be
+/// reached gives no level at all (the leader must not guess).
+#[tokio::test]
+async fn a_peer_that_does_not_know_feature_levels_is_level_0_and_a_dead_one_unknown() {
+    let server = serve(Behaviour::Follow).await;
+    let network = tcp_network();
+    let node = MonitorNode::new(server.addr.to_string(), server.addr.to_string());
+    let level = within(
+        "features",
+        network
+            .client(TARGET, &node)
+            .features(Duration::from_secs(2)),
+    )
+    .await;
+    assert_eq!(level, Ok(0));
+    server.stop().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let dead = MonitorNode::new(addr.to_string(), addr.to_string());
+    let level = within(
+        "features",
+        network
+            .client(TARGET, &dead)
+            .features(Duration::from_secs(2)),
+    )
+    .await;
+    assert!(level.is_err(), "{level:?}");
 }
 
 #[tokio::test]

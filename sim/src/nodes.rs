@@ -229,6 +229,7 @@ pub fn monitor(
                 fencer: Some(Arc::new(SimFencer {
                     world: world.clone(),
                 })),
+                features: gwmon_monitor::map::features::SUPPORTED,
             };
             let store = Arc::new(world.store(id));
             let monitor = Monitor::start_custom(

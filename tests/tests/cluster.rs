@@ -81,6 +81,26 @@ async fn fill(c: &Cluster, n: usize) -> u64 {
     last
 }
 
+/// Every monitor runs this release: the leader raises the feature level by itself, every
+/// replica applies it, and a restart keeps it (the map is then written as version 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_raises_the_feature_level_once_every_monitor_supports_it() {
+    use gwmon_monitor::map::features::SUPPORTED;
+    let mut c = Cluster::start(3, 0, |_| {}).await;
+    c.leader().await;
+    eventually("every monitor at this release's feature level", || {
+        std::future::ready((1..=3).all(|id| c.map(id).features() == SUPPORTED))
+    })
+    .await;
+    assert_eq!(encoded(&c, 1).first(), Some(&4), "written as version 4");
+    c.stop(2).await;
+    c.restart(2).await;
+    eventually("monitor 2 restarted at the level", || {
+        std::future::ready(c.map(2).features() == SUPPORTED)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_cluster_restart_yields_the_identical_map() {
     let mut c = Cluster::start(3, 0, |_| {}).await;

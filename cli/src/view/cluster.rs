@@ -19,6 +19,9 @@ pub struct StatusOut {
     /// `null` everywhere when another monitor answered (with `--stale`, or when the leader
     /// could not be reached).
     pub answered_by: String,
+    /// The map's feature level: which release's rules the monitors apply (raised by the
+    /// leader once every member supports it).
+    pub features: u32,
     pub members: Vec<MemberOut>,
 }
 
@@ -47,6 +50,7 @@ impl StatusOut {
             commit_index: resp.commit_index,
             applied_index: resp.applied_index,
             answered_by,
+            features: resp.features,
             members: resp
                 .members
                 .into_iter()
@@ -103,10 +107,11 @@ impl View for StatusOut {
             ]);
         }
         format!(
-            "leader {leader}  term {}  commit {}  applied {}  (answered by {})\n{}",
+            "leader {leader}  term {}  commit {}  applied {}  features {}  (answered by {})\n{}",
             self.term,
             self.commit_index,
             self.applied_index,
+            self.features,
             self.answered_by,
             t.render()
         )

@@ -407,11 +407,13 @@ pub fn assert_status_shape(v: &Value) {
             "commit_index",
             "applied_index",
             "answered_by",
+            "features",
             "members",
         ],
         &[],
     );
     assert!(v["leader"].is_null() || is_u64(&v["leader"]));
+    assert!(is_u64(&v["features"]));
     assert!(is_u64(&v["term"]) && is_u64(&v["commit_index"]) && is_u64(&v["applied_index"]));
     for m in v["members"].as_array().expect("members") {
         exact(

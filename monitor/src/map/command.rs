@@ -50,6 +50,9 @@ pub enum Command {
     SetConfig(MapConfig),
     /// Change some tunables (`nvme-gw config set`), merged into the current ones.
     UpdateConfig(ConfigUpdate),
+    /// Raise the feature level (see [`super::features`]): proposed by the leader once every
+    /// member supports it. Older releases cannot read it, which is why it waits for them.
+    SetFeatures(u32),
 }
 
 /// The variant indexes (bincode's `u32` tag) of the two commands whose payload changed in
@@ -90,7 +93,10 @@ impl Command {
             | Command::GatewayReport { key, .. }
             | Command::GatewayTimedOut { key, .. }
             | Command::FenceCompleted { key, .. } => Some(key),
-            Command::TimerTick | Command::SetConfig(_) | Command::UpdateConfig(_) => None,
+            Command::TimerTick
+            | Command::SetConfig(_)
+            | Command::UpdateConfig(_)
+            | Command::SetFeatures(_) => None,
         }
     }
 }

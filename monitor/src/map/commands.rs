@@ -47,28 +47,34 @@ impl GroupState {
                 max,
             });
         }
+        // A deleted gateway still draining hands its ANA group, with its namespaces, to the
+        // new one, as in Ceph: the namespaces get an owner again at once instead of waiting
+        // to be moved out. From feature level 1, one that has let go of everything does so
+        // even when ids are free; one that may still serve only when no id is free (before
+        // level 1, the only case), since its record then goes and it is fenced rather than
+        // heard confirming (a live gateway fenced sees I/O errors).
+        let deleting = |settled: bool| {
+            self.gateways
+                .iter()
+                .filter(|(_, gw)| gw.availability == Availability::Deleting)
+                .find(|(gid, _)| !settled || self.let_go(gid))
+                .map(|(gid, gw)| (gid.clone(), gw.ana_group))
+        };
         let free = (1..=max).find_map(|n| {
             let g = AnaGroupId::new(n).ok()?;
             (!self.ana.contains_key(&g)).then_some(g)
         });
-        let ana_group = match free {
-            Some(g) => {
-                self.ana.insert(g, AnaGroup::new());
-                g
-            }
-            None => {
-                // Every id is taken and some belong to deleted gateways still draining: the
-                // new gateway inherits one, with its namespaces, so the group is not
-                // orphaned and the id count stays within the limit (Ceph does the same).
-                let (heir_of, g) = self
-                    .gateways
-                    .iter()
-                    .find(|(_, gw)| gw.availability == Availability::Deleting)
-                    .map(|(gid, gw)| (gid.clone(), gw.ana_group))
-                    .ok_or_else(|| MapError::GroupFull {
-                        key: ctx.key.clone(),
-                        max,
-                    })?;
+        let parity = ctx.features >= super::features::CEPH_PARITY;
+        let heir_of = match (deleting(true).filter(|_| parity), free) {
+            (Some(settled), _) => Some(settled),
+            (None, Some(_)) => None,
+            (None, None) => Some(deleting(false).ok_or_else(|| MapError::GroupFull {
+                key: ctx.key.clone(),
+                max,
+            })?),
+        };
+        let ana_group = match (heir_of, free) {
+            (Some((heir_of, g)), _) => {
                 self.gateways.remove(&heir_of);
                 self.damping.remove(&heir_of);
                 ctx.events.push(Event::GatewayRemoved {
@@ -76,6 +82,16 @@ impl GroupState {
                     gateway: heir_of,
                 });
                 g
+            }
+            (None, Some(g)) => {
+                self.ana.insert(g, AnaGroup::new());
+                g
+            }
+            (None, None) => {
+                return Err(MapError::GroupFull {
+                    key: ctx.key.clone(),
+                    max,
+                })
             }
         };
         self.gateways.insert(id.clone(), Gateway::new(ana_group));
@@ -320,6 +336,15 @@ impl GroupState {
             let earned = gw.earned_availability();
             if earned != was {
                 if was == Availability::Available {
+                    if earned == Availability::Created
+                        && ctx.features >= super::features::CEPH_PARITY
+                    {
+                        // Alive and enabled but without a listener: it will confirm it
+                        // stopped serving, as a disabled gateway does, so its groups move
+                        // on that confirmation instead of a fence (which would cut a
+                        // healthy gateway off from storage). The hold ends when it confirms.
+                        self.hold_failovers(id, ctx.config.skip_failover_admin_ms, ctx);
+                    }
                     self.take_down(id, earned, ctx);
                 } else {
                     self.set_availability(id, earned, ctx);

@@ -14,8 +14,9 @@ use super::group::{GroupState, GroupStateV2};
 use super::time::Timestamp;
 use super::transition::Ctx;
 
-/// The replicated gateway map: every `(pool, group)`, the tunables, and the map epoch.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// The replicated gateway map: every `(pool, group)`, the tunables, the map epoch and the
+/// feature level.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 pub struct GatewayMap {
     epoch: Epoch,
     /// The latest command time applied. A command stamped earlier (a new leader whose clock
@@ -24,6 +25,61 @@ pub struct GatewayMap {
     time: Timestamp,
     config: MapConfig,
     groups: BTreeMap<GroupKey, GroupState>,
+    /// Which rules apply (see [`super::features`]); written only from version 4, so that
+    /// a map at level 0 is written exactly as the previous release wrote it and monitors of
+    /// that release still read its snapshots during a rolling upgrade.
+    features: u32,
+}
+
+/// The map as version 3 stores it: every field but the feature level.
+#[derive(Serialize, Deserialize)]
+struct GatewayMapV3 {
+    epoch: Epoch,
+    time: Timestamp,
+    config: MapConfig,
+    groups: BTreeMap<GroupKey, GroupState>,
+}
+
+#[derive(Serialize)]
+struct GatewayMapV3Ref<'a> {
+    epoch: &'a Epoch,
+    time: &'a Timestamp,
+    config: &'a MapConfig,
+    groups: &'a BTreeMap<GroupKey, GroupState>,
+}
+
+#[derive(Serialize)]
+struct GatewayMapV4Ref<'a> {
+    epoch: &'a Epoch,
+    time: &'a Timestamp,
+    config: &'a MapConfig,
+    groups: &'a BTreeMap<GroupKey, GroupState>,
+    features: u32,
+}
+
+/// Version 3's layout while the level is 0, version 4's once it is raised (see
+/// [`GatewayMap::written_version`]).
+impl Serialize for GatewayMap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.features == 0 {
+            GatewayMapV3Ref {
+                epoch: &self.epoch,
+                time: &self.time,
+                config: &self.config,
+                groups: &self.groups,
+            }
+            .serialize(s)
+        } else {
+            GatewayMapV4Ref {
+                epoch: &self.epoch,
+                time: &self.time,
+                config: &self.config,
+                groups: &self.groups,
+                features: self.features,
+            }
+            .serialize(s)
+        }
+    }
 }
 
 /// A command that was applied.
@@ -91,6 +147,7 @@ impl GatewayMap {
             time: v1.time,
             config: v1.config.into(),
             groups: groups_from_v2(v1.groups),
+            features: 0,
         })
     }
 
@@ -102,7 +159,34 @@ impl GatewayMap {
             time: v2.time,
             config: v2.config,
             groups: groups_from_v2(v2.groups),
+            features: 0,
         })
+    }
+
+    /// Version 3 of the map: the feature level is 0.
+    pub(crate) fn decode_v3(body: &[u8]) -> Result<GatewayMap, crate::codec::CodecError> {
+        let v3: GatewayMapV3 = crate::codec::decode_body("gateway map", body)?;
+        Ok(GatewayMap {
+            epoch: v3.epoch,
+            time: v3.time,
+            config: v3.config,
+            groups: v3.groups,
+            features: 0,
+        })
+    }
+
+    /// The version [`Serialize`] writes: 3 while the level is 0, else 4.
+    pub(crate) fn written_version(&self) -> u8 {
+        if self.features == 0 {
+            3
+        } else {
+            4
+        }
+    }
+
+    /// The feature level: which rules apply (see [`super::features`]).
+    pub fn features(&self) -> u32 {
+        self.features
     }
 
     pub fn new(config: MapConfig) -> Result<Self, MapError> {
@@ -112,6 +196,7 @@ impl GatewayMap {
             time: Timestamp::ZERO,
             config,
             groups: BTreeMap::new(),
+            features: 0,
         })
     }
 
@@ -197,6 +282,17 @@ impl GatewayMap {
         let changed = match cmd {
             Command::SetConfig(config) => self.set_config(config.clone())?,
             Command::UpdateConfig(update) => self.set_config(update.merged(&self.config))?,
+            Command::SetFeatures(level) => {
+                if *level > super::features::SUPPORTED {
+                    return Err(MapError::UnsupportedFeatures {
+                        level: *level,
+                        supported: super::features::SUPPORTED,
+                    });
+                }
+                let raised = *level > self.features;
+                self.features = self.features.max(*level);
+                raised
+            }
             Command::TimerTick => {
                 let keys: Vec<GroupKey> = self.groups.keys().cloned().collect();
                 let mut any = false;
@@ -335,6 +431,7 @@ impl GatewayMap {
             key,
             next_epoch: group.epoch.next(),
             events: &mut produced,
+            features: self.features,
         };
         f(&mut group, &mut ctx)?;
         group.settle(&mut ctx);

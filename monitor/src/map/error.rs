@@ -46,6 +46,13 @@ pub enum MapError {
     /// in another: what it saw then no longer counts.
     #[error("refused: decided by the leader of term {decided} but appended in term {appended}")]
     StaleLeaderCommand { decided: u64, appended: u64 },
+    /// A feature level above what this build applies: the cluster was raised by a newer
+    /// release, and this one must not rejoin it.
+    #[error(
+        "feature level {level} is above the {supported} this release applies: run the \
+         release that raised it"
+    )]
+    UnsupportedFeatures { level: u32, supported: u32 },
     /// A tunable outside its documented range (see `config::BOUNDS`).
     #[error("invalid configuration: {field} {value} is out of range; it must be {range}")]
     OutOfRange {

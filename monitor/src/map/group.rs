@@ -225,6 +225,20 @@ impl GroupState {
         })
     }
 
+    /// Whether `gateway` holds no ANA group, takes part in no handover and owes no group a
+    /// confirmation or fence: nothing anyone waits on involves it.
+    pub(crate) fn let_go(&self, gateway: &GatewayId) -> bool {
+        self.ana.values().all(|a| {
+            !a.unreleased.contains_key(gateway)
+                && match &a.holder {
+                    Holder::None => true,
+                    Holder::Active(h) => h != gateway,
+                    Holder::WaitFence { gateway: h, .. } => h != gateway,
+                    Holder::Handover { from, to, .. } => from != gateway && to != gateway,
+                }
+        })
+    }
+
     pub(crate) fn location_state(&self, location: &Location) -> Option<DisasterState> {
         self.disaster.get(location).copied()
     }

@@ -10,6 +10,7 @@
 //! * [`check`]: the invariants every result must satisfy.
 //! * [`slice`]: what a gateway is told.
 //! * [`damping`]: flap damping of gateways that keep going down.
+//! * [`features`]: the levels of the engine's rules, raised once every monitor has them.
 //! * [`config`], [`time`], [`event`], [`error`]: tunables, timestamps, events, refusals.
 
 pub mod check;
@@ -20,6 +21,7 @@ pub mod damping;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod features;
 pub mod gateway;
 pub mod group;
 pub mod slice;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use gwmon_proto::domain::{AnaGroupId, Epoch, GatewayId, GroupKey, Location};
+use gwmon_proto::domain::{AnaGroupId, Epoch, GatewayId, GroupKey, Location, ReportedAvailability};
 
 use super::config::MapConfig;
 use super::damping::Damping;
@@ -24,6 +24,8 @@ pub(crate) struct Ctx<'a> {
     /// the first map in which the change is visible.
     pub next_epoch: Epoch,
     pub events: &'a mut Vec<Event>,
+    /// The map's feature level: which rules apply (see [`super::features`]).
+    pub features: u32,
 }
 
 impl Ctx<'_> {
@@ -274,14 +276,18 @@ impl GroupState {
                 a.start_fence_wait(fence_wait_ends);
             }
         }
-        // A gateway an operator disabled or deleted was held (`skip_failover_admin_ms`)
-        // only so that it could confirm it stopped serving. Once it has released
-        // everything the hold has done its work: its groups move now, without a fence,
-        // instead of staying dark for the rest of the window.
+        // A gateway an operator disabled or deleted, or a live one that lost its listeners,
+        // was held (`skip_failover_admin_ms`) only so that it could confirm it stopped
+        // serving. Once it has released everything the hold has done its work: its groups
+        // move now, without a fence, instead of staying dark for the rest of the window.
         let released_all = !self.releasing(gateway);
         if let Some(gw) = self.gateways.get_mut(gateway) {
-            let planned =
-                gw.admin == AdminState::Disabled || gw.availability == Availability::Deleting;
+            let no_listener = ctx.features >= super::features::CEPH_PARITY
+                && gw.availability == Availability::Created
+                && gw.reported == Some(ReportedAvailability::Available);
+            let planned = gw.admin == AdminState::Disabled
+                || gw.availability == Availability::Deleting
+                || no_listener;
             if released_all && planned {
                 gw.hold_failovers_until = gw.hold_failovers_until.min(ctx.now);
             }

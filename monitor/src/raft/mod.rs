@@ -151,6 +151,7 @@ pub type StoredMembership = openraft::StoredMembership<NodeId, MonitorNode>;
 pub type Membership = openraft::Membership<NodeId, MonitorNode>;
 
 pub mod contact;
+pub mod features;
 pub mod handoff;
 pub mod log_store;
 pub mod network;

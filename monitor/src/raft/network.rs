@@ -624,6 +624,36 @@ impl PeerClient {
 }
 
 impl PeerClient {
+    /// The feature level the peer supports, asked within `budget`. A monitor of a release
+    /// before the question answers `UNIMPLEMENTED`: level 0. Any other failure is an
+    /// error: the level is unknown, and the caller must not assume it.
+    pub async fn features(&self, budget: Duration) -> Result<u32, String> {
+        let ask = async {
+            let mut client = self.connect(budget).await.map_err(|f| match f {
+                Failure::Unreachable(e)
+                | Failure::Retry(e)
+                | Failure::Refused(_, e)
+                | Failure::TooLarge { err: e, .. } => e.to_string(),
+            })?;
+            match client.features(gwmon_proto::v1::FeaturesRequest {}).await {
+                Ok(reply) => Ok(reply.into_inner().supported),
+                Err(status) if status.code() == Code::Unimplemented => Ok(0),
+                Err(status) => Err(format!(
+                    "monitor {} at {}: {}",
+                    self.target,
+                    self.node.peer_addr,
+                    status.message()
+                )),
+            }
+        };
+        tokio::time::timeout(budget, ask).await.unwrap_or_else(|_| {
+            Err(format!(
+                "monitor {} at {}: no answer within {budget:?}",
+                self.target, self.node.peer_addr
+            ))
+        })
+    }
+
     /// An AppendEntries failure as openraft wants it. A batch over the limit (ours, or the
     /// peer's: `ResourceExhausted`) is split by openraft when told how many entries fit. A
     /// single entry cannot be split, and a hint would make openraft retry it at once,

@@ -12,7 +12,7 @@
 //! never on the client port gateways, agents and operators use.
 
 use gwmon_proto::v1::raft_service_server::{RaftService, RaftServiceServer};
-use gwmon_proto::v1::{RaftReply, RaftRequest};
+use gwmon_proto::v1::{FeaturesReply, FeaturesRequest, RaftReply, RaftRequest};
 use tonic::{Request, Response, Status};
 
 use super::network::MAX_MESSAGE_BYTES;
@@ -23,18 +23,22 @@ use crate::codec::{self, Versioned};
 #[derive(Clone)]
 pub struct RaftGrpc {
     raft: Raft,
+    /// The feature level this monitor answers it supports.
+    supported: u32,
 }
 
 impl RaftGrpc {
-    pub fn new(raft: Raft) -> Self {
-        RaftGrpc { raft }
+    pub fn new(raft: Raft, supported: u32) -> Self {
+        RaftGrpc { raft, supported }
     }
 }
 
 /// The service to add to the monitor's tonic server, with the message limits set to
 /// [`MAX_MESSAGE_BYTES`] both ways (tonic's 4 MiB default would refuse large batches).
-pub fn raft_service(raft: Raft) -> RaftServiceServer<RaftGrpc> {
-    RaftServiceServer::new(RaftGrpc::new(raft))
+/// `supported` is the feature level it says it applies ([`crate::map::features::SUPPORTED`]
+/// but in tests of mixed releases).
+pub fn raft_service(raft: Raft, supported: u32) -> RaftServiceServer<RaftGrpc> {
+    RaftServiceServer::new(RaftGrpc::new(raft, supported))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
@@ -83,6 +87,15 @@ impl RaftService for RaftGrpc {
         let rpc = decode_request(request)?;
         let reply: super::network::InstallSnapshotReply = self.raft.install_snapshot(rpc).await;
         encode_reply(&reply)
+    }
+
+    async fn features(
+        &self,
+        _request: Request<FeaturesRequest>,
+    ) -> Result<Response<FeaturesReply>, Status> {
+        Ok(Response::new(FeaturesReply {
+            supported: self.supported,
+        }))
     }
 }
 
