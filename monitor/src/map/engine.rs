@@ -27,7 +27,9 @@ pub struct GatewayMap {
     groups: BTreeMap<GroupKey, GroupState>,
     /// Which rules apply (see [`super::features`]); written only from version 4, so that
     /// a map at level 0 is written exactly as the previous release wrote it and monitors of
-    /// that release still read its snapshots during a rolling upgrade.
+    /// that release still read its snapshots during a rolling upgrade (in self-describing
+    /// formats it is then absent, hence the default).
+    #[serde(default)]
     features: u32,
 }
 
