@@ -179,6 +179,68 @@ fn bench(c: &mut Criterion) {
     });
     apply.finish();
 
+    // A beacon that only confirms a new applied epoch (the gateway applied a map): as the
+    // whole report, and as the small confirmation committed from feature level 2.
+    let mut confirm = c.benchmark_group("confirm");
+    confirm.throughput(Throughput::Elements(1));
+    {
+        let mut map = f.map.clone();
+        map.apply(&Command::SetFeatures(2), Timestamp(f.now))
+            .expect("level 2");
+        let report = |map: &GatewayMap, seq: u64| GatewayReport {
+            seq,
+            availability: ReportedAvailability::Available,
+            subsystems: subsystems(i, per_group, 4420),
+            applied_epoch: map.slice(&k, &g).map_or(Epoch::ZERO, |s| s.epoch),
+            fence_epoch: Epoch::ZERO,
+        };
+        let seq0 = map
+            .group(&k)
+            .and_then(|grp| grp.gateways.get(&g))
+            .map_or(0, |gw| gw.last_seq);
+        let whole = Command::GatewayReport {
+            key: k.clone(),
+            gateway: g.clone(),
+            report: report(&map, seq0 + 1),
+        };
+        let small = map.beacon_command(&k, &g, report(&map, seq0 + 1));
+        assert!(matches!(small, Command::ConfirmApplied { .. }));
+        let (whole_bytes, small_bytes) = (
+            codec::encode(&whole).expect("encode").len(),
+            codec::encode(&small).expect("encode").len(),
+        );
+        eprintln!(
+            "a confirmation committed as the whole report: {whole_bytes} bytes; as \
+             ConfirmApplied: {small_bytes} bytes ({} namespaces reported)",
+            per_group * NS_PER_ANA_GROUP
+        );
+        confirm.bench_function("encode_decode_apply_whole_report", |b| {
+            b.iter_batched(
+                || map.clone(),
+                |mut m| {
+                    let bytes = codec::encode(&whole).expect("encode");
+                    let cmd: Command = codec::decode(&bytes).expect("decode");
+                    let applied = m.apply(&cmd, Timestamp(f.now)).expect("apply");
+                    (m, applied)
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        confirm.bench_function("encode_decode_apply_confirmation", |b| {
+            b.iter_batched(
+                || map.clone(),
+                |mut m| {
+                    let bytes = codec::encode(&small).expect("encode");
+                    let cmd: Command = codec::decode(&bytes).expect("decode");
+                    let applied = m.apply(&cmd, Timestamp(f.now)).expect("apply");
+                    (m, applied)
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    confirm.finish();
+
     let mut slice = c.benchmark_group("slice");
     slice.bench_function("build", |b| {
         b.iter(|| black_box(f.map.slice(&k, &g).expect("slice")))

@@ -141,7 +141,10 @@ fn map_code(e: &MapError) -> Code {
         | MapError::NotInDisaster { .. }
         | MapError::DisasterRecovering { .. } => Code::FailedPrecondition,
         MapError::StaleLeaderCommand { .. } => Code::Aborted,
-        MapError::UnsupportedFeatures { .. } => Code::FailedPrecondition,
+        MapError::UnsupportedFeatures { .. } | MapError::FeatureNotRaised { .. } => {
+            Code::FailedPrecondition
+        }
+        MapError::ConfirmationOutdated { .. } => Code::Aborted,
         MapError::Invariant(_) => Code::Internal,
     }
 }

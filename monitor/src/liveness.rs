@@ -273,15 +273,11 @@ impl Liveness {
                 .core
                 .reader()
                 .read(|m| Duration::from_millis(m.config().beacon_grace_ms));
-            let proposed = tokio::time::timeout(
-                grace / 2,
-                self.core.propose(Command::GatewayReport {
-                    key: key.clone(),
-                    gateway: gateway.clone(),
-                    report,
-                }),
-            )
-            .await;
+            let cmd = self
+                .core
+                .reader()
+                .read(|m| m.beacon_command(key, gateway, report));
+            let proposed = tokio::time::timeout(grace / 2, self.core.propose(cmd)).await;
             match proposed {
                 Ok(committed) => {
                     committed?;

@@ -197,11 +197,10 @@ impl World {
             applied_epoch: applied,
             fence_epoch: fence,
         };
-        if self.apply(Command::GatewayReport {
-            key: k.clone(),
-            gateway: g.clone(),
-            report,
-        }) {
+        // As the leader commits it: from feature level 2, a beacon that only confirms
+        // epochs becomes the small confirmation.
+        let cmd = self.map.beacon_command(k, g, report);
+        if self.apply(cmd) {
             self.seqs.insert((k.clone(), g.clone()), seq);
         }
     }

@@ -8,7 +8,7 @@ use gwmon_monitor::map::{
     features, AnaState, Availability, Command, ConfigUpdate, Event, GatewayMap, MapConfig,
     MapError, Timestamp,
 };
-use gwmon_proto::domain::{AnaAccess, ReportedAvailability, SliceAvailability};
+use gwmon_proto::domain::{AnaAccess, GatewayReport, ReportedAvailability, SliceAvailability};
 
 /// Two gateways, each active on its own ANA group.
 fn two_serving() -> Harness {
@@ -786,6 +786,76 @@ fn at_feature_level_0_a_new_gateway_takes_a_free_id_as_the_previous_release_did(
     assert_eq!(h.availability("a"), Some(Availability::Deleting));
     let group = h.map.group(&h.key).expect("group");
     assert_eq!(group.gateways[&gw("c")].ana_group.get(), 3);
+}
+
+/// From feature level 2 a beacon that only confirms epochs is committed without the
+/// subsystem list, and applied exactly as the whole beacon would be.
+#[test]
+fn a_confirmation_is_applied_exactly_as_the_whole_beacon() {
+    let mut h = two_serving();
+    h.time_out("a");
+    h.complete_fences();
+    // b, the failover target, echoes the fence epoch: only its epochs are new.
+    let b = gw("b");
+    let slice = h.map.slice(&h.key, &b).expect("slice");
+    let held = h.map.group(&h.key).expect("group").gateways[&b].clone();
+    let report = GatewayReport {
+        seq: held.last_seq + 1,
+        availability: ReportedAvailability::Available,
+        subsystems: (*held.subsystems).clone(),
+        applied_epoch: slice.epoch,
+        fence_epoch: served_fence_epoch(&slice),
+    };
+    // Below level 2 the leader commits the whole report, and the small one is refused.
+    let whole = h.map.beacon_command(&h.key, &b, report.clone());
+    assert!(matches!(whole, Command::GatewayReport { .. }));
+    let early = Command::ConfirmApplied {
+        key: h.key.clone(),
+        gateway: b.clone(),
+        based_on: held.last_seq,
+        seq: report.seq,
+        applied_epoch: report.applied_epoch,
+        fence_epoch: report.fence_epoch,
+    };
+    let err = h.apply(early.clone()).expect_err("level 0");
+    assert!(matches!(err, MapError::FeatureNotRaised { .. }), "{err}");
+
+    h.ok(Command::SetFeatures(features::CONFIRMATIONS));
+    let small = h.map.beacon_command(&h.key, &b, report.clone());
+    assert_eq!(small, early);
+    let mut reference = h.map.clone();
+    let want = reference
+        .apply(&whole, Timestamp(h.now))
+        .expect("the whole report");
+    let got = h.apply(small).expect("the confirmation");
+    assert_eq!(got, want);
+    assert_eq!(h.map, reference, "the same map either way");
+    assert_eq!(h.state("b", 1), AnaState::Active);
+
+    // A report that changed anything else is committed whole.
+    let mut changed = report.clone();
+    changed.seq += 1;
+    changed.subsystems[0].listeners.clear();
+    assert!(matches!(
+        h.map.beacon_command(&h.key, &b, changed),
+        Command::GatewayReport { .. }
+    ));
+    // A confirmation compared with a beacon that is no longer the last is refused.
+    let stale = Command::ConfirmApplied {
+        key: h.key.clone(),
+        gateway: b.clone(),
+        based_on: held.last_seq,
+        seq: report.seq + 5,
+        applied_epoch: report.applied_epoch,
+        fence_epoch: report.fence_epoch,
+    };
+    let before = h.map.clone();
+    let err = h.apply(stale).expect_err("outdated");
+    assert!(
+        matches!(err, MapError::ConfirmationOutdated { .. }),
+        "{err}"
+    );
+    assert_eq!(h.map, before);
 }
 
 /// The level only rises, and only to what this build applies.

@@ -53,6 +53,19 @@ pub enum Command {
     /// Raise the feature level (see [`super::features`]): proposed by the leader once every
     /// member supports it. Older releases cannot read it, which is why it waits for them.
     SetFeatures(u32),
+    /// A beacon whose availability and subsystems are those the map holds, and whose
+    /// epochs are new: the gateway applied a map or echoes a fence. Committed without the
+    /// subsystem list (from feature level 2), and applied as that beacon would be. Refused
+    /// unless the gateway's last committed beacon is `based_on`, the one the leader compared
+    /// it with, so a report committed in between is never taken for the gateway's.
+    ConfirmApplied {
+        key: GroupKey,
+        gateway: GatewayId,
+        based_on: u64,
+        seq: u64,
+        applied_epoch: Epoch,
+        fence_epoch: Epoch,
+    },
 }
 
 /// The variant indexes (bincode's `u32` tag) of the two commands whose payload changed in
@@ -92,7 +105,8 @@ impl Command {
             | Command::DisasterClear { key, .. }
             | Command::GatewayReport { key, .. }
             | Command::GatewayTimedOut { key, .. }
-            | Command::FenceCompleted { key, .. } => Some(key),
+            | Command::FenceCompleted { key, .. }
+            | Command::ConfirmApplied { key, .. } => Some(key),
             Command::TimerTick
             | Command::SetConfig(_)
             | Command::UpdateConfig(_)

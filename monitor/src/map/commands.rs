@@ -355,6 +355,38 @@ impl GroupState {
         Ok(())
     }
 
+    /// A beacon that only confirms epochs ([`super::Command::ConfirmApplied`]): applied as
+    /// the whole beacon, its report and subsystems being those the map holds.
+    pub(crate) fn confirm(
+        &mut self,
+        id: &GatewayId,
+        based_on: u64,
+        seq: u64,
+        applied_epoch: Epoch,
+        fence_epoch: Epoch,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), MapError> {
+        let gw = self.gateway_mut(id, ctx)?;
+        let availability = match gw.reported {
+            Some(a) if gw.last_seq == based_on => a,
+            _ => {
+                return Err(MapError::ConfirmationOutdated {
+                    gateway: id.clone(),
+                    based_on,
+                    last: gw.last_seq,
+                })
+            }
+        };
+        let report = GatewayReport {
+            seq,
+            availability,
+            subsystems: (*gw.subsystems).clone(),
+            applied_epoch,
+            fence_epoch,
+        };
+        self.report(id, &report, ctx)
+    }
+
     /// The leader heard nothing from the gateway within the grace.
     pub(crate) fn timed_out(&mut self, id: &GatewayId, ctx: &mut Ctx<'_>) -> Result<(), MapError> {
         let gw = self.gateway_mut(id, ctx)?;

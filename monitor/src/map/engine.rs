@@ -226,6 +226,42 @@ impl GatewayMap {
 
     /// Whether a beacon would change the map. The leader asks this before proposing, so an
     /// unchanged beacon costs no Raft write.
+    /// How the leader commits a beacon that [`GatewayMap::report_changes`]: as a
+    /// [`Command::ConfirmApplied`] when only its epochs are new and the cluster's feature
+    /// level allows it (a few dozen bytes instead of the gateway's whole subsystem list),
+    /// else as the [`Command::GatewayReport`] itself.
+    pub fn beacon_command(
+        &self,
+        key: &GroupKey,
+        gateway: &GatewayId,
+        report: GatewayReport,
+    ) -> Command {
+        let same_report = self
+            .groups
+            .get(key)
+            .and_then(|g| g.gateways.get(gateway))
+            .filter(|gw| {
+                self.features >= super::features::CONFIRMATIONS
+                    && gw.reported == Some(report.availability)
+                    && *gw.subsystems == report.subsystems
+            });
+        match same_report {
+            Some(gw) => Command::ConfirmApplied {
+                key: key.clone(),
+                gateway: gateway.clone(),
+                based_on: gw.last_seq,
+                seq: report.seq,
+                applied_epoch: report.applied_epoch,
+                fence_epoch: report.fence_epoch,
+            },
+            None => Command::GatewayReport {
+                key: key.clone(),
+                gateway: gateway.clone(),
+                report,
+            },
+        }
+    }
+
     pub fn report_changes(
         &self,
         key: &GroupKey,
@@ -364,6 +400,25 @@ impl GatewayMap {
             Command::GatewayTimedOut { key, gateway } => {
                 self.existing(key)?;
                 self.transact(key, now, &mut events, |g, ctx| g.timed_out(gateway, ctx))?
+            }
+            Command::ConfirmApplied {
+                key,
+                gateway,
+                based_on,
+                seq,
+                applied_epoch,
+                fence_epoch,
+            } => {
+                if self.features < super::features::CONFIRMATIONS {
+                    return Err(MapError::FeatureNotRaised {
+                        needed: super::features::CONFIRMATIONS,
+                        level: self.features,
+                    });
+                }
+                self.existing(key)?;
+                self.transact(key, now, &mut events, |g, ctx| {
+                    g.confirm(gateway, *based_on, *seq, *applied_epoch, *fence_epoch, ctx)
+                })?
             }
             Command::FenceCompleted {
                 key,

@@ -53,6 +53,19 @@ pub enum MapError {
          release that raised it"
     )]
     UnsupportedFeatures { level: u32, supported: u32 },
+    /// A command of a feature level the cluster has not reached.
+    #[error("refused: needs feature level {needed}, and the cluster is at {level}")]
+    FeatureNotRaised { needed: u32, level: u32 },
+    /// A confirmation compared with a beacon that is no longer the gateway's last.
+    #[error(
+        "refused: the confirmation of {gateway} was based on its beacon {based_on}, and the \
+         map holds {last}"
+    )]
+    ConfirmationOutdated {
+        gateway: GatewayId,
+        based_on: u64,
+        last: u64,
+    },
     /// A tunable outside its documented range (see `config::BOUNDS`).
     #[error("invalid configuration: {field} {value} is out of range; it must be {range}")]
     OutOfRange {

@@ -11,7 +11,7 @@
 //! rejoin, and a monitor that does not support it is refused as a new member.
 
 /// The highest level this build applies.
-pub const SUPPORTED: u32 = 1;
+pub const SUPPORTED: u32 = 2;
 
 /// Level 1, Ceph parity:
 /// - a gateway created while another is deleting and has let go of every ANA group inherits
@@ -19,3 +19,8 @@ pub const SUPPORTED: u32 = 1;
 /// - a live gateway that lost its listeners is given the window a disabled one gets to
 ///   confirm it stopped serving, instead of being fenced at once.
 pub const CEPH_PARITY: u32 = 1;
+
+/// Level 2: a beacon that only confirms epochs (what the gateway applied, the fence it
+/// echoes) is committed as [`Command::ConfirmApplied`](super::Command::ConfirmApplied),
+/// without the subsystem list the map already holds.
+pub const CONFIRMATIONS: u32 = 2;
