@@ -62,7 +62,8 @@ pub struct Global {
     pub timeout_ms: u64,
     /// How many times to retry when no monitor can serve the request (unreachable, no
     /// leader elected yet, no quorum, membership change under way). Waits double from 50 ms
-    /// to 1 s between tries; following a leader redirect is not a retry.
+    /// to 1 s between tries; following a leader redirect is not a retry. Every monitor
+    /// named is tried at least once, even with 0.
     #[arg(long, global = true, env = "GWMON_RETRIES", default_value_t = 10)]
     pub retries: u32,
     /// Mutual TLS: the cluster's CA (PEM), which the monitors' certificates must come from.

@@ -160,7 +160,11 @@ impl Admin {
                 }
             };
             failures += 1;
-            if failures > self.settings.retries {
+            // Every monitor gets one attempt whatever `--retries` says: any one will do.
+            let round = self.settings.monitors.len() as u64;
+            if u64::from(failures) > u64::from(self.settings.retries)
+                && u64::from(failures) >= round
+            {
                 return Err(CliError::NoMonitor {
                     tried: self.tried.clone(),
                     attempts,

@@ -439,7 +439,12 @@ async fn each_error_class_has_its_exit_code_and_one_line() {
         "{no_pool:?}"
     );
     let up = nvme_gw(&m, &["disaster-clear", "rbd", "grp1", "siteZ"]).await;
-    assert_eq!(up.code, 1, "{up:?}");
+    let line = up.refused_with(1);
+    // The location as a person wrote it, never Rust's `Location("siteZ")`.
+    assert!(
+        line.contains("location \"siteZ\"") && !line.contains("Location("),
+        "{line}"
+    );
 
     // 2: usage
     for args in [
@@ -464,6 +469,21 @@ async fn each_error_class_has_its_exit_code_and_one_line() {
     let line = dead.refused_with(3);
     assert!(line.contains(&a) && line.contains(&b), "{line}");
     assert!(line.contains("cannot connect"), "{line}");
+    // No retries still tries every monitor once: any one will do.
+    let once = nvme_gw(
+        &format!("{a},{b}"),
+        &["--retries", "0", "--timeout-ms", "500", "health"],
+    )
+    .await;
+    let line = once.refused_with(3);
+    assert!(line.contains(&a) && line.contains(&b), "{line}");
+    // A port out of range is named as such, before anything is dialled (usage: exit 2).
+    let wide = nvme_gw("127.0.0.1:99999", &["health"]).await;
+    assert_eq!(wide.code, 2, "{wide:?}");
+    assert!(
+        wide.stderr.contains("port 99999 is out of range"),
+        "{wide:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

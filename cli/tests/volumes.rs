@@ -151,10 +151,18 @@ async fn volume_and_host_commands_print_the_documented_json_and_tables() {
     assert_eq!(p["forced"], true);
     assert!(p["requested_by"].is_null() && p["new_replica_id"].is_null());
     let id = p["replacement_id"].as_u64().expect("id");
-    // Asking again answers with the same replacement.
+    // Asking again answers with the same replacement; the alias names the volume as it
+    // does for `volume show`.
     let again = nvme_gw(
         &m,
-        &[J, "volume", "replace", VOLUME, &replica_id(1), "--force"],
+        &[
+            J,
+            "volume",
+            "replace",
+            "vm-disk-1",
+            &replica_id(1),
+            "--force",
+        ],
     )
     .await
     .json();
@@ -194,7 +202,7 @@ async fn volume_and_host_commands_print_the_documented_json_and_tables() {
         .refused_with(1)
         .contains("no volume has the alias no-such-disk"));
     let bad = nvme_gw(&m, &[J, "volume", "replace", "vol1", &replica_id(1)]).await;
-    assert!(bad.refused_with(1).contains("invalid volume id"));
+    assert!(bad.refused_with(1).contains("no volume has the alias vol1"));
     let bad = nvme_gw(
         &m,
         &[

@@ -20,10 +20,28 @@ pub fn check_addr(addr: &str) -> Result<(), String> {
     let parsed = uri(addr)
         .parse::<tonic::codegen::http::Uri>()
         .map_err(|e| format!("monitor address {addr:?} is not host:port: {e}"))?;
-    if parsed.port_u16().is_none() {
-        return Err(format!("monitor address {addr:?} has no port"));
+    match parsed.port_u16() {
+        Some(0) => Err(format!(
+            "monitor address {addr:?}: port 0 cannot be dialled"
+        )),
+        Some(_) => Ok(()),
+        None => {
+            // The URI parser drops a port it cannot read as 16 bits: say which it is.
+            let written = parsed
+                .authority()
+                .and_then(|a| a.as_str().rsplit_once(':'))
+                .map(|(_, p)| p)
+                .filter(|p| {
+                    !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !p.contains(']')
+                });
+            Err(match written {
+                Some(p) => {
+                    format!("monitor address {addr:?}: port {p} is out of range (1 to 65535)")
+                }
+                None => format!("monitor address {addr:?} has no port"),
+            })
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -39,5 +57,14 @@ mod tests {
         assert!(check_addr("m1").is_err_and(|e| e.contains("no port")));
         assert!(check_addr(" ").is_err_and(|e| e.contains("empty")));
         assert!(check_addr("a b:1").is_err());
+        assert_eq!(
+            check_addr("127.0.0.1:99999"),
+            Err(
+                "monitor address \"127.0.0.1:99999\": port 99999 is out of range (1 to 65535)"
+                    .into()
+            )
+        );
+        assert!(check_addr("m1:0").is_err_and(|e| e.contains("port 0")));
+        assert!(check_addr("[::1]").is_err_and(|e| e.contains("no port")));
     }
 }

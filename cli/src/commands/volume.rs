@@ -70,11 +70,11 @@ pub(super) async fn run(
             replica,
             force,
         } => {
-            checked::<VolumeId>(&volume, "volume id")?;
             checked::<ReplicaId>(&replica, "replica id")?;
+            let volume_id = volume_id(admin, volume).await?;
             let req = v1::RequestReplacementRequest {
                 host_nqn: String::new(),
-                volume_id: volume,
+                volume_id,
                 replica_id: replica,
                 force,
             };
@@ -151,6 +151,25 @@ pub(super) async fn hosts(
         .await?
         .value;
     emit(out, &HostsOut::from_wire(resp), format)
+}
+
+/// The volume's UUID: `volume` itself, or the volume whose alias it is (asked of the
+/// leader), so that every volume command takes what `volume show` takes.
+async fn volume_id(admin: &mut Admin, volume: String) -> Result<String, CliError> {
+    if volume.parse::<VolumeId>().is_ok() {
+        return Ok(volume);
+    }
+    let resp = admin
+        .call_on(ReplicaServiceClient::new, |mut c| {
+            let req = v1::ShowVolumeRequest {
+                volume: volume.clone(),
+                stale: false,
+            };
+            async move { c.show_volume(req).await }
+        })
+        .await?
+        .value;
+    Ok(volume_out(resp.volume)?.volume_id)
 }
 
 fn volume_out(view: Option<v1::VolumeView>) -> Result<VolumeOut, CliError> {

@@ -25,16 +25,16 @@ pub enum MapError {
         gateway: GatewayId,
         epoch: Epoch,
     },
-    #[error("no gateway of group {key} is at location {location:?}")]
+    #[error("no gateway of group {key} is at location \"{location}\"")]
     NoGatewaysAtLocation { key: GroupKey, location: Location },
-    #[error("gateway {gateway} at location {location:?} is available; a disaster can only be declared for a location that is down")]
+    #[error("gateway {gateway} at location \"{location}\" is available; a disaster can only be declared for a location that is down")]
     LocationAvailable {
         location: Location,
         gateway: GatewayId,
     },
-    #[error("location {location:?} of group {key} is not in disaster")]
+    #[error("location \"{location}\" of group {key} is not in disaster")]
     NotInDisaster { key: GroupKey, location: Location },
-    #[error("location {location:?} of group {key} is being recovered; wait until it completes")]
+    #[error("location \"{location}\" of group {key} is being recovered; wait until it completes")]
     DisasterRecovering { key: GroupKey, location: Location },
     #[error("invalid configuration: {field} {reason}")]
     InvalidConfig { field: String, reason: String },
