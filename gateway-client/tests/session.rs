@@ -1087,7 +1087,7 @@ async fn the_session_follows_the_leader_a_refusal_names() {
 
 /// A paused leader (SIGSTOP) keeps its connections open and acks nothing. The gateway used
 /// to wait on it until its lease ran out and demote, though the other monitors had elected
-/// a new leader long before (issue 17: every gateway demoted after a 2 s pause). Now it
+/// a new leader long before (every gateway demoted after a 2 s pause). Now it
 /// leaves a monitor that has not acked for two beacon intervals, does not follow a
 /// follower that still names the paused one, and is acked by the new leader in time.
 #[tokio::test(start_paused = true)]

@@ -479,7 +479,7 @@ fn a_fast_reboot_within_the_grace_causes_no_failover() {
     assert_eq!(h.pending_fences(), 0);
 }
 
-/// One gateway of three stopped and restarted every 3 s (issue 17): each restart was a fast
+/// One gateway of three stopped and restarted every 3 s: each restart was a fast
 /// reboot that held its group for it, so the group was dark most of the minute. The second
 /// restart within a half-life damps it: its group goes to a steady gateway and stays there.
 #[test]

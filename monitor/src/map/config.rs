@@ -79,8 +79,8 @@ pub struct MapConfig {
     /// per port.
     pub max_gateways_per_group: u32,
     /// Silence after which the leader declares a gateway failed. Default 4 s: 4 beacons at
-    /// the 1 s default interval, against Ceph's 7 s. The gateway lease (issue "gateway
-    /// sessions") must stay below it with margin, so an isolated owner has demoted itself
+    /// the 1 s default interval, against Ceph's 7 s. The gateway lease (half of it, see
+    /// gwmon-client's session) must stay below it with margin, so an isolated owner has demoted itself
     /// before anyone else is promoted. Range 500 ms to 2 min: below half a second a lease
     /// cannot fit a beacon round trip and a scheduling hiccup; above two minutes hosts time
     /// out their I/O (Linux's default `nvme_core.io_timeout` is 30 s, multipath queueing
