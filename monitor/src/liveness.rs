@@ -231,7 +231,7 @@ impl Liveness {
             return Ok(self.unacked(key, false));
         }
         let restart = report.availability == ReportedAvailability::Starting;
-        let (changes, zombie) = self.core.reader().read(|map| {
+        let (check, zombie, grace) = self.core.reader().read(|map| {
             let gw = map
                 .group(key)
                 .ok_or_else(|| MapError::UnknownGroup(key.clone()))?
@@ -258,8 +258,10 @@ impl Liveness {
             }
             // Declared failed and not restarted: it may serve nothing, so it gets no lease.
             let zombie = gw.availability == Availability::Unavailable && !restart;
-            Ok((map.report_changes(key, gateway, &report), zombie))
+            let grace = Duration::from_millis(map.config().beacon_grace_ms);
+            Ok((map.check_beacon(key, gateway, &report), zombie, grace))
         })?;
+        let changes = check.changes;
         if changes {
             // Bounded by half the grace. A leader cut off from its quorum stays in office
             // (openraft 0.9), and a proposal there waits until it steps down, which it does
@@ -269,14 +271,7 @@ impl Liveness {
             // group stayed unserved for the whole partition (found by sim/tests/real.rs).
             // A commit this slow could not earn a lease anyway; refusing ends the session
             // and the gateway tries the other monitors.
-            let grace = self
-                .core
-                .reader()
-                .read(|m| Duration::from_millis(m.config().beacon_grace_ms));
-            let cmd = self
-                .core
-                .reader()
-                .read(|m| m.beacon_command(key, gateway, report));
+            let cmd = check.command(key, gateway, report);
             let proposed = tokio::time::timeout(grace / 2, self.core.propose(cmd)).await;
             match proposed {
                 Ok(committed) => {

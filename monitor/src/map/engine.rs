@@ -93,6 +93,40 @@ pub struct Applied {
     pub events: Vec<Event>,
 }
 
+/// What a beacon would do, as [`GatewayMap::check_beacon`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BeaconCheck {
+    /// It changes the map: its availability, subsystems or epochs differ.
+    pub changes: bool,
+    /// Its availability and subsystems are those the map holds and the feature level
+    /// allows confirmations: the gateway's last committed beacon, which the confirmation
+    /// is based on.
+    pub confirms_from: Option<u64>,
+}
+
+impl BeaconCheck {
+    /// As a [`Command::ConfirmApplied`] when only the beacon's epochs can be new (a few
+    /// dozen bytes instead of the gateway's whole subsystem list), else as the
+    /// [`Command::GatewayReport`] itself.
+    pub fn command(self, key: &GroupKey, gateway: &GatewayId, report: GatewayReport) -> Command {
+        match self.confirms_from {
+            Some(based_on) => Command::ConfirmApplied {
+                key: key.clone(),
+                gateway: gateway.clone(),
+                based_on,
+                seq: report.seq,
+                applied_epoch: report.applied_epoch,
+                fence_epoch: report.fence_epoch,
+            },
+            None => Command::GatewayReport {
+                key: key.clone(),
+                gateway: gateway.clone(),
+                report,
+            },
+        }
+    }
+}
+
 /// The result of applying a command. A refusal leaves the map exactly as it was.
 pub type Outcome = Result<Applied, MapError>;
 
@@ -224,57 +258,51 @@ impl GatewayMap {
         self.groups.get(key)?.slice(gateway)
     }
 
-    /// Whether a beacon would change the map. The leader asks this before proposing, so an
-    /// unchanged beacon costs no Raft write.
-    /// How the leader commits a beacon that [`GatewayMap::report_changes`]: as a
-    /// [`Command::ConfirmApplied`] when only its epochs are new and the cluster's feature
-    /// level allows it (a few dozen bytes instead of the gateway's whole subsystem list),
-    /// else as the [`Command::GatewayReport`] itself.
-    pub fn beacon_command(
+    /// What a beacon would do to the map, in one look at the gateway: whether it changes
+    /// anything (the leader asks before proposing, so an unchanged beacon costs no Raft
+    /// write), and how it is committed if so (see [`BeaconCheck::command`]).
+    pub fn check_beacon(
         &self,
         key: &GroupKey,
         gateway: &GatewayId,
-        report: GatewayReport,
-    ) -> Command {
-        let same_report = self
-            .groups
-            .get(key)
-            .and_then(|g| g.gateways.get(gateway))
-            .filter(|gw| {
-                self.features >= super::features::CONFIRMATIONS
-                    && gw.reported == Some(report.availability)
-                    && *gw.subsystems == report.subsystems
-            });
-        match same_report {
-            Some(gw) => Command::ConfirmApplied {
-                key: key.clone(),
-                gateway: gateway.clone(),
-                based_on: gw.last_seq,
-                seq: report.seq,
-                applied_epoch: report.applied_epoch,
-                fence_epoch: report.fence_epoch,
-            },
-            None => Command::GatewayReport {
-                key: key.clone(),
-                gateway: gateway.clone(),
-                report,
-            },
+        report: &GatewayReport,
+    ) -> BeaconCheck {
+        let Some(gw) = self.groups.get(key).and_then(|g| g.gateways.get(gateway)) else {
+            return BeaconCheck {
+                changes: true,
+                confirms_from: None,
+            };
+        };
+        let same_report =
+            gw.reported == Some(report.availability) && *gw.subsystems == report.subsystems;
+        BeaconCheck {
+            changes: !same_report
+                || gw.applied_epoch != report.applied_epoch
+                || gw.fence_epoch != report.fence_epoch,
+            confirms_from: (same_report && self.features >= super::features::CONFIRMATIONS)
+                .then_some(gw.last_seq),
         }
     }
 
+    /// Whether a beacon would change the map ([`GatewayMap::check_beacon`]).
     pub fn report_changes(
         &self,
         key: &GroupKey,
         gateway: &GatewayId,
         report: &GatewayReport,
     ) -> bool {
-        let Some(gw) = self.groups.get(key).and_then(|g| g.gateways.get(gateway)) else {
-            return true;
-        };
-        gw.reported != Some(report.availability)
-            || gw.applied_epoch != report.applied_epoch
-            || gw.fence_epoch != report.fence_epoch
-            || *gw.subsystems != report.subsystems
+        self.check_beacon(key, gateway, report).changes
+    }
+
+    /// The command the leader commits for a beacon ([`GatewayMap::check_beacon`]).
+    pub fn beacon_command(
+        &self,
+        key: &GroupKey,
+        gateway: &GatewayId,
+        report: GatewayReport,
+    ) -> Command {
+        self.check_beacon(key, gateway, &report)
+            .command(key, gateway, report)
     }
 
     /// Replace the tunables with `config` if every value is within its range and the grace

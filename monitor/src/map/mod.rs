@@ -30,7 +30,7 @@ pub mod transition;
 
 pub use command::Command;
 pub use config::{ConfigUpdate, MapConfig};
-pub use engine::{Applied, GatewayMap, Outcome};
+pub use engine::{Applied, BeaconCheck, GatewayMap, Outcome};
 pub use error::MapError;
 pub use event::Event;
 pub use gateway::{AdminState, AnaState, Availability, Gateway};

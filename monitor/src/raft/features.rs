@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::network::Network;
 use crate::core::Core;
@@ -75,7 +75,9 @@ async fn ask_members(core: &Core, network: &Network) -> Vec<Result<u32, String>>
     for (id, node) in members {
         let answer = network.client(id, &node).features(ASK_BUDGET).await;
         if let Err(e) = &answer {
-            warn!(monitor = id, error = %e, "cannot learn a monitor's feature level");
+            // Asked again every period while it lasts; a peer's loss is logged once by the
+            // Raft network already.
+            debug!(monitor = id, error = %e, "cannot learn a monitor's feature level");
         }
         answers.push(answer);
     }
