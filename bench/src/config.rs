@@ -29,6 +29,10 @@ pub struct Config {
     /// startup and a flapping gateway (real gwmon-client sessions).
     #[arg(long)]
     pub availability: bool,
+    /// Namespace balancing: 174 namespaces spread over 4 gateways, then a deleted
+    /// gateway's ANA group emptied (real gwmon-client sessions).
+    #[arg(long)]
+    pub balance: bool,
     /// Highest sustained beacon rate, and CPU per 1,000 beacons/s.
     #[arg(long)]
     pub beacons: bool,
@@ -164,6 +168,7 @@ impl Config {
     pub fn runs(&self, flag: bool) -> bool {
         let none = !(self.failover
             || self.availability
+            || self.balance
             || self.beacons
             || self.fanout
             || self.commit

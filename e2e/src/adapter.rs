@@ -1,7 +1,8 @@
 //! gwmon-client's nvmet adapter on the kernel's own configfs (its tests run on a generated
 //! tree): two adapters, each owning one port of one kernel target, scan the subsystem and
 //! its namespaces back, create the ANA groups' directories, write every state, and what a
-//! host connected to both ports sees is checked after each step; then the writes the
+//! host connected to both ports sees is checked after each step, a namespace moved between
+//! ANA groups included; then the writes the
 //! kernel refuses: an ANA group past its limit, a state it does not know, and an adapter
 //! without the right to write, which must fail with one clear line and change nothing.
 
@@ -14,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use gwmon_client::adapters::nvmet::{NvmetConfig, NvmetTarget};
 use gwmon_client::{AnaEntry, AnaHandler, AnaStates};
-use gwmon_proto::domain::{AnaAccess, AnaGroupId, Epoch, Listener, Namespace, Nqn, Subsystem};
+use gwmon_proto::domain::{
+    AnaAccess, AnaGroupId, Epoch, Listener, Namespace, NamespacePlacement, Nqn, Subsystem,
+};
 
 use crate::cluster::wait_for;
 use crate::host;
@@ -55,6 +58,7 @@ fn nqn() -> Result<Nqn, String> {
 fn states(serve: &[u32]) -> Result<AnaStates, String> {
     let nqn = nqn()?;
     Ok(AnaStates {
+        placements: Vec::new(),
         epoch: Epoch::ZERO.next(),
         entries: NAMESPACES
             .iter()
@@ -198,6 +202,7 @@ fn checks(ports: &[Port], bins: &Path, detail: &mut Vec<String>) -> Result<(), S
         }
     })?;
     detail.push("move and demotion seen at host".into());
+    move_namespace(ports, &a, &b, detail)?;
 
     // The kernel's limit on ANA groups is gwmon's: 128 is made, 129 refused.
     let groups = p1.dir().join("ana_groups");
@@ -263,6 +268,61 @@ fn checks(ports: &[Port], bins: &Path, detail: &mut Vec<String>) -> Result<(), S
     Ok(())
 }
 
+/// Namespace balancing on the kernel: the adapter moves namespace 2 from ANA group 7 to 5
+/// by rewriting its `ana_grpid` while it is enabled, and the host follows the kernel's ANA
+/// change event; then back. One kernel target serves both ports here, so the namespace
+/// changes paths in one write (separate gateways' targets are sequenced by the monitors).
+/// Leaves port 1 serving group 5 and port 2 demoted, as it found them.
+fn move_namespace(
+    ports: &[Port],
+    a: &NvmetTarget,
+    b: &NvmetTarget,
+    detail: &mut Vec<String>,
+) -> Result<(), String> {
+    let [p1, p2] = ports else {
+        return Err("two ports expected".into());
+    };
+    let serving_home = |p: u16, ns: u32| match (p, ns) {
+        (1, 1) | (2, 2) => "optimized",
+        _ => "inaccessible",
+    };
+    block_on(b.apply(&states(&[7])?))?.map_err(|e| e.to_string())?;
+    expect(ports, "namespace 2 through port 2 again", serving_home)?;
+    let at_host = |p: &Port, ns| host::path_state(&p.addr, ns).unwrap_or_default();
+    let placed = |g| -> Result<AnaStates, String> {
+        let mut s = states(&[5])?;
+        s.placements = vec![NamespacePlacement {
+            nqn: nqn()?,
+            nsid: 2,
+            ana_group: group(g)?,
+        }];
+        Ok(s)
+    };
+    let t = Instant::now();
+    block_on(a.apply(&placed(5)?))?.map_err(|e| e.to_string())?;
+    wait_for(
+        "namespace 2 in ANA group 5",
+        Duration::from_secs(20),
+        || at_host(p1, 2) == "optimized" && at_host(p2, 2) == "inaccessible",
+    )
+    .map_err(|e| format!("{e}: seen {:?}", seen(ports)))?;
+    detail.push(format!(
+        "namespace 2 moved to ANA group 5, seen at host {} ms after the apply",
+        t.elapsed().as_millis()
+    ));
+    block_on(a.apply(&placed(7)?))?.map_err(|e| e.to_string())?;
+    expect(ports, "namespace 2 back in ANA group 7", serving_home)?;
+    block_on(b.demote_all())?.map_err(|e| e.to_string())?;
+    expect(ports, "port 2 demoted again", |p, ns| {
+        if (p, ns) == (1, 1) {
+            "optimized"
+        } else {
+            "inaccessible"
+        }
+    })?;
+    Ok(())
+}
+
 /// `gwmon-e2e --probe-apply PORT:GROUP`: the nvmet adapter owning `PORT` makes `GROUP`
 /// optimized (run unprivileged by the adapter check). Exit 1 with the error on stderr.
 pub fn probe_apply(spec: &str) -> Result<(), String> {
@@ -279,6 +339,7 @@ pub fn probe_apply(spec: &str) -> Result<(), String> {
         .parse()
         .map_err(|_| format!("--probe-apply: bad group {grp}"))?;
     let states = AnaStates {
+        placements: Vec::new(),
         epoch: Epoch::ZERO.next(),
         entries: vec![AnaEntry {
             nqn: nqn()?,

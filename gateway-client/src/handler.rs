@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use gwmon_proto::domain::{AnaAccess, AnaGroupId, Epoch, Nqn, Subsystem};
+use gwmon_proto::domain::{AnaAccess, AnaGroupId, Epoch, NamespacePlacement, Nqn, Subsystem};
 
 /// The ANA state of one ANA group of one subsystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,12 @@ pub struct AnaStates {
     /// The group epoch of the map slice these states come from.
     pub epoch: Epoch,
     pub entries: Vec<AnaEntry>,
+    /// Namespaces the monitors moved between ANA groups: each must be in the ANA group
+    /// given (namespace balancing). A target applies them after the entries that make
+    /// groups inaccessible and before those that make groups optimized, so no namespace is
+    /// ever served where neither the states before nor those after serve it. Namespaces
+    /// not listed stay where they are.
+    pub placements: Vec<NamespacePlacement>,
 }
 
 impl AnaStates {
@@ -40,6 +46,7 @@ impl AnaStates {
                     ..e.clone()
                 })
                 .collect(),
+            placements: self.placements.clone(),
         }
     }
 
@@ -63,11 +70,13 @@ impl AnaStates {
                     })
                 })
                 .collect(),
+            placements: Vec::new(),
         }
     }
 
     /// These states, with every entry that is not optimized in `now` (nothing is, with
-    /// `None`) made inaccessible: they can take ANA groups away, never give new ones.
+    /// `None`) made inaccessible, and the placements of `now`: they can take ANA groups
+    /// away, never give new ones, and move no namespace into a group that serves it.
     pub(crate) fn optimized_only_where(&self, now: Option<&AnaStates>) -> AnaStates {
         let serving = |e: &AnaEntry| {
             now.is_some_and(|n| {
@@ -92,7 +101,16 @@ impl AnaStates {
                     }
                 })
                 .collect(),
+            placements: now.map(|n| n.placements.clone()).unwrap_or_default(),
         }
+    }
+
+    /// Where the placements put namespace `nsid` of `nqn`, if they name it.
+    pub fn placement(&self, nqn: &Nqn, nsid: u32) -> Option<AnaGroupId> {
+        self.placements
+            .iter()
+            .find(|p| &p.nqn == nqn && p.nsid == nsid)
+            .map(|p| p.ana_group)
     }
 
     /// ANA groups exposed optimized.

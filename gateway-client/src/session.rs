@@ -121,6 +121,7 @@ pub fn slice_states(slice: &MapSlice) -> AnaStates {
     AnaStates {
         epoch: slice.epoch,
         entries,
+        placements: slice.placements.clone(),
     }
 }
 
@@ -328,6 +329,9 @@ struct State<H> {
     /// A new map was applied: beacon now, so the monitors learn it without waiting for
     /// the next interval (the beacon rate limit leaves room for it).
     beacon_now: bool,
+    /// Beacon as soon as the target's next listing is in: it applied namespace placements,
+    /// and the monitors move a namespace on once a beacon shows it where it was placed.
+    beacon_on_listing: bool,
     /// When the current session last acked a beacon (or opened): a leader that stops
     /// acking (paused, stuck) is left for the others before the lease runs out.
     last_ack: Instant,
@@ -503,6 +507,7 @@ pub async fn run_with<H: AnaHandler>(
         leader: None,
         lost: Vec::new(),
         beacon_now: false,
+        beacon_on_listing: false,
         last_ack: now,
         opened_before: false,
         orders,
@@ -941,6 +946,9 @@ impl<H: AnaHandler> State<H> {
                 }
                 subs.sort_by(|a, b| a.nqn.cmp(&b.nqn));
                 self.subsystems = subs;
+                if std::mem::take(&mut self.beacon_on_listing) {
+                    self.beacon_now = true;
+                }
                 if self.ordered_done {
                     self.target_ok = true;
                 }
@@ -962,7 +970,15 @@ impl<H: AnaHandler> State<H> {
                                 for e in states.optimized() {
                                     self.fence_epoch = self.fence_epoch.max(e.fence_epoch);
                                 }
-                                if states.epoch > self.applied_epoch {
+                                let placed = !states.placements.is_empty()
+                                    && self.applied.as_ref().map(|a| &a.placements)
+                                        != Some(&states.placements);
+                                if placed {
+                                    // The beacon that confirms must list the namespaces
+                                    // where they are now.
+                                    self.listings.send_modify(|n| *n += 1);
+                                    self.beacon_on_listing = true;
+                                } else if states.epoch > self.applied_epoch {
                                     // Say so at once, not at the next tick: a planned move
                                     // waits for exactly this confirmation.
                                     self.beacon_now = true;

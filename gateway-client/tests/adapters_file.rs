@@ -31,6 +31,7 @@ fn entry(n: &str, g: u32, access: AnaAccess) -> AnaEntry {
 
 fn states(entries: Vec<AnaEntry>) -> AnaStates {
     AnaStates {
+        placements: Vec::new(),
         epoch: Epoch(7),
         entries,
     }
@@ -386,6 +387,7 @@ async fn a_reader_never_sees_half_a_file() {
 
 fn at(epoch: u64, entries: Vec<AnaEntry>) -> AnaStates {
     AnaStates {
+        placements: Vec::new(),
         epoch: Epoch(epoch),
         entries,
     }
@@ -490,4 +492,36 @@ async fn writes_wait_for_the_target_lock_and_give_up_in_bounded_time() {
         .apply(&states(vec![entry(A, 1, AnaAccess::Optimized)]))
         .await
         .expect("the lock is free");
+}
+
+/// Namespace balancing: a placement moves a namespace to another ANA group in the same
+/// write as the states; a namespace the file does not have is left alone.
+#[tokio::test]
+async fn placements_move_namespaces_in_the_same_write_as_the_states() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw.json");
+    write_json(&path, &hand_written());
+    let target = FileTarget::new(&path);
+    let placed = |n: &str, nsid, g| gwmon_proto::domain::NamespacePlacement {
+        nqn: nqn(n),
+        nsid,
+        ana_group: grp(g),
+    };
+    let mut s = states(vec![entry(A, 1, AnaAccess::Optimized)]);
+    s.placements = vec![placed(A, 2, 1), placed(B, 1, 3), placed(B, 9, 1)];
+    target.apply(&s).await.expect("apply");
+
+    let subs = target.subsystems().await.expect("read");
+    let group_of = |n: &str, nsid: u32| {
+        subs.iter()
+            .find(|s| s.nqn == nqn(n))
+            .and_then(|s| s.namespaces.iter().find(|ns| ns.nsid == nsid))
+            .map(|ns| ns.ana_group.get())
+    };
+    assert_eq!(group_of(A, 1), Some(1), "not placed: unchanged");
+    assert_eq!(group_of(A, 2), Some(1), "moved from 2");
+    assert_eq!(group_of(B, 1), Some(3), "moved from 2");
+    assert_eq!(group_of(B, 9), None, "not created");
+    let raw: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    assert_eq!(raw["ana"][A]["1"], "optimized");
 }

@@ -35,6 +35,7 @@ fn entry(n: &str, g: u32, access: AnaAccess) -> AnaEntry {
 
 fn states(entries: Vec<AnaEntry>) -> AnaStates {
     AnaStates {
+        placements: Vec::new(),
         epoch: Epoch(3),
         entries,
     }
@@ -402,4 +403,65 @@ async fn a_gateway_that_owns_some_ports_leaves_the_others_alone() {
         .await
         .expect("apply");
     assert_eq!(t.state(2, 1).as_deref(), Some("inaccessible"));
+}
+
+/// Namespace balancing: a placement rewrites the namespace's `ana_grpid` (the kernel lets
+/// it change while the namespace is enabled, and tells hosts); one already in place, or a
+/// namespace this target does not have, is left alone.
+#[tokio::test]
+async fn placements_rewrite_a_namespaces_ana_grpid() {
+    let t = Tree::standard();
+    let target = NvmetTarget::new(&t.root);
+    let placed = |n: &str, nsid, g| gwmon_proto::domain::NamespacePlacement {
+        nqn: nqn(n),
+        nsid,
+        ana_group: grp(g),
+    };
+    let ana_grpid = |n: &str, nsid: u32| {
+        std::fs::read_to_string(
+            t.root
+                .join("subsystems")
+                .join(n)
+                .join("namespaces")
+                .join(nsid.to_string())
+                .join("ana_grpid"),
+        )
+        .expect("read")
+        .trim()
+        .to_owned()
+    };
+    let untouched = t
+        .root
+        .join("subsystems")
+        .join(B)
+        .join("namespaces/1/ana_grpid");
+    let before = std::fs::metadata(&untouched)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let mut s = states(vec![
+        entry(A, 1, AnaAccess::Optimized),
+        entry(A, 2, AnaAccess::Inaccessible),
+    ]);
+    s.placements = vec![placed(A, 2, 1), placed(B, 1, 2), placed(A, 7, 1)];
+    target.apply(&s).await.expect("apply");
+
+    assert_eq!(ana_grpid(A, 2), "1");
+    assert_eq!(ana_grpid(B, 1), "2");
+    assert_eq!(
+        std::fs::metadata(&untouched)
+            .and_then(|m| m.modified())
+            .expect("mtime"),
+        before,
+        "already in place: not written"
+    );
+    assert!(!t
+        .root
+        .join("subsystems")
+        .join(A)
+        .join("namespaces/7")
+        .exists());
+    let scanned = target.subsystems().await.expect("scan");
+    let a = scanned.iter().find(|s| s.nqn == nqn(A)).expect("A");
+    assert!(a.namespaces.iter().all(|n| n.ana_group == grp(1)));
+    assert_eq!(t.state(1, 1).as_deref(), Some("optimized"));
 }

@@ -214,7 +214,7 @@ async fn serve(mut stream: UnixStream, b: Behavior, calls: Arc<Mutex<Vec<(String
                 json!({"jsonrpc": "2.0", "id": id,
                        "error": {"code": -32602, "message": "Invalid parameters"}})
             }
-            "nvmf_subsystem_listener_set_ana_state" => {
+            "nvmf_subsystem_listener_set_ana_state" | "nvmf_subsystem_set_ns_ana_group" => {
                 json!({"jsonrpc": "2.0", "id": id, "result": true})
             }
             _ => json!({"jsonrpc": "2.0", "id": id,
@@ -254,6 +254,7 @@ fn entry(n: &str, g: u32, access: AnaAccess) -> AnaEntry {
 
 fn states(entries: Vec<AnaEntry>) -> AnaStates {
     AnaStates {
+        placements: Vec::new(),
         epoch: Epoch(5),
         entries,
     }
@@ -612,4 +613,43 @@ async fn older_spdk_listeners_named_transport_are_understood() {
             set_call(A, tcp6(), "inaccessible", 1),
         ]
     );
+}
+
+/// Namespace balancing: after the demotions and before the promotions, a namespace SPDK has
+/// in another ANA group is moved with `nvmf_subsystem_set_ns_ana_group`; one already in
+/// place is not touched.
+#[tokio::test]
+async fn placements_move_namespaces_between_demotions_and_promotions() {
+    let server = Server::start(standard());
+    let target = SpdkTarget::new(&server.socket);
+    within(target.subsystems()).await.expect("scan");
+    let placed = |n: &str, nsid, g| gwmon_proto::domain::NamespacePlacement {
+        nqn: nqn(n),
+        nsid,
+        ana_group: grp(g),
+    };
+    let mut s = states(vec![
+        entry(A, 1, AnaAccess::Optimized),
+        entry(A, 2, AnaAccess::Inaccessible),
+    ]);
+    s.placements = vec![placed(A, 1, 1), placed(A, 2, 1), placed(B, 1, 2)];
+    within(target.apply(&s)).await.expect("apply");
+
+    let calls = server.calls();
+    let methods: Vec<&str> = calls.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(
+        methods,
+        [
+            "nvmf_get_subsystems",
+            "nvmf_subsystem_listener_set_ana_state",
+            "nvmf_subsystem_listener_set_ana_state",
+            "nvmf_get_subsystems",
+            "nvmf_subsystem_set_ns_ana_group",
+            "nvmf_subsystem_listener_set_ana_state",
+            "nvmf_subsystem_listener_set_ana_state",
+        ]
+    );
+    assert_eq!(calls[1].1["ana_state"], "inaccessible");
+    assert_eq!(calls[4].1, json!({"nqn": A, "nsid": 2, "anagrpid": 1}));
+    assert_eq!(calls[5].1["ana_state"], "optimized");
 }

@@ -1220,6 +1220,7 @@ fn slice_serving(epoch: u64, optimized: &[u32]) -> v1::MonitorMessage {
         availability: SliceAvailability::Available,
         nqns: vec!["nqn.2016-06.io.spdk:cnode1".parse().expect("nqn")],
         ana_groups: vec![view(1), view(2)],
+        placements: Vec::new(),
     })
     .into()
 }

@@ -621,6 +621,12 @@ pub fn group_view(map: &GatewayMap, key: &GroupKey, g: &GroupState) -> v1::Group
         ana_groups,
         num_namespaces: u32::try_from(g.num_namespaces()).unwrap_or(u32::MAX),
         disaster_locations: g.disaster.keys().map(ToString::to_string).collect(),
+        features: if map.features() >= crate::map::features::NAMESPACE_BALANCING {
+            "LB".to_owned()
+        } else {
+            String::new()
+        },
+        moving_namespaces: u32::try_from(g.placement.moving.len()).unwrap_or(u32::MAX),
     }
 }
 
@@ -687,6 +693,19 @@ pub fn health_checks(map: &GatewayMap, now: Timestamp) -> Vec<v1::HealthCheck> {
                     ));
                 }
             }
+        }
+        if g.placement.paused_until > now {
+            checks.push(warn(
+                "NVMEOF_BALANCE_PAUSED",
+                format!(
+                    "namespace balancing in group {k} is paused for another {} s: a gateway did not move a namespace within the grace (a release before balancing, or a target that cannot move namespaces)",
+                    g.placement
+                        .paused_until
+                        .as_millis()
+                        .saturating_sub(now.as_millis())
+                        .div_ceil(1000)
+                ),
+            ));
         }
         for ana_group in g.ana.keys() {
             if g.namespaces_in(*ana_group, true) == 0 {

@@ -105,15 +105,17 @@ pub fn decode<T: Versioned>(bytes: &[u8]) -> Result<T, CodecError> {
 // `max_gateways`. Version 1 is read with their defaults (see `map::config::MapConfigV1`).
 // Version 3 of the map: groups gained flap damping; older maps read with nobody damped.
 // Version 4: the feature level, written only once it is above 0 (version 3 otherwise).
+// Version 5: groups gained namespace placements, written from feature level 3.
 impl Versioned for crate::map::GatewayMap {
     const WHAT: &'static str = "gateway map";
-    const VERSION: u8 = 4;
+    const VERSION: u8 = 5;
 
     fn decode_older(version: u8, body: &[u8]) -> Option<Result<Self, CodecError>> {
         match version {
             1 => Some(crate::map::GatewayMap::decode_v1(body)),
             2 => Some(crate::map::GatewayMap::decode_v2(body)),
             3 => Some(crate::map::GatewayMap::decode_v3(body)),
+            4 => Some(crate::map::GatewayMap::decode_v4(body)),
             _ => None,
         }
     }

@@ -28,6 +28,10 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7401";
 /// peer monitor holds one each, so this leaves room for thousands of gateways while a
 /// flood of idle connections cannot exhaust the process's file descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16_384;
+/// The range `balance_moves` is checked against, and its default.
+pub const BALANCE_MOVES: std::ops::RangeInclusive<u32> = 0..=1024;
+pub const DEFAULT_BALANCE_MOVES: u32 = 32;
+
 /// The range `max_connections` is checked against.
 pub const MAX_CONNECTIONS: std::ops::RangeInclusive<u32> = 1..=1_000_000;
 
@@ -259,6 +263,10 @@ pub struct Args {
     /// at their deadline, not on this period [default: 250].
     #[arg(long, env = "GWMON_LIVENESS_TICK_MS")]
     pub liveness_tick_ms: Option<u64>,
+    /// Namespaces the leader moves between ANA groups per step of namespace balancing, in
+    /// each group (0 to 1024; 0 turns balancing off) [default: 32].
+    #[arg(long, env = "GWMON_BALANCE_MOVES")]
+    pub balance_moves: Option<u32>,
     /// Log format: `human` or `json` [default: human].
     #[arg(long, env = "GWMON_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -342,6 +350,7 @@ struct FileConfig {
     cache_mb: Option<u64>,
     max_connections: Option<u32>,
     liveness_tick_ms: Option<u64>,
+    balance_moves: Option<u32>,
     log_format: Option<LogFormat>,
     fencer: Option<FencerKind>,
     fencer_command: Option<PathBuf>,
@@ -399,6 +408,8 @@ pub struct MonitorConfig {
     /// Open connections the gRPC listener serves at once (TCP listener only).
     pub max_connections: u32,
     pub liveness_tick_ms: u64,
+    /// Namespaces moved per balancing step and group; 0: no balancing.
+    pub balance_moves: u32,
     pub log_format: LogFormat,
     /// The `fencer` setting; `None` when it was not given, which only a single-node monitor
     /// may leave so (see [`MonitorConfig::chosen_fencer`]). Kept apart from an explicit
@@ -432,6 +443,7 @@ impl MonitorConfig {
             cache_mb: 64,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             liveness_tick_ms: 250,
+            balance_moves: DEFAULT_BALANCE_MOVES,
             log_format: LogFormat::Human,
             fencer: None,
             tls: None,
@@ -532,6 +544,7 @@ impl MonitorConfig {
         pick!(cache_mb);
         pick!(max_connections);
         pick!(liveness_tick_ms);
+        pick!(balance_moves);
         pick!(log_format);
         let kind = args.fencer.or(file.fencer);
         let fencer = FencerSettings {
@@ -693,6 +706,17 @@ impl MonitorConfig {
         }
         if self.liveness_tick_ms == 0 {
             return Err(invalid("liveness_tick_ms", "must be more than 0"));
+        }
+        if !BALANCE_MOVES.contains(&self.balance_moves) {
+            return Err(invalid(
+                "balance_moves",
+                format!(
+                    "{} is out of range: it must be {} to {} (0 turns balancing off)",
+                    self.balance_moves,
+                    BALANCE_MOVES.start(),
+                    BALANCE_MOVES.end()
+                ),
+            ));
         }
         if !MAX_CONNECTIONS.contains(&self.max_connections) {
             return Err(invalid(

@@ -144,7 +144,7 @@ fn map_code(e: &MapError) -> Code {
         MapError::UnsupportedFeatures { .. } | MapError::FeatureNotRaised { .. } => {
             Code::FailedPrecondition
         }
-        MapError::ConfirmationOutdated { .. } => Code::Aborted,
+        MapError::ConfirmationOutdated { .. } | MapError::MoveRefused { .. } => Code::Aborted,
         MapError::Invariant(_) => Code::Internal,
     }
 }

@@ -7,6 +7,7 @@
 //! * [`raft`]: replication of the map with openraft: types, storage adapters, network.
 //! * [`core`]: proposing commands and reading the map, shared by every service.
 //! * [`liveness`]: the leader's beacon timers.
+//! * [`balance`]: the leader's namespace balancing steps.
 //! * [`events`]: the window of applied events behind the `WatchEvents` stream.
 //! * [`auth`]: who is calling (the client certificate's identity) and what they may do.
 //! * [`admin`]: the `AdminService` gRPC service.
@@ -21,6 +22,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod balance;
 pub mod clock;
 pub mod codec;
 pub mod config;

@@ -9,8 +9,9 @@
 //! last heard, so the loop sleeps until the earliest one's last beacon plus the grace (or
 //! one period, for the map's own timers) and then looks only at those due, without walking
 //! the map. Timeouts found together are proposed together, each bounded in time. After a
-//! leader change, or when this monitor stalled (a paused process would otherwise time out
-//! every gateway whose beacons it did not read), every gateway's timer restarts: nobody is
+//! leader change, when this monitor stalled (a paused process would otherwise time out
+//! every gateway whose beacons it did not read), or when it regains the quorum contact
+//! without which it refuses beacons, every gateway's timer restarts: nobody is
 //! failed over before a full grace has passed under a leader that was able to hear it. A
 //! stall is told from the schedule: a watchdog beside the loop, and the loop's own wake-up,
 //! each late by more than two periods. A slow commit is not a stall: it delays the decision
@@ -100,6 +101,9 @@ struct State {
     holders: HashMap<Key, Holder>,
     /// The beacon grace in force at the last pass.
     grace: Option<Duration>,
+    /// This monitor refused beacons for want of quorum contact since the last pass that
+    /// could act: the gateways it could not hear get a full grace again once it can.
+    deaf: bool,
 }
 
 impl State {
@@ -212,6 +216,7 @@ impl Liveness {
         report: GatewayReport,
     ) -> Result<BeaconAck, MonitorError> {
         if self.core.lease().is_none() {
+            self.lock().deaf = true;
             return Err(self.core.not_confirmed());
         }
         self.core.telemetry().beacon_received();
@@ -430,6 +435,7 @@ impl Liveness {
         let now = Instant::now();
         let Some(lease) = self.core.exclusive_lease() else {
             let mut s = self.lock();
+            s.deaf = true;
             if !self.core.is_leader()
                 && !gwmon_proto::mutation::active(gwmon_proto::mutation::Mutation::StaleTermTimeout)
             {
@@ -459,8 +465,20 @@ impl Liveness {
             }
             s.grace = Some(grace);
             if s.term == Some(term) {
+                // Found by the simulation (seed 6): a membership change that waited for a
+                // crashed monitor left the leader without quorum contact for 3.5 s; it
+                // refused every beacon meanwhile, and once contact was back it timed out
+                // every gateway it had refused, in the same term.
+                if std::mem::take(&mut s.deaf) {
+                    info!(
+                        term,
+                        "quorum contact is back: every gateway's timer restarts"
+                    );
+                    s.restart(now);
+                }
                 false
             } else {
+                s.deaf = false;
                 // The mutation keeps the timers of an earlier term, once there are any.
                 let stale = s.since.is_some()
                     && gwmon_proto::mutation::active(

@@ -463,6 +463,11 @@ impl Monitor {
                 tokio::spawn(raft::features::raise(core, network, supported, stop))
             },
             {
+                let core = core.clone();
+                let stop = shutdown.clone();
+                tokio::spawn(crate::balance::run(core, config.balance_moves, stop))
+            },
+            {
                 let runner = FenceRunner::new(core.clone(), fencer, FENCE_RETRY_MAX);
                 let stop = shutdown.clone();
                 tokio::spawn(async move { runner.run(stop).await })

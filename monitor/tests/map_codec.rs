@@ -5,7 +5,11 @@ mod common;
 use common::*;
 use gwmon_monitor::codec::{self, CodecError};
 use gwmon_monitor::map::{Command, GatewayMap, MapConfig};
-use gwmon_proto::domain::{Epoch, GatewayReport, ReportedAvailability};
+use std::collections::BTreeMap;
+
+use gwmon_proto::domain::{
+    AnaGroupId, Epoch, GatewayId, GatewayReport, GroupKey, Location, ReportedAvailability,
+};
 
 /// A map with something in every part: gateways in every availability, holders in every
 /// state, fences pending and complete, a disaster location, damping records.
@@ -51,47 +55,109 @@ fn the_map_round_trips_with_its_version_byte() {
     assert_eq!(group.damping.len(), 2, "the two gateways that went down");
 }
 
-/// A map at feature level 0 is written byte for byte as version 3 (what the previous
-/// release writes and reads, so its monitors still take this one's snapshots during a
-/// rolling upgrade); once the level is raised it is version 4, with the level.
+/// A group as the previous releases wrote it: no namespace placements.
+#[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+struct PreviousGroup {
+    epoch: Epoch,
+    gateways: BTreeMap<GatewayId, gwmon_monitor::map::Gateway>,
+    ana: BTreeMap<AnaGroupId, gwmon_monitor::map::AnaGroup>,
+    fences: Vec<gwmon_monitor::map::Fence>,
+    disaster: BTreeMap<Location, gwmon_monitor::map::DisasterState>,
+    allow_failovers_at: gwmon_monitor::map::Timestamp,
+    damping: BTreeMap<GatewayId, gwmon_monitor::map::damping::Damping>,
+}
+
+impl PreviousGroup {
+    fn same_as(&self, g: &gwmon_monitor::map::GroupState) -> bool {
+        self.epoch == g.epoch
+            && self.gateways == g.gateways
+            && self.ana == g.ana
+            && self.fences == g.fences
+            && self.disaster == g.disaster
+            && self.allow_failovers_at == g.allow_failovers_at
+            && self.damping == g.damping
+    }
+}
+
+fn same_groups(
+    previous: &BTreeMap<GroupKey, PreviousGroup>,
+    now: &BTreeMap<GroupKey, gwmon_monitor::map::GroupState>,
+) -> bool {
+    previous.len() == now.len()
+        && previous
+            .iter()
+            .zip(now)
+            .all(|((ka, a), (kb, b))| ka == kb && a.same_as(b))
+}
+
+/// A map at feature level 0 is written byte for byte as version 3 (what the release before
+/// feature levels writes and reads, so its monitors still take this one's snapshots during
+/// a rolling upgrade); at levels 1 and 2 as version 4, which the release before namespace
+/// balancing reads; from level 3 as version 5, with the placements.
 #[test]
-fn the_map_is_written_as_version_3_until_the_feature_level_is_raised() {
+fn the_map_is_written_as_the_oldest_release_that_may_run_beside_it_reads_it() {
     #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
-    struct PreviousRelease {
+    struct Version3 {
         epoch: Epoch,
         time: gwmon_monitor::map::Timestamp,
         config: MapConfig,
-        groups: std::collections::BTreeMap<
-            gwmon_proto::domain::GroupKey,
-            gwmon_monitor::map::GroupState,
-        >,
+        groups: BTreeMap<GroupKey, PreviousGroup>,
     }
-    impl codec::Versioned for PreviousRelease {
+    impl codec::Versioned for Version3 {
         const WHAT: &'static str = "gateway map";
         const VERSION: u8 = 3;
     }
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Version4 {
+        epoch: Epoch,
+        time: gwmon_monitor::map::Timestamp,
+        config: MapConfig,
+        groups: BTreeMap<GroupKey, PreviousGroup>,
+        features: u32,
+    }
+    impl codec::Versioned for Version4 {
+        const WHAT: &'static str = "gateway map";
+        const VERSION: u8 = 4;
+    }
     let map = busy_map();
     let bytes = codec::encode(&map).expect("encode");
-    let previous: PreviousRelease = codec::decode(&bytes).expect("the previous release reads it");
-    assert_eq!(previous.groups, *map.groups());
+    let previous: Version3 = codec::decode(&bytes).expect("the release before levels reads it");
+    assert!(same_groups(&previous.groups, map.groups()));
     assert_eq!(
-        codec::encode(&previous).expect("encode as the previous release"),
+        codec::encode(&previous).expect("encode as that release"),
         bytes,
         "the same bytes"
     );
 
     let mut h = Harness::new();
     h.map = map;
-    h.ok(Command::SetFeatures(1));
+    h.ok(Command::SetFeatures(2));
     let raised = codec::encode(&h.map).expect("encode");
     assert_eq!(raised[0], 4);
     let back: GatewayMap = codec::decode(&raised).expect("decode");
     assert_eq!(back, h.map);
-    assert_eq!(back.features(), 1);
+    assert_eq!(back.features(), 2);
     assert!(
-        codec::decode::<PreviousRelease>(&raised).is_err(),
-        "the previous release refuses it"
+        codec::decode::<Version3>(&raised).is_err(),
+        "the release before levels refuses it"
     );
+    let v4: Version4 = codec::decode(&raised).expect("the release before balancing reads it");
+    assert!(same_groups(&v4.groups, h.map.groups()));
+    assert_eq!(
+        codec::encode(&v4).expect("encode"),
+        raised,
+        "the same bytes"
+    );
+
+    h.ok(Command::SetFeatures(3));
+    let balancing = codec::encode(&h.map).expect("encode");
+    assert_eq!(balancing[0], 5);
+    assert!(
+        codec::decode::<Version4>(&balancing).is_err(),
+        "the release before balancing refuses it"
+    );
+    let back: GatewayMap = codec::decode(&balancing).expect("decode");
+    assert_eq!(back, h.map);
 }
 
 #[test]
@@ -103,13 +169,13 @@ fn an_unknown_version_or_a_cut_body_is_refused_clearly() {
         err,
         CodecError::Version {
             found: 9,
-            supported: 4,
+            supported: 5,
             ..
         }
     ));
     assert_eq!(
         err.to_string(),
-        "unknown format version 9 for gateway map; this build reads version 4"
+        "unknown format version 9 for gateway map; this build reads version 5"
     );
     bytes[0] = 3;
     bytes.truncate(bytes.len() / 2);
@@ -176,6 +242,17 @@ fn every_command_round_trips() {
         },
         Command::TimerTick,
         Command::SetConfig(MapConfig::default()),
+        Command::MoveNamespaces {
+            key: k.clone(),
+            moves: vec![gwmon_monitor::map::placement::NsMove {
+                ns: gwmon_monitor::map::placement::NsKey {
+                    nqn: "nqn.2016-06.io.spdk:cnode1".parse().expect("nqn"),
+                    nsid: 3,
+                },
+                from: ana(1),
+                to: ana(2),
+            }],
+        },
     ];
     for cmd in commands {
         let bytes = codec::encode(&cmd).expect("encode");

@@ -48,6 +48,8 @@ enum Op {
     /// The leader raises the feature level (new rules from this command on), or asks for
     /// one this build does not apply (refused).
     Features(u32),
+    /// The leader's namespace balancing step in a group, of at most so many moves.
+    Balance(u8, u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -66,10 +68,11 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         2 => (g.clone(), k.clone()).prop_map(|(g, k)| Op::TimedOut(g, k)),
         3 => any::<u8>().prop_map(Op::FenceDone),
-        1 => (g, k, any::<u64>()).prop_map(|(g, k, e)| Op::FenceGarbage(g, k, e)),
+        1 => (g, k.clone(), any::<u64>()).prop_map(|(g, k, e)| Op::FenceGarbage(g, k, e)),
         3 => (0..40_000u32).prop_map(Op::Tick),
         1 => (0..6u32, 0..60_000u64).prop_map(|(m, t)| Op::Config(m, t)),
-        1 => (0..3u32).prop_map(Op::Features),
+        1 => (0..5u32).prop_map(Op::Features),
+        2 => (k, 1..4u8).prop_map(|(k, m)| Op::Balance(k, m)),
     ]
 }
 
@@ -174,6 +177,14 @@ impl World {
         let mut sub = subsystem(g, groups, 1);
         if !listener {
             sub.listeners.clear();
+        }
+        // A gateway that applied the current slice has its namespaces where it places them.
+        if let Some(slice) = slice.as_ref().filter(|_| epoch_mode >= 2) {
+            for n in &mut sub.namespaces {
+                if let Some(placed) = slice.placement(&sub.nqn, n.nsid) {
+                    n.ana_group = placed;
+                }
+            }
         }
         let last = self.seqs.get(&(k.clone(), g.clone())).copied().unwrap_or(0);
         let seq = match seq_mode {
@@ -322,6 +333,20 @@ impl World {
             }
             Op::Features(level) => {
                 self.apply(Command::SetFeatures(*level));
+            }
+            Op::Balance(k, max) => {
+                let now = Timestamp(self.now);
+                let moves = self
+                    .map
+                    .group(&key(*k))
+                    .map(|g| g.plan_moves(usize::from(*max), now))
+                    .unwrap_or_default();
+                if !moves.is_empty() {
+                    self.apply(Command::MoveNamespaces {
+                        key: key(*k),
+                        moves,
+                    });
+                }
             }
         }
     }
@@ -475,4 +500,39 @@ fn the_proptest_universe_reaches_interesting_states() {
         "owner back after heal"
     );
     assert!(world.watch.steps > 20);
+
+    // And namespace moves: three namespaces all in ANA group 1 are spread, one each.
+    world.run(&Op::Features(3));
+    for i in 0..3 {
+        world.beacon(
+            &k,
+            &gw(i),
+            Beat::healthy(ReportedAvailability::Available, &[1, 1, 1]),
+        );
+    }
+    world.run(&Op::Balance(0, 3));
+    let grp = world.map.group(&k).expect("group");
+    assert_eq!(grp.placement.moving.len(), 2, "two of three move");
+    for _ in 0..3 {
+        for i in 0..3 {
+            world.beacon(
+                &k,
+                &gw(i),
+                Beat::healthy(ReportedAvailability::Available, &[1, 1, 1]),
+            );
+        }
+    }
+    let grp = world.map.group(&k).expect("group");
+    assert!(grp.placement.moving.is_empty(), "the moves completed");
+    let mut counts: Vec<usize> = grp
+        .namespace_locations()
+        .values()
+        .fold(std::collections::BTreeMap::new(), |mut m, g| {
+            *m.entry(*g).or_insert(0usize) += 1;
+            m
+        })
+        .into_values()
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [1, 1, 1]);
 }

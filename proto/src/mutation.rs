@@ -29,16 +29,20 @@ pub enum Mutation {
     /// opens a session, and the gateway applies it under the lease another session's
     /// monitor granted, before the new session acks.
     StaleSliceUnderLease,
+    /// Namespace balancing tells the gateway that serves a namespace's new ANA group to
+    /// serve it at once, without waiting for the old one to let go (make before break).
+    MoveBeforeRelease,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 6] = [
+    pub const ALL: [Mutation; 7] = [
         Mutation::AckWithoutQuorum,
         Mutation::PromoteBeforeFence,
         Mutation::SkipDemotionAfterFailedApply,
         Mutation::StaleTermTimeout,
         Mutation::StaleConnectionRead,
         Mutation::StaleSliceUnderLease,
+        Mutation::MoveBeforeRelease,
     ];
 
     /// The name used on command lines.
@@ -50,6 +54,7 @@ impl Mutation {
             Mutation::StaleTermTimeout => "stale-term-timeout",
             Mutation::StaleConnectionRead => "stale-connection-read",
             Mutation::StaleSliceUnderLease => "stale-slice-under-lease",
+            Mutation::MoveBeforeRelease => "move-before-release",
         }
     }
 

@@ -116,14 +116,23 @@ fn map_slice() -> impl Strategy<Value = v1::MapSlice> {
         enum_value(),
         vec(text(), 0..4),
         vec(ana_view(), 0..4),
+        vec((text(), num32(), num32()), 0..4),
     )
         .prop_map(
-            |(epoch, ana_group, availability, nqns, ana_groups)| v1::MapSlice {
+            |(epoch, ana_group, availability, nqns, ana_groups, placed)| v1::MapSlice {
                 epoch,
                 ana_group,
                 availability,
                 nqns,
                 ana_groups,
+                placements: placed
+                    .into_iter()
+                    .map(|(nqn, nsid, ana_group)| v1::NamespacePlacement {
+                        nqn,
+                        nsid,
+                        ana_group,
+                    })
+                    .collect(),
             },
         )
 }
@@ -225,7 +234,7 @@ proptest! {
 
     #[test]
     fn garbage_slices(w in map_slice()) {
-        check::<_, MapSlice>(w, &["ana_group", "availability", "nqns", "ana_groups"])?;
+        check::<_, MapSlice>(w, &["ana_group", "availability", "nqns", "ana_groups", "placements"])?;
     }
 
     #[test]
@@ -250,7 +259,7 @@ proptest! {
             check::<_, GatewayReport>(w, &["availability", "subsystems"])?;
         }
         if let Ok(w) = v1::MapSlice::decode(bytes.as_slice()) {
-            check::<_, MapSlice>(w, &["ana_group", "availability", "nqns", "ana_groups"])?;
+            check::<_, MapSlice>(w, &["ana_group", "availability", "nqns", "ana_groups", "placements"])?;
         }
     }
 

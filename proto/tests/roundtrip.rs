@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use gwmon_proto::domain::{
     Ack, AnaAccess, AnaGroupId, AnaGroupView, Epoch, GatewayId, GatewayMessage, GatewayReport,
-    Group, GroupKey, Hello, Listener, MapSlice, MonitorMessage, Namespace, Nonce, Nqn, Pool,
-    ReportedAvailability, ShutdownKind, SliceAvailability, Subsystem,
+    Group, GroupKey, Hello, Listener, MapSlice, MonitorMessage, Namespace, NamespacePlacement,
+    Nonce, Nqn, Pool, ReportedAvailability, ShutdownKind, SliceAvailability, Subsystem,
 };
 use gwmon_proto::v1;
 use proptest::collection::{btree_map, btree_set, vec};
@@ -137,22 +137,33 @@ fn map_slice() -> impl Strategy<Value = MapSlice> {
             (ana_access(), any::<u64>(), any::<bool>()),
             0..8,
         ),
+        btree_map((nqn(), 1..=Namespace::MAX_NSID), ana_group(), 0..6),
     )
-        .prop_map(|(epoch, ana_group, availability, nqns, views)| MapSlice {
-            epoch: Epoch(epoch),
-            ana_group,
-            availability,
-            nqns: nqns.into_iter().collect(),
-            ana_groups: views
-                .into_iter()
-                .map(|(ana_group, (access, fence, complete))| AnaGroupView {
-                    ana_group,
-                    access,
-                    fence_epoch: Epoch(fence),
-                    fence_complete: complete,
-                })
-                .collect(),
-        })
+        .prop_map(
+            |(epoch, ana_group, availability, nqns, views, placed)| MapSlice {
+                epoch: Epoch(epoch),
+                ana_group,
+                availability,
+                nqns: nqns.into_iter().collect(),
+                ana_groups: views
+                    .into_iter()
+                    .map(|(ana_group, (access, fence, complete))| AnaGroupView {
+                        ana_group,
+                        access,
+                        fence_epoch: Epoch(fence),
+                        fence_complete: complete,
+                    })
+                    .collect(),
+                placements: placed
+                    .into_iter()
+                    .map(|((nqn, nsid), ana_group)| NamespacePlacement {
+                        nqn,
+                        nsid,
+                        ana_group,
+                    })
+                    .collect(),
+            },
+        )
 }
 
 fn ack() -> impl Strategy<Value = Ack> {

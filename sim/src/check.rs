@@ -11,8 +11,9 @@
 //! * (c) **acknowledged admin changes stay**: the state read back at the end is, key by
 //!   key, what the last acknowledged command left, or what a later command whose outcome is
 //!   unknown would have left.
-//! * (d) **service returns**: once faults stop, every ANA group is served again, and stays
-//!   served, within the stated bound, if any gateway that can serve it exists.
+//! * (d) **service returns**: once faults stop, every namespace is served again, and stays
+//!   served, within the stated bound, if any gateway that can serve it exists (every ANA
+//!   group, for a history whose targets record only their ANA states).
 //! * (e) **no stale leg**: once a compute node's report that a replica is FAULTY was
 //!   acknowledged, no answer to a later question of which replicas to build its array from
 //!   offers that replica.
@@ -23,6 +24,10 @@
 //!   fails healthy gateways over (timers carried over from an earlier term, say): an
 //!   outage for hosts that nothing called for. Only the simulation, which knows every
 //!   fault it injected, runs it.
+//! * (h) **one server per namespace**: as (a), per namespace: a namespace is served by the
+//!   gateways whose target has it in an ANA group the target serves. Namespace balancing
+//!   moves namespaces between ANA groups while faults happen; no move may let two
+//!   gateways serve one namespace, whatever (a) says of the ANA groups.
 //! * (g) **a full grace in office**: a leader declares a gateway failed only once it has
 //!   led for a whole beacon grace, so the silence it acts on is one it could have heard the
 //!   gateway break (timers restart in every term). (f) cannot see a leader that acts on
@@ -87,6 +92,7 @@ pub fn check(history: &[Record], params: &Params) -> Vec<Violation> {
     v.extend(no_stale_leg(history));
     v.extend(failovers_have_causes(history, params));
     v.extend(timeouts_wait_a_grace_in_office(history, params));
+    v.extend(one_server_per_namespace(history));
     v
 }
 
@@ -163,6 +169,48 @@ pub fn one_server(history: &[Record]) -> Vec<Violation> {
                 }
             } else {
                 overlapping.remove(&ana);
+            }
+        }
+    }
+    out
+}
+
+/// (h): never two servers for one namespace.
+pub fn one_server_per_namespace(history: &[Record]) -> Vec<Violation> {
+    let mut s = Serving::default();
+    // (gateway, nsid) to the ANA group its target has the namespace in.
+    let mut placed: BTreeMap<(String, u32), u32> = BTreeMap::new();
+    let mut out = Vec::new();
+    let mut overlapping: BTreeSet<u32> = BTreeSet::new();
+    for r in history {
+        let changed = match &r.event {
+            Event::Placed { gateway, nsid, ana } => {
+                placed.insert((gateway.clone(), *nsid), *ana);
+                true
+            }
+            _ => s.feed(r),
+        };
+        if !changed {
+            continue;
+        }
+        let mut servers: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+        for ((gateway, nsid), ana) in &placed {
+            if s.servers(*ana).contains(&gateway.as_str()) {
+                servers.entry(*nsid).or_default().push(gateway);
+            }
+        }
+        overlapping.retain(|nsid| servers.get(nsid).is_some_and(|v| v.len() > 1));
+        for (nsid, by) in servers {
+            if by.len() > 1 && overlapping.insert(nsid) {
+                out.push(Violation {
+                    check: "h",
+                    at_seq: r.seq,
+                    what: format!(
+                        "namespace {nsid} served by {} at once ({:.3}s)",
+                        by.join(" and "),
+                        r.at.as_secs_f64()
+                    ),
+                });
             }
         }
     }
@@ -328,31 +376,15 @@ pub fn service_returns(history: &[Record], params: &Params) -> Vec<Violation> {
         return Vec::new();
     }
     let deadline = quiet.at + params.liveness_bound;
-    let mut s = Serving::default();
-    // Per ANA group: since when it has been served without a break (None: not served now).
-    let mut since: BTreeMap<u32, Option<Duration>> = BTreeMap::new();
-    for r in history {
-        if !s.feed(r) {
-            continue;
-        }
-        for &ana in &params.ana_groups {
-            let served = !s.servers(ana).is_empty();
-            let entry = since.entry(ana).or_insert(None);
-            match (served, *entry) {
-                (true, None) => *entry = Some(r.at),
-                (false, Some(_)) => *entry = None,
-                _ => {}
-            }
-        }
-    }
+    let since = served_since(history, &params.ana_groups);
     let mut out = Vec::new();
-    for &ana in &params.ana_groups {
-        match since.get(&ana).copied().flatten() {
+    for (unit, at) in since {
+        match at {
             None => out.push(Violation {
                 check: "d",
                 at_seq: end.seq,
                 what: format!(
-                    "ANA group {ana} is not served at the end ({:.3}s), {:.3}s after faults stopped",
+                    "{unit} is not served at the end ({:.3}s), {:.3}s after faults stopped",
                     end.at.as_secs_f64(),
                     (end.at.saturating_sub(quiet.at)).as_secs_f64()
                 ),
@@ -361,7 +393,7 @@ pub fn service_returns(history: &[Record], params: &Params) -> Vec<Violation> {
                 check: "d",
                 at_seq: end.seq,
                 what: format!(
-                    "ANA group {ana} served again only {:.3}s after faults stopped (bound {:.3}s)",
+                    "{unit} served again only {:.3}s after faults stopped (bound {:.3}s)",
                     t.saturating_sub(quiet.at).as_secs_f64(),
                     params.liveness_bound.as_secs_f64()
                 ),
@@ -370,6 +402,55 @@ pub fn service_returns(history: &[Record], params: &Params) -> Vec<Violation> {
         }
     }
     out
+}
+
+/// What hosts need served, and since when each has been served without a break at the end
+/// of `history` (`None`: not served then). With namespaces placed in the history, each
+/// namespace: an ANA group that holds none needs no optimized path (the monitors fail over
+/// only groups with namespaces), and balancing may empty one. Without (a history of
+/// targets that record only their ANA states), each of `ana_groups`, which every gateway
+/// has namespaces in.
+fn served_since(history: &[Record], ana_groups: &[u32]) -> BTreeMap<String, Option<Duration>> {
+    let mut s = Serving::default();
+    let mut placed: BTreeMap<(String, u32), u32> = BTreeMap::new();
+    let by_namespace = history
+        .iter()
+        .any(|r| matches!(r.event, Event::Placed { .. }));
+    let mut since: BTreeMap<String, Option<Duration>> = BTreeMap::new();
+    for r in history {
+        let changed = match &r.event {
+            Event::Placed { gateway, nsid, ana } => {
+                placed.insert((gateway.clone(), *nsid), *ana);
+                true
+            }
+            _ => s.feed(r),
+        };
+        if !changed {
+            continue;
+        }
+        let served: BTreeMap<String, bool> = if by_namespace {
+            let mut m: BTreeMap<String, bool> = BTreeMap::new();
+            for ((gateway, nsid), ana) in &placed {
+                let on = s.servers(*ana).contains(&gateway.as_str());
+                *m.entry(format!("namespace {nsid}")).or_default() |= on;
+            }
+            m
+        } else {
+            ana_groups
+                .iter()
+                .map(|a| (format!("ANA group {a}"), !s.servers(*a).is_empty()))
+                .collect()
+        };
+        for (unit, on) in served {
+            let e = since.entry(unit).or_insert(None);
+            match (on, *e) {
+                (true, None) => *e = Some(r.at),
+                (false, Some(_)) => *e = None,
+                _ => {}
+            }
+        }
+    }
+    since
 }
 
 /// (e): no replica acknowledged FAULTY is offered to a question asked after the ack.
@@ -505,35 +586,13 @@ pub fn timeouts_wait_a_grace_in_office(history: &[Record], params: &Params) -> V
     out
 }
 
-/// When each ANA group was last served without a break since, relative to the quiet point:
-/// how long recovery took, for the run's statistics.
+/// How long after faults stopped the last namespace (or ANA group, see [`served_since`])
+/// was served again for good; `None` if one is not served at the end.
 pub fn recovery(history: &[Record], ana_groups: &[u32]) -> Option<Duration> {
     let quiet = history.iter().find(|r| r.event == Event::Quiet)?.at;
-    let mut s = Serving::default();
-    let mut since: BTreeMap<u32, Option<Duration>> = BTreeMap::new();
-    for r in history {
-        if !s.feed(r) {
-            continue;
-        }
-        for &ana in ana_groups {
-            let served = !s.servers(ana).is_empty();
-            let e = since.entry(ana).or_insert(None);
-            match (served, *e) {
-                (true, None) => *e = Some(r.at),
-                (false, Some(_)) => *e = None,
-                _ => {}
-            }
-        }
-    }
-    ana_groups
-        .iter()
-        .map(|a| {
-            since
-                .get(a)
-                .copied()
-                .flatten()
-                .map(|t| t.saturating_sub(quiet))
-        })
+    served_since(history, ana_groups)
+        .into_values()
+        .map(|t| t.map(|t| t.saturating_sub(quiet)))
         .collect::<Option<Vec<_>>>()?
         .into_iter()
         .max()
@@ -596,6 +655,50 @@ mod tests {
             rec(3, 5, target("g2", 1, true, "g2/1")),
         ];
         assert_eq!(one_server(&wrong).len(), 1);
+    }
+
+    fn placed(gateway: &str, nsid: u32, ana: u32) -> Event {
+        Event::Placed {
+            gateway: gateway.into(),
+            nsid,
+            ana,
+        }
+    }
+
+    #[test]
+    fn a_namespace_moved_before_its_old_server_let_go_is_served_twice() {
+        let start = || {
+            vec![
+                rec(1, 0, placed("g1", 7, 1)),
+                rec(2, 0, placed("g2", 7, 1)),
+                rec(3, 0, target("g1", 1, true, "g1/1")),
+                rec(4, 0, target("g2", 2, true, "g2/1")),
+            ]
+        };
+        // The new server takes it first: two servers, though each ANA group has one.
+        let mut early = start();
+        early.push(rec(5, 3, placed("g2", 7, 2)));
+        early.push(rec(6, 4, placed("g1", 7, 2)));
+        assert!(one_server(&early).is_empty());
+        assert_eq!(one_server_per_namespace(&early).len(), 1);
+        // The old server lets go first: never two.
+        let mut handed = start();
+        handed.push(rec(5, 3, placed("g1", 7, 2)));
+        handed.push(rec(6, 4, placed("g2", 7, 2)));
+        assert!(one_server_per_namespace(&handed).is_empty());
+        // Fenced first: no longer a server.
+        let mut fenced = start();
+        fenced.push(rec(
+            5,
+            3,
+            Event::Fenced {
+                gateway: "g1".into(),
+                nonces: vec!["g1/1".into()],
+                epoch: 4,
+            },
+        ));
+        fenced.push(rec(6, 4, placed("g2", 7, 2)));
+        assert!(one_server_per_namespace(&fenced).is_empty());
     }
 
     #[test]

@@ -254,31 +254,22 @@ struct SimTarget {
     world: World,
     gateway: String,
     nonce: String,
-    subsystems: Vec<Subsystem>,
 }
+
+/// Namespaces per ANA group of the simulated gateways, all provisioned in ANA group 1, so
+/// that namespace balancing moves most of them while faults happen.
+pub const NAMESPACES_PER_GROUP: u32 = 2;
 
 impl SimTarget {
     fn new(world: World, gateway: &str, nonce: &str, ana_groups: u32) -> Self {
-        let namespaces = (1..=ana_groups)
-            .filter_map(|g| AnaGroupId::new(g).ok())
-            .map(|g| Namespace {
-                nsid: g.get(),
-                ana_group: g,
-                nonce: nonce.parse().ok(),
-            })
+        let provisioned: Vec<(u32, u32)> = (1..=ana_groups * NAMESPACES_PER_GROUP)
+            .map(|nsid| (nsid, 1))
             .collect();
+        world.provision(gateway, &provisioned);
         SimTarget {
             world,
             gateway: gateway.to_owned(),
             nonce: nonce.to_owned(),
-            subsystems: vec![Subsystem {
-                nqn: "nqn.2016-06.io.spdk:sim".parse().expect("nqn"),
-                listeners: vec![Listener {
-                    address: std::net::IpAddr::from([10, 0, 0, 1]),
-                    port: 4420,
-                }],
-                namespaces,
-            }],
         }
     }
 }
@@ -290,7 +281,26 @@ impl AnaHandler for SimTarget {
             gateway: &self.gateway,
         }
         .await;
-        Ok(self.subsystems.clone())
+        let namespaces = self
+            .world
+            .placed(&self.gateway)
+            .into_iter()
+            .filter_map(|(nsid, g)| {
+                Some(Namespace {
+                    nsid,
+                    ana_group: AnaGroupId::new(g).ok()?,
+                    nonce: self.nonce.parse().ok(),
+                })
+            })
+            .collect();
+        Ok(vec![Subsystem {
+            nqn: "nqn.2016-06.io.spdk:sim".parse().expect("nqn"),
+            listeners: vec![Listener {
+                address: std::net::IpAddr::from([10, 0, 0, 1]),
+                port: 4420,
+            }],
+            namespaces,
+        }])
     }
 
     async fn apply(&self, states: &AnaStates) -> Result<(), HandlerError> {
@@ -313,7 +323,13 @@ impl AnaHandler for SimTarget {
             .iter()
             .map(|e| (e.ana_group.get(), e.access == AnaAccess::Optimized))
             .collect();
-        self.world.set_target(&self.gateway, &self.nonce, &groups);
+        let placements: Vec<(u32, u32)> = states
+            .placements
+            .iter()
+            .map(|p| (p.nsid, p.ana_group.get()))
+            .collect();
+        self.world
+            .apply_target(&self.gateway, &self.nonce, &groups, &placements);
         match call {
             TargetCall::FailsAfter => Err(failed()),
             TargetCall::HangsAfter => {

@@ -32,6 +32,14 @@ pub enum Event {
         optimized: bool,
         nonce: String,
     },
+    /// A gateway's target put a namespace in an ANA group: provisioned at its first start,
+    /// or moved by namespace balancing. Hosts see the namespace through the targets that
+    /// expose its group optimized.
+    Placed {
+        gateway: String,
+        nsid: u32,
+        ana: u32,
+    },
     /// The storage backend blocklisted these identities of `gateway` (a completed fence).
     Fenced {
         gateway: String,
@@ -153,6 +161,8 @@ pub struct TargetState {
     pub groups: BTreeMap<u32, bool>,
     /// The storage identity its I/O carries: the process that last made it serve.
     pub nonce: String,
+    /// Namespace id to the ANA group it is in.
+    pub placed: BTreeMap<u32, u32>,
 }
 
 /// How a target call goes when target faults are on.
@@ -344,6 +354,74 @@ impl World {
                 nonce: nonce.to_owned(),
             });
         }
+    }
+
+    /// A target's first configuration: `namespaces` as (nsid, ANA group), unless it has
+    /// some already (a restarted process finds its target as the last one left it).
+    pub fn provision(&self, gateway: &str, namespaces: &[(u32, u32)]) {
+        let fresh = {
+            let mut inner = self.lock();
+            let t = inner.targets.entry(gateway.to_owned()).or_default();
+            let fresh = t.placed.is_empty();
+            if fresh {
+                t.placed = namespaces.iter().copied().collect();
+            }
+            fresh
+        };
+        if fresh {
+            for (nsid, ana) in namespaces {
+                self.record(Event::Placed {
+                    gateway: gateway.to_owned(),
+                    nsid: *nsid,
+                    ana: *ana,
+                });
+            }
+        }
+    }
+
+    /// Where `gateway`'s target has each namespace.
+    pub fn placed(&self, gateway: &str) -> BTreeMap<u32, u32> {
+        self.lock()
+            .targets
+            .get(gateway)
+            .map(|t| t.placed.clone())
+            .unwrap_or_default()
+    }
+
+    /// One apply, as a target takes it: the groups it gives up, then the namespaces it
+    /// moves (`placements` as nsid and ANA group; unknown namespaces are left alone), then
+    /// the groups it takes.
+    pub fn apply_target(
+        &self,
+        gateway: &str,
+        nonce: &str,
+        groups: &[(u32, bool)],
+        placements: &[(u32, u32)],
+    ) {
+        let off: Vec<(u32, bool)> = groups.iter().copied().filter(|(_, on)| !on).collect();
+        let on: Vec<(u32, bool)> = groups.iter().copied().filter(|(_, on)| *on).collect();
+        self.set_target(gateway, nonce, &off);
+        let moved: Vec<(u32, u32)> = {
+            let mut inner = self.lock();
+            let t = inner.targets.entry(gateway.to_owned()).or_default();
+            placements
+                .iter()
+                .filter(|(nsid, ana)| {
+                    t.placed
+                        .get_mut(nsid)
+                        .is_some_and(|g| std::mem::replace(g, *ana) != *ana)
+                })
+                .copied()
+                .collect()
+        };
+        for (nsid, ana) in moved {
+            self.record(Event::Placed {
+                gateway: gateway.to_owned(),
+                nsid,
+                ana,
+            });
+        }
+        self.set_target(gateway, nonce, &on);
     }
 
     /// The target died with its process: nothing is exposed any more.

@@ -18,8 +18,10 @@ use gwmon_proto::mutation::Mutation;
 /// 3009: a fence attempt that hangs until the fencer's timeout, during a flapping
 /// gateway's fence (the harness's fencer used to hang for good). 5398: a fence retry fell
 /// due while the leader had no recent quorum contact, and the fence runner woke for it
-/// again and again without waiting, which stopped simulated time.
-const SEEDS: &[u64] = &[0, 1, 2, 3, 24, 3009, 5398];
+/// again and again without waiting, which stopped simulated time. 6: a membership change
+/// that waited for a crashed monitor left the leader without quorum contact for 3.5 s; it
+/// refused beacons meanwhile and then timed out every gateway it had refused (check (f)).
+const SEEDS: &[u64] = &[0, 1, 2, 3, 6, 24, 3009, 5398];
 
 /// What one run printed: whether every check passed, its history digest, its report.
 struct Run {
@@ -97,6 +99,7 @@ const CAUGHT_BY: &[(Mutation, u64)] = &[
     (Mutation::SkipDemotionAfterFailedApply, 76),
     (Mutation::StaleConnectionRead, 4),
     (Mutation::StaleTermTimeout, 5),
+    (Mutation::MoveBeforeRelease, 2),
 ];
 
 #[test]

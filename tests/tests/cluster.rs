@@ -82,7 +82,7 @@ async fn fill(c: &Cluster, n: usize) -> u64 {
 }
 
 /// Every monitor runs this release: the leader raises the feature level by itself, every
-/// replica applies it, and a restart keeps it (the map is then written as version 4).
+/// replica applies it, and a restart keeps it (the map is then written as version 5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_raises_the_feature_level_once_every_monitor_supports_it() {
     use gwmon_monitor::map::features::SUPPORTED;
@@ -92,7 +92,7 @@ async fn the_leader_raises_the_feature_level_once_every_monitor_supports_it() {
         std::future::ready((1..=3).all(|id| c.map(id).features() == SUPPORTED))
     })
     .await;
-    assert_eq!(encoded(&c, 1).first(), Some(&4), "written as version 4");
+    assert_eq!(encoded(&c, 1).first(), Some(&5), "written as version 5");
     c.stop(2).await;
     c.restart(2).await;
     eventually("monitor 2 restarted at the level", || {

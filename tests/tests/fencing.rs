@@ -41,6 +41,7 @@ fn states(epoch: u64, one: AnaAccess, two: AnaAccess) -> AnaStates {
         fence_epoch: Epoch::ZERO,
     };
     AnaStates {
+        placements: Vec::new(),
         epoch: Epoch(epoch),
         entries: vec![entry(1, one), entry(2, two)],
     }

@@ -2,6 +2,7 @@
 //! a cluster with gateways created and their simulated sessions started.
 
 pub mod availability;
+pub mod balance;
 pub mod beacons;
 pub mod commit;
 pub mod etcd;
@@ -94,6 +95,9 @@ pub async fn run(config: Config) -> Result<()> {
     }
     if config.runs(config.availability) {
         availability::run(&mut ctx).await?;
+    }
+    if config.runs(config.balance) {
+        balance::run(&mut ctx).await?;
     }
     if config.runs(config.beacons) {
         beacons::run(&mut ctx).await?;

@@ -27,6 +27,12 @@ pub struct GroupOut {
     pub anagrp_list: String,
     #[serde(rename = "num-namespaces")]
     pub num_namespaces: u32,
+    /// `"LB"` once the monitors balance namespaces between ANA groups, as Ceph prints it;
+    /// empty before.
+    pub features: String,
+    /// Namespaces being moved between ANA groups now.
+    #[serde(rename = "moving-namespaces")]
+    pub moving_namespaces: u32,
     #[serde(rename = "Created Gateways:")]
     pub gateways: Vec<GatewayOut>,
 }
@@ -88,13 +94,20 @@ impl GroupOut {
             gw_epoch: view.epoch,
             anagrp_list: anagrp_list(&view.ana_groups),
             num_namespaces: view.num_namespaces,
+            features: view.features,
+            moving_namespaces: view.moving_namespaces,
             gateways,
         }
     }
 
     fn heading(&self) -> String {
+        let moving = if self.moving_namespaces > 0 {
+            format!("  moving {}", self.moving_namespaces)
+        } else {
+            String::new()
+        };
         format!(
-            "{}  gateways {}  namespaces {}  ANA groups {}  epoch {}  gw-epoch {}\n",
+            "{}  gateways {}  namespaces {}{moving}  ANA groups {}  epoch {}  gw-epoch {}\n",
             group_label(&self.pool, &self.group),
             self.num_gws,
             self.num_namespaces,
@@ -277,6 +290,8 @@ pub(crate) mod fixtures {
             gw_epoch: 1,
             anagrp_list: String::new(),
             num_namespaces: 0,
+            features: String::new(),
+            moving_namespaces: 0,
             gateways,
         }
     }
@@ -340,6 +355,8 @@ mod tests {
             ana_groups: vec![1, 2],
             num_namespaces: 6,
             disaster_locations: vec!["b".into()],
+            features: "LB".into(),
+            moving_namespaces: 0,
         }
     }
 
@@ -363,10 +380,13 @@ mod tests {
             "GW-epoch",
             "Anagrp list",
             "num-namespaces",
+            "features",
+            "moving-namespaces",
             "Created Gateways:",
         ] {
             assert!(keys.contains(&k), "{k} missing");
         }
+        assert_eq!(json["features"], "LB");
         let gw2 = &json["Created Gateways:"][1];
         assert_eq!(gw2["disaster state"], "Disaster");
         assert!(json["Created Gateways:"][0].get("disaster state").is_none());

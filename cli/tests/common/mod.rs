@@ -234,12 +234,16 @@ pub fn assert_show_shape(v: &Value) {
             "GW-epoch",
             "Anagrp list",
             "num-namespaces",
+            "features",
+            "moving-namespaces",
             "Created Gateways:",
         ],
         &[],
     );
     assert!(is_u64(&v["epoch"]) && is_u64(&v["GW-epoch"]) && is_u64(&v["num gws"]));
-    assert!(is_u64(&v["num-namespaces"]));
+    assert!(is_u64(&v["num-namespaces"]) && is_u64(&v["moving-namespaces"]));
+    let features = v["features"].as_str().expect("features is a string");
+    assert!(features.is_empty() || features == "LB", "{features}");
     assert!(v["pool"].is_string() && v["group"].is_string());
     let list = v["Anagrp list"].as_str().expect("Anagrp list is a string");
     assert!(list.starts_with("[ ") && list.ends_with(']'), "{list}");

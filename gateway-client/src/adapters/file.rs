@@ -24,7 +24,9 @@
 //!   1..=128, port 1..=65535) and a subsystem, listener or nsid listed twice is refused.
 //! * `ana` maps each NQN to its ANA groups (decimal ids as JSON keys) and their state,
 //!   `optimized` or `inaccessible`. [`AnaHandler::apply`] writes it; groups it is not told
-//!   about keep the state the file has.
+//!   about keep the state the file has. It also writes a namespace's `ana_group` when the
+//!   monitors move the namespace to another ANA group (namespace balancing), in the same
+//!   write as the states.
 //! * `shutdown` is `null` while the gateway runs, and the reason once it was told to stop.
 //! * `fenced_epoch` is written by the monitors' `file` fencer when they fence this gateway
 //!   (absent until then): the fencer makes every ANA group inaccessible and records the
@@ -200,6 +202,7 @@ impl AnaHandler for FileTarget {
                 .and_modify(|a| *a = (*a).min(access))
                 .or_insert(access);
         }
+        let placements = states.placements.clone();
         let epoch = states.epoch;
         let ticket = self.inner.tickets.fetch_add(1, Ordering::SeqCst) + 1;
         let fenced = self
@@ -216,6 +219,18 @@ impl AnaHandler for FileTarget {
                         access
                     };
                     doc.ana.entry(nqn).or_default().insert(grp, access);
+                }
+                // One write holds the states and the placements: hosts see both at once.
+                for p in &placements {
+                    let placed = doc
+                        .subsystems
+                        .iter_mut()
+                        .filter(|s| s.nqn == p.nqn)
+                        .flat_map(|s| s.namespaces.iter_mut())
+                        .find(|n| n.nsid == p.nsid);
+                    if let Some(n) = placed {
+                        n.ana_group = p.ana_group;
+                    }
                 }
                 refused
             })

@@ -51,7 +51,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use gwmon_proto::domain::{AnaAccess, AnaGroupId, Listener, Namespace, Nonce, Nqn, Subsystem};
+use gwmon_proto::domain::{
+    AnaAccess, AnaGroupId, Listener, Namespace, NamespacePlacement, Nonce, Nqn, Subsystem,
+};
 
 use crate::handler::{AnaHandler, AnaStates, HandlerError};
 
@@ -403,21 +405,43 @@ impl Inner {
             .iter()
             .map(|p| (p.id.as_str(), p.dir.as_path()))
             .collect();
-        let mut order: Vec<_> = wanted.into_iter().collect();
-        // Demote before promoting (stable: within each half, port then group order).
-        order.sort_by_key(|(_, (access, _))| *access != AnaAccess::Inaccessible);
+        // Demote, then move namespaces, then promote (stable: within each half, port then
+        // group order).
+        let (demote, promote): (Vec<_>, Vec<_>) = wanted
+            .into_iter()
+            .partition(|(_, (access, _))| *access == AnaAccess::Inaccessible);
 
         let mut first_error = None;
         let mut failed = 0usize;
-        for ((port, grp), (access, _)) in order {
+        let mut note = |e: HandlerError| {
+            failed += 1;
+            first_error.get_or_insert(e);
+        };
+        for ((port, grp), (access, _)) in demote {
             let Some(port_dir) = dirs.get(port) else {
                 continue;
             };
             if let Err(e) = set_state(port_dir, grp, access, OP) {
                 tracing::error!(%port, ana_group = %grp, %access, error = %e,
                     "could not set the nvmet ANA state");
-                failed += 1;
-                first_error.get_or_insert(e);
+                note(e);
+            }
+        }
+        for p in &states.placements {
+            if let Err(e) = self.place(p, OP) {
+                tracing::error!(nqn = %p.nqn, nsid = p.nsid, ana_group = %p.ana_group, error = %e,
+                    "could not move the nvmet namespace");
+                note(e);
+            }
+        }
+        for ((port, grp), (access, _)) in promote {
+            let Some(port_dir) = dirs.get(port) else {
+                continue;
+            };
+            if let Err(e) = set_state(port_dir, grp, access, OP) {
+                tracing::error!(%port, ana_group = %grp, %access, error = %e,
+                    "could not set the nvmet ANA state");
+                note(e);
             }
         }
         match first_error {
@@ -433,6 +457,32 @@ impl Inner {
 }
 
 impl Inner {
+    /// Put a namespace in the ANA group `p` names (its `ana_grpid`, which the kernel lets
+    /// change while the namespace is enabled, and announces to hosts with an ANA change
+    /// event). A namespace this target does not have is left alone: the monitors place
+    /// every namespace of the group's subsystems, and this gateway may serve fewer.
+    fn place(&self, p: &NamespacePlacement, op: &'static str) -> Result<(), HandlerError> {
+        let path = self
+            .root()
+            .join("subsystems")
+            .join(p.nqn.as_str())
+            .join("namespaces")
+            .join(p.nsid.to_string())
+            .join("ana_grpid");
+        let current = match std::fs::read_to_string(&path) {
+            Ok(c) => c,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(op, &path, e)),
+        };
+        let want = p.ana_group.to_string();
+        if current.trim() == want {
+            return Ok(());
+        }
+        std::fs::write(&path, format!("{want}\n")).map_err(|e| io_error(op, &path, e))?;
+        tracing::info!(path = %path.display(), ana_group = %want, "moved nvmet namespace");
+        Ok(())
+    }
+
     fn demote_all(&self) -> Result<(), HandlerError> {
         const OP: &str = "demote every ANA group";
         let mut first_error = None;

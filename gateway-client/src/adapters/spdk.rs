@@ -43,7 +43,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use gwmon_proto::domain::{AnaAccess, AnaGroupId, Listener, Namespace, Nonce, Nqn, Subsystem};
+use gwmon_proto::domain::{
+    AnaAccess, AnaGroupId, Listener, Namespace, NamespacePlacement, Nonce, Nqn, Subsystem,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -53,6 +55,7 @@ use crate::handler::{AnaHandler, AnaStates, HandlerError};
 const TARGET: &str = "spdk";
 const GET_SUBSYSTEMS: &str = "nvmf_get_subsystems";
 const SET_ANA_STATE: &str = "nvmf_subsystem_listener_set_ana_state";
+const SET_NS_ANA_GROUP: &str = "nvmf_subsystem_set_ns_ana_group";
 
 /// How to reach SPDK and what to report for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,30 +280,30 @@ impl SpdkTarget {
     }
 }
 
-impl AnaHandler for SpdkTarget {
-    async fn subsystems(&self) -> Result<Vec<Subsystem>, HandlerError> {
-        self.scan().await
+/// The calls SPDK refused during one apply: the rest still go ahead.
+#[derive(Default)]
+struct Refusals {
+    first_error: Option<CallError>,
+    failed: usize,
+}
+
+impl Refusals {
+    fn note(&mut self, e: CallError) {
+        self.failed += 1;
+        self.first_error.get_or_insert(e);
     }
+}
 
-    async fn apply(&self, states: &AnaStates) -> Result<(), HandlerError> {
-        let mut wanted: BTreeMap<(&Nqn, AnaGroupId), AnaAccess> = BTreeMap::new();
-        for e in &states.entries {
-            let access = wanted.entry((&e.nqn, e.ana_group)).or_insert(e.access);
-            if *access != e.access {
-                tracing::warn!(nqn = %e.nqn, ana_group = %e.ana_group,
-                    "conflicting ANA states for one group: setting inaccessible");
-                *access = AnaAccess::Inaccessible;
-            }
-        }
-        let nqns: BTreeSet<&Nqn> = wanted.keys().map(|(n, _)| *n).collect();
-        let listeners = self.listeners_of(&nqns).await?;
-
-        let mut order: Vec<_> = wanted.into_iter().collect();
-        order.sort_by_key(|(_, access)| *access != AnaAccess::Inaccessible);
-
-        let mut first_error: Option<CallError> = None;
-        let mut failed = 0usize;
-        for ((nqn, grp), access) in order {
+impl SpdkTarget {
+    /// Set each `(subsystem, ANA group)` state on every listener of the subsystem. A call
+    /// SPDK refuses is noted; one that gets no answer ends the apply.
+    async fn set_states(
+        &self,
+        states: Vec<((&Nqn, AnaGroupId), AnaAccess)>,
+        listeners: &BTreeMap<Nqn, Vec<ListenAddress>>,
+        refused: &mut Refusals,
+    ) -> Result<(), HandlerError> {
+        for ((nqn, grp), access) in states {
             let Some(addresses) = listeners.get(nqn) else {
                 self.warned.warn(format!(
                     "SPDK does not serve {nqn}: its ANA states have nowhere to go"
@@ -322,13 +325,92 @@ impl AnaHandler for SpdkTarget {
                     Err(e) if e.error.is_answer() => {
                         tracing::error!(%nqn, ana_group = %grp, %access, listener = %address,
                             error = %e.error, "SPDK refused the ANA state");
-                        failed += 1;
-                        first_error.get_or_insert(e);
+                        refused.note(e);
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Move each namespace the placements name, and SPDK has in another ANA group, with
+    /// `nvmf_subsystem_set_ns_ana_group` (SPDK pauses the subsystem for the change and
+    /// announces it to hosts). Scans only when there are placements.
+    async fn place(
+        &self,
+        placements: &[NamespacePlacement],
+        refused: &mut Refusals,
+    ) -> Result<(), HandlerError> {
+        if placements.is_empty() {
+            return Ok(());
+        }
+        let current: BTreeMap<(Nqn, u32), AnaGroupId> = self
+            .scan()
+            .await?
+            .into_iter()
+            .flat_map(|s| {
+                let nqn = s.nqn;
+                s.namespaces
+                    .into_iter()
+                    .map(move |n| ((nqn.clone(), n.nsid), n.ana_group))
+            })
+            .collect();
+        for p in placements {
+            match current.get(&(p.nqn.clone(), p.nsid)) {
+                Some(g) if *g != p.ana_group => {}
+                _ => continue,
+            }
+            let params = serde_json::json!({
+                "nqn": p.nqn.as_str(),
+                "nsid": p.nsid,
+                "anagrpid": p.ana_group.get(),
+            });
+            match self.call(SET_NS_ANA_GROUP, params).await {
+                Ok(_) => tracing::info!(nqn = %p.nqn, nsid = p.nsid, ana_group = %p.ana_group,
+                    "moved SPDK namespace"),
+                Err(e) if e.error.is_answer() => {
+                    tracing::error!(nqn = %p.nqn, nsid = p.nsid, ana_group = %p.ana_group,
+                        error = %e.error, "SPDK refused to move the namespace");
+                    refused.note(e);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AnaHandler for SpdkTarget {
+    async fn subsystems(&self) -> Result<Vec<Subsystem>, HandlerError> {
+        self.scan().await
+    }
+
+    async fn apply(&self, states: &AnaStates) -> Result<(), HandlerError> {
+        let mut wanted: BTreeMap<(&Nqn, AnaGroupId), AnaAccess> = BTreeMap::new();
+        for e in &states.entries {
+            let access = wanted.entry((&e.nqn, e.ana_group)).or_insert(e.access);
+            if *access != e.access {
+                tracing::warn!(nqn = %e.nqn, ana_group = %e.ana_group,
+                    "conflicting ANA states for one group: setting inaccessible");
+                *access = AnaAccess::Inaccessible;
+            }
+        }
+        let nqns: BTreeSet<&Nqn> = wanted.keys().map(|(n, _)| *n).collect();
+        let listeners = self.listeners_of(&nqns).await?;
+
+        // Demote, then move namespaces, then promote.
+        let (demote, promote): (Vec<_>, Vec<_>) = wanted
+            .into_iter()
+            .partition(|(_, access)| *access == AnaAccess::Inaccessible);
+        let mut refused = Refusals::default();
+        self.set_states(demote, &listeners, &mut refused).await?;
+        self.place(&states.placements, &mut refused).await?;
+        self.set_states(promote, &listeners, &mut refused).await?;
+        let Refusals {
+            first_error,
+            failed,
+        } = refused;
         match first_error {
             None => Ok(()),
             Some(e) if failed == 1 => Err(e.into()),

@@ -5,6 +5,7 @@ use gwmon_proto::domain::{Epoch, GatewayId, GatewayReport, GroupKey, Location};
 use serde::{Deserialize, Serialize};
 
 use super::config::{ConfigUpdate, ConfigUpdateV1, MapConfig, MapConfigV1};
+use super::placement::NsMove;
 use crate::codec::{self, CodecError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +67,9 @@ pub enum Command {
         applied_epoch: Epoch,
         fence_epoch: Epoch,
     },
+    /// Start moving namespaces between ANA groups (namespace balancing, feature level 3):
+    /// proposed by the leader, all or nothing.
+    MoveNamespaces { key: GroupKey, moves: Vec<NsMove> },
 }
 
 /// The variant indexes (bincode's `u32` tag) of the two commands whose payload changed in
@@ -106,7 +110,8 @@ impl Command {
             | Command::GatewayReport { key, .. }
             | Command::GatewayTimedOut { key, .. }
             | Command::FenceCompleted { key, .. }
-            | Command::ConfirmApplied { key, .. } => Some(key),
+            | Command::ConfirmApplied { key, .. }
+            | Command::MoveNamespaces { key, .. } => Some(key),
             Command::TimerTick
             | Command::SetConfig(_)
             | Command::UpdateConfig(_)

@@ -10,7 +10,7 @@ use super::config::{MapConfig, MapConfigV1};
 use super::error::MapError;
 use super::event::Event;
 use super::gateway::Availability;
-use super::group::{GroupState, GroupStateV2};
+use super::group::{GroupState, GroupStateV2, GroupStateV4, GroupStateV4Ref};
 use super::time::Timestamp;
 use super::transition::Ctx;
 
@@ -33,13 +33,33 @@ pub struct GatewayMap {
     features: u32,
 }
 
-/// The map as version 3 stores it: every field but the feature level.
-#[derive(Serialize, Deserialize)]
+/// The map as version 3 stores it: every field but the feature level, groups without
+/// placements.
+#[derive(Deserialize)]
 struct GatewayMapV3 {
     epoch: Epoch,
     time: Timestamp,
     config: MapConfig,
-    groups: BTreeMap<GroupKey, GroupState>,
+    groups: BTreeMap<GroupKey, GroupStateV4>,
+}
+
+/// The map as version 4 stores it: groups without placements.
+#[derive(Deserialize)]
+struct GatewayMapV4 {
+    epoch: Epoch,
+    time: Timestamp,
+    config: MapConfig,
+    groups: BTreeMap<GroupKey, GroupStateV4>,
+    features: u32,
+}
+
+/// The groups in version 4's layout, borrowed.
+struct GroupsV4<'a>(&'a BTreeMap<GroupKey, GroupState>);
+
+impl Serialize for GroupsV4<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, g)| (k, GroupStateV4Ref::from(g))))
+    }
 }
 
 #[derive(Serialize)]
@@ -47,7 +67,7 @@ struct GatewayMapV3Ref<'a> {
     epoch: &'a Epoch,
     time: &'a Timestamp,
     config: &'a MapConfig,
-    groups: &'a BTreeMap<GroupKey, GroupState>,
+    groups: GroupsV4<'a>,
 }
 
 #[derive(Serialize)]
@@ -55,31 +75,48 @@ struct GatewayMapV4Ref<'a> {
     epoch: &'a Epoch,
     time: &'a Timestamp,
     config: &'a MapConfig,
+    groups: GroupsV4<'a>,
+    features: u32,
+}
+
+#[derive(Serialize)]
+struct GatewayMapV5Ref<'a> {
+    epoch: &'a Epoch,
+    time: &'a Timestamp,
+    config: &'a MapConfig,
     groups: &'a BTreeMap<GroupKey, GroupState>,
     features: u32,
 }
 
-/// Version 3's layout while the level is 0, version 4's once it is raised (see
-/// [`GatewayMap::written_version`]).
+/// Version 3's layout while the level is 0, version 4's at levels 1 and 2, version 5's
+/// from level 3 (see [`GatewayMap::written_version`]): a map is written as the oldest
+/// release that may still be running beside this one reads it.
 impl Serialize for GatewayMap {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.features == 0 {
-            GatewayMapV3Ref {
+        match self.written_version() {
+            3 => GatewayMapV3Ref {
                 epoch: &self.epoch,
                 time: &self.time,
                 config: &self.config,
-                groups: &self.groups,
+                groups: GroupsV4(&self.groups),
             }
-            .serialize(s)
-        } else {
-            GatewayMapV4Ref {
+            .serialize(s),
+            4 => GatewayMapV4Ref {
+                epoch: &self.epoch,
+                time: &self.time,
+                config: &self.config,
+                groups: GroupsV4(&self.groups),
+                features: self.features,
+            }
+            .serialize(s),
+            _ => GatewayMapV5Ref {
                 epoch: &self.epoch,
                 time: &self.time,
                 config: &self.config,
                 groups: &self.groups,
                 features: self.features,
             }
-            .serialize(s)
+            .serialize(s),
         }
     }
 }
@@ -199,24 +236,37 @@ impl GatewayMap {
         })
     }
 
-    /// Version 3 of the map: the feature level is 0.
+    /// Version 3 of the map: the feature level is 0, and nothing is placed.
     pub(crate) fn decode_v3(body: &[u8]) -> Result<GatewayMap, crate::codec::CodecError> {
         let v3: GatewayMapV3 = crate::codec::decode_body("gateway map", body)?;
         Ok(GatewayMap {
             epoch: v3.epoch,
             time: v3.time,
             config: v3.config,
-            groups: v3.groups,
+            groups: v3.groups.into_iter().map(|(k, g)| (k, g.into())).collect(),
             features: 0,
         })
     }
 
-    /// The version [`Serialize`] writes: 3 while the level is 0, else 4.
+    /// Version 4 of the map: nothing is placed.
+    pub(crate) fn decode_v4(body: &[u8]) -> Result<GatewayMap, crate::codec::CodecError> {
+        let v4: GatewayMapV4 = crate::codec::decode_body("gateway map", body)?;
+        Ok(GatewayMap {
+            epoch: v4.epoch,
+            time: v4.time,
+            config: v4.config,
+            groups: v4.groups.into_iter().map(|(k, g)| (k, g.into())).collect(),
+            features: v4.features,
+        })
+    }
+
+    /// The version [`Serialize`] writes: 3 while the level is 0, 4 at levels 1 and 2,
+    /// else 5.
     pub(crate) fn written_version(&self) -> u8 {
-        if self.features == 0 {
-            3
-        } else {
-            4
+        match self.features {
+            0 => 3,
+            1 | 2 => 4,
+            _ => 5,
         }
     }
 
@@ -457,6 +507,16 @@ impl GatewayMap {
                 self.transact(key, now, &mut events, |g, ctx| {
                     g.fence_completed(gateway, *epoch, ctx)
                 })?
+            }
+            Command::MoveNamespaces { key, moves } => {
+                if self.features < super::features::NAMESPACE_BALANCING {
+                    return Err(MapError::FeatureNotRaised {
+                        needed: super::features::NAMESPACE_BALANCING,
+                        level: self.features,
+                    });
+                }
+                self.existing(key)?;
+                self.transact(key, now, &mut events, |g, ctx| g.start_moves(moves, ctx))?
             }
         };
         if changed {

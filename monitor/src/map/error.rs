@@ -1,6 +1,6 @@
 //! Why the engine refused a command. A refused command changes nothing.
 
-use gwmon_proto::domain::{Epoch, GatewayId, GroupKey, Location};
+use gwmon_proto::domain::{Epoch, GatewayId, GroupKey, Location, Nqn};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -77,4 +77,7 @@ pub enum MapError {
     /// allow. (Added last: a reply encoded by an older monitor still decodes.)
     #[error("the cluster already has {max} {what}, the most max_{what} allows; delete some or raise it (nvme-gw config set max_{what}=N)")]
     ClusterFull { what: String, max: u32 },
+    /// A namespace move the group cannot make now (the leader plans again).
+    #[error("refused: namespace {nsid} of {nqn} cannot move: {reason}")]
+    MoveRefused { nqn: Nqn, nsid: u32, reason: String },
 }

@@ -11,7 +11,7 @@
 //! rejoin, and a monitor that does not support it is refused as a new member.
 
 /// The highest level this build applies.
-pub const SUPPORTED: u32 = 2;
+pub const SUPPORTED: u32 = 3;
 
 /// Level 1, Ceph parity:
 /// - a gateway created while another is deleting and has let go of every ANA group inherits
@@ -24,3 +24,8 @@ pub const CEPH_PARITY: u32 = 1;
 /// echoes) is committed as [`Command::ConfirmApplied`](super::Command::ConfirmApplied),
 /// without the subsystem list the map already holds.
 pub const CONFIRMATIONS: u32 = 2;
+
+/// Level 3: namespace balancing. The leader moves namespaces between ANA groups
+/// ([`Command::MoveNamespaces`](super::Command::MoveNamespaces)) and the map keeps where it
+/// placed them (map version 5, see [`super::placement`]).
+pub const NAMESPACE_BALANCING: u32 = 3;

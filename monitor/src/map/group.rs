@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::config::MapConfig;
 use super::damping::Damping;
 use super::gateway::{AdminState, AnaState, Availability, Gateway};
+use super::placement::{NsKey, Placement};
 use super::time::Timestamp;
 
 /// Who is optimized for an ANA group. Storing one holder per ANA group, instead of Ceph's
@@ -136,6 +137,64 @@ pub struct GroupState {
     pub allow_failovers_at: Timestamp,
     /// Flap damping of the gateways that went down recently (see [`super::damping`]).
     pub damping: BTreeMap<GatewayId, Damping>,
+    /// Namespaces the monitors moved between ANA groups (see [`super::placement`]); stored
+    /// from map version 5, which is written from feature level 3.
+    pub placement: Placement,
+}
+
+/// A group as versions 3 and 4 of the map store it: every field but the placements. Read,
+/// and written while the feature level is below 3, so that the previous release still
+/// reads the map during a rolling upgrade.
+#[derive(Deserialize)]
+pub(crate) struct GroupStateV4 {
+    epoch: Epoch,
+    gateways: BTreeMap<GatewayId, Gateway>,
+    ana: BTreeMap<AnaGroupId, AnaGroup>,
+    fences: Vec<Fence>,
+    disaster: BTreeMap<Location, DisasterState>,
+    allow_failovers_at: Timestamp,
+    damping: BTreeMap<GatewayId, Damping>,
+}
+
+impl From<GroupStateV4> for GroupState {
+    fn from(v4: GroupStateV4) -> Self {
+        GroupState {
+            epoch: v4.epoch,
+            gateways: v4.gateways,
+            ana: v4.ana,
+            fences: v4.fences,
+            disaster: v4.disaster,
+            allow_failovers_at: v4.allow_failovers_at,
+            damping: v4.damping,
+            placement: Placement::default(),
+        }
+    }
+}
+
+/// [`GroupStateV4`]'s layout, borrowed from a group.
+#[derive(Serialize)]
+pub(crate) struct GroupStateV4Ref<'a> {
+    epoch: &'a Epoch,
+    gateways: &'a BTreeMap<GatewayId, Gateway>,
+    ana: &'a BTreeMap<AnaGroupId, AnaGroup>,
+    fences: &'a Vec<Fence>,
+    disaster: &'a BTreeMap<Location, DisasterState>,
+    allow_failovers_at: &'a Timestamp,
+    damping: &'a BTreeMap<GatewayId, Damping>,
+}
+
+impl<'a> From<&'a GroupState> for GroupStateV4Ref<'a> {
+    fn from(g: &'a GroupState) -> Self {
+        GroupStateV4Ref {
+            epoch: &g.epoch,
+            gateways: &g.gateways,
+            ana: &g.ana,
+            fences: &g.fences,
+            disaster: &g.disaster,
+            allow_failovers_at: &g.allow_failovers_at,
+            damping: &g.damping,
+        }
+    }
 }
 
 /// A group as versions 1 and 2 of the map stored it, before flap damping: read, never
@@ -174,6 +233,7 @@ impl From<GroupStateV2> for GroupState {
             disaster: v2.disaster,
             allow_failovers_at: v2.allow_failovers_at,
             damping: BTreeMap::new(),
+            placement: Placement::default(),
         }
     }
 }
@@ -259,9 +319,28 @@ impl GroupState {
         self.gateways
             .values()
             .filter(|gw| include_down || gw.availability == Availability::Available)
-            .map(|gw| gw.namespaces_in(g))
+            .map(|gw| self.placed_in(gw, g))
             .max()
             .unwrap_or(0)
+    }
+
+    /// Namespaces `gw` reports that count in ANA group `g`: where the monitors placed them
+    /// (their source while they move), else where the gateway has them.
+    fn placed_in(&self, gw: &Gateway, g: AnaGroupId) -> usize {
+        if self.placement.is_empty() {
+            return gw.namespaces_in(g);
+        }
+        gw.subsystems
+            .iter()
+            .flat_map(|s| s.namespaces.iter().map(move |n| (s, n)))
+            .filter(|(s, n)| {
+                let ns = NsKey {
+                    nqn: s.nqn.clone(),
+                    nsid: n.nsid,
+                };
+                self.placement.located(&ns, n.ana_group) == g
+            })
+            .count()
     }
 
     /// The namespaces of `gw`'s own ANA group (Ceph's per-gateway count): as the group's
@@ -275,7 +354,7 @@ impl GroupState {
         if others_serving {
             self.namespaces_in(gw.ana_group, false)
         } else {
-            gw.namespaces_in(gw.ana_group)
+            self.placed_in(gw, gw.ana_group)
         }
     }
 
@@ -371,7 +450,16 @@ impl GroupState {
                 .all(|((ga, a), (gb, b))| {
                     ga == gb && a.holder == b.holder && fence_done(a) == fence_done(b)
                 });
-        gateways_same && ana_same
+        gateways_same
+            && ana_same
+            && self.placement.assigned == other.placement.assigned
+            && self.placement.moving.len() == other.placement.moving.len()
+            && self
+                .placement
+                .moving
+                .iter()
+                .zip(other.placement.moving.iter())
+                .all(|((na, a), (nb, b))| na == nb && a.from == b.from)
     }
 }
 

@@ -10,6 +10,7 @@
 //! * [`check`]: the invariants every result must satisfy.
 //! * [`slice`]: what a gateway is told.
 //! * [`damping`]: flap damping of gateways that keep going down.
+//! * [`placement`]: namespace balancing, the moves of namespaces between ANA groups.
 //! * [`features`]: the levels of the engine's rules, raised once every monitor has them.
 //! * [`config`], [`time`], [`event`], [`error`]: tunables, timestamps, events, refusals.
 
@@ -24,6 +25,7 @@ pub mod event;
 pub mod features;
 pub mod gateway;
 pub mod group;
+pub mod placement;
 pub mod slice;
 pub mod time;
 pub mod transition;

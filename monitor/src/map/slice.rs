@@ -41,12 +41,14 @@ impl GroupState {
                 }
             })
             .collect();
+        let placements = self.placements_for(gateway, &nqns);
         Some(MapSlice {
             epoch: self.epoch,
             ana_group: gw.ana_group,
             availability,
             nqns,
             ana_groups,
+            placements,
         })
     }
 }

@@ -303,6 +303,9 @@ impl GroupState {
         for g in ids {
             self.settle_ana_group(g, ctx);
         }
+        if ctx.features >= super::features::NAMESPACE_BALANCING {
+            self.settle_moves(ctx);
+        }
         self.reap_deleted(ctx);
         self.finish_recoveries(ctx);
         self.expire_fences(ctx);

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use gwmon_monitor::map::placement::NsKey;
 use gwmon_monitor::map::{
     AnaState, Applied, Availability, Command, DisasterState, GatewayMap, MapConfig, MapError,
     Timestamp,
@@ -70,7 +71,32 @@ pub struct SafetyWatch {
     /// Per ANA group: gateways once allowed to serve it, and the group epoch from which they
     /// were no longer allowed (`None` while they still are).
     servers: BTreeMap<(GroupKey, AnaGroupId), BTreeMap<GatewayId, Option<Epoch>>>,
+    /// The same per namespace: a namespace is served where the slice lets a gateway serve
+    /// the ANA group the namespace is in there (placed by the slice, else as it reports it).
+    ns_servers: BTreeMap<(GroupKey, Nqn, u32), BTreeMap<GatewayId, Option<Epoch>>>,
     pub steps: usize,
+}
+
+/// Forget the gateways of `record` that stopped serving at an epoch they have since
+/// applied, or were fenced at or after.
+fn release_confirmed(
+    record: &mut BTreeMap<GatewayId, Option<Epoch>>,
+    group: &gwmon_monitor::map::GroupState,
+) {
+    record.retain(|id, stopped| match stopped {
+        None => true,
+        Some(e) => {
+            let confirmed = group
+                .gateways
+                .get(id)
+                .is_some_and(|x| x.applied_epoch >= *e);
+            let fenced = group
+                .fences
+                .iter()
+                .any(|f| &f.gateway == id && f.epoch >= *e && f.completed_at.is_some());
+            !(confirmed || fenced)
+        }
+    });
 }
 
 impl SafetyWatch {
@@ -114,20 +140,7 @@ impl SafetyWatch {
                         *stopped = Some(group.epoch);
                     }
                 }
-                record.retain(|id, stopped| match stopped {
-                    None => true,
-                    Some(e) => {
-                        let confirmed = group
-                            .gateways
-                            .get(id)
-                            .is_some_and(|x| x.applied_epoch >= *e);
-                        let fenced = group
-                            .fences
-                            .iter()
-                            .any(|f| &f.gateway == id && f.epoch >= *e && f.completed_at.is_some());
-                        !(confirmed || fenced)
-                    }
-                });
+                release_confirmed(record, group);
                 for s in serving {
                     let blockers: Vec<&GatewayId> =
                         record.keys().filter(|other| *other != s).collect();
@@ -141,6 +154,74 @@ impl SafetyWatch {
             // ANA groups that no longer exist have no servers left to worry about.
             self.servers
                 .retain(|(k, g), _| k != key || ana_ids.contains(g));
+            self.check_namespaces(key, group, &slices);
+        }
+    }
+
+    /// Every namespace is served by at most one gateway, and by a new one only once every
+    /// gateway that served it before was fenced or confirmed the map that stopped it: the
+    /// namespace moves of balancing are held to the rule failovers are.
+    fn check_namespaces(
+        &mut self,
+        key: &GroupKey,
+        group: &gwmon_monitor::map::GroupState,
+        slices: &BTreeMap<GatewayId, MapSlice>,
+    ) {
+        let mut serving: BTreeMap<(Nqn, u32), Vec<GatewayId>> = BTreeMap::new();
+        for (id, slice) in slices {
+            let Some(gateway) = group.gateways.get(id) else {
+                continue;
+            };
+            for sub in gateway.subsystems.iter() {
+                for n in &sub.namespaces {
+                    let g = slice.placement(&sub.nqn, n.nsid).unwrap_or(n.ana_group);
+                    if slice
+                        .ana(g)
+                        .is_some_and(|v| v.access == AnaAccess::Optimized && v.fence_complete)
+                    {
+                        serving
+                            .entry((sub.nqn.clone(), n.nsid))
+                            .or_default()
+                            .push(id.clone());
+                    }
+                }
+            }
+        }
+        for ((k, nqn, nsid), record) in self.ns_servers.iter_mut() {
+            if k != key {
+                continue;
+            }
+            let now = serving.get(&(nqn.clone(), *nsid));
+            for (id, stopped) in record.iter_mut() {
+                if stopped.is_none() && !now.is_some_and(|s| s.contains(id)) {
+                    *stopped = Some(group.epoch);
+                }
+            }
+            release_confirmed(record, group);
+        }
+        for ((nqn, nsid), servers) in serving {
+            // Gateways provisioned with a namespace in different ANA groups serve it from
+            // both, whatever the monitors do; only what they placed is theirs to answer for.
+            let placed = group.placement.assigned.contains_key(&NsKey {
+                nqn: nqn.clone(),
+                nsid,
+            });
+            assert!(
+                !placed || servers.len() <= 1,
+                "{key} namespace {nsid} of {nqn} served by {servers:?} at once"
+            );
+            let record = self
+                .ns_servers
+                .entry((key.clone(), nqn.clone(), nsid))
+                .or_default();
+            for s in servers {
+                let blockers: Vec<&GatewayId> = record.keys().filter(|o| **o != s).collect();
+                assert!(
+                    !placed || blockers.is_empty(),
+                    "{key} namespace {nsid} of {nqn}: {s} may serve it while {blockers:?} were neither fenced nor confirmed"
+                );
+                record.insert(s, None);
+            }
         }
     }
 }

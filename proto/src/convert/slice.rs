@@ -3,10 +3,10 @@
 
 use std::collections::HashSet;
 
-use super::{at, bounded, known_enum, MAX_SUBSYSTEMS};
+use super::{at, bounded, known_enum, MAX_REPORT_NAMESPACES, MAX_SUBSYSTEMS};
 use crate::domain::{
-    AnaAccess, AnaGroupId, AnaGroupView, Epoch, Field, FieldError, Invalid, MapSlice, Nqn,
-    SliceAvailability,
+    AnaAccess, AnaGroupId, AnaGroupView, Epoch, Field, FieldError, Invalid, MapSlice, Namespace,
+    NamespacePlacement, Nqn, SliceAvailability,
 };
 use crate::v1;
 
@@ -80,6 +80,28 @@ impl From<AnaGroupView> for v1::AnaGroupView {
     }
 }
 
+impl TryFrom<v1::NamespacePlacement> for NamespacePlacement {
+    type Error = FieldError;
+
+    fn try_from(wire: v1::NamespacePlacement) -> Result<Self, FieldError> {
+        Ok(NamespacePlacement {
+            nqn: Nqn::try_from(wire.nqn).field("nqn")?,
+            nsid: Namespace::check_nsid(wire.nsid).field("nsid")?,
+            ana_group: AnaGroupId::new(wire.ana_group).field("ana_group")?,
+        })
+    }
+}
+
+impl From<NamespacePlacement> for v1::NamespacePlacement {
+    fn from(p: NamespacePlacement) -> Self {
+        v1::NamespacePlacement {
+            nqn: p.nqn.into(),
+            nsid: p.nsid,
+            ana_group: p.ana_group.get(),
+        }
+    }
+}
+
 /// At most one view per ANA group id, and there are at most [`AnaGroupId::MAX`] ids.
 const MAX_ANA_GROUPS: usize = AnaGroupId::MAX as usize;
 
@@ -124,12 +146,28 @@ impl TryFrom<v1::MapSlice> for MapSlice {
             ana_groups.push(v);
         }
 
+        // A placement names one of the namespaces a report may hold.
+        bounded(&wire.placements, MAX_REPORT_NAMESPACES, "placements")?;
+        let mut placements = Vec::with_capacity(wire.placements.len());
+        let mut seen_namespaces = HashSet::with_capacity(wire.placements.len());
+        for (i, p) in wire.placements.into_iter().enumerate() {
+            let p = NamespacePlacement::try_from(p).map_err(|e| e.within(at("placements", i)))?;
+            if !seen_namespaces.insert((p.nqn.clone(), p.nsid)) {
+                return Err(FieldError::new(
+                    at("placements", i),
+                    Invalid::Duplicate(format!("{} namespace {}", p.nqn, p.nsid)),
+                ));
+            }
+            placements.push(p);
+        }
+
         let mut slice = MapSlice {
             epoch: Epoch(wire.epoch),
             ana_group,
             availability,
             nqns,
             ana_groups,
+            placements,
         };
         slice.canonicalize();
         Ok(slice)
@@ -144,6 +182,7 @@ impl From<MapSlice> for v1::MapSlice {
             availability: v1::SliceAvailability::from(s.availability).into(),
             nqns: s.nqns.into_iter().map(String::from).collect(),
             ana_groups: s.ana_groups.into_iter().map(Into::into).collect(),
+            placements: s.placements.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -176,6 +215,11 @@ mod tests {
                     fence_complete: false,
                 },
             ],
+            placements: vec![v1::NamespacePlacement {
+                nqn: "nqn.2016-06.io.spdk:cnode1".into(),
+                nsid: 7,
+                ana_group: 2,
+            }],
         }
     }
 
@@ -195,6 +239,8 @@ mod tests {
         assert_eq!(own.access, AnaAccess::Optimized);
         assert_eq!(own.fence_epoch, Epoch(11));
         assert!(!own.fence_complete);
+        assert_eq!(s.placement(&s.nqns[0], 7).map(AnaGroupId::get), Some(2));
+        assert_eq!(s.placement(&s.nqns[0], 8), None);
         assert_eq!(v1::MapSlice::from(s), slice());
     }
 
@@ -302,6 +348,32 @@ mod tests {
         assert_eq!(
             refusal(wire),
             ("ana_groups".into(), Invalid::TooLong { len: 129, max: 128 })
+        );
+    }
+
+    #[test]
+    fn placements_are_checked_and_never_name_a_namespace_twice() {
+        let mut wire = slice();
+        wire.placements[0].nsid = 0;
+        assert_eq!(refusal(wire), ("placements[0].nsid".into(), Invalid::Zero));
+
+        let mut wire = slice();
+        wire.placements[0].ana_group = 0;
+        assert_eq!(
+            refusal(wire),
+            ("placements[0].ana_group".into(), Invalid::Zero)
+        );
+
+        let mut wire = slice();
+        let mut again = wire.placements[0].clone();
+        again.ana_group = 1;
+        wire.placements.push(again);
+        assert_eq!(
+            refusal(wire),
+            (
+                "placements[1]".into(),
+                Invalid::Duplicate("nqn.2016-06.io.spdk:cnode1 namespace 7".into())
+            )
         );
     }
 }

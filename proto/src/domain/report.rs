@@ -185,6 +185,17 @@ pub struct MapSlice {
     pub nqns: Vec<Nqn>,
     /// Every ANA group of the `(pool, group)`, in id order.
     pub ana_groups: Vec<AnaGroupView>,
+    /// Namespaces the monitors moved between ANA groups, in `(nqn, nsid)` order: each must
+    /// be in the ANA group given before the slice counts as applied.
+    pub placements: Vec<NamespacePlacement>,
+}
+
+/// The ANA group one namespace must be in on a gateway's target (namespace balancing).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NamespacePlacement {
+    pub nqn: Nqn,
+    pub nsid: u32,
+    pub ana_group: AnaGroupId,
 }
 
 impl MapSlice {
@@ -194,6 +205,16 @@ impl MapSlice {
     pub fn canonicalize(&mut self) {
         self.nqns.sort();
         self.ana_groups.sort_by_key(|v| v.ana_group);
+        self.placements.sort();
+    }
+
+    /// The ANA group namespace `nsid` of `nqn` must be in, if the monitors placed it.
+    pub fn placement(&self, nqn: &Nqn, nsid: u32) -> Option<AnaGroupId> {
+        self.placements
+            .binary_search_by(|p| (&p.nqn, p.nsid).cmp(&(nqn, nsid)))
+            .ok()
+            .and_then(|i| self.placements.get(i))
+            .map(|p| p.ana_group)
     }
 
     /// The view of one ANA group, if the group exists.
