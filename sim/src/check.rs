@@ -144,6 +144,41 @@ impl Serving {
     }
 }
 
+/// Who serves each namespace, as events go by: [`Serving`] and where each target has each
+/// namespace. A namespace is served through a target that has it in an ANA group the
+/// target serves.
+#[derive(Default)]
+struct Hosts {
+    serving: Serving,
+    /// (gateway, nsid) to the ANA group its target has the namespace in.
+    placed: BTreeMap<(String, u32), u32>,
+}
+
+impl Hosts {
+    /// Feed one record; true if it changed what is served or where.
+    fn feed(&mut self, r: &Record) -> bool {
+        match &r.event {
+            Event::Placed { gateway, nsid, ana } => {
+                self.placed.insert((gateway.clone(), *nsid), *ana);
+                true
+            }
+            _ => self.serving.feed(r),
+        }
+    }
+
+    /// Every namespace placed, with the gateways serving it now.
+    fn namespace_servers(&self) -> BTreeMap<u32, Vec<&str>> {
+        let mut out: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+        for ((gateway, nsid), ana) in &self.placed {
+            let by = out.entry(*nsid).or_default();
+            if self.serving.servers(*ana).contains(&gateway.as_str()) {
+                by.push(gateway);
+            }
+        }
+        out
+    }
+}
+
 /// (a): never two servers for one ANA group.
 pub fn one_server(history: &[Record]) -> Vec<Violation> {
     let mut s = Serving::default();
@@ -177,28 +212,14 @@ pub fn one_server(history: &[Record]) -> Vec<Violation> {
 
 /// (h): never two servers for one namespace.
 pub fn one_server_per_namespace(history: &[Record]) -> Vec<Violation> {
-    let mut s = Serving::default();
-    // (gateway, nsid) to the ANA group its target has the namespace in.
-    let mut placed: BTreeMap<(String, u32), u32> = BTreeMap::new();
+    let mut hosts = Hosts::default();
     let mut out = Vec::new();
     let mut overlapping: BTreeSet<u32> = BTreeSet::new();
     for r in history {
-        let changed = match &r.event {
-            Event::Placed { gateway, nsid, ana } => {
-                placed.insert((gateway.clone(), *nsid), *ana);
-                true
-            }
-            _ => s.feed(r),
-        };
-        if !changed {
+        if !hosts.feed(r) {
             continue;
         }
-        let mut servers: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-        for ((gateway, nsid), ana) in &placed {
-            if s.servers(*ana).contains(&gateway.as_str()) {
-                servers.entry(*nsid).or_default().push(gateway);
-            }
-        }
+        let servers = hosts.namespace_servers();
         overlapping.retain(|nsid| servers.get(nsid).is_some_and(|v| v.len() > 1));
         for (nsid, by) in servers {
             if by.len() > 1 && overlapping.insert(nsid) {
@@ -411,34 +432,28 @@ pub fn service_returns(history: &[Record], params: &Params) -> Vec<Violation> {
 /// targets that record only their ANA states), each of `ana_groups`, which every gateway
 /// has namespaces in.
 fn served_since(history: &[Record], ana_groups: &[u32]) -> BTreeMap<String, Option<Duration>> {
-    let mut s = Serving::default();
-    let mut placed: BTreeMap<(String, u32), u32> = BTreeMap::new();
+    let mut hosts = Hosts::default();
     let by_namespace = history
         .iter()
         .any(|r| matches!(r.event, Event::Placed { .. }));
     let mut since: BTreeMap<String, Option<Duration>> = BTreeMap::new();
     for r in history {
-        let changed = match &r.event {
-            Event::Placed { gateway, nsid, ana } => {
-                placed.insert((gateway.clone(), *nsid), *ana);
-                true
-            }
-            _ => s.feed(r),
-        };
-        if !changed {
+        if !hosts.feed(r) {
             continue;
         }
         let served: BTreeMap<String, bool> = if by_namespace {
-            let mut m: BTreeMap<String, bool> = BTreeMap::new();
-            for ((gateway, nsid), ana) in &placed {
-                let on = s.servers(*ana).contains(&gateway.as_str());
-                *m.entry(format!("namespace {nsid}")).or_default() |= on;
-            }
-            m
+            hosts
+                .namespace_servers()
+                .into_iter()
+                .map(|(nsid, by)| (format!("namespace {nsid}"), !by.is_empty()))
+                .collect()
         } else {
             ana_groups
                 .iter()
-                .map(|a| (format!("ANA group {a}"), !s.servers(*a).is_empty()))
+                .map(|a| {
+                    let on = !hosts.serving.servers(*a).is_empty();
+                    (format!("ANA group {a}"), on)
+                })
                 .collect()
         };
         for (unit, on) in served {

@@ -411,39 +411,20 @@ impl Inner {
             .into_iter()
             .partition(|(_, (access, _))| *access == AnaAccess::Inaccessible);
 
-        let mut first_error = None;
-        let mut failed = 0usize;
-        let mut note = |e: HandlerError| {
-            failed += 1;
-            first_error.get_or_insert(e);
-        };
-        for ((port, grp), (access, _)) in demote {
-            let Some(port_dir) = dirs.get(port) else {
-                continue;
-            };
-            if let Err(e) = set_state(port_dir, grp, access, OP) {
-                tracing::error!(%port, ana_group = %grp, %access, error = %e,
-                    "could not set the nvmet ANA state");
-                note(e);
-            }
-        }
+        let mut failures = Failures::default();
+        set_states(&dirs, demote, &mut failures);
         for p in &states.placements {
             if let Err(e) = self.place(p, OP) {
                 tracing::error!(nqn = %p.nqn, nsid = p.nsid, ana_group = %p.ana_group, error = %e,
                     "could not move the nvmet namespace");
-                note(e);
+                failures.note(e);
             }
         }
-        for ((port, grp), (access, _)) in promote {
-            let Some(port_dir) = dirs.get(port) else {
-                continue;
-            };
-            if let Err(e) = set_state(port_dir, grp, access, OP) {
-                tracing::error!(%port, ana_group = %grp, %access, error = %e,
-                    "could not set the nvmet ANA state");
-                note(e);
-            }
-        }
+        set_states(&dirs, promote, &mut failures);
+        let Failures {
+            first_error,
+            failed,
+        } = failures;
         match first_error {
             None => Ok(()),
             Some(e) if failed == 1 => Err(e),
@@ -511,6 +492,38 @@ impl Inner {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The writes of one apply that failed: the rest still go ahead.
+#[derive(Default)]
+struct Failures {
+    first_error: Option<HandlerError>,
+    failed: usize,
+}
+
+impl Failures {
+    fn note(&mut self, e: HandlerError) {
+        self.failed += 1;
+        self.first_error.get_or_insert(e);
+    }
+}
+
+/// One `(port, group)` state to write, and the subsystem that asked for it.
+type PortState<'a> = ((&'a str, AnaGroupId), (AnaAccess, &'a Nqn));
+
+/// Set each `(port, group)` state of `states` on its port directory.
+fn set_states(dirs: &BTreeMap<&str, &Path>, states: Vec<PortState<'_>>, failures: &mut Failures) {
+    const OP: &str = "apply ANA states";
+    for ((port, grp), (access, _)) in states {
+        let Some(port_dir) = dirs.get(port) else {
+            continue;
+        };
+        if let Err(e) = set_state(port_dir, grp, access, OP) {
+            tracing::error!(%port, ana_group = %grp, %access, error = %e,
+                "could not set the nvmet ANA state");
+            failures.note(e);
+        }
     }
 }
 

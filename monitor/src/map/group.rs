@@ -225,7 +225,7 @@ impl From<&GroupState> for GroupStateV2 {
 
 impl From<GroupStateV2> for GroupState {
     fn from(v2: GroupStateV2) -> Self {
-        GroupState {
+        GroupStateV4 {
             epoch: v2.epoch,
             gateways: v2.gateways,
             ana: v2.ana,
@@ -233,8 +233,8 @@ impl From<GroupStateV2> for GroupState {
             disaster: v2.disaster,
             allow_failovers_at: v2.allow_failovers_at,
             damping: BTreeMap::new(),
-            placement: Placement::default(),
         }
+        .into()
     }
 }
 
