@@ -193,6 +193,22 @@ impl Admin {
         Ok(resp.map_epoch)
     }
 
+    /// Lets a group take `max` gateways (16 by default).
+    pub async fn set_max_per_group(&self, max: u32) -> Result<u64> {
+        let resp = self
+            .call("raise max_gateways_per_group", |mut c| {
+                let req = v1::SetConfigRequest {
+                    update: Some(v1::MapSettingsUpdate {
+                        max_gateways_per_group: Some(max),
+                        ..Default::default()
+                    }),
+                };
+                async move { c.set_config(req).await }
+            })
+            .await?;
+        Ok(resp.map_epoch)
+    }
+
     pub async fn delete_gateway(&self, key: &GroupKey, id: &str) -> Result<u64> {
         let resp = self
             .call(&format!("delete gateway {id}"), |mut c| {

@@ -33,6 +33,17 @@ pub struct Config {
     /// gateway's ANA group emptied (real gwmon-client sessions).
     #[arg(long)]
     pub balance: bool,
+    /// One group at Ceph's users' wish: 128 gateways, each reporting the group's 8,192
+    /// namespaces (the report bound), with report sizes, leader CPU and failover.
+    #[arg(long)]
+    pub group_scale: bool,
+    /// `--group-scale`'s gateways (1 to 128) [default: 128; 8 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=128))]
+    pub group_gateways: Option<u32>,
+    /// `--group-scale`'s namespaces, reported by every gateway (1 to 8,192) [default: 8,192;
+    /// 512 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8192))]
+    pub group_namespaces: Option<u32>,
     /// Highest sustained beacon rate, and CPU per 1,000 beacons/s.
     #[arg(long)]
     pub beacons: bool,
@@ -169,6 +180,7 @@ impl Config {
         let none = !(self.failover
             || self.availability
             || self.balance
+            || self.group_scale
             || self.beacons
             || self.fanout
             || self.commit

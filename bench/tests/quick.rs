@@ -66,6 +66,8 @@ fn the_quick_mode_runs_every_scenario_against_real_monitors() {
         "## Fan-out",
         "## Footprint",
         "## etcd side by side",
+        "## Namespace balancing",
+        "## Group scale",
     ] {
         assert!(out.contains(heading), "no {heading:?} section in:\n{out}");
     }
@@ -87,6 +89,11 @@ fn the_quick_mode_runs_every_scenario_against_real_monitors() {
     ] {
         assert!(out.contains(event), "no {event:?} row in:\n{out}");
     }
+    // The large group came up and its report sizes were taken from the monitors' codec.
+    assert!(
+        out.contains("| a changed report, committed (the Raft entry's command) |"),
+        "{out}"
+    );
     // etcd either ran or said clearly why not.
     assert!(
         out.contains("### gwmon against etcd") || out.contains("**Skipped:**"),

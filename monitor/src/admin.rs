@@ -586,6 +586,7 @@ impl AdminService for AdminGrpc {
 
 /// The `nvme-gw show` view of one group.
 pub fn group_view(map: &GatewayMap, key: &GroupKey, g: &GroupState) -> v1::GroupView {
+    let counts = g.namespace_counts(false);
     let ana_groups: Vec<u32> = g
         .gateways
         .values()
@@ -606,7 +607,7 @@ pub fn group_view(map: &GatewayMap, key: &GroupKey, g: &GroupState) -> v1::Group
                 admin_enabled: gw.admin == crate::map::AdminState::Enabled,
                 availability: gw.availability.to_string(),
                 performed_full_startup: gw.performed_full_startup,
-                num_namespaces: u32::try_from(g.own_namespaces(gw)).unwrap_or(u32::MAX),
+                num_namespaces: u32::try_from(g.own_namespaces_of(gw, &counts)).unwrap_or(u32::MAX),
                 num_listeners: u32::try_from(gw.num_listeners()).unwrap_or(u32::MAX),
                 ana_states: g
                     .ana
@@ -707,8 +708,9 @@ pub fn health_checks(map: &GatewayMap, now: Timestamp) -> Vec<v1::HealthCheck> {
                 ),
             ));
         }
+        let counts = g.namespace_counts(true);
         for ana_group in g.ana.keys() {
-            if g.namespaces_in(*ana_group, true) == 0 {
+            if counts.get(ana_group).is_none_or(|n| *n == 0) {
                 continue;
             }
             let Some(since) = g.dark_since(*ana_group, config) else {

@@ -515,3 +515,63 @@ async fn a_leader_command_appended_in_another_term_is_refused_the_same_everywher
         Some(gwmon_monitor::map::Availability::Unavailable)
     );
 }
+
+/// Replication reads a byte-bounded prefix: openraft asks for up to `max_payload_entries`
+/// entries whatever their size and gives the message one heartbeat interval, so a run of
+/// large reports (a gateway with thousands of namespaces) must travel in several messages.
+/// Without the bound, 300 such entries were one message of tens of MiB that never arrived
+/// in time, and the cluster elected leaders over and over.
+#[tokio::test]
+async fn replication_reads_at_most_a_batch_of_bytes_and_always_one_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_store, mut log, _sm, _reader) = open_in(&dir.path().join("store")).await;
+    // Reports of 2,048 namespaces: about 60 KiB each encoded.
+    let big = |i: u64| {
+        let gateway = gw(&format!("gw{i}"));
+        cmd_entry(
+            i,
+            1,
+            Command::GatewayReport {
+                key: key("rbd", "grp1"),
+                gateway: gateway.clone(),
+                report: GatewayReport {
+                    seq: 1,
+                    availability: ReportedAvailability::Available,
+                    subsystems: vec![subsystem(&gateway, &[1, 2, 3, 4], 512)],
+                    applied_epoch: Epoch::ZERO,
+                    fence_epoch: Epoch::ZERO,
+                },
+            },
+        )
+    };
+    let entries: Vec<Entry> = (1..=100).map(big).collect();
+    let sizes: Vec<usize> = entries
+        .iter()
+        .map(|e| encode_entry(e).expect("encode").len())
+        .collect();
+    log.blocking_append(entries).await.expect("append");
+
+    let batch = log.limited_get_log_entries(1, 101).await.expect("read");
+    let bytes: usize = sizes[..batch.len()].iter().sum();
+    let limit = gwmon_monitor::raft::log_store::REPLICATION_BATCH_BYTES;
+    assert!(
+        batch.len() > 1 && batch.len() < 100,
+        "{} entries in one message",
+        batch.len()
+    );
+    assert!(bytes <= limit, "{bytes} bytes in one message");
+    assert!(
+        bytes + sizes[batch.len()] > limit,
+        "the batch stopped early"
+    );
+    let indexes: Vec<u64> = batch.iter().map(|e| e.log_id.index).collect();
+    assert_eq!(indexes, (1..=batch.len() as u64).collect::<Vec<_>>());
+    // A reader that asked for the range (not replication) still gets all of it.
+    assert_eq!(
+        log.try_get_log_entries(1..101).await.expect("read").len(),
+        100
+    );
+    // The last entry on its own.
+    let mut one_large = log.limited_get_log_entries(100, 101).await.expect("read");
+    assert_eq!(one_large.pop().map(|e| e.log_id.index), Some(100));
+}

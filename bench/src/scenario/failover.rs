@@ -50,7 +50,7 @@ struct Trial {
 type PhaseOf = fn(&Phases) -> f64;
 
 #[derive(Debug, Default, Clone, Copy)]
-struct Phases {
+pub(crate) struct Phases {
     beyond_grace: f64,
     fence: f64,
     delivery: f64,
@@ -125,7 +125,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-fn report(
+pub(crate) fn report(
     timers: &Timers,
     n: usize,
     group_size: usize,
@@ -182,7 +182,7 @@ fn report(
 }
 
 /// Run `k` trials; each complete one's grace (ms) and phases, and the number that failed.
-async fn trials(
+pub(crate) async fn trials(
     fleet: &Fleet,
     watcher: &Watcher,
     k: usize,

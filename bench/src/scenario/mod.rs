@@ -9,12 +9,13 @@ pub mod etcd;
 pub mod failover;
 pub mod fanout;
 pub mod footprint;
+pub mod group_scale;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gwmon_proto::v1::GroupKey;
+use gwmon_proto::v1::{self, GroupKey};
 
 use crate::cluster::Cluster;
 use crate::config::{Config, Sizes, Timers};
@@ -98,6 +99,9 @@ pub async fn run(config: Config) -> Result<()> {
     }
     if config.runs(config.balance) {
         balance::run(&mut ctx).await?;
+    }
+    if config.runs(config.group_scale) {
+        group_scale::run(&mut ctx).await?;
     }
     if config.runs(config.beacons) {
         beacons::run(&mut ctx).await?;
@@ -188,6 +192,9 @@ pub struct Setup {
     pub leader_addr: String,
 }
 
+/// What each simulated gateway reports: its id, listener port and its group's size.
+pub type Reports = dyn Fn(&str, u32, u32) -> Vec<v1::Subsystem>;
+
 impl Setup {
     pub async fn start(
         gwmon: &Path,
@@ -196,12 +203,32 @@ impl Setup {
         n: usize,
         group_size: usize,
     ) -> Result<Setup> {
+        let within = Duration::from_secs(60) + Duration::from_millis(20 * n as u64);
+        Self::start_with(gwmon, extra, timers, (n, group_size), &subsystems, within).await
+    }
+
+    /// [`Setup::start`] with `n` gateways in groups of `group_size`, reporting `reports`,
+    /// every one serving its own ANA group `within` the start.
+    pub async fn start_with(
+        gwmon: &Path,
+        extra: &[String],
+        timers: &Timers,
+        (n, group_size): (usize, usize),
+        reports: &Reports,
+        within: Duration,
+    ) -> Result<Setup> {
         let mut cluster = Cluster::start(gwmon, timers, extra).await?;
         let (leader_id, leader_addr) = cluster.wait_leader().await?;
         if let Some(grace) = timers.grace_ms {
             cluster.admin.set_grace(grace).await?;
         }
         cluster.admin.lift_caps().await?;
+        if group_size > 16 {
+            cluster
+                .admin
+                .set_max_per_group(u32::try_from(group_size).unwrap_or(u32::MAX))
+                .await?;
+        }
         let plan = layout(n, group_size);
         let creates: Vec<(GroupKey, String)> = plan
             .iter()
@@ -214,7 +241,7 @@ impl Setup {
             .enumerate()
             .map(|(index, ((key, id, in_group), own_ana))| GwSpec {
                 index,
-                subsystems: Arc::new(subsystems(&id, 4420 + (index % 1000) as u32, in_group)),
+                subsystems: Arc::new(reports(&id, 4420 + (index % 1000) as u32, in_group)),
                 key,
                 id,
                 own_ana,
@@ -227,7 +254,6 @@ impl Setup {
             timers.beacon,
         ));
         fleet.start_all();
-        let within = Duration::from_secs(60) + Duration::from_millis(20 * n as u64);
         fleet.wait_serving(within).await?;
         cluster.check_alive()?;
         Ok(Setup {

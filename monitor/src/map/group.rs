@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::config::MapConfig;
 use super::damping::Damping;
 use super::gateway::{AdminState, AnaState, Availability, Gateway};
-use super::placement::{NsKey, Placement};
+use super::placement::{Placement, PlacementIndex};
 use super::time::Timestamp;
 
 /// Who is optimized for an ANA group. Storing one holder per ANA group, instead of Ceph's
@@ -314,47 +314,52 @@ impl GroupState {
 
     /// Namespaces in ANA group `g` as the group's gateways report them. Gateways of a group
     /// serve the same subsystems, so the largest count of any reporter is taken; a deleted
-    /// or failed gateway's stale report is not used unless `include_down`.
+    /// or failed gateway's stale report is not used unless `include_down`. One pass over
+    /// every report: in a loop over ANA groups, take [`GroupState::namespace_counts`] once.
     pub fn namespaces_in(&self, g: AnaGroupId, include_down: bool) -> usize {
-        self.gateways
-            .values()
-            .filter(|gw| include_down || gw.availability == Availability::Available)
-            .map(|gw| self.placed_in(gw, g))
-            .max()
+        self.namespace_counts(include_down)
+            .get(&g)
+            .copied()
             .unwrap_or(0)
     }
 
-    /// Namespaces `gw` reports that count in ANA group `g`: where the monitors placed them
-    /// (their source while they move), else where the gateway has them.
-    fn placed_in(&self, gw: &Gateway, g: AnaGroupId) -> usize {
-        if self.placement.is_empty() {
-            return gw.namespaces_in(g);
+    /// [`GroupState::namespaces_in`] of every ANA group that has namespaces, in one pass.
+    pub fn namespace_counts(&self, include_down: bool) -> BTreeMap<AnaGroupId, usize> {
+        let index = self.placement.index();
+        let mut out: BTreeMap<AnaGroupId, usize> = BTreeMap::new();
+        for gw in self
+            .gateways
+            .values()
+            .filter(|gw| include_down || gw.availability == Availability::Available)
+        {
+            for (g, n) in placed_counts(gw, &index) {
+                let max = out.entry(g).or_default();
+                *max = (*max).max(n);
+            }
         }
-        gw.subsystems
-            .iter()
-            .flat_map(|s| s.namespaces.iter().map(move |n| (s, n)))
-            .filter(|(s, n)| {
-                let ns = NsKey {
-                    nqn: s.nqn.clone(),
-                    nsid: n.nsid,
-                };
-                self.placement.located(&ns, n.ana_group) == g
-            })
-            .count()
+        out
     }
 
     /// The namespaces of `gw`'s own ANA group (Ceph's per-gateway count): as the group's
     /// available gateways report them, or `gw`'s own report while none is available. A
     /// deleting gateway is erased once this is 0.
     pub fn own_namespaces(&self, gw: &Gateway) -> usize {
+        self.own_namespaces_of(gw, &self.namespace_counts(false))
+    }
+
+    /// [`GroupState::own_namespaces`] with the available gateways' counts taken already.
+    pub fn own_namespaces_of(&self, gw: &Gateway, counts: &BTreeMap<AnaGroupId, usize>) -> usize {
         let others_serving = self
             .gateways
             .values()
             .any(|o| o.availability == Availability::Available);
         if others_serving {
-            self.namespaces_in(gw.ana_group, false)
+            counts.get(&gw.ana_group).copied().unwrap_or(0)
         } else {
-            self.placed_in(gw, gw.ana_group)
+            placed_counts(gw, &self.placement.index())
+                .get(&gw.ana_group)
+                .copied()
+                .unwrap_or(0)
         }
     }
 
@@ -461,6 +466,19 @@ impl GroupState {
                 .zip(other.placement.moving.iter())
                 .all(|((na, a), (nb, b))| na == nb && a.from == b.from)
     }
+}
+
+/// The namespaces `gw` reports per ANA group they count in: where the monitors placed them
+/// (their source while they move, see [`Placement::index`]), else where the gateway has them.
+fn placed_counts(gw: &Gateway, index: &PlacementIndex<'_>) -> BTreeMap<AnaGroupId, usize> {
+    let mut out: BTreeMap<AnaGroupId, usize> = BTreeMap::new();
+    for s in gw.subsystems.iter() {
+        for n in &s.namespaces {
+            let g = index.get(&(&s.nqn, n.nsid)).copied().unwrap_or(n.ana_group);
+            *out.entry(g).or_default() += 1;
+        }
+    }
+    out
 }
 
 /// For a group in failover, whether its target may serve yet (published in the slice).

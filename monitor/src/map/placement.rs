@@ -15,7 +15,7 @@
 //! gateway, whatever its target was provisioned with, puts it where the others have it
 //! before it serves anything.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use gwmon_proto::domain::{AnaGroupId, Epoch, GatewayId, NamespacePlacement, Nqn};
 use gwmon_proto::mutation::{self, Mutation};
@@ -68,18 +68,27 @@ pub struct Placement {
     pub paused_until: Timestamp,
 }
 
+/// Where each placed namespace counts, by NQN and namespace id (borrowed: looking a
+/// reported namespace up costs no allocation).
+pub type PlacementIndex<'a> = HashMap<(&'a Nqn, u32), AnaGroupId>;
+
 impl Placement {
-    pub fn is_empty(&self) -> bool {
-        self.assigned.is_empty() && self.moving.is_empty() && self.paused_until == Timestamp::ZERO
+    /// The ANA group each placed namespace counts in: its source while it moves, else
+    /// where it was placed.
+    pub fn index(&self) -> PlacementIndex<'_> {
+        let mut out: PlacementIndex<'_> = self
+            .assigned
+            .iter()
+            .map(|(ns, g)| ((&ns.nqn, ns.nsid), *g))
+            .collect();
+        for (ns, m) in &self.moving {
+            out.insert((&ns.nqn, ns.nsid), m.from);
+        }
+        out
     }
 
-    /// The ANA group a namespace a gateway reports in `reported` counts in: its source while
-    /// it moves (it may still be served there), else where it was placed, else where it is.
-    pub fn located(&self, ns: &NsKey, reported: AnaGroupId) -> AnaGroupId {
-        match self.moving.get(ns) {
-            Some(m) => m.from,
-            None => self.assigned.get(ns).copied().unwrap_or(reported),
-        }
+    pub fn is_empty(&self) -> bool {
+        self.assigned.is_empty() && self.moving.is_empty() && self.paused_until == Timestamp::ZERO
     }
 }
 
@@ -152,24 +161,38 @@ impl GroupState {
     }
 
     /// Every namespace the group's gateways report, with the ANA group it counts in. An
-    /// available gateway's report is taken before a down one's.
+    /// available gateway's report is taken before a down one's. Gateways of a group report
+    /// the same subsystems, so a subsystem already read is not read again.
     pub fn namespace_locations(&self) -> BTreeMap<NsKey, AnaGroupId> {
-        let mut out = BTreeMap::new();
+        let index = self.placement.index();
         let mut reporters: Vec<_> = self.gateways.values().collect();
         reporters.sort_by_key(|gw| gw.availability != Availability::Available);
+        let mut read: Vec<&gwmon_proto::domain::Subsystem> = Vec::new();
+        let mut found: BTreeMap<(&Nqn, u32), AnaGroupId> = BTreeMap::new();
         for gw in reporters {
             for s in gw.subsystems.iter() {
+                if read.contains(&s) {
+                    continue;
+                }
+                read.push(s);
                 for n in &s.namespaces {
-                    let ns = NsKey {
-                        nqn: s.nqn.clone(),
-                        nsid: n.nsid,
-                    };
-                    let at = self.placement.located(&ns, n.ana_group);
-                    out.entry(ns).or_insert(at);
+                    let at = index.get(&(&s.nqn, n.nsid)).copied().unwrap_or(n.ana_group);
+                    found.entry((&s.nqn, n.nsid)).or_insert(at);
                 }
             }
         }
-        out
+        found
+            .into_iter()
+            .map(|((nqn, nsid), at)| {
+                (
+                    NsKey {
+                        nqn: nqn.clone(),
+                        nsid,
+                    },
+                    at,
+                )
+            })
+            .collect()
     }
 
     /// The next step of balancing, at most `max` moves: first out of ANA groups that are

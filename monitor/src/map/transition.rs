@@ -3,7 +3,7 @@
 //! Every function here works on one group inside a command's transaction; the caller
 //! checks the invariants afterwards and throws the copy away if they do not hold.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use gwmon_proto::domain::{AnaGroupId, Epoch, GatewayId, GroupKey, Location, ReportedAvailability};
 
@@ -31,6 +31,26 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     fn emit(&mut self, event: Event) {
         self.events.push(event);
+    }
+}
+
+/// The available gateways' namespace counts per ANA group ([`GroupState::namespace_counts`])
+/// for one settle pass, taken again only when an availability changed.
+#[derive(Default)]
+pub(crate) struct NamespaceCounts {
+    taken: Option<(Vec<Availability>, BTreeMap<AnaGroupId, usize>)>,
+}
+
+impl NamespaceCounts {
+    fn of(&mut self, group: &GroupState, g: AnaGroupId) -> usize {
+        let now: Vec<Availability> = group.gateways.values().map(|gw| gw.availability).collect();
+        if self.taken.as_ref().is_none_or(|(then, _)| *then != now) {
+            self.taken = Some((now, group.namespace_counts(false)));
+        }
+        self.taken
+            .as_ref()
+            .and_then(|(_, counts)| counts.get(&g).copied())
+            .unwrap_or(0)
     }
 }
 
@@ -300,8 +320,11 @@ impl GroupState {
     /// every command on its group and on every tick on all groups.
     pub(crate) fn settle(&mut self, ctx: &mut Ctx<'_>) {
         let ids: Vec<AnaGroupId> = self.ana.keys().copied().collect();
+        // Counted only if an ANA group is unowned, and again only if an availability
+        // changed since: a pass over every report.
+        let mut counts = NamespaceCounts::default();
         for g in ids {
-            self.settle_ana_group(g, ctx);
+            self.settle_ana_group(g, ctx, &mut counts);
         }
         if ctx.features >= super::features::NAMESPACE_BALANCING {
             self.settle_moves(ctx);
@@ -311,7 +334,7 @@ impl GroupState {
         self.expire_fences(ctx);
     }
 
-    fn settle_ana_group(&mut self, g: AnaGroupId, ctx: &mut Ctx<'_>) {
+    fn settle_ana_group(&mut self, g: AnaGroupId, ctx: &mut Ctx<'_>, counts: &mut NamespaceCounts) {
         let Some(a) = self.ana.get(&g) else {
             return;
         };
@@ -343,7 +366,7 @@ impl GroupState {
                         gateway: gateway.clone(),
                     });
                     self.take_down(&gateway, Availability::Unavailable, ctx);
-                    self.settle_unowned(g, ctx);
+                    self.settle_unowned(g, ctx, counts);
                 }
             }
             Holder::Handover {
@@ -354,7 +377,7 @@ impl GroupState {
             } => {
                 if !self.can_serve(&to) {
                     self.set_holder(g, Holder::None);
-                    self.settle_unowned(g, ctx);
+                    self.settle_unowned(g, ctx, counts);
                     return;
                 }
                 let released = !a.unreleased.contains_key(&from);
@@ -393,7 +416,7 @@ impl GroupState {
                     }
                 }
             }
-            Holder::None => self.settle_unowned(g, ctx),
+            Holder::None => self.settle_unowned(g, ctx, counts),
         }
     }
 
@@ -402,10 +425,10 @@ impl GroupState {
     /// This is also the repair pass that finds ANA groups abandoned by any path. An empty
     /// group is not failed over: nothing needs a path, and moving it would only cost a
     /// failback when its owner comes up (as at every first deployment).
-    fn settle_unowned(&mut self, g: AnaGroupId, ctx: &mut Ctx<'_>) {
+    fn settle_unowned(&mut self, g: AnaGroupId, ctx: &mut Ctx<'_>, counts: &mut NamespaceCounts) {
         if let Some(home) = self.preferred_holder(g, None, ctx) {
             self.promote(g, &home, ctx);
-        } else if !self.failover_held(g, ctx.now) && self.namespaces_in(g, false) > 0 {
+        } else if !self.failover_held(g, ctx.now) && counts.of(self, g) > 0 {
             if let Some(target) = self.failover_target(g, ctx.now) {
                 self.promote(g, &target, ctx);
             }

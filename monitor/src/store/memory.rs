@@ -250,6 +250,23 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_replication_batch_is_read_within_its_byte_budget() {
+        let s = MemStore::new();
+        s.append((1..=4).map(|i| (i, vec![0; 10])).collect())
+            .expect("append");
+        let read = |start, end, max| -> Vec<u64> {
+            s.read_prefix(start, end, max)
+                .expect("read")
+                .into_iter()
+                .map(|(i, _)| i)
+                .collect()
+        };
+        assert_eq!(read(2, 5, 25), vec![2, 3]);
+        assert_eq!(read(2, 5, 5), vec![2]);
+        assert_eq!(read(4, 4, 100), Vec::<u64>::new());
+    }
+
     fn futures_ready(f: FlushFuture<'_>) -> Result<(), StoreError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

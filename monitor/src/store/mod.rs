@@ -60,6 +60,21 @@ impl MetaKey {
     }
 }
 
+/// The leading `entries` whose sizes add up to at most `max_bytes`, and always the first.
+pub fn within_bytes<I>(entries: I, max_bytes: usize) -> impl Iterator<Item = RawEntry>
+where
+    I: IntoIterator<Item = RawEntry>,
+{
+    let mut total = 0usize;
+    entries
+        .into_iter()
+        .enumerate()
+        .map_while(move |(i, entry)| {
+            total = total.saturating_add(entry.1.len());
+            (i == 0 || total <= max_bytes).then_some(entry)
+        })
+}
+
 /// Storage for the Raft log and its metadata. Implementations must be cheap to share
 /// (`Arc<dyn Store>`) and safe to call from several tasks; each method is one atomic step.
 pub trait Store: Send + Sync + 'static {
@@ -69,6 +84,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// The entries whose index lies in the range, in index order. Missing indexes are skipped.
     fn read_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<RawEntry>, StoreError>;
+
+    /// The entries from `start` (inclusive) to `end` (exclusive), in index order, as far as
+    /// their encoded sizes add up to at most `max_bytes`, and always the first: one
+    /// replication message's worth, so a run of large entries is sent in several messages
+    /// that each arrive within openraft's heartbeat timeout. Implementations that read
+    /// lazily should override it; this one reads the whole range first.
+    fn read_prefix(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<RawEntry>, StoreError> {
+        let entries = self.read_range(Bound::Included(start), Bound::Excluded(end))?;
+        Ok(within_bytes(entries, max_bytes).collect())
+    }
 
     /// The entry with the greatest index, if any.
     fn last_entry(&self) -> Result<Option<RawEntry>, StoreError>;

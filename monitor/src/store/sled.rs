@@ -163,6 +163,28 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn read_prefix(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<RawEntry>, StoreError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for item in self.log.range(log_key(start)..log_key(end)) {
+            let (k, v) = item.map_err(|e| self.backend("read log entries", e))?;
+            total = total.saturating_add(v.len());
+            if !out.is_empty() && total > max_bytes {
+                break;
+            }
+            out.push((self.index_of(&k)?, v.to_vec()));
+        }
+        Ok(out)
+    }
+
     fn last_entry(&self) -> Result<Option<RawEntry>, StoreError> {
         match self
             .log
@@ -253,6 +275,34 @@ mod tests {
             .expect("read");
         assert_eq!(indexes(&all), vec![1, 255, 256]);
         assert_eq!(store.last_entry().expect("last").map(|e| e.0), Some(256));
+    }
+
+    #[test]
+    fn a_replication_batch_stops_at_its_byte_budget_but_always_holds_one_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path(), CACHE).expect("open");
+        store
+            .append((1..=6).map(|i| (i, vec![0; 100])).collect())
+            .expect("append");
+        let read = |s, e, max| indexes(&store.read_prefix(s, e, max).expect("read"));
+        assert_eq!(read(1, 7, 250), vec![1, 2]);
+        assert_eq!(read(1, 7, 300), vec![1, 2, 3]);
+        assert_eq!(read(4, 7, usize::MAX), vec![4, 5, 6]);
+        assert_eq!(
+            read(3, 7, 10),
+            vec![3],
+            "an entry over the budget goes alone"
+        );
+        assert_eq!(read(5, 5, 1000), Vec::<u64>::new());
+        assert_eq!(read(6, 2, 1000), Vec::<u64>::new());
+        // The trait's own reading (the memory store's) agrees.
+        let whole = store
+            .read_range(Bound::Included(1), Bound::Excluded(7))
+            .expect("read");
+        assert_eq!(
+            indexes(&crate::store::within_bytes(whole, 250).collect::<Vec<_>>()),
+            vec![1, 2]
+        );
     }
 
     #[test]
