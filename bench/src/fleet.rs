@@ -156,6 +156,9 @@ struct Shared {
     leader: Mutex<Option<String>>,
     channels: Mutex<HashMap<(String, usize), Channel>>,
     interval_us: AtomicU64,
+    /// Leave the subsystem list out of beacons where the monitor takes that (the default,
+    /// as `gwmon-client` does); off, every beacon carries it, as older gateways' do.
+    omit_unchanged: AtomicBool,
     stats: Arc<FleetStats>,
 }
 
@@ -214,6 +217,7 @@ impl Fleet {
             leader: Mutex::new(leader),
             channels: Mutex::new(HashMap::new()),
             interval_us: AtomicU64::new(u64::try_from(beacon.as_micros()).unwrap_or(u64::MAX)),
+            omit_unchanged: AtomicBool::new(true),
             stats: stats.clone(),
         });
         let gateways = specs
@@ -252,6 +256,12 @@ impl Fleet {
 
     pub fn interval(&self) -> Duration {
         self.shared.interval()
+    }
+
+    /// Whether beacons leave out the unchanged subsystem list where the monitor takes it
+    /// (the default); off, every beacon carries it, as an older gateway's does.
+    pub fn set_omit_unchanged(&self, omit: bool) {
+        self.shared.omit_unchanged.store(omit, Ordering::Relaxed);
     }
 
     /// Start gateway `i` as a new process: sequence 0, `Starting`, nothing applied.
@@ -344,10 +354,14 @@ impl Fleet {
     }
 
     /// The beacon a gateway sends, encoded size in bytes (for the report).
-    pub fn beacon_bytes(&self) -> usize {
-        self.gateways
-            .first()
-            .map_or(0, |g| beacon_message(&g.spec, 1, 1, 1, 1).encoded_len())
+    /// The encoded size of a beacon listing the subsystems, and of one leaving them out.
+    pub fn beacon_bytes(&self) -> (usize, usize) {
+        self.gateways.first().map_or((0, 0), |g| {
+            (
+                beacon_message(&g.spec, 1, 1, (1, 1), false).encoded_len(),
+                beacon_message(&g.spec, 1, 1, (1, 1), true).encoded_len(),
+            )
+        })
     }
 }
 
@@ -377,21 +391,28 @@ pub fn subsystems(gateway: &str, port: u32, ana_groups: u32) -> Vec<v1::Subsyste
     }]
 }
 
+/// A beacon; `unchanged` leaves the subsystems out, as `gwmon-client` does once the
+/// session's monitor said it takes that (a simulated gateway's list never changes).
 fn beacon_message(
     spec: &GwSpec,
     seq: u64,
     availability: i32,
-    applied: u64,
-    fence: u64,
+    (applied, fence): (u64, u64),
+    unchanged: bool,
 ) -> v1::GatewayMessage {
     v1::GatewayMessage {
         body: Some(gateway_message::Body::Beacon(v1::Beacon {
             seq,
             availability,
-            subsystems: spec.subsystems.as_ref().clone(),
+            subsystems: if unchanged {
+                Vec::new()
+            } else {
+                spec.subsystems.as_ref().clone()
+            },
             applied_epoch: applied,
             fence_epoch: fence,
             incarnation: incarnation(spec),
+            subsystems_unchanged: unchanged,
         })),
     }
 }
@@ -494,6 +515,8 @@ async fn session(
     // Spread the fleet's beacons over the interval, as independent processes are.
     let mut next = Instant::now() + interval.mul_f64(rand::rng().random_range(0.0..1.0));
     let mut sent: VecDeque<(u64, Instant, bool)> = VecDeque::with_capacity(IN_FLIGHT);
+    // Whether this session's monitor takes beacons without the unchanged subsystem list.
+    let mut unchanged_accepted = false;
     let end = loop {
         tokio::select! {
             biased;
@@ -513,7 +536,13 @@ async fn session(
                         sent.pop_front();
                     }
                     sent.push_back((seq, Instant::now(), s.starting));
-                    beacon_message(&gw.spec, seq, availability, s.applied_epoch, s.fence_epoch)
+                    beacon_message(
+                        &gw.spec,
+                        seq,
+                        availability,
+                        (s.applied_epoch, s.fence_epoch),
+                        unchanged_accepted && shared.omit_unchanged.load(Ordering::Relaxed),
+                    )
                 };
                 if tx.send(msg).await.is_err() {
                     break End::Broken(None);
@@ -528,6 +557,9 @@ async fn session(
             }
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => {
+                    if let Some(monitor_message::Body::Ack(a)) = &m.body {
+                        unchanged_accepted |= a.unchanged_subsystems_accepted;
+                    }
                     if on_message(gw, shared, m, &sent) {
                         break End::Shutdown;
                     }

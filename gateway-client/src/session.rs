@@ -309,6 +309,12 @@ struct State<H> {
     last_contact: Instant,
     target_ok: bool,
     subsystems: Vec<Subsystem>,
+    /// The session whose monitor said (in an ack) that it takes beacons without an
+    /// unchanged subsystem list, and the session and list of the last beacon that carried
+    /// one: a beacon leaves the list out only when both are the current session's and the
+    /// list is the same.
+    unchanged_accepted: Option<u64>,
+    listed: Option<(u64, Vec<Subsystem>)>,
     sent: VecDeque<(u64, Instant, bool)>,
     next_monitor: usize,
     /// Monitors still to try in this round, each right after the last: a round tries every
@@ -501,6 +507,8 @@ pub async fn run_with<H: AnaHandler>(
         last_contact: now,
         target_ok: true,
         subsystems: Vec::new(),
+        unchanged_accepted: None,
+        listed: None,
         sent: VecDeque::new(),
         next_monitor: 0,
         round_left,
@@ -1073,15 +1081,28 @@ impl<H: AnaHandler> State<H> {
         while self.sent.len() > IN_FLIGHT {
             self.sent.pop_front();
         }
+        let session = self.sessions;
+        let unchanged = self.unchanged_accepted == Some(session)
+            && self
+                .listed
+                .as_ref()
+                .is_some_and(|(s, l)| *s == session && *l == self.subsystems);
+        let subsystems = if unchanged {
+            Vec::new()
+        } else {
+            self.listed = Some((session, self.subsystems.clone()));
+            self.subsystems.clone()
+        };
         domain::GatewayMessage::Beacon {
             incarnation: self.incarnation,
             report: GatewayReport {
                 seq,
                 availability,
-                subsystems: self.subsystems.clone(),
+                subsystems,
                 applied_epoch: self.applied_epoch,
                 fence_epoch: self.fence_epoch,
             },
+            subsystems_unchanged: unchanged,
         }
         .into()
     }
@@ -1096,6 +1117,9 @@ impl<H: AnaHandler> State<H> {
         };
         match msg {
             domain::MonitorMessage::Ack(ack) => {
+                if ack.unchanged_subsystems_accepted {
+                    self.unchanged_accepted = Some(self.sessions);
+                }
                 let now = Instant::now();
                 self.last_contact = now;
                 self.last_ack = now;

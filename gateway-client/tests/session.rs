@@ -75,6 +75,8 @@ struct Target {
     fail_apply: AtomicBool,
     hang_apply: AtomicBool,
     hang_subsystems: AtomicBool,
+    /// What the target lists as its subsystems.
+    listing: Mutex<Vec<Subsystem>>,
 }
 
 impl Target {
@@ -119,7 +121,7 @@ impl AnaHandler for Target {
         if self.hang_subsystems.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
-        Ok(Vec::new())
+        Ok(self.listing.lock().expect("listing lock").clone())
     }
 
     async fn apply(&self, states: &AnaStates) -> Result<(), HandlerError> {
@@ -166,6 +168,7 @@ struct BeaconSeen {
     session: usize,
     incarnation: u64,
     report: GatewayReport,
+    unchanged: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +195,8 @@ struct Script {
     /// Every monitor reads the hello and refuses it as `NOT_FOUND`: the gateway is not in
     /// the map (not created yet, or deleted).
     unknown: bool,
+    /// Acks say the monitor takes beacons without an unchanged subsystem list.
+    accepts_unchanged: bool,
 }
 
 struct OpenSession {
@@ -281,6 +286,7 @@ impl GatewayService for FakeMonitor {
                 let Ok(domain::GatewayMessage::Beacon {
                     incarnation,
                     report,
+                    subsystems_unchanged,
                 }) = domain::GatewayMessage::try_from(msg)
                 else {
                     panic!("the gateway sent something other than a beacon after its hello");
@@ -292,6 +298,7 @@ impl GatewayService for FakeMonitor {
                     session,
                     incarnation,
                     report,
+                    unchanged: subsystems_unchanged,
                 });
                 let lease = {
                     let mut script = lock(&shared.script);
@@ -312,6 +319,7 @@ impl GatewayService for FakeMonitor {
                     epoch: Epoch(1),
                     map_epoch: Epoch(1),
                     lease,
+                    unchanged_subsystems_accepted: lock(&shared.script).accepts_unchanged,
                 });
                 let sent = lock(&shared.sessions)[session]
                     .tx
@@ -461,6 +469,7 @@ impl World {
                 mute: HashSet::new(),
                 unconfirmed: HashSet::new(),
                 unknown: false,
+                accepts_unchanged: false,
             }),
             log: Mutex::new(Log::default()),
             sessions: Mutex::new(Vec::new()),
@@ -1200,6 +1209,119 @@ async fn a_beacon_confirms_a_new_map_the_moment_the_target_applied_it() {
         "confirmed {:?} after the slice",
         confirmed - sent
     );
+}
+
+/// A subsystem with `namespaces` namespaces in ANA group 1.
+fn listed(namespaces: u32) -> Vec<Subsystem> {
+    vec![v1::Subsystem {
+        nqn: "nqn.2016-06.io.spdk:cnode1".into(),
+        listeners: vec![v1::Listener {
+            address: "127.0.0.1".into(),
+            port: 4420,
+        }],
+        namespaces: (1..=namespaces)
+            .map(|nsid| v1::Namespace {
+                nsid,
+                ana_group: 1,
+                nonce: String::new(),
+            })
+            .collect(),
+    }
+    .try_into()
+    .expect("a valid subsystem")]
+}
+
+/// The beacons of session `session` as (carried a list, left it out as unchanged, list).
+fn lists_of(w: &World, session: usize) -> Vec<(bool, Vec<Subsystem>)> {
+    w.beacons()
+        .into_iter()
+        .filter(|b| b.session == session)
+        .map(|b| (b.unchanged, b.report.subsystems))
+        .collect()
+}
+
+/// A monitor that takes it gets the subsystem list once per session and again only when
+/// it changes; one that does not say so (an older monitor) gets it in every beacon.
+#[tokio::test(start_paused = true)]
+async fn an_unchanged_subsystem_list_is_left_out_only_where_the_monitor_takes_it() {
+    let config = ClientConfig::builder(gateway(), group_key())
+        .monitors(["mon1", "mon2"])
+        .build()
+        .expect("valid client config");
+    let target = Target::default();
+    *target.listing.lock().expect("listing") = listed(2);
+    let w = World::start_with(&["mon1", "mon2"], config, target);
+    let beacons_of = |w: &World, session: usize| lists_of(w, session).len();
+
+    // An older monitor: every beacon lists the subsystems.
+    w.until(
+        "four beacons to an older monitor",
+        Duration::from_secs(10),
+        |w| beacons_of(w, 0) >= 4,
+    )
+    .await;
+    let old = lists_of(&w, 0);
+    assert!(
+        old.iter()
+            .skip(1)
+            .all(|(unchanged, l)| !unchanged && *l == listed(2)),
+        "{old:?}"
+    );
+
+    // A monitor that takes it: listed once, then left out while it stays the same.
+    w.script().accepts_unchanged = true;
+    w.close(None);
+    w.until(
+        "five beacons on the second session",
+        Duration::from_secs(10),
+        |w| beacons_of(w, 1) >= 5,
+    )
+    .await;
+    let new = lists_of(&w, 1);
+    assert_eq!(
+        new[0],
+        (false, listed(2)),
+        "the session's first beacon lists them"
+    );
+    assert!(
+        new.iter()
+            .skip(2)
+            .all(|(unchanged, l)| *unchanged && l.is_empty()),
+        "{new:?}"
+    );
+
+    // A change is listed in the next beacon, then left out again.
+    *w.target.listing.lock().expect("listing") = listed(3);
+    w.until("the new list sent", Duration::from_secs(10), |w| {
+        lists_of(w, 1).iter().any(|(_, l)| *l == listed(3))
+    })
+    .await;
+    let at = lists_of(&w, 1)
+        .iter()
+        .position(|(_, l)| *l == listed(3))
+        .expect("listed");
+    w.until("two more beacons", Duration::from_secs(10), |w| {
+        beacons_of(w, 1) >= at + 3
+    })
+    .await;
+    let after = lists_of(&w, 1);
+    assert!(!after[at].0, "the changed list is not marked unchanged");
+    assert!(
+        after[at + 1..]
+            .iter()
+            .all(|(unchanged, l)| *unchanged && l.is_empty()),
+        "{after:?}"
+    );
+
+    // A new session (another monitor) starts again with the whole list.
+    w.close(None);
+    w.until(
+        "a beacon on the third session",
+        Duration::from_secs(10),
+        |w| beacons_of(w, 2) >= 1,
+    )
+    .await;
+    assert_eq!(lists_of(&w, 2)[0], (false, listed(3)));
 }
 
 /// A slice with the groups `optimized` of 1 and 2 optimized (fenced and ready), the other not.

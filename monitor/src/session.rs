@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use gwmon_proto::domain::{
     self, AnaAccess, AnaGroupId, GatewayId, GroupKey, MapSlice, ReportedAvailability, ShutdownKind,
+    Subsystem,
 };
 use gwmon_proto::v1::{self, gateway_service_server::GatewayService};
 use tokio::sync::mpsc;
@@ -157,6 +158,7 @@ impl GatewayService for GatewayGrpc {
             incarnation: hello.incarnation,
             tx,
             last_sent: None,
+            listed: None,
             beaconed: false,
             budget: BeaconBudget::new(),
         };
@@ -177,6 +179,9 @@ struct Session {
     incarnation: u64,
     tx: mpsc::Sender<Result<v1::MonitorMessage, Status>>,
     last_sent: Option<MapSlice>,
+    /// The subsystems of this session's last beacon that listed them: what a beacon with
+    /// `subsystems_unchanged` stands for.
+    listed: Option<Vec<Subsystem>>,
     /// Whether a beacon of this session has been taken: until then an `Unavailable` map
     /// entry is the previous process's, which this one is about to replace.
     beaconed: bool,
@@ -278,8 +283,25 @@ impl Session {
         let report = match domain::GatewayMessage::try_from(msg) {
             Ok(domain::GatewayMessage::Beacon {
                 incarnation,
-                report,
-            }) if incarnation == self.incarnation => report,
+                mut report,
+                subsystems_unchanged,
+            }) if incarnation == self.incarnation => {
+                if !subsystems_unchanged {
+                    self.listed = Some(report.subsystems.clone());
+                } else if let Some(listed) = &self.listed {
+                    report.subsystems.clone_from(listed);
+                } else {
+                    let _ = self
+                        .tx
+                        .send(Err(Status::invalid_argument(
+                            "invalid request: beacon.subsystems_unchanged before any beacon \
+                             of this session listed the subsystems",
+                        )))
+                        .await;
+                    return Next::End;
+                }
+                report
+            }
             Ok(domain::GatewayMessage::Beacon { incarnation, .. }) => {
                 let _ = self
                     .tx
@@ -319,6 +341,7 @@ impl Session {
                         epoch: ack.group_epoch,
                         map_epoch: ack.map_epoch,
                         lease,
+                        unchanged_subsystems_accepted: true,
                     });
                     if let Next::End = self.send(ack.into()).await {
                         return Next::End;

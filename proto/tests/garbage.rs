@@ -77,6 +77,7 @@ fn beacon() -> impl Strategy<Value = v1::Beacon> {
                 applied_epoch,
                 fence_epoch,
                 incarnation: seq.rotate_left(7),
+                subsystems_unchanged: seq % 5 == 0,
             },
         )
 }
@@ -151,14 +152,16 @@ fn monitor_message() -> impl Strategy<Value = v1::MonitorMessage> {
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
-            prop_oneof![Just(0u64), any::<u64>()]
+            prop_oneof![Just(0u64), any::<u64>()],
+            any::<bool>()
         )
             .prop_map(
-                |(seq, epoch, map_epoch, lease_ms)| MonitorBody::Ack(v1::Ack {
+                |(seq, epoch, map_epoch, lease_ms, accepted)| MonitorBody::Ack(v1::Ack {
                     seq,
                     epoch,
                     map_epoch,
-                    lease_ms
+                    lease_ms,
+                    unchanged_subsystems_accepted: accepted
                 })
             ),
         map_slice().prop_map(MonitorBody::MapSlice),

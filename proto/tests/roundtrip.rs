@@ -167,14 +167,20 @@ fn map_slice() -> impl Strategy<Value = MapSlice> {
 }
 
 fn ack() -> impl Strategy<Value = Ack> {
-    (any::<u64>(), any::<u64>(), any::<u64>(), 1..=u64::MAX).prop_map(
-        |(seq, epoch, map_epoch, lease_ms)| Ack {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        1..=u64::MAX,
+        any::<bool>(),
+    )
+        .prop_map(|(seq, epoch, map_epoch, lease_ms, accepted)| Ack {
             seq,
             epoch: Epoch(epoch),
             map_epoch: Epoch(map_epoch),
             lease: Duration::from_millis(lease_ms),
-        },
-    )
+            unchanged_subsystems_accepted: accepted,
+        })
 }
 
 fn monitor_message() -> impl Strategy<Value = MonitorMessage> {
@@ -198,7 +204,16 @@ fn gateway_message() -> impl Strategy<Value = GatewayMessage> {
         hello().prop_map(GatewayMessage::Hello),
         (any::<u64>(), report()).prop_map(|(incarnation, report)| GatewayMessage::Beacon {
             incarnation,
-            report
+            report,
+            subsystems_unchanged: false,
+        }),
+        (any::<u64>(), report()).prop_map(|(incarnation, mut report)| {
+            report.subsystems.clear();
+            GatewayMessage::Beacon {
+                incarnation,
+                report,
+                subsystems_unchanged: true,
+            }
         }),
     ]
 }

@@ -739,6 +739,7 @@ async fn oversized_reports_and_requests_are_refused_before_anything_is_committed
             applied_epoch: 0,
             fence_epoch: 0,
             incarnation: 7,
+            subsystems_unchanged: false,
         })),
     };
     let mut gateway = GatewayServiceClient::connect(format!("http://{}", c.addrs[&leader]))
@@ -788,6 +789,130 @@ async fn oversized_reports_and_requests_are_refused_before_anything_is_committed
         .expect("a normal request");
 }
 
+/// A beacon may leave out a subsystem list that has not changed since the session's last
+/// beacon that carried one, once an ack said the monitor takes that: the gateway keeps its
+/// subsystems in the map. A session that leaves the list out before ever sending one is
+/// ended with INVALID_ARGUMENT and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_beacon_may_leave_out_an_unchanged_subsystem_list_within_its_session() {
+    use v1::gateway_message::Body;
+    use v1::gateway_service_client::GatewayServiceClient;
+
+    let c = Cluster::start(1, 0, |_| {}).await;
+    let leader = c.leader().await;
+    c.write(create(0)).await;
+    let hello = v1::GatewayMessage {
+        body: Some(Body::Hello(v1::Hello {
+            gateway_id: "gw0".into(),
+            key: Some(key("g0").into()),
+            software_version: "test".into(),
+            incarnation: 7,
+        })),
+    };
+    let listed = vec![v1::Subsystem {
+        nqn: "nqn.2016-06.io.spdk:c1".into(),
+        listeners: vec![v1::Listener {
+            address: "127.0.0.1".into(),
+            port: 4420,
+        }],
+        namespaces: (1..=2)
+            .map(|nsid| v1::Namespace {
+                nsid,
+                ana_group: 1,
+                nonce: String::new(),
+            })
+            .collect(),
+    }];
+    let beacon = |seq: u64, unchanged: bool| v1::GatewayMessage {
+        body: Some(Body::Beacon(v1::Beacon {
+            seq,
+            availability: if seq == 0 {
+                v1::Availability::Starting
+            } else {
+                v1::Availability::Available
+            }
+            .into(),
+            subsystems: if unchanged { vec![] } else { listed.clone() },
+            applied_epoch: 0,
+            fence_epoch: 0,
+            incarnation: 7,
+            subsystems_unchanged: unchanged,
+        })),
+    };
+    // What the map holds of the gateway: what it last reported, and its namespaces.
+    let in_map = |c: &Cluster| {
+        let map = c.map(leader);
+        let gw = &map.group(&key("g0")).expect("group").gateways[&gw(0)];
+        (
+            gw.reported,
+            gw.subsystems
+                .iter()
+                .map(|s| s.namespaces.len())
+                .sum::<usize>(),
+        )
+    };
+    let mut gateway = GatewayServiceClient::connect(format!("http://{}", c.addrs[&leader]))
+        .await
+        .expect("gateway client connects");
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(hello.clone()).await.expect("send");
+    let mut answers = gateway
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("the hello is accepted")
+        .into_inner();
+    async fn ack_of(answers: &mut tonic::Streaming<v1::MonitorMessage>, seq: u64) -> v1::Ack {
+        loop {
+            match answers.message().await {
+                Ok(Some(v1::MonitorMessage {
+                    body: Some(v1::monitor_message::Body::Ack(a)),
+                })) if a.seq == seq => return a,
+                Ok(Some(_)) => {}
+                other => panic!("the session ended before the ack of {seq}: {other:?}"),
+            }
+        }
+    }
+    tx.send(beacon(0, false)).await.expect("send");
+    let ack = ack_of(&mut answers, 0).await;
+    assert!(ack.unchanged_subsystems_accepted, "{ack:?}");
+    assert_eq!(in_map(&c), (Some(ReportedAvailability::Starting), 2));
+    // The first beacon without the list changes the gateway's availability, so its report
+    // is committed: with the session's list, not an empty one.
+    for seq in 1..=3 {
+        tx.send(beacon(seq, true)).await.expect("send");
+        ack_of(&mut answers, seq).await;
+        let c = &c;
+        eventually("the available report committed", || async move {
+            in_map(c).0 == Some(ReportedAvailability::Available)
+        })
+        .await;
+        assert_eq!(in_map(c).1, 2, "the gateway keeps its namespaces");
+    }
+    drop(tx);
+    drop(answers);
+
+    // A new session must list them before it may leave them out.
+    let mut answers = gateway
+        .session(tokio_stream::iter(vec![hello, beacon(4, true)]))
+        .await
+        .expect("the hello is accepted")
+        .into_inner();
+    let refused = loop {
+        match answers.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the session ended without refusing the beacon"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(
+        refused.message(),
+        "invalid request: beacon.subsystems_unchanged before any beacon of this session \
+         listed the subsystems"
+    );
+    assert_eq!(in_map(&c), (Some(ReportedAvailability::Available), 2));
+}
+
 /// A session that beacons far faster than any gateway is configured to is closed with
 /// RESOURCE_EXHAUSTED, after its burst allowance and before it can make the leader do
 /// unbounded work.
@@ -822,6 +947,7 @@ async fn a_session_beaconing_past_the_rate_limit_is_closed() {
                 applied_epoch: 0,
                 fence_epoch: 0,
                 incarnation: 7,
+                subsystems_unchanged: false,
             })),
         }
     }));

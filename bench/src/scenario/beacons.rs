@@ -99,9 +99,11 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     }
     println!(
         "{n} simulated gateways in groups of 16 over {} HTTP/2 connections to the leader; each \
-         beacon is {} of protobuf (one subsystem, one listener, 16 namespaces with a nonce).\n",
+         beacon is {} of protobuf with its list (one subsystem, one listener, 16 namespaces \
+         with a nonce) and {} without (the list unchanged since the session's first beacon).\n",
         n.div_ceil(crate::fleet::PER_CHANNEL),
-        bytes(fleet.beacon_bytes() as u64),
+        bytes(fleet.beacon_bytes().0 as u64),
+        bytes(fleet.beacon_bytes().1 as u64),
     );
     println!("{table}");
     match best {

@@ -106,6 +106,28 @@ fn committed_sizes(key: &v1::GroupKey, id: &str, subs: &[v1::Subsystem]) -> Resu
     Ok((len(&report)?, len(&confirm)?))
 }
 
+/// The leader over a stretch of steady beacons (nothing changes: none is committed).
+struct Steady {
+    rate: f64,
+    cores: f64,
+    rss: u64,
+}
+
+async fn steady(ctx: &Ctx, setup: &Setup, pid: u32, window: Duration) -> Result<Steady> {
+    let acked = || -> u64 { setup.fleet.gateways.iter().map(|g| g.state().acks).sum() };
+    // One interval for every gateway's beacons to be of the new kind.
+    tokio::time::sleep(setup.fleet.interval() * 2).await;
+    let before = CpuSample::take(pid, ctx.ticks)?;
+    let acks_before = acked();
+    tokio::time::sleep(window).await;
+    let after = CpuSample::take(pid, ctx.ticks)?;
+    Ok(Steady {
+        rate: (acked() - acks_before) as f64 / window.as_secs_f64(),
+        cores: after.cores_since(&before),
+        rss: procfs::rss_bytes(pid)?,
+    })
+}
+
 pub async fn run(ctx: &mut Ctx) -> Result<()> {
     let (n, namespaces) = size(&ctx.config);
     println!("\n## Group scale: {n} gateways and {namespaces} namespaces in one group\n");
@@ -149,10 +171,7 @@ async fn measure(
     let (report_bytes, confirm_bytes) =
         committed_sizes(&first.spec.key, &first.spec.id, &first.spec.subsystems)?;
     let slice_bytes = first.state().slices.last().map_or(0, |s| s.bytes);
-    let beacon_bytes = setup.fleet.beacon_bytes();
-
-    // The leader's CPU over a stretch of steady beacons (nothing changes: none is
-    // committed).
+    let (full_bytes, unchanged_bytes) = setup.fleet.beacon_bytes();
     let pid = setup
         .cluster
         .pid(setup.leader_id)
@@ -162,54 +181,63 @@ async fn measure(
     } else {
         Duration::from_secs(10)
     };
-    let before = CpuSample::take(pid, ctx.ticks)?;
-    let acks_before: u64 = setup.fleet.gateways.iter().map(|g| g.state().acks).sum();
-    tokio::time::sleep(window).await;
-    let after = CpuSample::take(pid, ctx.ticks)?;
-    let acks: u64 = setup
-        .fleet
-        .gateways
-        .iter()
-        .map(|g| g.state().acks)
-        .sum::<u64>()
-        - acks_before;
-    let cores = after.cores_since(&before);
-    let rss = procfs::rss_bytes(pid)?;
-    let rate = acks as f64 / window.as_secs_f64();
+    // The same fleet, first with every beacon listing its subsystems (as older gateways
+    // do), then leaving the unchanged list out (as gwmon-client does with a monitor that
+    // takes it).
+    setup.fleet.set_omit_unchanged(false);
+    let full = steady(ctx, setup, pid, window).await?;
+    setup.fleet.set_omit_unchanged(true);
+    let unchanged = steady(ctx, setup, pid, window).await?;
 
-    let mut t = Table::new(&["figure", "value"]);
-    t.row(vec![
+    let mut t = Table::new(&[
+        "figure",
+        "every beacon lists its subsystems",
+        "only changes are listed",
+    ]);
+    let both = |label: String, a: String, b: String| vec![label, a, b];
+    t.row(both(
         "gateways up and serving their own ANA groups, from the start".into(),
         ms(up.as_secs_f64() * 1e3),
-    ]);
-    t.row(vec![
-        "a beacon (protobuf)".into(),
-        bytes(beacon_bytes as u64),
-    ]);
-    t.row(vec![
+        String::new(),
+    ));
+    t.row(both(
+        "a steady beacon (protobuf)".into(),
+        bytes(full_bytes as u64),
+        bytes(unchanged_bytes as u64),
+    ));
+    t.row(both(
         "a changed report, committed (the Raft entry's command)".into(),
         bytes(report_bytes as u64),
-    ]);
-    t.row(vec![
+        bytes(report_bytes as u64),
+    ));
+    t.row(both(
         "an unchanged report confirming an epoch, committed".into(),
         bytes(confirm_bytes as u64),
-    ]);
-    t.row(vec![
+        bytes(confirm_bytes as u64),
+    ));
+    t.row(both(
         "a gateway's map slice (protobuf)".into(),
         bytes(slice_bytes as u64),
-    ]);
-    t.row(vec![
+        bytes(slice_bytes as u64),
+    ));
+    t.row(both(
         format!(
             "beacons acked per second ({} ms interval)",
             timers.beacon.as_millis()
         ),
-        format!("{rate:.0}"),
-    ]);
-    t.row(vec![
+        format!("{:.0}", full.rate),
+        format!("{:.0}", unchanged.rate),
+    ));
+    t.row(both(
         "leader CPU on those beacons (cores)".into(),
-        format!("{cores:.2}"),
-    ]);
-    t.row(vec!["leader RSS".into(), bytes(rss)]);
+        format!("{:.2}", full.cores),
+        format!("{:.2}", unchanged.cores),
+    ));
+    t.row(both(
+        "leader RSS".into(),
+        bytes(full.rss),
+        bytes(unchanged.rss),
+    ));
     println!("{t}");
 
     let watcher = Watcher::start(
@@ -218,16 +246,23 @@ async fn measure(
     );
     watcher.ready(Duration::from_secs(10)).await?;
     let k = ctx.sizes.trials.min(5);
-    let (phases, failed) = failover::trials(
-        &setup.fleet,
-        &watcher,
-        k,
-        Duration::from_millis(ctx.config.spacing_ms),
-        ctx.config.seed,
-    )
-    .await?;
-    let grace = phases.first().map_or(f64::NAN, |(g, _)| *g);
-    failover::report(timers, n, n, k, grace, &phases, failed);
+    for (omit, what) in [
+        (false, "every beacon lists its subsystems"),
+        (true, "only changes are listed"),
+    ] {
+        setup.fleet.set_omit_unchanged(omit);
+        println!("Failover, {what}:");
+        let (phases, failed) = failover::trials(
+            &setup.fleet,
+            &watcher,
+            k,
+            Duration::from_millis(ctx.config.spacing_ms),
+            ctx.config.seed,
+        )
+        .await?;
+        let grace = phases.first().map_or(f64::NAN, |(g, _)| *g);
+        failover::report(timers, n, n, k, grace, &phases, failed);
+    }
     println!(
         "{n} simulated gateways in one group, each beaconing its {namespaces} namespaces (the \
          report bound), {} timers; 3 monitors on this machine with the gateways.",

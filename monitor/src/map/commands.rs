@@ -286,7 +286,10 @@ impl GroupState {
         }
         gw.reported = Some(report.availability);
         if *gw.subsystems != report.subsystems {
-            gw.subsystems = Arc::new(report.subsystems.clone());
+            let mut subsystems = report.subsystems.clone();
+            // Decoded from the log, equal nonces are separate copies again.
+            gwmon_proto::domain::share_nonces(&mut subsystems);
+            gw.subsystems = Arc::new(subsystems);
         }
         gw.applied_epoch = report.applied_epoch;
         gw.fence_epoch = report.fence_epoch;

@@ -303,6 +303,21 @@ impl GatewayMap {
         self.groups.get(key)
     }
 
+    /// Makes the equal fencing nonces of each gateway's namespaces one shared value again
+    /// ([`gwmon_proto::domain::share_nonces`]), as applying a report does: a map decoded
+    /// from a snapshot holds a copy per namespace, which at thousands of namespaces per
+    /// gateway is most of its memory.
+    pub fn share_nonces(&mut self) {
+        for gw in self
+            .groups
+            .values_mut()
+            .flat_map(|g| g.gateways.values_mut())
+        {
+            let subsystems: &mut Vec<_> = std::sync::Arc::make_mut(&mut gw.subsystems);
+            gwmon_proto::domain::share_nonces(subsystems);
+        }
+    }
+
     /// The map slice for one gateway.
     pub fn slice(&self, key: &GroupKey, gateway: &GatewayId) -> Option<MapSlice> {
         self.groups.get(key)?.slice(gateway)

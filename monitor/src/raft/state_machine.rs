@@ -222,8 +222,9 @@ impl AppliedState {
     ) -> Result<AppliedState, StoreError> {
         let payload =
             SnapshotPayload::decode(data).map_err(|source| StoreError::Corrupt { op, source })?;
-        let map: GatewayMap =
+        let mut map: GatewayMap =
             codec::decode(&payload.map).map_err(|source| StoreError::Corrupt { op, source })?;
+        map.share_nonces();
         let registry: ReplicaRegistry = codec::decode(&payload.registry)
             .map_err(|source| StoreError::Corrupt { op, source })?;
         if payload.last_applied != meta.last_log_id || payload.membership != meta.last_membership {

@@ -242,8 +242,9 @@ impl From<GatewayReport> for v1::Beacon {
             subsystems: r.subsystems.into_iter().map(Into::into).collect(),
             applied_epoch: r.applied_epoch.0,
             fence_epoch: r.fence_epoch.0,
-            // Not part of the report: the session envelope sets it.
+            // Not part of the report: the session envelope sets them.
             incarnation: 0,
+            subsystems_unchanged: false,
         }
     }
 }
@@ -285,6 +286,7 @@ mod tests {
             applied_epoch: 3,
             fence_epoch: 2,
             incarnation: 0,
+            subsystems_unchanged: false,
         }
     }
 
@@ -311,6 +313,38 @@ mod tests {
             Some("10.0.0.1:0/42")
         );
         assert_eq!(v1::Beacon::from(report), beacon(vec![subsystem(NQN)]));
+    }
+
+    #[test]
+    fn equal_nonces_of_a_report_are_one_shared_value() {
+        let sub = |nqn: &str, nonces: &[&str]| v1::Subsystem {
+            nqn: nqn.into(),
+            listeners: vec![listener("10.0.0.1", 4420)],
+            namespaces: nonces
+                .iter()
+                .enumerate()
+                .map(|(i, n)| namespace(i as u32 + 1, 1, n))
+                .collect(),
+        };
+        let report = GatewayReport::try_from(beacon(vec![
+            sub(
+                "nqn.2016-06.io.spdk:a",
+                &["client.1", "client.1", "client.2"],
+            ),
+            sub("nqn.2016-06.io.spdk:b", &["client.2", ""]),
+        ]))
+        .expect("valid");
+        let nonce = |s: usize, n: usize| {
+            report.subsystems[s].namespaces[n]
+                .nonce
+                .clone()
+                .expect("a nonce")
+        };
+        assert!(nonce(0, 0).is_shared_with(&nonce(0, 1)));
+        assert!(nonce(0, 2).is_shared_with(&nonce(1, 0)));
+        assert!(!nonce(0, 1).is_shared_with(&nonce(0, 2)));
+        assert_eq!(nonce(1, 0).as_str(), "client.2");
+        assert_eq!(report.subsystems[1].namespaces[1].nonce, None);
     }
 
     #[test]

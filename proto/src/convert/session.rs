@@ -56,10 +56,19 @@ impl TryFrom<v1::GatewayMessage> for GatewayMessage {
                 .map_err(|e| e.within("hello")),
             GatewayBody::Beacon(b) => {
                 let incarnation = b.incarnation;
+                let subsystems_unchanged = b.subsystems_unchanged;
+                if subsystems_unchanged && !b.subsystems.is_empty() {
+                    return Err(FieldError::new(
+                        "subsystems",
+                        Invalid::NotAllowed("listed in a beacon that sets subsystems_unchanged"),
+                    )
+                    .within("beacon"));
+                }
                 GatewayReport::try_from(b)
                     .map(|report| GatewayMessage::Beacon {
                         incarnation,
                         report,
+                        subsystems_unchanged,
                     })
                     .map_err(|e| e.within("beacon"))
             }
@@ -74,8 +83,10 @@ impl From<GatewayMessage> for v1::GatewayMessage {
             GatewayMessage::Beacon {
                 incarnation,
                 report,
+                subsystems_unchanged,
             } => v1::Beacon {
                 incarnation,
+                subsystems_unchanged,
                 ..v1::Beacon::from(report)
             }
             .into(),
@@ -111,6 +122,7 @@ impl TryFrom<v1::Ack> for Ack {
             epoch: Epoch(wire.epoch),
             map_epoch: Epoch(wire.map_epoch),
             lease: Duration::from_millis(wire.lease_ms),
+            unchanged_subsystems_accepted: wire.unchanged_subsystems_accepted,
         })
     }
 }
@@ -126,6 +138,7 @@ impl From<Ack> for v1::Ack {
             epoch: a.epoch.0,
             map_epoch: a.map_epoch.0,
             lease_ms: u64::try_from(millis).unwrap_or(u64::MAX),
+            unchanged_subsystems_accepted: a.unchanged_subsystems_accepted,
         }
     }
 }
@@ -305,6 +318,42 @@ mod tests {
     }
 
     #[test]
+    fn a_beacon_that_keeps_its_subsystems_lists_none() {
+        let unchanged = v1::Beacon {
+            availability: v1::Availability::Available.into(),
+            incarnation: 7,
+            subsystems_unchanged: true,
+            ..Default::default()
+        };
+        let msg =
+            GatewayMessage::try_from(v1::GatewayMessage::from(unchanged.clone())).expect("valid");
+        assert!(matches!(
+            &msg,
+            GatewayMessage::Beacon {
+                incarnation: 7,
+                subsystems_unchanged: true,
+                report,
+            } if report.subsystems.is_empty()
+        ));
+        assert_eq!(
+            v1::GatewayMessage::from(msg),
+            v1::GatewayMessage::from(unchanged.clone())
+        );
+
+        let both = v1::Beacon {
+            subsystems: vec![v1::Subsystem {
+                nqn: "nqn.2016-06.io.spdk:cnode1".into(),
+                ..Default::default()
+            }],
+            ..unchanged
+        };
+        assert_eq!(
+            refusal(both),
+            "beacon.subsystems must not be listed in a beacon that sets subsystems_unchanged"
+        );
+    }
+
+    #[test]
     fn an_empty_envelope_is_refused() {
         assert_eq!(
             refusal(v1::GatewayMessage { body: None }),
@@ -321,6 +370,7 @@ mod tests {
             epoch: Epoch(9),
             map_epoch: Epoch(40),
             lease: Duration::from_millis(4000),
+            unchanged_subsystems_accepted: true,
         };
         let wire = v1::MonitorMessage::from(MonitorMessage::Ack(ack));
         assert_eq!(
@@ -329,7 +379,8 @@ mod tests {
                 seq: 5,
                 epoch: 9,
                 map_epoch: 40,
-                lease_ms: 4000
+                lease_ms: 4000,
+                unchanged_subsystems_accepted: true,
             }
             .into()
         );
@@ -347,6 +398,7 @@ mod tests {
             epoch: Epoch::ZERO,
             map_epoch: Epoch::ZERO,
             lease,
+            unchanged_subsystems_accepted: false,
         };
         assert_eq!(v1::Ack::from(ack(Duration::from_micros(1))).lease_ms, 1);
         assert_eq!(v1::Ack::from(ack(Duration::from_micros(1500))).lease_ms, 2);

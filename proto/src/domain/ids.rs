@@ -3,6 +3,7 @@
 use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -263,13 +264,18 @@ impl fmt::Display for MonitorId {
 /// client context the namespace's I/O goes through. The fencer receives it verbatim.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Nonce(String);
+pub struct Nonce(Arc<str>);
 
 impl Nonce {
     pub const MAX_LEN: usize = 256;
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether both are one shared value, not only equal ([`super::share_nonces`]).
+    pub fn is_shared_with(&self, other: &Nonce) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -292,7 +298,7 @@ impl TryFrom<String> for Nonce {
         if s.is_empty() {
             return Err(Invalid::Empty);
         }
-        Ok(Nonce(s))
+        Ok(Nonce(s.into()))
     }
 }
 
@@ -305,7 +311,7 @@ impl FromStr for Nonce {
 
 impl From<Nonce> for String {
     fn from(n: Nonce) -> String {
-        n.0
+        n.0.as_ref().to_owned()
     }
 }
 

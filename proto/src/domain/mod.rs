@@ -16,8 +16,8 @@ pub use replica::{
     ReplicaState, Stage, Transport, VolumeAlias, VolumeId, VolumeSpec,
 };
 pub use report::{
-    AnaAccess, AnaGroupView, GatewayReport, Listener, MapSlice, Namespace, NamespacePlacement,
-    ReportedAvailability, SliceAvailability, Subsystem,
+    share_nonces, AnaAccess, AnaGroupView, GatewayReport, Listener, MapSlice, Namespace,
+    NamespacePlacement, ReportedAvailability, SliceAvailability, Subsystem,
 };
 pub use session::{Ack, GatewayMessage, Hello, MonitorMessage, ShutdownKind};
 pub use uuid::Uuid;

@@ -76,6 +76,21 @@ pub struct Subsystem {
     pub namespaces: Vec<Namespace>,
 }
 
+/// Makes namespaces that carry equal nonces share one: a gateway usually gives all of its
+/// namespaces (thousands) the same one or a few, and a nonce shared is counted, not copied,
+/// when the list is cloned and held. Equal nonces next to each other are found, which is
+/// every repeat when the nonces are one per gateway or one per run of namespaces.
+pub fn share_nonces(subsystems: &mut [Subsystem]) {
+    let mut last: Option<Nonce> = None;
+    for ns in subsystems.iter_mut().flat_map(|s| s.namespaces.iter_mut()) {
+        match (&mut ns.nonce, &last) {
+            (Some(n), Some(l)) if n == l => n.clone_from(l),
+            (Some(n), _) => last = Some(n.clone()),
+            (None, _) => {}
+        }
+    }
+}
+
 impl Subsystem {
     /// Sort the listeners and the namespaces (by nsid); see [`GatewayReport::canonicalize`].
     pub fn canonicalize(&mut self) {
@@ -122,6 +137,7 @@ impl GatewayReport {
             s.canonicalize();
         }
         self.subsystems.sort();
+        share_nonces(&mut self.subsystems);
     }
 
     /// Whether `other` says the same thing, ignoring the sequence number: an unchanged beacon

@@ -61,10 +61,13 @@ impl Hello {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GatewayMessage {
     Hello(Hello),
-    /// A beacon, with the incarnation of the process that sent it.
+    /// A beacon, with the incarnation of the process that sent it. When
+    /// `subsystems_unchanged` is set the report's subsystem list is empty and stands for
+    /// the list of the session's last beacon that carried one.
     Beacon {
         incarnation: u64,
         report: GatewayReport,
+        subsystems_unchanged: bool,
     },
 }
 
@@ -82,6 +85,8 @@ pub struct Ack {
     /// without hearing from the monitors again. Never zero: a zero lease would demote the
     /// gateway on every ack, which is never what a monitor means.
     pub lease: Duration,
+    /// The monitor takes beacons that leave out an unchanged subsystem list on this session.
+    pub unchanged_subsystems_accepted: bool,
 }
 
 /// A validated message from the monitors to a gateway.
