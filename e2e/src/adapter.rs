@@ -193,7 +193,7 @@ fn checks(ports: &[Port], bins: &Path, detail: &mut Vec<String>) -> Result<(), S
 
     // Demotion of everything on port 2 leaves port 1 alone.
     block_on(a.apply(&states(&[5])?))?.map_err(|e| e.to_string())?;
-    block_on(b.demote_all())?.map_err(|e| e.to_string())?;
+    block_on(b.demote_all(&AnaStates::default()))?.map_err(|e| e.to_string())?;
     expect(ports, "port 2 demoted, port 1 serving group 5", |p, ns| {
         if (p, ns) == (1, 1) {
             "optimized"
@@ -312,7 +312,7 @@ fn move_namespace(
     ));
     block_on(a.apply(&placed(7)?))?.map_err(|e| e.to_string())?;
     expect(ports, "namespace 2 back in ANA group 7", serving_home)?;
-    block_on(b.demote_all())?.map_err(|e| e.to_string())?;
+    block_on(b.demote_all(&AnaStates::default()))?.map_err(|e| e.to_string())?;
     expect(ports, "port 2 demoted again", |p, ns| {
         if (p, ns) == (1, 1) {
             "optimized"

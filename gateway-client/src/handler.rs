@@ -52,10 +52,14 @@ impl AnaStates {
 
     /// Every ANA group of every subsystem listed, on every one of them, inaccessible: what
     /// a target that knows only its subsystems is told to make sure nothing is served.
-    pub fn inaccessible_for(subsystems: &[Subsystem]) -> AnaStates {
+    /// The groups are those the subsystems' namespaces are in and those `told` names: the
+    /// monitors may make a group optimized that holds none of the gateway's namespaces
+    /// (one that namespace balancing has not filled yet), and it must go inaccessible too.
+    pub fn inaccessible_for(subsystems: &[Subsystem], told: &AnaStates) -> AnaStates {
         let groups: std::collections::BTreeSet<AnaGroupId> = subsystems
             .iter()
             .flat_map(|s| s.namespaces.iter().map(|n| n.ana_group))
+            .chain(told.entries.iter().map(|e| e.ana_group))
             .collect();
         AnaStates {
             epoch: Epoch::ZERO,
@@ -170,13 +174,20 @@ pub trait AnaHandler: Send + Sync + 'static {
 
     /// Make every ANA group of the target inaccessible, whatever the client last told it:
     /// at start (a crashed predecessor may have left groups optimized), when the lease runs
-    /// out, and before stopping. The default lists the subsystems and applies
-    /// [`AnaStates::inaccessible_for`]; a target that can reach every group more directly
-    /// (every port of a kernel target, say) should do that instead.
-    fn demote_all(&self) -> impl Future<Output = Result<(), HandlerError>> + Send {
+    /// out, and before stopping. `told` holds every ANA group this process told the target
+    /// about (the latest state of each; empty at start): a target must cover at least
+    /// those, including groups that hold none of its namespaces. The default lists the
+    /// subsystems and applies [`AnaStates::inaccessible_for`]; a target that can reach
+    /// every group more directly (every port of a kernel target, say) should do that
+    /// instead.
+    fn demote_all(
+        &self,
+        told: &AnaStates,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
         async move {
             let subsystems = self.subsystems().await?;
-            self.apply(&AnaStates::inaccessible_for(&subsystems)).await
+            self.apply(&AnaStates::inaccessible_for(&subsystems, told))
+                .await
         }
     }
 

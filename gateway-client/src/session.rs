@@ -154,6 +154,27 @@ enum Report {
     Subsystems(Result<Vec<Subsystem>, HandlerError>),
 }
 
+/// Every ANA group of every subsystem the target task told the target about, with the
+/// latest state it was told: what a demotion must cover, since a target may expose groups
+/// that hold none of its namespaces.
+#[derive(Default)]
+struct Told(std::collections::BTreeMap<(domain::Nqn, domain::AnaGroupId), AnaEntry>);
+
+impl Told {
+    fn remember(&mut self, states: &AnaStates) {
+        for e in &states.entries {
+            self.0.insert((e.nqn.clone(), e.ana_group), e.clone());
+        }
+    }
+
+    fn states(&self) -> AnaStates {
+        AnaStates {
+            entries: self.0.values().cloned().collect(),
+            ..AnaStates::default()
+        }
+    }
+}
+
 /// The target task's settings.
 #[derive(Clone)]
 struct TargetSettings {
@@ -173,6 +194,7 @@ async fn target_task<H: AnaHandler>(
     settings: TargetSettings,
 ) {
     let mut pending: Option<Order> = None;
+    let mut told = Told::default();
     loop {
         if pending.is_none() {
             tokio::select! {
@@ -199,13 +221,19 @@ async fn target_task<H: AnaHandler>(
         let Some(order) = pending.take() else {
             continue;
         };
+        if let Action::Apply(states) = &order.action {
+            // Before the call: one that fails or times out may still have taken effect.
+            told.remember(states);
+        }
         let mut wait = settings.backoff;
         let mut attempt = 0u32;
         let result = loop {
             attempt += 1;
             let outcome = match &order.action {
                 Action::Apply(states) => call(&settings, "apply", handler.apply(states)).await,
-                Action::DemoteAll => call(&settings, "demote", handler.demote_all()).await,
+                Action::DemoteAll => {
+                    call(&settings, "demote", handler.demote_all(&told.states())).await
+                }
             };
             let e = match outcome {
                 Ok(()) => break Ok(()),

@@ -355,7 +355,10 @@ async fn demote_all_makes_every_group_of_every_port_inaccessible() {
         .expect("apply");
     // A group left behind that no namespace names.
     write(&t.state_path(1, 7), "optimized\n");
-    target.demote_all().await.expect("demote");
+    target
+        .demote_all(&AnaStates::default())
+        .await
+        .expect("demote");
     for port in [1, 2, 3] {
         for grp in [1, 2] {
             assert_eq!(
@@ -393,7 +396,10 @@ async fn a_gateway_that_owns_some_ports_leaves_the_others_alone() {
         .expect("apply");
     assert_eq!(t.state(1, 1).as_deref(), Some("inaccessible"));
     assert_eq!(t.state(2, 1).as_deref(), Some("optimized"));
-    first.demote_all().await.expect("demote");
+    first
+        .demote_all(&AnaStates::default())
+        .await
+        .expect("demote");
     assert_eq!(t.state(2, 1).as_deref(), Some("optimized"));
 
     // A port that is not there is warned about, not an error: the others still work.

@@ -77,6 +77,8 @@ struct Target {
     hang_subsystems: AtomicBool,
     /// What the target lists as its subsystems.
     listing: Mutex<Vec<Subsystem>>,
+    /// What each demotion was told the client had told the target, in order.
+    told: Mutex<Vec<AnaStates>>,
 }
 
 impl Target {
@@ -139,8 +141,9 @@ impl AnaHandler for Target {
         Ok(())
     }
 
-    async fn demote_all(&self) -> Result<(), HandlerError> {
+    async fn demote_all(&self, told: &AnaStates) -> Result<(), HandlerError> {
         self.record(Op::DemoteAll);
+        self.told.lock().expect("told lock").push(told.clone());
         Ok(())
     }
 
@@ -660,6 +663,106 @@ async fn the_lease_keeps_the_target_serving_while_acked_and_demotes_it_when_acks
     tokio::time::sleep(LEASE * 2).await;
     assert!(w.beacons().len() > beacons, "beacons go on");
     assert_eq!(w.target.serving_after(demoted), Vec::<Instant>::new());
+}
+
+/// Found by the simulation (seed 395): the monitors made an ANA group optimized on a
+/// gateway before namespace balancing had moved any namespace into it. When its lease ran
+/// out, the default demotion made inaccessible only the groups its namespaces were in, and
+/// the empty group stayed optimized beside the gateway that took it over. A demotion is
+/// told every group the target was told about, with its latest state.
+#[tokio::test(start_paused = true)]
+async fn a_demotion_is_told_every_group_the_target_was_told_about() {
+    let w = World::start(&["mon1"], &["mon1"]);
+    let serving = w.serving().await;
+    // Group 2 becomes optimized too; group 1 goes inaccessible.
+    w.send(slice_serving(3, &[2]));
+    w.until(
+        "the target serves ANA group 2",
+        Duration::from_secs(5),
+        |w| {
+            w.target
+                .calls()
+                .iter()
+                .any(|c| optimized_in(&c.op) == vec![2])
+        },
+    )
+    .await;
+    w.script().lease = None;
+    demoted_when_the_lease_runs_out(&w, serving, Duration::ZERO).await;
+
+    let told = w.target.told.lock().expect("told lock").clone();
+    // At start the process had told the target nothing.
+    assert_eq!(told.first(), Some(&AnaStates::default()));
+    let last = told.last().expect("told at the lease's end");
+    let groups: Vec<(u32, AnaAccess)> = last
+        .entries
+        .iter()
+        .map(|e| {
+            assert_eq!(e.nqn.as_str(), "nqn.2016-06.io.spdk:cnode1");
+            (e.ana_group.get(), e.access)
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        vec![(1, AnaAccess::Inaccessible), (2, AnaAccess::Optimized)]
+    );
+    assert!(last.placements.is_empty());
+}
+
+/// A target that keeps the default `demote_all`.
+#[derive(Default)]
+struct DefaultDemotion {
+    listing: Vec<Subsystem>,
+    applied: Mutex<Vec<AnaStates>>,
+}
+
+impl AnaHandler for DefaultDemotion {
+    async fn subsystems(&self) -> Result<Vec<Subsystem>, HandlerError> {
+        Ok(self.listing.clone())
+    }
+
+    async fn apply(&self, states: &AnaStates) -> Result<(), HandlerError> {
+        self.applied
+            .lock()
+            .expect("applied lock")
+            .push(states.clone());
+        Ok(())
+    }
+
+    async fn shutdown(&self, _reason: &str) {}
+}
+
+#[tokio::test]
+async fn the_default_demotion_covers_groups_that_hold_no_namespace() {
+    // Every namespace in group 1; the client had told the target group 3 optimized.
+    let target = DefaultDemotion {
+        listing: listed(2),
+        ..DefaultDemotion::default()
+    };
+    let nqn = target.listing[0].nqn.clone();
+    let told = AnaStates {
+        epoch: Epoch(9),
+        entries: vec![gwmon_client::AnaEntry {
+            nqn: nqn.clone(),
+            ana_group: ana(3),
+            access: AnaAccess::Optimized,
+            fence_epoch: Epoch(4),
+        }],
+        placements: Vec::new(),
+    };
+    target.demote_all(&told).await.expect("demote");
+
+    let applied = target.applied.lock().expect("applied lock").clone();
+    assert_eq!(applied.len(), 1);
+    let states = &applied[0];
+    assert_eq!(states.optimized().count(), 0);
+    assert!(states.placements.is_empty());
+    let groups: Vec<(String, u32)> = states
+        .entries
+        .iter()
+        .map(|e| (e.nqn.to_string(), e.ana_group.get()))
+        .collect();
+    assert_eq!(groups, vec![(nqn.to_string(), 1), (nqn.to_string(), 3)]);
 }
 
 #[tokio::test(start_paused = true)]

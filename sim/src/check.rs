@@ -397,7 +397,7 @@ pub fn service_returns(history: &[Record], params: &Params) -> Vec<Violation> {
         return Vec::new();
     }
     let deadline = quiet.at + params.liveness_bound;
-    let since = served_since(history, &params.ana_groups);
+    let since = served_since(history, &params.ana_groups, quiet.at);
     let mut out = Vec::new();
     for (unit, at) in since {
         match at {
@@ -426,17 +426,22 @@ pub fn service_returns(history: &[Record], params: &Params) -> Vec<Violation> {
 }
 
 /// What hosts need served, and since when each has been served without a break at the end
-/// of `history` (`None`: not served then). With namespaces placed in the history, each
+/// of `history` (`None`: not served then); from `quiet` on (faults stopped), a break no
+/// longer than a handover ([`HANDOVER_GAP`]) does not count. With namespaces placed in the history, each
 /// namespace: an ANA group that holds none needs no optimized path (the monitors fail over
 /// only groups with namespaces), and balancing may empty one. Without (a history of
 /// targets that record only their ANA states), each of `ana_groups`, which every gateway
 /// has namespaces in.
-fn served_since(history: &[Record], ana_groups: &[u32]) -> BTreeMap<String, Option<Duration>> {
+fn served_since(
+    history: &[Record],
+    ana_groups: &[u32],
+    quiet: Duration,
+) -> BTreeMap<String, Option<Duration>> {
     let mut hosts = Hosts::default();
     let by_namespace = history
         .iter()
         .any(|r| matches!(r.event, Event::Placed { .. }));
-    let mut since: BTreeMap<String, Option<Duration>> = BTreeMap::new();
+    let mut streaks: BTreeMap<String, Streak> = BTreeMap::new();
     for r in history {
         if !hosts.feed(r) {
             continue;
@@ -457,15 +462,39 @@ fn served_since(history: &[Record], ana_groups: &[u32]) -> BTreeMap<String, Opti
                 .collect()
         };
         for (unit, on) in served {
-            let e = since.entry(unit).or_insert(None);
-            match (on, *e) {
-                (true, None) => *e = Some(r.at),
-                (false, Some(_)) => *e = None,
+            let streak = streaks.entry(unit).or_default();
+            match (on, streak.since, streak.off_at) {
+                (true, None, _) => streak.since = Some(r.at),
+                (true, Some(_), Some(off)) => {
+                    if off < quiet || r.at.saturating_sub(off) > HANDOVER_GAP {
+                        streak.since = Some(r.at);
+                    }
+                    streak.off_at = None;
+                }
+                (false, Some(_), None) => streak.off_at = Some(r.at),
                 _ => {}
             }
         }
     }
-    since
+    streaks
+        .into_iter()
+        .map(|(unit, s)| (unit, s.since.filter(|_| s.off_at.is_none())))
+        .collect()
+}
+
+/// The longest break in service that still counts as served throughout: a handover
+/// (failback, balancing), break before make, leaves a unit unserved between the holder
+/// letting go and the new server taking it, which hosts ride out as an ANA transition. A
+/// handover in the simulation takes tens of milliseconds; a longer break, or one that
+/// began before the faults stopped, is an outage.
+const HANDOVER_GAP: Duration = Duration::from_secs(1);
+
+/// Since when a unit has been served (`since`), and when a break that may still be a
+/// handover began (`off_at`).
+#[derive(Default)]
+struct Streak {
+    since: Option<Duration>,
+    off_at: Option<Duration>,
 }
 
 /// (e): no replica acknowledged FAULTY is offered to a question asked after the ack.
@@ -605,7 +634,7 @@ pub fn timeouts_wait_a_grace_in_office(history: &[Record], params: &Params) -> V
 /// was served again for good; `None` if one is not served at the end.
 pub fn recovery(history: &[Record], ana_groups: &[u32]) -> Option<Duration> {
     let quiet = history.iter().find(|r| r.event == Event::Quiet)?.at;
-    served_since(history, ana_groups)
+    served_since(history, ana_groups, quiet)
         .into_values()
         .map(|t| t.map(|t| t.saturating_sub(quiet)))
         .collect::<Option<Vec<_>>>()?
@@ -678,6 +707,45 @@ mod tests {
             nsid,
             ana,
         }
+    }
+
+    #[test]
+    fn a_handover_gap_does_not_end_service_and_an_outage_does() {
+        let quiet = rec(1, 10_000, Event::Quiet);
+        let params = Params {
+            ana_groups: vec![1],
+            gateways: vec!["g1".into(), "g2".into()],
+            liveness_bound: Duration::from_secs(26),
+            impairments: None,
+            grace: None,
+        };
+        // Served by g2 from 11 s; failed back to g1 at 40 s, 14 ms without a server.
+        let mut h = vec![
+            quiet.clone(),
+            rec(2, 11_000, target("g2", 1, true, "g2/1")),
+            rec(3, 40_000, target("g2", 1, false, "g2/1")),
+            rec(4, 40_014, target("g1", 1, true, "g1/2")),
+            rec(5, 45_000, Event::Quiet),
+        ];
+        assert!(service_returns(&h, &params).is_empty());
+        assert_eq!(recovery(&h, &[1]), Some(Duration::from_secs(1)));
+        // Two seconds without a server: an outage, so service returned only at 42 s.
+        h[3].at = Duration::from_millis(42_000);
+        let v = service_returns(&h, &params);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(recovery(&h, &[1]), Some(Duration::from_secs(32)));
+        // Unserved at the end, however briefly: not served.
+        h.truncate(3);
+        h.push(rec(5, 40_010, Event::Quiet));
+        assert_eq!(recovery(&h, &[1]), None);
+        // A break that began before the faults stopped is theirs: recovery counts it.
+        let straddling = vec![
+            rec(1, 9_000, target("g1", 1, true, "g1/1")),
+            rec(2, 9_900, target("g1", 1, false, "g1/1")),
+            quiet,
+            rec(4, 10_050, target("g2", 1, true, "g2/1")),
+        ];
+        assert_eq!(recovery(&straddling, &[1]), Some(Duration::from_millis(50)));
     }
 
     #[test]

@@ -186,8 +186,8 @@ impl AnaHandler for NvmetTarget {
 
     /// Every ANA group of every port inaccessible, including groups no subsystem names any
     /// more: nvmet keeps one state per port and group, and a crashed predecessor may have
-    /// left any of them optimized.
-    async fn demote_all(&self) -> Result<(), HandlerError> {
+    /// left any of them optimized. That covers every group the client `told` it about.
+    async fn demote_all(&self, _told: &AnaStates) -> Result<(), HandlerError> {
         self.write_in_order("demote every ANA group", Inner::demote_all)
             .await
     }
