@@ -11,6 +11,7 @@
 //!   client configurations made from them.
 
 pub mod addr;
+pub mod codec;
 pub mod convert;
 pub mod domain;
 pub mod leader;

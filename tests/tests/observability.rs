@@ -142,7 +142,10 @@ async fn metrics_show_a_failover_as_it_happens_on_every_monitor() {
     }
     assert_eq!(phases.get("gwmon_failover_seconds_count", &[]), Some(1.0));
     let total = phases.get("gwmon_failover_seconds_sum", &[]).unwrap_or(0.0);
-    assert!(total > 0.0 && total < DEADLINE.as_secs_f64(), "{total}");
+    // Committed times are whole milliseconds, and on a loopback test cluster the
+    // failover's commands (timeout, fence, promotion) can all commit within one: zero is a
+    // real value (seen once in a full run).
+    assert!((0.0..DEADLINE.as_secs_f64()).contains(&total), "{total}");
     assert_eq!(
         phases.get("gwmon_fence_operations_total", &[("result", "success")]),
         Some(1.0)
