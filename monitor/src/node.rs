@@ -13,6 +13,7 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -32,6 +33,7 @@ use crate::fence::Fencer;
 use crate::liveness::Liveness;
 use crate::raft::contact::QuorumContact;
 use crate::raft::network::{Connector, Network, TcpConnector};
+use crate::raft::state_machine::AppliedEvents;
 use crate::raft::{self, NodeId, Raft};
 use crate::replica_service::ReplicaGrpc;
 use crate::session::GatewayGrpc;
@@ -41,6 +43,27 @@ pub use crate::raft::network::MAX_MESSAGE_BYTES;
 pub use gwmon_proto::MAX_CLIENT_MESSAGE_BYTES;
 /// Snapshots travel in chunks of this size, so a large map never meets a message limit.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+
+/// One accepted connection of a custom transport: what tonic's server needs of it.
+pub trait Connection:
+    tokio::io::AsyncRead
+    + tokio::io::AsyncWrite
+    + tonic::transport::server::Connected<ConnectInfo: Clone + Send + Sync + 'static>
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<T> Connection for T where
+    T: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected<ConnectInfo: Clone + Send + Sync + 'static>
+        + Unpin
+        + Send
+        + 'static
+{
+}
 
 /// What a test or an embedding program can swap: the network, the clock, the fencer
 /// (`None`: the one the configuration names) and the feature level the monitor says it
@@ -101,7 +124,6 @@ struct Serving {
     peer: Option<ServePeers>,
 }
 
-/// Starts the peer port's server for a Raft.
 /// Starts the peer port's server for a Raft, answering that it supports a feature level.
 type ServePeers =
     Box<dyn FnOnce(Raft, u32, CancellationToken) -> JoinHandle<Result<(), MonitorError>> + Send>;
@@ -280,13 +302,7 @@ impl Monitor {
     ) -> Result<Monitor, MonitorError>
     where
         I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
-        IO: tokio::io::AsyncRead
-            + tokio::io::AsyncWrite
-            + tonic::transport::server::Connected
-            + Unpin
-            + Send
-            + 'static,
-        IO::ConnectInfo: Clone + Send + Sync + 'static,
+        IO: Connection,
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         config.validate()?;
@@ -318,13 +334,7 @@ impl Monitor {
     ) -> Result<Monitor, MonitorError>
     where
         I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
-        IO: tokio::io::AsyncRead
-            + tokio::io::AsyncWrite
-            + tonic::transport::server::Connected
-            + Unpin
-            + Send
-            + 'static,
-        IO::ConnectInfo: Clone + Send + Sync + 'static,
+        IO: Connection,
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let Serving {
@@ -334,170 +344,60 @@ impl Monitor {
             peer,
         } = serving;
         let addr = node.addr.clone();
-        let (log_store, state_machine, reader) =
-            raft::state_machine::open_storage(store.clone()).await?;
-        // Subscribed before Raft starts applying, so the counters miss nothing this process
-        // applies (the log replayed after the snapshot included).
-        let applied_events = reader.events();
-        let watched_events = reader.events();
-        let event_log = EventLog::new(crate::events::DEFAULT_CAPACITY, reader.read(|m| m.epoch()));
-
-        let raft_config = openraft::Config {
-            cluster_name: "gwmon".into(),
-            heartbeat_interval: config.heartbeat_ms,
-            election_timeout_min: config.election_timeout_min_ms,
-            election_timeout_max: config.election_timeout_max_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
-            max_in_snapshot_log_to_keep: config.logs_kept,
-            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
-            install_snapshot_timeout: 10_000,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| MonitorError::Raft(format!("raft settings: {e}")))?;
-        raft::network::check_raft_config(&raft_config)
-            .map_err(|e| MonitorError::Raft(format!("raft settings: {e}")))?;
-        let contact = Arc::new(QuorumContact::default());
-        let network = Network::new(plumbing.connector.clone()).with_contact(contact.clone());
-        let raft = Raft::new(
-            config.node_id,
-            Arc::new(raft_config),
-            network.clone(),
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(|e| MonitorError::Raft(format!("cannot start: {e}")))?;
-
-        let core = Core::new(
-            config.node_id,
-            raft.clone(),
-            reader,
-            plumbing.clock.clone(),
-            event_log,
-            contact,
-            Duration::from_millis(config.election_timeout_min_ms),
-        );
+        let RaftNode {
+            raft,
+            core,
+            network,
+            applied_events,
+            watched_events,
+        } = new_raft_node(&config, store.clone(), &plumbing).await?;
         let liveness = Arc::new(Liveness::new(
             core.clone(),
             Duration::from_millis(config.liveness_tick_ms),
         ));
         let shutdown = CancellationToken::new();
 
+        // With a peer port, Raft is served there and nowhere else.
+        let raft_here = peer.is_none().then(|| raft.clone());
         let server = {
             let builder = match connections {
                 Some(_) => tcp_server(),
                 None => tonic::transport::Server::builder(),
             };
-            let router = builder
-                .layer(AuthorizeLayer { tls: tls.is_some() })
-                .add_service(
-                    GatewayServiceServer::new(GatewayGrpc::new(
-                        core.clone(),
-                        liveness.clone(),
-                        shutdown.clone(),
-                    ))
-                    .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
-                )
-                .add_service(
-                    AdminServiceServer::new(AdminGrpc::new(core.clone(), fencer.name()))
-                        .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
-                        .max_encoding_message_size(MAX_MESSAGE_BYTES),
-                )
-                .add_service(
-                    ReplicaServiceServer::new(ReplicaGrpc::new(core.clone()))
-                        .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
-                        .max_encoding_message_size(MAX_MESSAGE_BYTES),
-                )
-                // With a peer port, Raft is served there and nowhere else.
-                .add_optional_service(
-                    peer.is_none()
-                        .then(|| raft::service::raft_service(raft.clone(), plumbing.features)),
-                );
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                router
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                    .await
-                    .map_err(|e| MonitorError::Serve(e.to_string()))
-            })
+            let services = ClientServices {
+                core: core.clone(),
+                liveness: liveness.clone(),
+                fencer: fencer.name(),
+                raft: raft_here,
+                features: plumbing.features,
+            };
+            serve_clients(builder, tls.is_some(), services, incoming, shutdown.clone())
         };
-
         let peer_server =
             peer.map(|serve| serve(raft.clone(), plumbing.features, shutdown.clone()));
-
         let (http_addr, http) = match http {
             None => (None, None),
             Some(l) => {
-                let bound = l.local_addr().map_err(|source| MonitorError::Listen {
-                    addr: config
-                        .http_listen
-                        .map_or_else(|| "http".to_owned(), |a| a.to_string()),
-                    source,
-                })?;
-                let state = crate::http::HttpState::new(
-                    core.clone(),
-                    store.clone(),
-                    Duration::from_millis(config.election_timeout_max_ms),
-                );
-                let stop = shutdown.clone();
-                let https = tls.clone().filter(|_| config.http_tls);
-                let task = tokio::spawn(crate::http::serve(l, state, https, stop));
+                let (bound, task) = serve_http(l, &config, &core, &store, &tls, &shutdown)?;
                 (Some(bound), Some(task))
             }
         };
 
         bootstrap(&raft, config.node_id, &node, &config.bootstrap).await?;
 
-        let loops = vec![
-            {
-                let liveness = liveness.clone();
-                let stop = shutdown.clone();
-                tokio::spawn(async move { liveness.run(stop).await })
+        let loops = spawn_loops(
+            Loops {
+                core: core.clone(),
+                liveness: liveness.clone(),
+                network,
+                fencer,
+                features: plumbing.features,
+                balance_moves: config.balance_moves,
+                applied_events,
+                watched_events,
             },
-            {
-                let core = core.clone();
-                let stop = shutdown.clone();
-                let supported = plumbing.features;
-                tokio::spawn(raft::features::raise(core, network, supported, stop))
-            },
-            {
-                let core = core.clone();
-                let stop = shutdown.clone();
-                tokio::spawn(crate::balance::run(core, config.balance_moves, stop))
-            },
-            {
-                let runner = FenceRunner::new(core.clone(), fencer, FENCE_RETRY_MAX);
-                let stop = shutdown.clone();
-                tokio::spawn(async move { runner.run(stop).await })
-            },
-            {
-                let telemetry = core.telemetry().clone();
-                let raft_metrics = raft.metrics();
-                let stop = shutdown.clone();
-                tokio::spawn(async move {
-                    telemetry
-                        .count_events(applied_events, raft_metrics, stop)
-                        .await;
-                })
-            },
-            {
-                let core = core.clone();
-                let stop = shutdown.clone();
-                tokio::spawn(async move {
-                    core.events()
-                        .feed(
-                            watched_events,
-                            core.raft().metrics(),
-                            || core.now(),
-                            || core.reader().read(|m| m.epoch()),
-                            stop,
-                        )
-                        .await;
-                })
-            },
-        ];
+            &shutdown,
+        );
         info!(id = config.node_id, %addr, data_dir = %config.data_dir.display(), "monitor started");
         Ok(Monitor {
             id: config.node_id,
@@ -600,6 +500,231 @@ impl Monitor {
     }
 }
 
+/// Raft over the store, and the core the services share, with two subscriptions to what
+/// the state machine applies (taken before Raft starts applying, so the counters and the
+/// event log miss nothing this process applies, the log replayed after the snapshot
+/// included).
+struct RaftNode {
+    raft: Raft,
+    core: Core,
+    network: Network,
+    applied_events: broadcast::Receiver<AppliedEvents>,
+    watched_events: broadcast::Receiver<AppliedEvents>,
+}
+
+async fn new_raft_node(
+    config: &MonitorConfig,
+    store: Arc<dyn Store>,
+    plumbing: &Plumbing,
+) -> Result<RaftNode, MonitorError> {
+    let (log_store, state_machine, reader) = raft::state_machine::open_storage(store).await?;
+    let applied_events = reader.events();
+    let watched_events = reader.events();
+    let event_log = EventLog::new(crate::events::DEFAULT_CAPACITY, reader.read(|m| m.epoch()));
+    let contact = Arc::new(QuorumContact::default());
+    let network = Network::new(plumbing.connector.clone()).with_contact(contact.clone());
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_config(config)?),
+        network.clone(),
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| MonitorError::Raft(format!("cannot start: {e}")))?;
+    let core = Core::new(
+        config.node_id,
+        raft.clone(),
+        reader,
+        plumbing.clock.clone(),
+        event_log,
+        contact,
+        Duration::from_millis(config.election_timeout_min_ms),
+    );
+    Ok(RaftNode {
+        raft,
+        core,
+        network,
+        applied_events,
+        watched_events,
+    })
+}
+
+/// openraft's settings from the monitor's, checked by openraft and against the network's
+/// timeouts.
+fn raft_config(config: &MonitorConfig) -> Result<openraft::Config, MonitorError> {
+    let raft_config = openraft::Config {
+        cluster_name: "gwmon".into(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+        max_in_snapshot_log_to_keep: config.logs_kept,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| MonitorError::Raft(format!("raft settings: {e}")))?;
+    raft::network::check_raft_config(&raft_config)
+        .map_err(|e| MonitorError::Raft(format!("raft settings: {e}")))?;
+    Ok(raft_config)
+}
+
+/// What the client port serves: gateways' sessions, admin, replicas, and Raft when there is
+/// no peer port.
+struct ClientServices {
+    core: Core,
+    liveness: Arc<Liveness>,
+    fencer: &'static str,
+    raft: Option<Raft>,
+    features: u32,
+}
+
+fn serve_clients<I, IO, IE>(
+    builder: tonic::transport::Server,
+    tls: bool,
+    services: ClientServices,
+    incoming: I,
+    shutdown: CancellationToken,
+) -> JoinHandle<Result<(), MonitorError>>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: Connection,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let ClientServices {
+        core,
+        liveness,
+        fencer,
+        raft,
+        features,
+    } = services;
+    let router = builder
+        .layer(AuthorizeLayer { tls })
+        .add_service(
+            GatewayServiceServer::new(GatewayGrpc::new(core.clone(), liveness, shutdown.clone()))
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            AdminServiceServer::new(AdminGrpc::new(core.clone(), fencer))
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ReplicaServiceServer::new(ReplicaGrpc::new(core))
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_optional_service(raft.map(|raft| raft::service::raft_service(raft, features)));
+    tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await
+            .map_err(|e| MonitorError::Serve(e.to_string()))
+    })
+}
+
+/// The HTTP listener (metrics, health, status), with TLS when the configuration asks.
+fn serve_http(
+    listener: TcpListener,
+    config: &MonitorConfig,
+    core: &Core,
+    store: &Arc<dyn Store>,
+    tls: &Option<Tls>,
+    shutdown: &CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<Result<(), MonitorError>>), MonitorError> {
+    let bound = listener
+        .local_addr()
+        .map_err(|source| MonitorError::Listen {
+            addr: config
+                .http_listen
+                .map_or_else(|| "http".to_owned(), |a| a.to_string()),
+            source,
+        })?;
+    let state = crate::http::HttpState::new(
+        core.clone(),
+        store.clone(),
+        Duration::from_millis(config.election_timeout_max_ms),
+    );
+    let https = tls.clone().filter(|_| config.http_tls);
+    let task = tokio::spawn(crate::http::serve(listener, state, https, shutdown.clone()));
+    Ok((bound, task))
+}
+
+/// What the monitor's loops work with.
+struct Loops {
+    core: Core,
+    liveness: Arc<Liveness>,
+    network: Network,
+    fencer: Arc<dyn Fencer>,
+    features: u32,
+    balance_moves: u32,
+    applied_events: broadcast::Receiver<AppliedEvents>,
+    watched_events: broadcast::Receiver<AppliedEvents>,
+}
+
+/// The loops that run on every monitor and act while it leads: liveness, feature levels,
+/// balancing, fencing, the event counters and the event log.
+fn spawn_loops(loops: Loops, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
+    let Loops {
+        core,
+        liveness,
+        network,
+        fencer,
+        features,
+        balance_moves,
+        applied_events,
+        watched_events,
+    } = loops;
+    let stop = || shutdown.clone();
+    let runner = FenceRunner::new(core.clone(), fencer, FENCE_RETRY_MAX);
+    let telemetry = core.telemetry().clone();
+    let raft_metrics = core.raft().metrics();
+    let events_core = core.clone();
+    vec![
+        tokio::spawn({
+            let stop = stop();
+            async move { liveness.run(stop).await }
+        }),
+        tokio::spawn(raft::features::raise(
+            core.clone(),
+            network,
+            features,
+            stop(),
+        )),
+        tokio::spawn(crate::balance::run(core, balance_moves, stop())),
+        tokio::spawn({
+            let stop = stop();
+            async move { runner.run(stop).await }
+        }),
+        tokio::spawn({
+            let stop = stop();
+            async move {
+                telemetry
+                    .count_events(applied_events, raft_metrics, stop)
+                    .await;
+            }
+        }),
+        tokio::spawn({
+            let stop = stop();
+            async move {
+                let core = events_core;
+                core.events()
+                    .feed(
+                        watched_events,
+                        core.raft().metrics(),
+                        || core.now(),
+                        || core.reader().read(|m| m.epoch()),
+                        stop,
+                    )
+                    .await;
+            }
+        }),
+    ]
+}
+
 /// Raft's own server on the peer port: the Raft service alone, behind the same
 /// authorization (monitors only, with TLS), with keepalives that drop a vanished peer.
 fn serve_peers<I, IO, IE>(
@@ -611,13 +736,7 @@ fn serve_peers<I, IO, IE>(
 ) -> JoinHandle<Result<(), MonitorError>>
 where
     I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IO: Connection,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let router = tcp_server()
