@@ -44,7 +44,7 @@ use tracing::{debug, info, warn};
 
 use crate::core::Core;
 use crate::error::MonitorError;
-use crate::map::{Availability, Command, MapError};
+use crate::map::{Availability, BeaconCheck, Command, MapError};
 
 type Key = (GroupKey, GatewayId);
 
@@ -68,6 +68,13 @@ pub struct BeaconAck {
     /// `None`: no ack is sent (the gateway is being timed out, or was declared failed and
     /// has not restarted), and the gateway's lease runs out.
     pub lease: Option<Duration>,
+}
+
+/// What [`Liveness::look`] found.
+struct Looked {
+    check: BeaconCheck,
+    zombie: bool,
+    grace: Duration,
 }
 
 pub struct Liveness {
@@ -235,8 +242,48 @@ impl Liveness {
                    "beacon not acked: the gateway is being timed out");
             return Ok(self.unacked(key, false));
         }
+        let Looked {
+            check,
+            zombie,
+            grace,
+        } = self.look(key, gateway, &report)?;
+        let changes = check.changes;
+        if changes {
+            // Bounded by half the grace. A leader cut off from its quorum stays in office
+            // (openraft 0.9), and a proposal there waits until it steps down, which it does
+            // only once the partition heals. Meanwhile the session, blocked here, could
+            // neither ack nor close for want of quorum contact: the gateway kept an open
+            // stream to the cut-off leader and never looked for the new one, and every ANA
+            // group stayed unserved for the whole partition (found by sim/tests/real.rs).
+            // A commit this slow could not earn a lease anyway; refusing ends the session
+            // and the gateway tries the other monitors.
+            let cmd = check.command(key, gateway, report);
+            let proposed = tokio::time::timeout(grace / 2, self.core.propose(cmd)).await;
+            match proposed {
+                Ok(committed) => {
+                    committed?;
+                }
+                Err(_) => return Err(self.core.not_confirmed()),
+            }
+        }
+        if zombie {
+            return Ok(self.unacked(key, changes));
+        }
+        self.grant(key, gateway, incarnation, changes)
+    }
+
+    /// One look at the gateway in the map: what its beacon would do, whether it was
+    /// declared failed and not restarted (a zombie, which may serve nothing and gets no
+    /// lease), and the grace. Refuses a beacon of a gateway not in the map, a new process
+    /// of a deleted one, and one older than the last committed.
+    fn look(
+        &self,
+        key: &GroupKey,
+        gateway: &GatewayId,
+        report: &GatewayReport,
+    ) -> Result<Looked, MapError> {
         let restart = report.availability == ReportedAvailability::Starting;
-        let (check, zombie, grace) = self.core.reader().read(|map| {
+        self.core.reader().read(|map| {
             let gw = map
                 .group(key)
                 .ok_or_else(|| MapError::UnknownGroup(key.clone()))?
@@ -261,33 +308,24 @@ impl Liveness {
                     last: gw.last_seq,
                 });
             }
-            // Declared failed and not restarted: it may serve nothing, so it gets no lease.
-            let zombie = gw.availability == Availability::Unavailable && !restart;
-            let grace = Duration::from_millis(map.config().beacon_grace_ms);
-            Ok((map.check_beacon(key, gateway, &report), zombie, grace))
-        })?;
-        let changes = check.changes;
-        if changes {
-            // Bounded by half the grace. A leader cut off from its quorum stays in office
-            // (openraft 0.9), and a proposal there waits until it steps down, which it does
-            // only once the partition heals. Meanwhile the session, blocked here, could
-            // neither ack nor close for want of quorum contact: the gateway kept an open
-            // stream to the cut-off leader and never looked for the new one, and every ANA
-            // group stayed unserved for the whole partition (found by sim/tests/real.rs).
-            // A commit this slow could not earn a lease anyway; refusing ends the session
-            // and the gateway tries the other monitors.
-            let cmd = check.command(key, gateway, report);
-            let proposed = tokio::time::timeout(grace / 2, self.core.propose(cmd)).await;
-            match proposed {
-                Ok(committed) => {
-                    committed?;
-                }
-                Err(_) => return Err(self.core.not_confirmed()),
-            }
-        }
-        if zombie {
-            return Ok(self.unacked(key, changes));
-        }
+            Ok(Looked {
+                check: map.check_beacon(key, gateway, report),
+                zombie: gw.availability == Availability::Unavailable && !restart,
+                grace: Duration::from_millis(map.config().beacon_grace_ms),
+            })
+        })
+    }
+
+    /// The ack of a beacon whose report is in the map (`changes`: committed by it now),
+    /// with a lease bounded by this leader's quorum contact as of now, or without one if
+    /// the gateway was revoked or timed out meanwhile.
+    fn grant(
+        &self,
+        key: &GroupKey,
+        gateway: &GatewayId,
+        incarnation: u64,
+        changes: bool,
+    ) -> Result<BeaconAck, MonitorError> {
         // The lease is bounded again after the commit, which may have taken a while.
         let Some(lease) = self.core.lease() else {
             return Err(self.core.not_confirmed());
@@ -300,6 +338,7 @@ impl Liveness {
         let Some(granted) = lease.gateway_lease(grace, now) else {
             return Err(MonitorError::Unconfirmed);
         };
+        let k = (key.clone(), gateway.clone());
         {
             let mut s = self.lock();
             // Revoked while the report was being committed, or timed out and already

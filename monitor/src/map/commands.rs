@@ -252,28 +252,7 @@ impl GroupState {
         let gw = self.gateway_mut(id, ctx)?;
         let starting = report.availability == ReportedAvailability::Starting;
         if gw.availability == Availability::Deleting {
-            // A deleted gateway's session stays open until it confirms it stopped serving,
-            // so its groups move on that confirmation instead of a fence. Its beacons say
-            // only that: nothing else about it changes any more.
-            if starting {
-                return Err(MapError::GatewayDeleting {
-                    key,
-                    gateway: id.clone(),
-                });
-            }
-            if report.seq != 0 && report.seq <= gw.last_seq {
-                return Err(MapError::StaleBeacon {
-                    gateway: id.clone(),
-                    seq: report.seq,
-                    last: gw.last_seq,
-                });
-            }
-            gw.applied_epoch = report.applied_epoch;
-            gw.fence_epoch = report.fence_epoch;
-            gw.last_seq = report.seq;
-            let applied = gw.applied_epoch;
-            self.confirm_applied(id, applied, ctx);
-            return Ok(());
+            return self.report_of_deleted(id, report, ctx);
         }
         // A new process may start its sequence anywhere; otherwise sequence numbers only grow,
         // and an older beacon delivered late must not undo a newer one.
@@ -298,36 +277,7 @@ impl GroupState {
         let applied: Epoch = gw.applied_epoch;
 
         if starting {
-            // The first start of a gateway that was never up: whoever comes up beside it
-            // must not take its group only to hand it back a moment later.
-            let first_start = !gw.performed_full_startup && gw.last_down_at.is_none();
-            gw.performed_full_startup = true;
-            if first_start && was == Availability::Created {
-                self.hold_failovers(id, grace, ctx);
-            }
-            match was {
-                Availability::Available => {
-                    // Fast reboot: the owner is back before the grace ran out. Its groups are
-                    // not failed over; it takes them back when it reports in. Unless it keeps
-                    // doing this: a flapping gateway's groups go to a steady one at once.
-                    self.take_down(id, Availability::Created, ctx);
-                    self.went_down(id, ctx);
-                    if !self.damped(id, ctx.now) {
-                        self.hold_failovers(id, ctx.config.skip_failover_redeploy_ms, ctx);
-                    }
-                    if let Some(gw) = self.gateways.get_mut(id) {
-                        gw.last_down_at = Some(ctx.now);
-                    }
-                }
-                Availability::Unavailable => {
-                    // No group-wide hold (Ceph holds every failover of the group for 16 s
-                    // whenever a recently failed gateway starts, which let a flapping
-                    // gateway hold up a real failure elsewhere): flap damping handles the
-                    // returning gateway, per gateway.
-                    self.set_availability(id, Availability::Created, ctx);
-                }
-                Availability::Created | Availability::Deleting => {}
-            }
+            self.reported_start(id, was, grace, ctx);
         } else if was == Availability::Unavailable && !gw.performed_full_startup {
             // Declared failed but still beaconing: a zombie. It must restart before it
             // serves again; its slice tells it so.
@@ -356,6 +306,75 @@ impl GroupState {
         }
         self.confirm_applied(id, applied, ctx);
         Ok(())
+    }
+
+    /// A deleted gateway's beacon. Its session stays open until it confirms it stopped
+    /// serving, so its groups move on that confirmation instead of a fence; its beacons
+    /// say only that, and nothing else about it changes any more.
+    fn report_of_deleted(
+        &mut self,
+        id: &GatewayId,
+        report: &GatewayReport,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), MapError> {
+        let key = ctx.key.clone();
+        let gw = self.gateway_mut(id, ctx)?;
+        if report.availability == ReportedAvailability::Starting {
+            return Err(MapError::GatewayDeleting {
+                key,
+                gateway: id.clone(),
+            });
+        }
+        if report.seq != 0 && report.seq <= gw.last_seq {
+            return Err(MapError::StaleBeacon {
+                gateway: id.clone(),
+                seq: report.seq,
+                last: gw.last_seq,
+            });
+        }
+        gw.applied_epoch = report.applied_epoch;
+        gw.fence_epoch = report.fence_epoch;
+        gw.last_seq = report.seq;
+        let applied = gw.applied_epoch;
+        self.confirm_applied(id, applied, ctx);
+        Ok(())
+    }
+
+    /// A new process of a gateway that `was` available, failed or never up reported in.
+    fn reported_start(&mut self, id: &GatewayId, was: Availability, grace: u64, ctx: &mut Ctx<'_>) {
+        let Some(gw) = self.gateways.get_mut(id) else {
+            return;
+        };
+        // The first start of a gateway that was never up: whoever comes up beside it
+        // must not take its group only to hand it back a moment later.
+        let first_start = !gw.performed_full_startup && gw.last_down_at.is_none();
+        gw.performed_full_startup = true;
+        if first_start && was == Availability::Created {
+            self.hold_failovers(id, grace, ctx);
+        }
+        match was {
+            Availability::Available => {
+                // Fast reboot: the owner is back before the grace ran out. Its groups are
+                // not failed over; it takes them back when it reports in. Unless it keeps
+                // doing this: a flapping gateway's groups go to a steady one at once.
+                self.take_down(id, Availability::Created, ctx);
+                self.went_down(id, ctx);
+                if !self.damped(id, ctx.now) {
+                    self.hold_failovers(id, ctx.config.skip_failover_redeploy_ms, ctx);
+                }
+                if let Some(gw) = self.gateways.get_mut(id) {
+                    gw.last_down_at = Some(ctx.now);
+                }
+            }
+            Availability::Unavailable => {
+                // No group-wide hold (Ceph holds every failover of the group for 16 s
+                // whenever a recently failed gateway starts, which let a flapping gateway
+                // hold up a real failure elsewhere): flap damping handles the returning
+                // gateway, per gateway.
+                self.set_availability(id, Availability::Created, ctx);
+            }
+            Availability::Created | Availability::Deleting => {}
+        }
     }
 
     /// A beacon that only confirms epochs ([`super::Command::ConfirmApplied`]): applied as
