@@ -4,8 +4,8 @@
 //! tonic gives every call an encode and a decode buffer of 8 KiB up front. A monitor holds
 //! one gateway session per gateway, each a stream in both directions whose messages are
 //! mostly beacons and acks of a few dozen bytes: at 5,000 gateways those buffers alone were
-//! 80 MiB of the leader's memory. Here they start at [`BUFFER_BYTES`] and grow (doubling)
-//! only for a stream that carries a larger message.
+//! 78 MiB of the leader's heap. Here they start at [`BUFFER_BYTES`] and grow only for a
+//! stream that carries a larger message.
 
 use std::marker::PhantomData;
 
