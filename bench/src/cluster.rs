@@ -13,6 +13,8 @@ use crate::admin::Admin;
 use crate::config::Timers;
 use crate::error::{BenchError, Result};
 
+/// How long a new cluster has to raise its feature level (the leader looks every 2 s).
+const FEATURES_DEADLINE: Duration = Duration::from_secs(10);
 /// How long three fresh monitors may take to elect a leader.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -162,6 +164,32 @@ impl Cluster {
         };
         cluster.wait_leader().await?;
         Ok(cluster)
+    }
+
+    /// Wait until the leader has raised the cluster's feature level (it does so once, to
+    /// the level every monitor supports, a couple of seconds after the first election), so
+    /// a scenario measures the cluster as it runs from then on (batched writes, from level
+    /// 4). A monitor of a release without feature levels never raises it: after
+    /// [`FEATURES_DEADLINE`] the scenario goes on, saying so.
+    pub async fn wait_features(&mut self) {
+        let end = Instant::now() + FEATURES_DEADLINE;
+        loop {
+            if let Ok((_, leader)) = self.leader().await {
+                if let Ok(status) = self.admin.cluster_status(&leader).await {
+                    if status.features > 0 {
+                        return;
+                    }
+                }
+            }
+            if Instant::now() >= end {
+                eprintln!(
+                    "note: the cluster's feature level was not raised within {FEATURES_DEADLINE:?}; \
+                     measuring it at level 0"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Wait until a leader is elected and answers; its id and address.

@@ -39,6 +39,9 @@ pub enum CodecError {
         what: &'static str,
         source: bincode::Error,
     },
+    /// Decoded, but holding what that value never holds.
+    #[error("corrupt {what}: {detail}")]
+    Malformed { what: &'static str, detail: String },
 }
 
 /// A value with a persisted encoding.

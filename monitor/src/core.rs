@@ -16,6 +16,7 @@ use crate::error::MonitorError;
 use crate::events::EventLog;
 use crate::map::{Command, GatewayMap, Timestamp};
 use crate::metrics::Telemetry;
+use crate::raft::batch::{BatchError, Proposer, Written};
 use crate::raft::contact::QuorumContact;
 use crate::raft::state_machine::MapReader;
 use crate::raft::{Applied, NodeId, Raft, Request};
@@ -53,6 +54,7 @@ struct Inner {
     events: EventLog,
     contact: Arc<QuorumContact>,
     lease_span: Duration,
+    proposer: Proposer,
 }
 
 /// The share of `election_timeout_min` a leader's lease keeps back for clocks that run at
@@ -116,6 +118,7 @@ impl Core {
         election_timeout_min: Duration,
     ) -> Self {
         let lease_span = election_timeout_min - election_timeout_min / CLOCK_RATE_MARGIN_DIVISOR;
+        let proposer = Proposer::start(raft.clone(), reader.clone());
         Core {
             inner: Arc::new(Inner {
                 id,
@@ -126,6 +129,7 @@ impl Core {
                 events,
                 contact,
                 lease_span,
+                proposer,
             }),
         }
     }
@@ -277,20 +281,29 @@ impl Core {
     }
 
     async fn write(&self, request: Request) -> Result<Committed, MonitorError> {
-        let resp = self
-            .inner
-            .raft
-            .client_write(request)
-            .await
-            .map_err(write_error)?;
-        let log_index = resp.log_id.index;
-        let map_epoch = resp.data.map_epoch;
-        let applied = resp.data.outcome?;
+        let Written { log_id, response } = self.commit(request).await?;
         Ok(Committed {
-            map_epoch,
-            applied,
-            log_index,
+            map_epoch: response.map_epoch,
+            applied: response.outcome?,
+            log_index: log_id.index,
         })
+    }
+
+    /// Commits `request` through the batcher (alone or with others proposed meanwhile).
+    async fn commit(&self, request: Request) -> Result<Written, MonitorError> {
+        self.inner
+            .proposer
+            .write(request)
+            .await
+            .map_err(|e| match e {
+                BatchError::Raft(e) => write_error(*e),
+                BatchError::Mismatch {
+                    commands,
+                    responses,
+                } => MonitorError::Raft(format!(
+                    "a batch of {commands} commands came back with {responses} outcomes"
+                )),
+            })
     }
 
     /// Commit a replica-registry command through Raft, stamped with this leader's time.
@@ -301,17 +314,14 @@ impl Core {
         cmd: ReplicaCommand,
     ) -> Result<ReplicaCommitted, MonitorError> {
         let now = self.now();
-        let resp = self
-            .inner
-            .raft
-            .client_write(Request::Replica { now, cmd })
-            .await
-            .map_err(write_error)?;
-        let log_index = resp.log_id.index;
-        let applied = resp.data.replica.ok_or_else(|| {
+        let Written { log_id, response } = self.commit(Request::Replica { now, cmd }).await?;
+        let applied = response.replica.ok_or_else(|| {
             MonitorError::Raft("a replica command came back without its outcome".into())
         })??;
-        Ok(ReplicaCommitted { applied, log_index })
+        Ok(ReplicaCommitted {
+            applied,
+            log_index: log_id.index,
+        })
     }
 
     /// Read the replica registry, linearizable unless `stale` (as [`Core::read`]).

@@ -145,7 +145,7 @@ fn map_code(e: &MapError) -> Code {
             Code::FailedPrecondition
         }
         MapError::ConfirmationOutdated { .. } | MapError::MoveRefused { .. } => Code::Aborted,
-        MapError::Invariant(_) => Code::Internal,
+        MapError::Invariant(_) | MapError::NestedBatch => Code::Internal,
     }
 }
 

@@ -516,6 +516,112 @@ async fn a_leader_command_appended_in_another_term_is_refused_the_same_everywher
     );
 }
 
+/// A batch entry (group commit) is kept in the log as it was written, and applying it gives
+/// every command the outcome it would have had as an entry of its own at that index: a
+/// refusal in the middle refuses that command alone, a leader command of another term is
+/// refused by the term the batch was appended in, and a batch inside a batch is refused
+/// without touching the map.
+#[tokio::test]
+async fn a_batch_applies_each_command_as_its_own_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_store, _log, mut sm, reader) = open_in(&dir.path().join("store")).await;
+    let k = key("rbd", "g");
+    let create = |id: &str| Request::Map {
+        now: Timestamp(1_000),
+        cmd: Command::CreateGateway {
+            key: k.clone(),
+            gateway: gw(id),
+        },
+    };
+    let timeout = |term: u64| Request::Leader {
+        now: Timestamp(2_000),
+        term,
+        cmd: Command::GatewayTimedOut {
+            key: k.clone(),
+            gateway: gw("gw1"),
+        },
+    };
+    let batch = Entry {
+        log_id: log_id(2, 1, 1),
+        payload: EntryPayload::Normal(Request::Batch(vec![
+            create("gw1"),
+            // Refused: no such gateway to time out in another group.
+            Request::Map {
+                now: Timestamp(1_000),
+                cmd: Command::GatewayTimedOut {
+                    key: key("rbd", "other"),
+                    gateway: gw("gw1"),
+                },
+            },
+            create("gw2"),
+            timeout(1),
+            Request::Batch(vec![create("gw3")]),
+            timeout(2),
+        ])),
+    };
+    let decoded =
+        gwmon_monitor::raft::log_store::decode_entry(&encode_entry(&batch).expect("encode"))
+            .expect("decode");
+    assert_eq!(decoded, batch, "the log keeps a batch as it was written");
+
+    let responses = sm.apply([batch]).await.expect("apply");
+    assert_eq!(responses.len(), 1, "one entry, one response");
+    let each = &responses[0].batch;
+    assert_eq!(each.len(), 6, "one response per command: {each:?}");
+    assert!(each[0].outcome.as_ref().is_ok_and(|a| a.changed));
+    assert!(
+        matches!(
+            each[1].outcome,
+            Err(gwmon_monitor::map::MapError::UnknownGroup(_))
+        ),
+        "{:?}",
+        each[1].outcome
+    );
+    assert!(each[2].outcome.as_ref().is_ok_and(|a| a.changed));
+    assert!(
+        matches!(
+            each[3].outcome,
+            Err(gwmon_monitor::map::MapError::StaleLeaderCommand {
+                decided: 1,
+                appended: 2
+            })
+        ),
+        "{:?}",
+        each[3].outcome
+    );
+    assert!(
+        matches!(
+            each[4].outcome,
+            Err(gwmon_monitor::map::MapError::NestedBatch)
+        ),
+        "{:?}",
+        each[4].outcome
+    );
+    assert!(each[5].outcome.as_ref().is_ok_and(|a| a.changed));
+    assert!(
+        each[0].map_epoch < each[2].map_epoch && each[2].map_epoch < each[5].map_epoch,
+        "each command's epoch is the map's after it: {:?}",
+        each.iter().map(|r| r.map_epoch).collect::<Vec<_>>()
+    );
+    assert_eq!(responses[0].map_epoch, each[5].map_epoch);
+    let (gateways, availability) = reader.read(|m| {
+        let g = m.group(&k).expect("group");
+        (
+            g.gateways.keys().cloned().collect::<Vec<_>>(),
+            g.gateways.get(&gw("gw1")).map(|g| g.availability),
+        )
+    });
+    assert_eq!(
+        gateways,
+        vec![gw("gw1"), gw("gw2")],
+        "gw3 of the nested batch is not created"
+    );
+    assert_eq!(
+        availability,
+        Some(gwmon_monitor::map::Availability::Unavailable)
+    );
+}
+
 /// Replication reads a byte-bounded prefix: openraft asks for up to `max_payload_entries`
 /// entries whatever their size and gives the message one heartbeat interval, so a run of
 /// large reports (a gateway with thousands of namespaces) must travel in several messages.

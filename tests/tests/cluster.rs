@@ -1081,3 +1081,106 @@ async fn connections_past_max_connections_are_closed_and_a_freed_slot_is_served(
     assert_eq!(limit.open(), 2);
     drop(second);
 }
+
+/// `n` writes from as many proposers at once through the leader: each gets its own
+/// outcome (every `SetLocation` of an unknown gateway refused, the others applied).
+/// Returns how many log entries they took.
+async fn concurrent_writes(c: &Cluster, n: usize) -> u64 {
+    // The group the refused writes name exists, so each is refused for its gateway.
+    c.write(create(1)).await;
+    let leader = c.leader().await;
+    let core = c.monitor(leader).core.clone();
+    let before = c.monitor(leader).raft().metrics().borrow().last_log_index;
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let core = core.clone();
+        let cmd = if i % 10 == 5 {
+            Command::SetLocation {
+                key: key("g1"),
+                gateway: format!("nobody{i}").parse().expect("id"),
+                location: "east".parse().expect("location"),
+            }
+        } else {
+            create(1_000 + i)
+        };
+        writes.spawn(async move { (i, core.propose(cmd).await) });
+    }
+    let mut last = 0;
+    while let Some(joined) = writes.join_next().await {
+        let (i, outcome) = joined.expect("a write task");
+        match outcome {
+            Ok(done) if i % 10 != 5 => {
+                assert!(done.applied.changed, "write {i} created its gateway");
+                last = last.max(done.log_index);
+            }
+            Err(gwmon_monitor::error::MonitorError::Refused(
+                gwmon_monitor::map::MapError::UnknownGateway { .. },
+            )) if i % 10 == 5 => {}
+            other => panic!("write {i}: unexpected outcome {other:?}"),
+        }
+    }
+    c.applied_everywhere(last).await;
+    for id in 1..=3 {
+        let count: usize = c.map(id).groups().values().map(|g| g.gateways.len()).sum();
+        assert_eq!(
+            count,
+            1 + n - n / 10,
+            "monitor {id} has every created gateway"
+        );
+    }
+    last - before.unwrap_or(0)
+}
+
+/// Commands proposed together are committed together (group commit): a leader that wrote
+/// one entry per command flushed its disk once per command and so committed at most one
+/// command per flush. At the batched-writes feature level 200 concurrent commands take far
+/// fewer entries, each proposer still gets its own outcome, and every replica applies the
+/// same map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_are_committed_together_each_with_its_own_outcome() {
+    use gwmon_monitor::map::features::{BATCHED_WRITES, SUPPORTED};
+    let mut c = Cluster::start(3, 0, |_| {}).await;
+    eventually("the cluster at this release's feature level", || {
+        std::future::ready((1..=3).all(|id| c.map(id).features() == SUPPORTED))
+    })
+    .await;
+    const { assert!(SUPPORTED >= BATCHED_WRITES) };
+    let entries = concurrent_writes(&c, 200).await;
+    assert!(
+        entries < 100,
+        "200 concurrent writes took {entries} log entries"
+    );
+    let bytes = encoded(&c, 1);
+    assert_eq!(encoded(&c, 2), bytes);
+    assert_eq!(encoded(&c, 3), bytes);
+    c.stop_all().await;
+}
+
+/// Below the batched-writes level (a monitor of the previous release in the cluster) every
+/// command is an entry of its own, which that release can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_the_batched_writes_level_every_command_is_its_own_entry() {
+    use gwmon_monitor::map::features::BATCHED_WRITES;
+    use gwmon_monitor::node::Plumbing;
+    let mut c = Cluster::start_each(
+        3,
+        0,
+        |_| {},
+        |id| Plumbing {
+            features: if id == 3 {
+                BATCHED_WRITES - 1
+            } else {
+                Plumbing::default().features
+            },
+            ..Plumbing::default()
+        },
+    )
+    .await;
+    eventually("the level every monitor supports", || {
+        std::future::ready((1..=3).all(|id| c.map(id).features() == BATCHED_WRITES - 1))
+    })
+    .await;
+    let entries = concurrent_writes(&c, 50).await;
+    assert!(entries >= 50, "50 writes took only {entries} log entries");
+    c.stop_all().await;
+}

@@ -1,5 +1,5 @@
 //! Admin write latency and throughput: `SetLocation` through the admin API to the leader,
-//! each a committed Raft entry (leader fsync, one follower's fsync, loopback round trips),
+//! each committed through Raft (leader fsync, one follower's fsync, loopback round trips),
 //! one client in sequence and 64 clients at once.
 
 use std::sync::Arc;
@@ -22,6 +22,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     let timers = Timers::default_timers();
     let mut cluster = Cluster::start(&ctx.gwmon, &timers, &ctx.config.monitor_args).await?;
     cluster.wait_leader().await?;
+    cluster.wait_features().await;
     let clients = ctx.sizes.commit_clients;
     let plan = layout(clients, 16);
     let creates: Vec<(GroupKey, String)> = plan
@@ -46,7 +47,8 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     println!(
         "Each write is `SetLocation` through the admin gRPC API to the leader, answered once \
          committed: the leader's fsync plus one round trip to a follower and its fsync \
-         (loopback); concurrent writes share fsyncs through openraft's batching."
+         (loopback); concurrent writes share them through the leader's group commit (the \
+         commands proposed while earlier ones commit go in as one log entry)."
     );
     ctx.figures.commit = Some(CommitFigures {
         seq_p50: seq.p50,

@@ -46,6 +46,9 @@ pub enum MapError {
     /// in another: what it saw then no longer counts.
     #[error("refused: decided by the leader of term {decided} but appended in term {appended}")]
     StaleLeaderCommand { decided: u64, appended: u64 },
+    /// A batch of commands inside a batch: never written by a monitor, refused at apply.
+    #[error("refused: a batch of commands may not hold another batch")]
+    NestedBatch,
     /// A feature level above what this build applies: the cluster was raised by a newer
     /// release, and this one must not rejoin it.
     #[error(

@@ -11,7 +11,7 @@
 //! rejoin, and a monitor that does not support it is refused as a new member.
 
 /// The highest level this build applies.
-pub const SUPPORTED: u32 = 3;
+pub const SUPPORTED: u32 = 4;
 
 /// Level 1, Ceph parity:
 /// - a gateway created while another is deleting and has let go of every ANA group inherits
@@ -29,3 +29,9 @@ pub const CONFIRMATIONS: u32 = 2;
 /// ([`Command::MoveNamespaces`](super::Command::MoveNamespaces)) and the map keeps where it
 /// placed them (map version 5, see [`super::placement`]).
 pub const NAMESPACE_BALANCING: u32 = 3;
+
+/// Level 4: batched writes. The leader may commit the commands of several proposers as one
+/// log entry ([`crate::raft::Request::Batch`], see [`crate::raft::batch`]); every replica
+/// applies them in order, as entries of their own. No rule of the map changes, but a
+/// release below this level cannot read such an entry.
+pub const BATCHED_WRITES: u32 = 4;

@@ -8,7 +8,7 @@
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -17,6 +17,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::recent::Recent;
 use super::{
     upgrade_membership, Entry, LogId, MonitorNode, NodeId, Request, StorageError, TypeConfig,
 };
@@ -70,6 +71,9 @@ pub enum StoredPayload {
     /// older [`StoredPayload::Membership`] is read as members on their default peer port
     /// ([`crate::raft::upgrade_membership`]) and no longer written.
     Members(Membership<NodeId, MonitorNode>),
+    /// [`Request::Batch`]: its commands, each as the entry it would be alone (only the
+    /// command variants). Added last; written only at the feature level that allows it.
+    Batch(Vec<StoredPayload>),
 }
 
 impl Versioned for StoredEntry {
@@ -81,19 +85,7 @@ impl StoredEntry {
     pub fn from_entry(entry: &Entry) -> Result<StoredEntry, CodecError> {
         let payload = match &entry.payload {
             EntryPayload::Blank => StoredPayload::Blank,
-            EntryPayload::Normal(Request::Map { now, cmd }) => StoredPayload::Map {
-                now: *now,
-                cmd: codec::encode(cmd)?,
-            },
-            EntryPayload::Normal(Request::Replica { now, cmd }) => StoredPayload::Replica {
-                now: *now,
-                cmd: codec::encode(cmd)?,
-            },
-            EntryPayload::Normal(Request::Leader { now, term, cmd }) => StoredPayload::Leader {
-                now: *now,
-                term: *term,
-                cmd: codec::encode(cmd)?,
-            },
+            EntryPayload::Normal(request) => StoredPayload::of_request(request)?,
             EntryPayload::Membership(m) => StoredPayload::Members(m.clone()),
         };
         Ok(StoredEntry {
@@ -105,25 +97,71 @@ impl StoredEntry {
     pub fn into_entry(self) -> Result<Entry, CodecError> {
         let payload = match self.payload {
             StoredPayload::Blank => EntryPayload::Blank,
-            StoredPayload::Map { now, cmd } => EntryPayload::Normal(Request::Map {
-                now,
-                cmd: codec::decode::<Command>(&cmd)?,
-            }),
-            StoredPayload::Replica { now, cmd } => EntryPayload::Normal(Request::Replica {
-                now,
-                cmd: codec::decode::<ReplicaCommand>(&cmd)?,
-            }),
-            StoredPayload::Leader { now, term, cmd } => EntryPayload::Normal(Request::Leader {
-                now,
-                term,
-                cmd: codec::decode::<Command>(&cmd)?,
-            }),
             StoredPayload::Membership(m) => EntryPayload::Membership(upgrade_membership(&m)),
             StoredPayload::Members(m) => EntryPayload::Membership(m),
+            request => EntryPayload::Normal(request.into_request()?),
         };
         Ok(Entry {
             log_id: self.log_id,
             payload,
+        })
+    }
+}
+
+impl StoredPayload {
+    fn of_request(request: &Request) -> Result<StoredPayload, CodecError> {
+        Ok(match request {
+            Request::Map { now, cmd } => StoredPayload::Map {
+                now: *now,
+                cmd: codec::encode(cmd)?,
+            },
+            Request::Replica { now, cmd } => StoredPayload::Replica {
+                now: *now,
+                cmd: codec::encode(cmd)?,
+            },
+            Request::Leader { now, term, cmd } => StoredPayload::Leader {
+                now: *now,
+                term: *term,
+                cmd: codec::encode(cmd)?,
+            },
+            Request::Batch(requests) => StoredPayload::Batch(
+                requests
+                    .iter()
+                    .map(StoredPayload::of_request)
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    /// The request a command payload holds; blank and membership payloads are no request
+    /// and are refused as corrupt where one is expected (inside a batch).
+    fn into_request(self) -> Result<Request, CodecError> {
+        Ok(match self {
+            StoredPayload::Map { now, cmd } => Request::Map {
+                now,
+                cmd: codec::decode::<Command>(&cmd)?,
+            },
+            StoredPayload::Replica { now, cmd } => Request::Replica {
+                now,
+                cmd: codec::decode::<ReplicaCommand>(&cmd)?,
+            },
+            StoredPayload::Leader { now, term, cmd } => Request::Leader {
+                now,
+                term,
+                cmd: codec::decode::<Command>(&cmd)?,
+            },
+            StoredPayload::Batch(payloads) => Request::Batch(
+                payloads
+                    .into_iter()
+                    .map(StoredPayload::into_request)
+                    .collect::<Result<_, _>>()?,
+            ),
+            StoredPayload::Blank | StoredPayload::Membership(_) | StoredPayload::Members(_) => {
+                return Err(CodecError::Malformed {
+                    what: StoredEntry::WHAT,
+                    detail: "a batch of commands holds an entry that is not a command".into(),
+                })
+            }
         })
     }
 }
@@ -143,6 +181,8 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, CodecError> {
 #[derive(Clone)]
 pub struct LogStore {
     store: Arc<dyn Store>,
+    /// The latest entries, decoded (see [`super::recent`]); shared by the clones.
+    recent: Arc<Mutex<Recent>>,
 }
 
 impl Debug for LogStore {
@@ -211,7 +251,10 @@ pub fn stored_committed(store: &dyn Store) -> Result<Option<LogId>, StoreError> 
 
 impl LogStore {
     pub fn new(store: Arc<dyn Store>) -> LogStore {
-        LogStore { store }
+        LogStore {
+            store,
+            recent: Arc::default(),
+        }
     }
 
     fn read_log_id(&self, key: MetaKey) -> Result<Option<LogId>, StorageError> {
@@ -234,6 +277,12 @@ impl LogStore {
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, &e))
     }
 
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        // The window is rebuilt by the next appends if a panic left it half done; a read
+        // from it checks the indexes it returns, so a poisoned lock is taken as it is.
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     async fn flush(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
         self.store
             .flush()
@@ -247,9 +296,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = (range.start_bound().cloned(), range.end_bound().cloned());
+        if let Some(entries) = self.recent().range(start, end) {
+            return Ok(entries);
+        }
         let raw = self
             .store
-            .read_range(range.start_bound().cloned(), range.end_bound().cloned())
+            .read_range(start, end)
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
         raw.into_iter()
             .map(|(index, bytes)| decode_at(index, &bytes))
@@ -266,6 +319,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry>, StorageError> {
+        if let Some(entries) = self.recent().prefix(start, end, REPLICATION_BATCH_BYTES) {
+            return Ok(entries);
+        }
         let raw = self
             .store
             .read_prefix(start, end, REPLICATION_BATCH_BYTES)
@@ -348,19 +404,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let raw = entries
-            .into_iter()
-            .map(|entry| {
-                encode_entry(&entry)
-                    .map(|bytes| (entry.log_id.index, bytes))
-                    .map_err(|e| io_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, &e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut decoded = Vec::new();
+        let mut raw = Vec::new();
+        for entry in entries {
+            let bytes = encode_entry(&entry)
+                .map_err(|e| io_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, &e))?;
+            raw.push((entry.log_id.index, bytes));
+            decoded.push(entry);
+        }
+        let sizes: Vec<usize> = raw.iter().map(|(_, b)| b.len()).collect();
         if let Err(e) = self.store.append(raw) {
             let err = io_error(ErrorSubject::Logs, ErrorVerb::Write, &e);
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
             return Err(err);
         }
+        self.recent().appended(decoded.into_iter().zip(sizes));
         match self.store.flush().await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -380,6 +438,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.store
             .truncate_from(log_id.index)
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+        self.recent().truncated(log_id.index);
         self.flush(ErrorSubject::Logs).await
     }
 
@@ -388,6 +447,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// openraft purges only what a snapshot, already durable, covers.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.write_log_id(MetaKey::LastPurged, Some(log_id))?;
+        self.recent().purged(log_id.index);
         self.store
             .purge_upto(log_id.index)
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))

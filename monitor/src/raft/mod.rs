@@ -36,6 +36,11 @@ pub enum Request {
         term: u64,
         cmd: Command,
     },
+    /// Commands of several proposers committed as one entry (see [`batch`]), applied in
+    /// order, each with its own outcome, as if each were an entry of its own at this index.
+    /// Holds only the other variants, never a batch. Written only once the map's feature
+    /// level is [`crate::map::features::BATCHED_WRITES`], since older releases cannot read it.
+    Batch(Vec<Request>),
 }
 
 impl std::fmt::Display for Request {
@@ -46,6 +51,7 @@ impl std::fmt::Display for Request {
             Request::Leader { now, term, cmd } => {
                 write!(f, "leader command of term {term} at {now}: {cmd:?}")
             }
+            Request::Batch(requests) => write!(f, "a batch of {} commands", requests.len()),
         }
     }
 }
@@ -61,6 +67,9 @@ pub struct Response {
     /// The replica registry's outcome for a [`Request::Replica`]; `None` for every other
     /// entry.
     pub replica: Option<replica::Outcome>,
+    /// For a [`Request::Batch`], each command's response, in order; empty for every other
+    /// entry.
+    pub batch: Vec<Response>,
 }
 
 /// A command the engine accepted.
@@ -150,11 +159,13 @@ pub type StorageError = openraft::StorageError<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, MonitorNode>;
 pub type Membership = openraft::Membership<NodeId, MonitorNode>;
 
+pub mod batch;
 pub mod contact;
 pub mod features;
 pub mod handoff;
 pub mod log_store;
 pub mod network;
+pub mod recent;
 pub mod service;
 pub mod signals;
 pub mod state_machine;

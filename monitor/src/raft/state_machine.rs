@@ -252,6 +252,115 @@ impl AppliedState {
     fn last_index(&self) -> u64 {
         self.last_applied.map_or(0, |id| id.index)
     }
+
+    /// The response of an entry that changes neither the map nor the registry.
+    fn unchanged(&self) -> Response {
+        Response {
+            map_epoch: self.map.epoch(),
+            outcome: Ok(Applied {
+                changed: false,
+                events: Vec::new(),
+            }),
+            replica: None,
+            batch: Vec::new(),
+        }
+    }
+
+    /// Applies one request of the entry at `log_id`, a batch command by command.
+    fn apply_request(
+        &mut self,
+        request: Request,
+        log_id: LogId,
+        effects: &mut Effects,
+    ) -> Response {
+        let (at, outcome, replica) = match request {
+            Request::Batch(requests) => {
+                let batch = requests
+                    .into_iter()
+                    .map(|r| match r {
+                        // A batch never holds a batch; one that did is refused like a
+                        // command the engine refuses, the same way on every replica.
+                        Request::Batch(_) => Response {
+                            outcome: Err(MapError::NestedBatch),
+                            ..self.unchanged()
+                        },
+                        r => self.apply_request(r, log_id, effects),
+                    })
+                    .collect();
+                return Response {
+                    batch,
+                    ..self.unchanged()
+                };
+            }
+            Request::Leader { now, term, cmd } => {
+                self.anchor.advance(now);
+                let appended = log_id.leader_id.term;
+                let outcome = if appended == term
+                    || gwmon_proto::mutation::active(
+                        gwmon_proto::mutation::Mutation::StaleTermTimeout,
+                    ) {
+                    self.map.apply(&cmd, now)
+                } else {
+                    Err(MapError::StaleLeaderCommand {
+                        decided: term,
+                        appended,
+                    })
+                };
+                if outcome.as_ref().is_ok_and(|a| a.changed) {
+                    effects.touched.add(cmd.key());
+                }
+                (now, outcome, None)
+            }
+            Request::Map { now, cmd } => {
+                self.anchor.advance(now);
+                let outcome = self.map.apply(&cmd, now);
+                if outcome.as_ref().is_ok_and(|a| a.changed) {
+                    effects.touched.add(cmd.key());
+                }
+                (now, outcome, None)
+            }
+            Request::Replica { now, cmd } => {
+                self.anchor.advance(now);
+                let replica = Some(self.registry.apply(&cmd, now));
+                (
+                    now,
+                    Ok(crate::map::Applied {
+                        changed: false,
+                        events: Vec::new(),
+                    }),
+                    replica,
+                )
+            }
+        };
+        let outcome = outcome.map(|a| Applied {
+            changed: a.changed,
+            events: a.events,
+        });
+        if let Ok(a) = &outcome {
+            if !a.events.is_empty() {
+                effects.published.push(AppliedEvents {
+                    index: log_id.index,
+                    map_epoch: self.map.epoch(),
+                    at,
+                    events: a.events.as_slice().into(),
+                });
+            }
+        }
+        Response {
+            map_epoch: self.map.epoch(),
+            outcome,
+            replica,
+            batch: Vec::new(),
+        }
+    }
+}
+
+/// What an apply leaves to do once the state's lock is released: the groups to signal and
+/// the events to publish.
+#[derive(Default)]
+struct Effects {
+    touched: Touched,
+    published: Vec<AppliedEvents>,
 }
 
 type SharedState = Arc<RwLock<AppliedState>>;
@@ -607,89 +716,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: openraft::OptionalSend,
     {
         let mut responses = Vec::new();
-        let mut published = Vec::new();
-        let mut touched = Touched::default();
+        let mut effects = Effects::default();
         let index = {
             let mut state = self.write_state()?;
             for entry in entries {
                 state.last_applied = Some(entry.log_id);
-                let mut at = Timestamp::ZERO;
-                let mut replica = None;
-                let outcome = match entry.payload {
-                    EntryPayload::Blank => Ok(Applied {
-                        changed: false,
-                        events: Vec::new(),
-                    }),
-                    EntryPayload::Normal(Request::Leader { now, term, cmd }) => {
-                        at = now;
-                        state.anchor.advance(now);
-                        let appended = entry.log_id.leader_id.term;
-                        let outcome = if appended == term
-                            || gwmon_proto::mutation::active(
-                                gwmon_proto::mutation::Mutation::StaleTermTimeout,
-                            ) {
-                            state.map.apply(&cmd, now)
-                        } else {
-                            Err(MapError::StaleLeaderCommand {
-                                decided: term,
-                                appended,
-                            })
-                        };
-                        if outcome.as_ref().is_ok_and(|a| a.changed) {
-                            touched.add(cmd.key());
-                        }
-                        outcome.map(|a| Applied {
-                            changed: a.changed,
-                            events: a.events,
-                        })
-                    }
-                    EntryPayload::Normal(Request::Map { now, cmd }) => {
-                        at = now;
-                        state.anchor.advance(now);
-                        let outcome = state.map.apply(&cmd, now);
-                        if outcome.as_ref().is_ok_and(|a| a.changed) {
-                            touched.add(cmd.key());
-                        }
-                        outcome.map(|a| Applied {
-                            changed: a.changed,
-                            events: a.events,
-                        })
-                    }
-                    EntryPayload::Normal(Request::Replica { now, cmd }) => {
-                        at = now;
-                        state.anchor.advance(now);
-                        replica = Some(state.registry.apply(&cmd, now));
-                        Ok(Applied {
-                            changed: false,
-                            events: Vec::new(),
-                        })
+                let response = match entry.payload {
+                    EntryPayload::Blank => state.unchanged(),
+                    EntryPayload::Normal(request) => {
+                        state.apply_request(request, entry.log_id, &mut effects)
                     }
                     EntryPayload::Membership(m) => {
                         state.membership = StoredMembership::new(Some(entry.log_id), m);
-                        Ok(Applied {
-                            changed: false,
-                            events: Vec::new(),
-                        })
+                        state.unchanged()
                     }
                 };
-                if let Ok(a) = &outcome {
-                    if !a.events.is_empty() {
-                        published.push(AppliedEvents {
-                            index: entry.log_id.index,
-                            map_epoch: state.map.epoch(),
-                            at,
-                            events: a.events.as_slice().into(),
-                        });
-                    }
-                }
-                responses.push(Response {
-                    map_epoch: state.map.epoch(),
-                    outcome,
-                    replica,
-                });
+                responses.push(response);
             }
             state.last_index()
         };
+        let Effects { touched, published } = effects;
         self.publish(index);
         self.signals.signal(&touched, index);
         for events in published {
