@@ -19,7 +19,8 @@
 //! waits for nothing: the batcher does not hold a command back to wait for company. Batches
 //! are written only from the map's feature level
 //! [`BATCHED_WRITES`](crate::map::features::BATCHED_WRITES) on (monitors of earlier releases
-//! cannot read them); below it every command is its own entry, in order.
+//! cannot read them); below it every command goes to Raft as its own entry at once, as
+//! before batches existed.
 
 use std::sync::Arc;
 
@@ -73,6 +74,7 @@ pub struct Proposer {
     queue: mpsc::Sender<Proposal>,
     slots: Arc<Semaphore>,
     raft: Raft,
+    reader: MapReader,
 }
 
 impl Proposer {
@@ -81,19 +83,32 @@ impl Proposer {
     pub fn start(raft: Raft, reader: MapReader) -> Proposer {
         let (queue, rx) = mpsc::channel(QUEUE);
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-        tokio::spawn(run(raft.clone(), reader, rx, slots.clone()));
-        Proposer { queue, slots, raft }
+        tokio::spawn(run(raft.clone(), reader.clone(), rx, slots.clone()));
+        Proposer {
+            queue,
+            slots,
+            raft,
+            reader,
+        }
     }
 
     /// Commits `request`, alone or in a batch, and returns its own response once it is
     /// applied on this monitor. With a slot free and nobody queued the request goes to Raft
-    /// from here, without passing through the batcher.
+    /// from here, without passing through the batcher. Below the batched-writes level every
+    /// request goes to Raft from here at once, as many in flight as proposers, as before
+    /// batches existed: the slots are what lets a batch gather, and without batches they
+    /// would only hold writes back.
     pub async fn write(&self, request: Request) -> Result<Written, BatchError> {
+        if self.reader.read(|m| m.features()) < BATCHED_WRITES {
+            let (reply, answer) = oneshot::channel();
+            submit(&self.raft, request, Replies::One(reply), None, false).await;
+            return answer.await.unwrap_or_else(|_| Err(stopped()));
+        }
         let queued = self.queue.max_capacity() - self.queue.capacity();
         if queued == 0 {
             if let Ok(slot) = self.slots.clone().try_acquire_owned() {
                 let (reply, answer) = oneshot::channel();
-                submit(&self.raft, request, Replies::One(reply), slot, false).await;
+                submit(&self.raft, request, Replies::One(reply), Some(slot), false).await;
                 return answer.await.unwrap_or_else(|_| Err(stopped()));
             }
         }
@@ -121,24 +136,25 @@ async fn run(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
+        // Queued at the batched-writes level, which is never lowered.
         let mut batch = vec![first];
         if reader.read(|m| m.features()) >= BATCHED_WRITES {
             gather(&mut batch, &mut queue);
         }
         let (request, replies) = combine(batch);
-        submit(&raft, request, replies, slot, true).await;
+        submit(&raft, request, replies, Some(slot), true).await;
     }
 }
 
-/// Hands `request` to Raft; its answer goes to `replies` and frees `slot` once committed
-/// and applied. The wait for the commit is spawned when `detach` (the batcher goes on
+/// Hands `request` to Raft; its answer goes to `replies` and frees `slot` (if it holds
+/// one) once committed and applied. The wait for the commit is spawned when `detach` (the batcher goes on
 /// gathering meanwhile); else the caller's task waits, as the proposer of a lone command
 /// does for its answer anyway.
 async fn submit(
     raft: &Raft,
     request: Request,
     replies: Replies,
-    slot: OwnedSemaphorePermit,
+    slot: Option<OwnedSemaphorePermit>,
     detach: bool,
 ) {
     match raft.client_write_ff(request).await {
@@ -202,7 +218,7 @@ enum Replies {
 fn answer(
     replies: Replies,
     result: Result<openraft::raft::ClientWriteResponse<super::TypeConfig>, WriteError>,
-    slot: OwnedSemaphorePermit,
+    slot: Option<OwnedSemaphorePermit>,
 ) {
     match (replies, result) {
         (Replies::One(reply), result) => {
