@@ -136,7 +136,7 @@ async fn run(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        // Queued at the batched-writes level, which is never lowered.
+        // Queued at the batched-writes level; read again, it costs a read lock.
         let mut batch = vec![first];
         if reader.read(|m| m.features()) >= BATCHED_WRITES {
             gather(&mut batch, &mut queue);
@@ -147,9 +147,9 @@ async fn run(
 }
 
 /// Hands `request` to Raft; its answer goes to `replies` and frees `slot` (if it holds
-/// one) once committed and applied. The wait for the commit is spawned when `detach` (the batcher goes on
-/// gathering meanwhile); else the caller's task waits, as the proposer of a lone command
-/// does for its answer anyway.
+/// one) once committed and applied. The wait for the commit is spawned when `detach` (the
+/// batcher goes on gathering meanwhile); else the caller's task waits, as the proposer of a
+/// lone command does for its answer anyway.
 async fn submit(
     raft: &Raft,
     request: Request,
