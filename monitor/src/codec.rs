@@ -73,6 +73,12 @@ pub fn decode_body<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Resu
         .map_err(|source| CodecError::Decode { what, source })
 }
 
+/// The size of a value's body as [`encode`] writes it (without the version byte), or
+/// `None` if it cannot be encoded within [`MAX_DECODED_BYTES`].
+pub fn body_len<T: Serialize>(value: &T) -> Option<u64> {
+    options().serialized_size(value).ok()
+}
+
 pub fn encode<T: Versioned>(value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = vec![value.written_version()];
     options()

@@ -24,7 +24,6 @@
 
 use std::sync::Arc;
 
-use bincode::Options;
 use openraft::error::{ClientWriteError, Fatal, RaftError};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -100,16 +99,11 @@ impl Proposer {
     /// would only hold writes back.
     pub async fn write(&self, request: Request) -> Result<Written, BatchError> {
         if self.reader.read(|m| m.features()) < BATCHED_WRITES {
-            let (reply, answer) = oneshot::channel();
-            submit(&self.raft, request, Replies::One(reply), None, false).await;
-            return answer.await.unwrap_or_else(|_| Err(stopped()));
+            return self.alone(request, None).await;
         }
-        let queued = self.queue.max_capacity() - self.queue.capacity();
-        if queued == 0 {
+        if self.queue.capacity() == self.queue.max_capacity() {
             if let Ok(slot) = self.slots.clone().try_acquire_owned() {
-                let (reply, answer) = oneshot::channel();
-                submit(&self.raft, request, Replies::One(reply), Some(slot), false).await;
-                return answer.await.unwrap_or_else(|_| Err(stopped()));
+                return self.alone(request, Some(slot)).await;
             }
         }
         let (reply, answer) = oneshot::channel();
@@ -117,6 +111,17 @@ impl Proposer {
             .send(Proposal { request, reply })
             .await
             .map_err(|_| stopped())?;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// `request` to Raft as an entry of its own, from the proposer's task.
+    async fn alone(
+        &self,
+        request: Request,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<Written, BatchError> {
+        let (reply, answer) = oneshot::channel();
+        submit(&self.raft, request, Replies::One(reply), slot, false).await;
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
@@ -188,12 +193,9 @@ fn gather(batch: &mut Vec<Proposal>, queue: &mut mpsc::Receiver<Proposal>) {
     }
 }
 
-/// A request's encoded size, as the log will hold it (an estimate: the bound is soft).
+/// A request's encoded size, about as the log will hold it (the bound is soft).
 fn weight(request: &Request) -> u64 {
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .serialized_size(request)
-        .unwrap_or(MAX_BYTES)
+    crate::codec::body_len(request).unwrap_or(MAX_BYTES)
 }
 
 /// One request for the proposals (a batch unless there is just one) and where each answer

@@ -278,8 +278,8 @@ impl LogStore {
     }
 
     fn recent(&self) -> MutexGuard<'_, Recent> {
-        // The window is rebuilt by the next appends if a panic left it half done; a read
-        // from it checks the indexes it returns, so a poisoned lock is taken as it is.
+        // Taken as it is if poisoned: each step of the window's methods (none of which
+        // panics) leaves it a run of consecutive entries.
         self.recent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -409,16 +409,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             let bytes = encode_entry(&entry)
                 .map_err(|e| io_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, &e))?;
-            raw.push((entry.log_id.index, bytes));
-            decoded.push(entry);
+            let index = entry.log_id.index;
+            decoded.push((entry, bytes.len()));
+            raw.push((index, bytes));
         }
-        let sizes: Vec<usize> = raw.iter().map(|(_, b)| b.len()).collect();
         if let Err(e) = self.store.append(raw) {
             let err = io_error(ErrorSubject::Logs, ErrorVerb::Write, &e);
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
             return Err(err);
         }
-        self.recent().appended(decoded.into_iter().zip(sizes));
+        self.recent().appended(decoded);
         match self.store.flush().await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
