@@ -414,9 +414,10 @@ impl Monitor {
             peer_server,
             http,
             loops,
-            // Two election timeouts: one for the followers' timers to run out after the
-            // last heartbeat, one more for a split vote.
-            hand_off_within: Duration::from_millis(config.election_timeout_max_ms) * 2,
+            hand_off_within: raft::handoff::successor_within(
+                Duration::from_millis(config.election_timeout_max_ms),
+                Duration::from_millis(config.heartbeat_ms),
+            ),
         })
     }
 

@@ -19,12 +19,15 @@ use crate::proxy::Proxy;
 use crate::recorder::{Recorder, Timeline};
 use crate::{eventually, Cluster};
 
-/// The timers of a test environment: the monitors' beacon grace and the gateways' beacon
-/// interval. Tests use [`Timers::FAST`]; measurements also use the defaults.
+/// The timers of a test environment: the monitors' beacon grace and election timeouts, and
+/// the gateways' beacon interval. Tests use [`Timers::FAST`]; measurements also use the
+/// defaults.
 #[derive(Debug, Clone, Copy)]
 pub struct Timers {
     pub grace_ms: u64,
     pub beacon: Duration,
+    /// Each monitor draws its election timeout from `min..max` milliseconds.
+    pub election_ms: (u64, u64),
 }
 
 impl Timers {
@@ -32,11 +35,13 @@ impl Timers {
     pub const FAST: Timers = Timers {
         grace_ms: 1_000,
         beacon: Duration::from_millis(100),
+        election_ms: (300, 600),
     };
-    /// The shipped defaults: 500 ms beacons, 4 s grace.
+    /// The shipped defaults: 500 ms beacons, 4 s grace, 300-600 ms election timeouts.
     pub const DEFAULT: Timers = Timers {
         grace_ms: 4_000,
         beacon: Duration::from_millis(500),
+        election_ms: (300, 600),
     };
 }
 
@@ -129,7 +134,7 @@ impl Env {
         let cluster = Cluster::start_each(
             3,
             0,
-            |_| {},
+            |c| (c.election_timeout_min_ms, c.election_timeout_max_ms) = timers.election_ms,
             |id| match &partition {
                 Some(p) => Plumbing {
                     connector: p.connector(id),

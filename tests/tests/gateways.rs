@@ -293,7 +293,15 @@ async fn a_leader_restarted_at_once_keeps_the_gateways_serving() {
 /// timeout after it had gone, and a leader restarted at once took its office back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopping_leader_hands_over_before_it_goes() {
-    let mut env = Env::start_timed(&["gw1", "gw2"], Timers::DEFAULT, |_| {}).await;
+    // Every monitor's election timer close to the maximum: the slowest succession openraft
+    // allows, the followers waiting out the old leader's lease and then their own timeout
+    // (about 1.2 s and a tick after the last heartbeat). A stopping leader that waited only
+    // two election timeouts went before its successor was elected.
+    let timers = Timers {
+        election_ms: (590, 600),
+        ..Timers::DEFAULT
+    };
+    let mut env = Env::start_timed(&["gw1", "gw2"], timers, |_| {}).await;
     env.start_gateway("gw1", false).await;
     env.start_gateway("gw2", false).await;
     env.settled().await;

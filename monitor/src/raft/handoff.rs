@@ -16,6 +16,16 @@ use tracing::{info, warn};
 
 use super::{NodeId, Raft};
 
+/// How long a stopping leader waits for a successor. In openraft 0.9 a follower that has
+/// heard from a leader first waits out that leader's lease (`election_timeout_max`), then
+/// its own election timeout (at most `election_timeout_max`), checked on a tick every one
+/// and a half heartbeats; so the first campaign starts up to two election timeouts and a
+/// tick after the last heartbeat. One more election timeout covers a split vote, and one
+/// more the votes and the new leader's first append reaching this monitor on a busy host.
+pub fn successor_within(election_timeout_max: Duration, heartbeat: Duration) -> Duration {
+    election_timeout_max * 4 + heartbeat * 2
+}
+
 /// Hand the leadership of `raft` (this monitor, `id`) to another voter, waiting at most
 /// `within` for one to be elected. Nothing to do for a follower or a lone voter. Returns
 /// the new leader, if one was elected in time; either way this monitor no longer
