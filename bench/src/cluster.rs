@@ -21,6 +21,8 @@ const START_DEADLINE: Duration = Duration::from_secs(60);
 struct Proc {
     child: Child,
     data_dir: PathBuf,
+    /// Where it serves `/metrics`.
+    http: String,
     log: PathBuf,
     /// Its command line after the program, to start it again on the same store.
     args: Vec<String>,
@@ -149,6 +151,7 @@ impl Cluster {
                 Proc {
                     child,
                     data_dir,
+                    http,
                     log,
                     args,
                 },
@@ -257,6 +260,19 @@ impl Cluster {
 
     pub fn data_dir(&self, id: u64) -> Option<&Path> {
         self.procs.get(&id).map(|p| p.data_dir.as_path())
+    }
+
+    /// One gauge or counter of monitor `id`'s `/metrics` (a sample without labels), if it
+    /// serves it.
+    pub async fn metric(&self, id: u64, name: &str) -> Result<Option<f64>> {
+        let Some(p) = self.procs.get(&id) else {
+            return Ok(None);
+        };
+        let text = crate::procfs::http_get(&p.http, "/metrics").await?;
+        Ok(text.lines().find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.trim().parse::<f64>().ok()).flatten()
+        }))
     }
 
     pub fn ids(&self) -> Vec<u64> {

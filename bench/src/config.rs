@@ -1,6 +1,6 @@
 //! Flags, and the sizes each mode runs. The default run stays under 10 minutes on the
 //! project's 2-core machine; `--quick` (CI smoke) under 2 minutes in a debug build; the
-//! 10-minute soak runs only with `--soak`.
+//! soak (10 minutes unless told) runs only with `--soak`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,7 +18,8 @@ pub struct Config {
     /// Small sizes for a smoke run (under 2 minutes): proves the tool works, judges nothing.
     #[arg(long, conflicts_with = "soak")]
     pub quick: bool,
-    /// Also run the footprint soak: beacons and 10,000 admin writes for --soak-secs.
+    /// The footprint soak: 1,000 gateways beaconing and admin writes at
+    /// --soak-writes-per-minute for --soak-minutes, the data directories sampled throughout.
     #[arg(long)]
     pub soak: bool,
 
@@ -79,18 +80,30 @@ pub struct Config {
     /// Least time between two kills; kills overlap in different groups (ms).
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub spacing_ms: u64,
+    /// Gateways of the beacon scenario, in groups of 16 [default: 2,000; --quick: 200].
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_GATEWAYS as u64))]
+    pub beacon_gateways: Option<u64>,
+    /// Beacon intervals the beacon scenario steps down through, in ms [default:
+    /// 1000,500,200,100,50,25,20,15,10; --quick: 500,100].
+    #[arg(long, value_delimiter = ',', value_name = "MS,...",
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub beacon_intervals: Option<Vec<u64>>,
     /// Gateway counts of the fan-out scenario [default: 100,1000,5000; --quick: 100].
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     pub fanout_sizes: Option<Vec<usize>>,
     /// Gateway counts of the footprint scenario [default: 1000,5000; --quick: 100].
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     pub footprint_sizes: Option<Vec<usize>>,
-    /// Soak length in seconds (with --soak).
-    #[arg(long, default_value_t = 600, value_name = "S")]
-    pub soak_secs: u64,
-    /// Admin writes spread over the soak.
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
-    pub soak_writes: usize,
+    /// Soak length in minutes (with --soak).
+    #[arg(long, default_value_t = 10, value_name = "M",
+          value_parser = clap::value_parser!(u64).range(1..=1440))]
+    pub soak_minutes: u64,
+    /// Admin writes per minute through the soak, evenly spread [default: 1,000, the rate
+    /// of the first 10-minute soak; 60 is one a second].
+    #[arg(long, default_value_t = 1_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub soak_writes_per_minute: u64,
     /// Seed of the victim choice, for a repeatable sequence of kills.
     #[arg(long, default_value_t = 9, value_name = "SEED")]
     pub seed: u64,
@@ -185,6 +198,7 @@ impl Config {
             || self.fanout
             || self.commit
             || self.footprint
+            || self.soak
             || self.etcd);
         none || flag
     }
@@ -217,12 +231,16 @@ impl Config {
             } else {
                 vec![Timers::default_timers(), Timers::aggressive()]
             },
-            beacon_gateways: if q { 200 } else { 2000 },
-            beacon_intervals_ms: if q {
-                vec![500, 100]
-            } else {
-                vec![1000, 500, 200, 100, 50, 25, 20, 15, 10]
-            },
+            beacon_gateways: self
+                .beacon_gateways
+                .map_or(if q { 200 } else { 2000 }, |n| n as usize),
+            beacon_intervals_ms: self.beacon_intervals.clone().unwrap_or_else(|| {
+                if q {
+                    vec![500, 100]
+                } else {
+                    vec![1000, 500, 200, 100, 50, 25, 20, 15, 10]
+                }
+            }),
             beacon_window: Duration::from_secs(if q { 1 } else { 5 }),
             fanout_sizes: sane(self.fanout_sizes.clone().unwrap_or_else(|| {
                 if q {

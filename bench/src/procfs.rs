@@ -1,5 +1,6 @@
 //! What the bench reads of a process from `/proc`: CPU time (for CPU per 1,000 beacons/s)
-//! and resident memory, and the size of a data directory.
+//! and resident memory, the size of a data directory, and a page of a monitor's HTTP
+//! listener.
 
 use std::path::Path;
 use std::time::Duration;
@@ -101,4 +102,33 @@ impl CpuSample {
 /// This process's own pid, for the bench's CPU use.
 pub fn own_pid() -> u32 {
     std::process::id()
+}
+
+/// The body of `GET path` from a plain HTTP/1.1 listener at `addr`, within 5 s.
+pub async fn http_get(addr: &str, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let what = format!("GET http://{addr}{path}");
+    let get = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(5), get)
+        .await
+        .map_err(|_| BenchError::timeout(what.clone(), Duration::from_secs(5)))?
+        .map_err(|e| BenchError::io(what.clone(), e))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| BenchError::failed(format!("{what}: no HTTP response")))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        let status = head.lines().next().unwrap_or_default();
+        return Err(BenchError::failed(format!("{what}: {status}")));
+    }
+    Ok(body.to_owned())
 }

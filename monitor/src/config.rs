@@ -16,6 +16,7 @@ use gwmon_proto::tls::TlsFiles;
 
 use crate::fence::{FencerConfig, FencerKind, FencerSettings};
 use crate::raft::MonitorNode;
+use crate::store::StoreKind;
 
 /// Where the embedded default monitor listens; `nvme-gw` and gateways look here by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
@@ -254,6 +255,10 @@ pub struct Args {
     /// Store page cache in MiB [default: 64].
     #[arg(long, env = "GWMON_CACHE_MB")]
     pub cache_mb: Option<u64>,
+    /// The store's backend: sled or redb [default: the one the data directory holds; sled
+    /// for a new one]. A directory the other one wrote is refused.
+    #[arg(long, env = "GWMON_STORE", value_enum)]
+    pub store: Option<StoreKind>,
     /// Open connections the gRPC listener serves at once; more are closed as they arrive
     /// [default: 16384].
     #[arg(long, env = "GWMON_MAX_CONNECTIONS")]
@@ -348,6 +353,7 @@ struct FileConfig {
     snapshot_logs: Option<u64>,
     logs_kept: Option<u64>,
     cache_mb: Option<u64>,
+    store: Option<StoreKind>,
     max_connections: Option<u32>,
     liveness_tick_ms: Option<u64>,
     balance_moves: Option<u32>,
@@ -405,6 +411,8 @@ pub struct MonitorConfig {
     pub snapshot_logs: u64,
     pub logs_kept: u64,
     pub cache_mb: u64,
+    /// The store's backend; `None`: the one the data directory holds, sled for a new one.
+    pub store: Option<StoreKind>,
     /// Open connections the gRPC listener serves at once (TCP listener only).
     pub max_connections: u32,
     pub liveness_tick_ms: u64,
@@ -441,6 +449,7 @@ impl MonitorConfig {
             snapshot_logs: 5000,
             logs_kept: 1000,
             cache_mb: 64,
+            store: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             liveness_tick_ms: 250,
             balance_moves: DEFAULT_BALANCE_MOVES,
@@ -457,6 +466,7 @@ impl MonitorConfig {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let fencer = fencer(&args, &file)?;
         let listen = match (args.listen, file.listen) {
             (Some(l), _) => l,
             (None, Some(l)) => l
@@ -503,32 +513,7 @@ impl MonitorConfig {
             (None, None) => None,
         };
         let join = args.join || file.join.unwrap_or(false);
-        c.bootstrap = match (members, join) {
-            (Some(_), true) => {
-                return Err(invalid(
-                    "join",
-                    "give either --join or --initial-members, not both",
-                ))
-            }
-            (None, true) => Bootstrap::Join,
-            (None, false) => Bootstrap::Single,
-            (Some(list), false) => {
-                let mut map = BTreeMap::new();
-                for m in list {
-                    let node = MonitorNode::new(m.addr.clone(), m.peer_addr.clone());
-                    if let Some(other) = map.insert(m.id, node) {
-                        return Err(invalid(
-                            "initial_members",
-                            format!(
-                                "monitor id {} appears twice ({} and {})",
-                                m.id, other.addr, m.addr
-                            ),
-                        ));
-                    }
-                }
-                Bootstrap::Members(map)
-            }
-        };
+        c.bootstrap = bootstrap(members, join)?;
         macro_rules! pick {
             ($field:ident) => {
                 if let Some(v) = args.$field.or(file.$field) {
@@ -542,35 +527,12 @@ impl MonitorConfig {
         pick!(snapshot_logs);
         pick!(logs_kept);
         pick!(cache_mb);
+        c.store = args.store.or(file.store);
         pick!(max_connections);
         pick!(liveness_tick_ms);
         pick!(balance_moves);
         pick!(log_format);
-        let kind = args.fencer.or(file.fencer);
-        let fencer = FencerSettings {
-            kind: kind.unwrap_or_default(),
-            command: args.fencer_command.or(file.fencer_command),
-            args: args.fencer_args.or(file.fencer_args).unwrap_or_default(),
-            url: args.fencer_url.or(file.fencer_url),
-            ca: args.fencer_ca.or(file.fencer_ca),
-            token_file: args.fencer_token_file.or(file.fencer_token_file),
-            file_targets: args.fencer_file_targets.or(file.fencer_file_targets),
-            timeout: args
-                .fencer_timeout_ms
-                .or(file.fencer_timeout_ms)
-                .map_or(FencerSettings::DEFAULT_TIMEOUT, Duration::from_millis),
-            retries: args
-                .fencer_retries
-                .or(file.fencer_retries)
-                .unwrap_or(FencerSettings::DEFAULT_RETRIES),
-            backoff: args
-                .fencer_backoff_ms
-                .or(file.fencer_backoff_ms)
-                .map_or(FencerSettings::DEFAULT_BACKOFF, Duration::from_millis),
-        }
-        .resolve()
-        .map_err(|e| ConfigError::Fencer(e.to_string()))?;
-        c.fencer = kind.map(|_| fencer);
+        c.fencer = fencer;
         let tls_setting =
             if args.tls_ca.is_some() || args.tls_cert.is_some() || args.tls_key.is_some() {
                 "--tls-"
@@ -768,6 +730,68 @@ impl MonitorConfig {
     }
 }
 
+/// How a monitor starts: alone, joining, or as one of the initial members.
+fn bootstrap(members: Option<Vec<Member>>, join: bool) -> Result<Bootstrap, ConfigError> {
+    Ok(match (members, join) {
+        (Some(_), true) => {
+            return Err(invalid(
+                "join",
+                "give either --join or --initial-members, not both",
+            ))
+        }
+        (None, true) => Bootstrap::Join,
+        (None, false) => Bootstrap::Single,
+        (Some(list), false) => {
+            let mut map = BTreeMap::new();
+            for m in list {
+                let node = MonitorNode::new(m.addr.clone(), m.peer_addr.clone());
+                if let Some(other) = map.insert(m.id, node) {
+                    return Err(invalid(
+                        "initial_members",
+                        format!(
+                            "monitor id {} appears twice ({} and {})",
+                            m.id, other.addr, m.addr
+                        ),
+                    ));
+                }
+            }
+            Bootstrap::Members(map)
+        }
+    })
+}
+
+/// The fencer settings, flags over the file; `None` when no fencer kind was given.
+fn fencer(args: &Args, file: &FileConfig) -> Result<Option<FencerConfig>, ConfigError> {
+    let kind = args.fencer.or(file.fencer);
+    fn or<T: Clone>(a: &Option<T>, f: &Option<T>) -> Option<T> {
+        a.clone().or_else(|| f.clone())
+    }
+    let fencer = FencerSettings {
+        kind: kind.unwrap_or_default(),
+        command: or(&args.fencer_command, &file.fencer_command),
+        args: or(&args.fencer_args, &file.fencer_args).unwrap_or_default(),
+        url: or(&args.fencer_url, &file.fencer_url),
+        ca: or(&args.fencer_ca, &file.fencer_ca),
+        token_file: or(&args.fencer_token_file, &file.fencer_token_file),
+        file_targets: or(&args.fencer_file_targets, &file.fencer_file_targets),
+        timeout: args
+            .fencer_timeout_ms
+            .or(file.fencer_timeout_ms)
+            .map_or(FencerSettings::DEFAULT_TIMEOUT, Duration::from_millis),
+        retries: args
+            .fencer_retries
+            .or(file.fencer_retries)
+            .unwrap_or(FencerSettings::DEFAULT_RETRIES),
+        backoff: args
+            .fencer_backoff_ms
+            .or(file.fencer_backoff_ms)
+            .map_or(FencerSettings::DEFAULT_BACKOFF, Duration::from_millis),
+    }
+    .resolve()
+    .map_err(|e| ConfigError::Fencer(e.to_string()))?;
+    Ok(kind.map(|_| fencer))
+}
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -948,7 +972,7 @@ mod tests {
         let path = dir.path().join("gwmon.toml");
         std::fs::write(
             &path,
-            "node_id = 3\nlisten = \"127.0.0.1:7500\"\nheartbeat_ms = 50\ninitial_members = [\"3=127.0.0.1:7500\"]\n",
+            "node_id = 3\nlisten = \"127.0.0.1:7500\"\nheartbeat_ms = 50\ninitial_members = [\"3=127.0.0.1:7500\"]\nstore = \"redb\"\n",
         )
         .expect("write");
         let file = path.to_str().expect("utf-8 path");
@@ -956,6 +980,14 @@ mod tests {
         assert_eq!(c.node_id, 3);
         assert_eq!(c.listen.port(), 7500);
         assert_eq!(c.heartbeat_ms, 80);
+        assert_eq!(c.store, Some(StoreKind::Redb));
+        let c = parse(&["--config", file, "--store", "sled"]).expect("flag over file");
+        assert_eq!(c.store, Some(StoreKind::Sled));
+        assert_eq!(
+            parse(&[]).expect("defaults").store,
+            None,
+            "the directory's own"
+        );
 
         std::fs::write(&path, "node_idd = 3\n").expect("write");
         let err = parse(&["--config", file]).expect_err("unknown key");

@@ -37,7 +37,7 @@ use crate::raft::state_machine::AppliedEvents;
 use crate::raft::{self, NodeId, Raft};
 use crate::replica_service::ReplicaGrpc;
 use crate::session::GatewayGrpc;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{self, Store, StoreError, StoreKind};
 
 pub use crate::raft::network::MAX_MESSAGE_BYTES;
 pub use gwmon_proto::MAX_CLIENT_MESSAGE_BYTES;
@@ -241,13 +241,12 @@ impl Monitor {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store: Arc<dyn Store> = Arc::new(
-            open_store(
-                &config.data_dir.join("store"),
-                config.cache_mb.saturating_mul(1024 * 1024),
-            )
-            .await?,
-        );
+        let store = open_store(
+            config.store,
+            &config.data_dir.join("store"),
+            config.cache_mb.saturating_mul(1024 * 1024),
+        )
+        .await?;
         let tls = config
             .tls
             .as_ref()
@@ -761,16 +760,17 @@ fn tcp_server() -> tonic::transport::Server {
         .http2_max_header_list_size(crate::connections::MAX_HEADER_LIST_BYTES)
 }
 
-/// Open the store, waiting a little if its lock is still held: sled's flusher thread lets
-/// go of the directory a moment after a monitor in this process stopped. Another live
-/// process holding it is still an error, after the wait.
+/// Open the store (see [`store::open`]), waiting a little if its lock is still held:
+/// sled's flusher thread lets go of the directory a moment after a monitor in this process
+/// stopped. Another live process holding it is still an error, after the wait.
 pub(crate) async fn open_store(
+    kind: Option<StoreKind>,
     path: &std::path::Path,
     cache: u64,
-) -> Result<SledStore, StoreError> {
+) -> Result<Arc<dyn Store>, StoreError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match SledStore::open(path, cache) {
+        match store::open(kind, path, cache) {
             Err(StoreError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

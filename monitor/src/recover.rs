@@ -32,7 +32,7 @@ use crate::map::GatewayMap;
 use crate::raft::state_machine::SnapshotPayload;
 use crate::raft::{state_machine, Entry, LogId, Membership, MonitorNode, NodeId};
 use crate::replica::ReplicaRegistry;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreKind};
 
 /// What [`force_new_cluster`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +83,7 @@ pub async fn force_new_cluster(
     data_dir: &Path,
     id: NodeId,
     node: MonitorNode,
+    kind: Option<StoreKind>,
     cache_mb: u64,
 ) -> Result<Recovered, MonitorError> {
     let path = data_dir.join("store");
@@ -92,7 +93,7 @@ pub async fn force_new_cluster(
             path.display()
         )));
     }
-    let store = open(&path, cache_mb).await?;
+    let store = open(kind, &path, cache_mb).await?;
     let (mut log, mut sm, reader) = state_machine::open_storage(store.clone())
         .await
         .map_err(storage)?;
@@ -165,14 +166,18 @@ pub async fn force_new_cluster(
     })
 }
 
-async fn open(path: &Path, cache_mb: u64) -> Result<Arc<dyn Store>, MonitorError> {
-    let opened = crate::node::open_store(path, cache_mb.saturating_mul(1024 * 1024)).await;
-    Ok(Arc::new(opened.map_err(|e| match e {
+async fn open(
+    kind: Option<StoreKind>,
+    path: &Path,
+    cache_mb: u64,
+) -> Result<Arc<dyn Store>, MonitorError> {
+    let opened = crate::node::open_store(kind, path, cache_mb.saturating_mul(1024 * 1024)).await;
+    opened.map_err(|e| match e {
         StoreError::Locked { .. } => MonitorError::Recover(format!(
             "{e} (stop the monitor first: this works on a stopped one)"
         )),
         e => storage(e),
-    })?))
+    })
 }
 
 /// What [`restore`] did.
@@ -201,11 +206,13 @@ impl std::fmt::Display for Restored {
 }
 
 /// Start a one-member cluster of monitor `id` at `node` in the empty `data_dir` from
-/// `backup`, the bytes `nvme-gw cluster backup` wrote (see the module documentation).
+/// `backup`, the bytes `nvme-gw cluster backup` wrote (see the module documentation), in a
+/// store of backend `kind` (sled if `None`).
 pub async fn restore(
     data_dir: &Path,
     id: NodeId,
     node: MonitorNode,
+    kind: Option<StoreKind>,
     cache_mb: u64,
     backup: &[u8],
 ) -> Result<Restored, MonitorError> {
@@ -217,7 +224,7 @@ pub async fn restore(
     let _: ReplicaRegistry = codec::decode(&payload.registry).map_err(bad)?;
 
     let path = data_dir.join("store");
-    let store = open(&path, cache_mb).await?;
+    let store = open(kind, &path, cache_mb).await?;
     let (mut log, mut sm, _) = state_machine::open_storage(store.clone())
         .await
         .map_err(storage)?;

@@ -75,6 +75,40 @@ fn an_unusable_data_dir_is_a_clear_error_and_exit_1() {
 }
 
 #[test]
+fn a_store_of_the_other_backend_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data").join("store");
+    drop(gwmon_monitor::store::open(
+        Some(gwmon_monitor::store::StoreKind::Sled),
+        &store,
+        1 << 20,
+    ));
+    let out = gwmon(
+        &[
+            "--data-dir",
+            "data",
+            "--store",
+            "redb",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "off",
+        ],
+        dir.path(),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("written by sled") && err.contains("asks for redb"),
+        "{err}"
+    );
+    let bad = gwmon(&["--store", "rocksdb"], dir.path());
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("rocksdb"), "{}", stderr(&bad));
+}
+
+#[test]
 fn a_taken_port_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

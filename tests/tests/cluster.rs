@@ -1,11 +1,12 @@
 //! The replicated monitor: in-process clusters with real gRPC on loopback and real sled
-//! stores in temp dirs.
+//! (and redb) stores in temp dirs.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gwmon_monitor::codec;
 use gwmon_monitor::map::{Availability, Command, MapConfig};
+use gwmon_monitor::store::StoreKind;
 use gwmon_proto::domain::{
     Epoch, GatewayId, GatewayReport, GroupKey, Listener, Namespace, ReportedAvailability, Subsystem,
 };
@@ -162,6 +163,68 @@ async fn a_monitor_that_missed_many_entries_catches_up_by_snapshot() {
         "caught up through a snapshot: {snapshot:?}"
     );
     assert_eq!(encoded(&c, lagging), encoded(&c, leader));
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_on_redb_and_on_sled_replicate_snapshot_and_restart_as_one_cluster() {
+    // Monitor 1 on sled, 2 and 3 on redb: the cluster one monitor at a time into a move
+    // from one backend to the other.
+    let mut c = Cluster::start(3, 0, |cfg| {
+        cfg.snapshot_logs = 20;
+        cfg.logs_kept = 5;
+        cfg.store = Some(if cfg.node_id == 1 {
+            StoreKind::Sled
+        } else {
+            StoreKind::Redb
+        });
+    })
+    .await;
+    for id in 1..=3 {
+        let dir = c.dir.path().join(format!("m{id}")).join("store");
+        let want = if id == 1 {
+            StoreKind::Sled
+        } else {
+            StoreKind::Redb
+        };
+        assert_eq!(StoreKind::found_in(&dir), Some(want), "monitor {id}");
+    }
+    let leader = c.leader().await;
+    let lagging = (2..=3).find(|id| *id != leader).expect("a redb follower");
+    let behind = c
+        .monitor(lagging)
+        .raft()
+        .metrics()
+        .borrow()
+        .last_log_index
+        .unwrap_or(0);
+    c.stop(lagging).await;
+    let mut last = 0;
+    for i in 0..120 {
+        last = c.write(create(i)).await.log_index;
+    }
+    eventually("the leader purged its log past the stopped monitor", || {
+        let purged = c.monitor(leader).raft().metrics().borrow().purged;
+        std::future::ready(purged.map_or(0, |l| l.index) > behind)
+    })
+    .await;
+    c.restart(lagging).await;
+    c.applied_everywhere(last).await;
+    let snapshot = c.monitor(lagging).raft().metrics().borrow().snapshot;
+    assert!(
+        snapshot.is_some_and(|s| s.index > behind),
+        "the redb monitor caught up through a snapshot: {snapshot:?}"
+    );
+    let before = encoded(&c, leader);
+    c.stop_all().await;
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    c.leader().await;
+    c.applied_everywhere(last).await;
+    for id in 1..=3 {
+        assert_eq!(encoded(&c, id), before, "monitor {id} after the restart");
+    }
     c.stop_all().await;
 }
 
@@ -502,12 +565,13 @@ async fn a_survivor_recovers_the_cluster_alone_and_grows_it_back() {
         &c.dir.path().join("nowhere"),
         2,
         node.clone(),
+        None,
         8,
     )
     .await
     .expect_err("no store there");
     assert!(missing.to_string().contains("no store"), "{missing}");
-    let done = gwmon_monitor::recover::force_new_cluster(&data, 2, node, 8)
+    let done = gwmon_monitor::recover::force_new_cluster(&data, 2, node, None, 8)
         .await
         .expect("recovers");
     assert_eq!(done.removed, [1, 3].into(), "{done}");
@@ -570,11 +634,11 @@ async fn a_backup_restores_the_same_state_in_a_new_cluster() {
     r.stop(1).await;
     let data = r.dir.path().join("m1");
     let node = gwmon_monitor::raft::MonitorNode::new(r.addrs[&1].clone(), r.peer_addrs[&1].clone());
-    let bad = gwmon_monitor::recover::restore(&data, 1, node.clone(), 8, b"not a backup")
+    let bad = gwmon_monitor::recover::restore(&data, 1, node.clone(), None, 8, b"not a backup")
         .await
         .expect_err("garbage");
     assert!(bad.to_string().contains("not a gwmon backup"), "{bad}");
-    let done = gwmon_monitor::recover::restore(&data, 1, node.clone(), 8, &backup.snapshot)
+    let done = gwmon_monitor::recover::restore(&data, 1, node.clone(), None, 8, &backup.snapshot)
         .await
         .expect("restores");
     assert_eq!(done.map_epoch, backup.map_epoch, "{done}");
@@ -584,7 +648,7 @@ async fn a_backup_restores_the_same_state_in_a_new_cluster() {
     assert_eq!(encoded(&r, 1), before, "the same map");
     r.write(create(50)).await;
     r.stop(1).await;
-    let again = gwmon_monitor::recover::restore(&data, 1, node, 8, &backup.snapshot)
+    let again = gwmon_monitor::recover::restore(&data, 1, node, None, 8, &backup.snapshot)
         .await
         .expect_err("not over a monitor's store");
     assert!(again.to_string().contains("already holds"), "{again}");

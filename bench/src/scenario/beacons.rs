@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{Ctx, Setup};
 use crate::config::Timers;
 use crate::error::{BenchError, Result};
-use crate::procfs::{own_pid, CpuSample};
+use crate::procfs::{own_pid, rss_bytes, CpuSample};
 use crate::stats::{bytes, ms, rate, Summary, Table};
 
 const SUSTAINED_SHARE: f64 = 0.97;
@@ -36,6 +36,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
         "ack p99",
         "leader CPU",
         "leader CPU per 1,000/s",
+        "leader RSS",
         "bench CPU",
         "sustained",
     ]);
@@ -81,6 +82,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
             s.map_or("n/a".into(), |s| ms(s.p99)),
             format!("{:.0}% of a core", leader_cores * 100.0),
             format!("{:.1}% of a core", cpu_per_k * 100.0),
+            bytes(rss_bytes(pid)?),
             format!("{:.0}%", bench_cores * 100.0),
             if sustained {
                 "yes".into()

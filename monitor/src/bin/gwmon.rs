@@ -32,6 +32,10 @@ struct Target {
     /// Store page cache in MiB.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
     cache_mb: u64,
+    /// The store's backend (`--store` of the monitor): for `recover`, the one the directory
+    /// holds if not given; for `restore`, sled if not given.
+    #[arg(long, value_enum)]
+    store: Option<gwmon_monitor::store::StoreKind>,
 }
 
 impl Target {
@@ -127,7 +131,7 @@ where
 fn recover(args: RecoverArgs) -> ExitCode {
     let t = &args.target;
     surgery("recover", t, |node| {
-        gwmon_monitor::recover::force_new_cluster(&t.data_dir, t.node_id, node, t.cache_mb)
+        gwmon_monitor::recover::force_new_cluster(&t.data_dir, t.node_id, node, t.store, t.cache_mb)
     })
 }
 
@@ -141,7 +145,8 @@ fn restore(args: RestoreArgs) -> ExitCode {
     };
     let t = &args.target;
     surgery("restore", t, |node| async move {
-        gwmon_monitor::recover::restore(&t.data_dir, t.node_id, node, t.cache_mb, &backup).await
+        gwmon_monitor::recover::restore(&t.data_dir, t.node_id, node, t.store, t.cache_mb, &backup)
+            .await
     })
 }
 

@@ -2,7 +2,10 @@
 //!
 //! * [`Store`]: a log of byte blobs keyed by `u64` index, a few named metadata values, and an
 //!   explicit [`Store::flush`] that makes every earlier write durable.
-//! * [`sled`]: the implementation on sled 0.34.
+//! * [`sled`]: the implementation on sled 0.34 (the default).
+//! * [`redb`]: the implementation on redb (`--store redb`).
+//! * [`open`]: the one a monitor's `store` setting names, refusing a directory the other
+//!   one wrote.
 //!
 //! Why a trait of our own instead of implementing openraft's storage traits on sled directly:
 //! sled's disk growth is a known weakness, so the backend must stay swappable (redb is the
@@ -17,15 +20,88 @@
 //! writes Raft's safety depends on (vote, appended entries, snapshots) and wait for those.
 
 pub mod memory;
+pub mod redb;
 pub mod sled;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::ops::Bound;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 
 pub use self::memory::MemStore;
+pub use self::redb::RedbStore;
 pub use self::sled::SledStore;
+
+/// Which backend holds a monitor's log and snapshots (the `store` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// sled 0.34: a log-structured store.
+    #[default]
+    Sled,
+    /// redb: copy-on-write B-trees in one file.
+    Redb,
+}
+
+impl StoreKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Sled => "sled",
+            StoreKind::Redb => "redb",
+        }
+    }
+
+    /// The backend that wrote the store directory `path`, if any did.
+    pub fn found_in(path: &Path) -> Option<StoreKind> {
+        if path.join(self::redb::FILE).exists() {
+            Some(StoreKind::Redb)
+        } else if path.join(self::sled::DB_FILE).exists() {
+            Some(StoreKind::Sled)
+        } else {
+            None
+        }
+    }
+}
+
+/// Open (creating if needed) the store in directory `path`: of the backend `asked` for, or
+/// if none is, the one the directory holds (sled for a new one). A directory another backend
+/// wrote is refused: the two formats do not convert into each other in place (take a backup
+/// and restore it into a new data directory instead).
+pub fn open(
+    asked: Option<StoreKind>,
+    path: &Path,
+    cache_bytes: u64,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let found = StoreKind::found_in(path);
+    if let (Some(asked), Some(found)) = (asked, found) {
+        if asked != found {
+            return Err(StoreError::OtherBackend {
+                path: path.to_path_buf(),
+                found: found.name(),
+                asked: asked.name(),
+            });
+        }
+    }
+    Ok(match asked.or(found).unwrap_or_default() {
+        StoreKind::Sled => Arc::new(SledStore::open(path, cache_bytes)?),
+        StoreKind::Redb => Arc::new(RedbStore::open(path, cache_bytes)?),
+    })
+}
+
+/// Whether a range of log indexes holds no index at all (an inverted one included).
+pub(crate) fn is_empty_range(start: Bound<u64>, end: Bound<u64>) -> bool {
+    match (start, end) {
+        (Bound::Included(s), Bound::Included(e)) => s > e,
+        (Bound::Included(s), Bound::Excluded(e)) | (Bound::Excluded(s), Bound::Included(e)) => {
+            s >= e
+        }
+        (Bound::Excluded(s), Bound::Excluded(e)) => s >= e || s.saturating_add(1) == e,
+        _ => false,
+    }
+}
 
 /// The future returned by [`Store::flush`]. Boxed so that [`Store`] stays object safe and the
 /// Raft adapters can hold an `Arc<dyn Store>` whatever the backend; one allocation per fsync is
@@ -146,6 +222,12 @@ pub enum StoreError {
         op: &'static str,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("store {path} was written by {found}, and the store setting asks for {asked}: set store = \"{found}\", or restore a backup into a new data directory to change")]
+    OtherBackend {
+        path: PathBuf,
+        found: &'static str,
+        asked: &'static str,
     },
     #[error("store {path}: log key of {len} bytes is not an 8-byte index")]
     BadKey { path: PathBuf, len: usize },

@@ -17,7 +17,10 @@ use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-use super::{FlushFuture, MetaKey, RawEntry, Store, StoreError};
+use super::{is_empty_range, FlushFuture, MetaKey, RawEntry, Store, StoreError};
+
+/// The file sled keeps its data in, inside the store directory.
+pub const DB_FILE: &str = "db";
 
 const LOG_TREE: &[u8] = b"raft_log";
 const META_TREE: &[u8] = b"raft_meta";
@@ -107,7 +110,7 @@ fn open_error(path: &Path, e: ::sled::Error) -> StoreError {
         // sled's message carries the io::Error's debug text: say it plainly instead.
         ::sled::Error::Io(io) if io.to_string().contains(LOCK_ERROR_TEXT) => StoreError::Locked {
             path: path.to_path_buf(),
-            detail: format!("could not lock {}", path.join("db").display()),
+            detail: format!("could not lock {}", path.join(DB_FILE).display()),
         },
         other => StoreError::Open {
             path: path.to_path_buf(),
@@ -143,15 +146,7 @@ impl Store for SledStore {
 
     fn read_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<RawEntry>, StoreError> {
         // sled panics on an inverted range; an empty answer is what a reader expects.
-        let empty = match (start, end) {
-            (Bound::Included(s), Bound::Included(e)) => s > e,
-            (Bound::Included(s), Bound::Excluded(e)) | (Bound::Excluded(s), Bound::Included(e)) => {
-                s >= e
-            }
-            (Bound::Excluded(s), Bound::Excluded(e)) => s >= e || s + 1 == e,
-            _ => false,
-        };
-        if empty {
+        if is_empty_range(start, end) {
             return Ok(Vec::new());
         }
         self.log
@@ -240,164 +235,5 @@ impl Store for SledStore {
         self.db
             .size_on_disk()
             .map_err(|e| self.backend("measure size on disk", e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const CACHE: u64 = 8 * 1024 * 1024;
-
-    fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<RawEntry> {
-        range
-            .map(|i| (i, format!("entry {i}").into_bytes()))
-            .collect()
-    }
-
-    fn indexes(raw: &[RawEntry]) -> Vec<u64> {
-        raw.iter().map(|(i, _)| *i).collect()
-    }
-
-    #[test]
-    fn log_keys_sort_numerically_across_byte_boundaries() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SledStore::open(dir.path(), CACHE).expect("open");
-        store
-            .append(vec![
-                (256, b"c".to_vec()),
-                (1, b"a".to_vec()),
-                (255, b"b".to_vec()),
-            ])
-            .expect("append");
-        let all = store
-            .read_range(Bound::Unbounded, Bound::Unbounded)
-            .expect("read");
-        assert_eq!(indexes(&all), vec![1, 255, 256]);
-        assert_eq!(store.last_entry().expect("last").map(|e| e.0), Some(256));
-    }
-
-    #[test]
-    fn a_replication_batch_stops_at_its_byte_budget_but_always_holds_one_entry() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SledStore::open(dir.path(), CACHE).expect("open");
-        store
-            .append((1..=6).map(|i| (i, vec![0; 100])).collect())
-            .expect("append");
-        let read = |s, e, max| indexes(&store.read_prefix(s, e, max).expect("read"));
-        assert_eq!(read(1, 7, 250), vec![1, 2]);
-        assert_eq!(read(1, 7, 300), vec![1, 2, 3]);
-        assert_eq!(read(4, 7, usize::MAX), vec![4, 5, 6]);
-        assert_eq!(
-            read(3, 7, 10),
-            vec![3],
-            "an entry over the budget goes alone"
-        );
-        assert_eq!(read(5, 5, 1000), Vec::<u64>::new());
-        assert_eq!(read(6, 2, 1000), Vec::<u64>::new());
-        // The trait's own reading (the memory store's) agrees.
-        let whole = store
-            .read_range(Bound::Included(1), Bound::Excluded(7))
-            .expect("read");
-        assert_eq!(
-            indexes(&crate::store::within_bytes(whole, 250).collect::<Vec<_>>()),
-            vec![1, 2]
-        );
-    }
-
-    #[test]
-    fn ranges_truncate_and_purge_follow_index_bounds() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SledStore::open(dir.path(), CACHE).expect("open");
-        store.append(entries(0..=9)).expect("append");
-        let read = |s, e| indexes(&store.read_range(s, e).expect("read"));
-        assert_eq!(read(Bound::Included(3), Bound::Excluded(6)), vec![3, 4, 5]);
-        assert_eq!(read(Bound::Excluded(7), Bound::Unbounded), vec![8, 9]);
-        assert_eq!(
-            read(Bound::Included(5), Bound::Excluded(5)),
-            Vec::<u64>::new()
-        );
-        assert_eq!(
-            read(Bound::Included(6), Bound::Included(2)),
-            Vec::<u64>::new()
-        );
-
-        store.truncate_from(7).expect("truncate");
-        store.purge_upto(2).expect("purge");
-        assert_eq!(read(Bound::Unbounded, Bound::Unbounded), vec![3, 4, 5, 6]);
-        assert_eq!(store.last_entry().expect("last").map(|e| e.0), Some(6));
-        store.truncate_from(0).expect("truncate all");
-        assert_eq!(store.last_entry().expect("last"), None);
-    }
-
-    #[tokio::test]
-    async fn flushed_writes_survive_a_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let store = SledStore::open(dir.path(), CACHE).expect("open");
-            store.append(entries(1..=3)).expect("append");
-            store
-                .put_meta(MetaKey::Vote, b"vote".to_vec())
-                .expect("put");
-            store.flush().await.expect("flush");
-            assert!(store.size_on_disk().expect("size") > 0);
-        }
-        let store = open_unlocked(dir.path());
-        assert_eq!(
-            store
-                .read_range(Bound::Unbounded, Bound::Unbounded)
-                .expect("read"),
-            entries(1..=3)
-        );
-        assert_eq!(
-            store.get_meta(MetaKey::Vote).expect("get"),
-            Some(b"vote".to_vec())
-        );
-        assert_eq!(store.get_meta(MetaKey::Snapshot).expect("get"), None);
-    }
-
-    #[test]
-    fn a_second_open_of_a_live_store_is_a_lock_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let _first = SledStore::open(dir.path(), CACHE).expect("open");
-        let err = SledStore::open(dir.path(), CACHE).expect_err("second open");
-        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
-        assert!(err.to_string().contains("is locked"), "{err}");
-    }
-
-    /// Open a store whose previous handles were just dropped. sled's flusher thread lets go
-    /// of the directory a moment after the last handle is dropped, not always at the very
-    /// instant: wait for the lock, with a deadline.
-    fn open_unlocked(path: &std::path::Path) -> SledStore {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match SledStore::open(path, CACHE) {
-                Ok(s) => return s,
-                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::yield_now();
-                }
-                Err(e) => panic!("open after drop: {e}"),
-            }
-        }
-    }
-
-    #[test]
-    fn dropping_the_last_handle_releases_the_lock() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for _ in 0..20 {
-            let store = open_unlocked(dir.path());
-            store.append(entries(1..=3)).expect("append");
-            drop(store);
-        }
-    }
-
-    #[test]
-    fn a_directory_that_cannot_be_created_is_an_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("a-file");
-        std::fs::write(&file, b"x").expect("write");
-        let err = SledStore::open(&file.join("store"), CACHE).expect_err("under a file");
-        assert!(matches!(err, StoreError::CreateDir { .. }), "{err}");
-        assert!(err.to_string().contains("a-file"), "{err}");
     }
 }
