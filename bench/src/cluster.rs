@@ -1,4 +1,4 @@
-//! Three `gwmon` processes on loopback, each with its own sled store (fsync on every append
+//! Three `gwmon` processes on loopback, each with its own store (fsync on every append
 //! and vote) in a temporary directory, stopped when the cluster is dropped.
 
 use std::collections::BTreeMap;

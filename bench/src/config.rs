@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// Benchmarks of a real three-monitor gwmon cluster (separate `gwmon` processes, sled with
+/// Benchmarks of a real three-monitor gwmon cluster (separate `gwmon` processes, stores with
 /// fsync on loopback) under simulated gateways, with etcd side by side.
 ///
 /// With no scenario flag every scenario runs. Build first:
@@ -77,6 +77,10 @@ pub struct Config {
     /// Gateway counts of the failover scenario [default: 16,256,1024; --quick: 16].
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     pub failover_sizes: Option<Vec<usize>>,
+    /// Timer sets of the failover scenario [default: default,aggressive; --quick:
+    /// aggressive].
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub failover_timers: Option<Vec<TimersName>>,
     /// Least time between two kills; kills overlap in different groups (ms).
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub spacing_ms: u64,
@@ -112,6 +116,22 @@ pub struct Config {
 /// The most simulated gateways a scenario accepts (sizes outside 1..=this are ignored;
 /// failover needs at least 2).
 pub const MAX_GATEWAYS: usize = 50_000;
+
+/// A failover timer set by name, for `--failover-timers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimersName {
+    Default,
+    Aggressive,
+}
+
+impl TimersName {
+    pub fn timers(self) -> Timers {
+        match self {
+            TimersName::Default => Timers::default_timers(),
+            TimersName::Aggressive => Timers::aggressive(),
+        }
+    }
+}
 
 /// The timers of a failover configuration: the gateways' beacon interval and the monitors'
 /// Raft and liveness periods, and the map's beacon grace, set through
@@ -226,10 +246,10 @@ impl Config {
             .into_iter()
             .filter(|n| *n >= 2)
             .collect(),
-            failover_timers: if q {
-                vec![Timers::aggressive()]
-            } else {
-                vec![Timers::default_timers(), Timers::aggressive()]
+            failover_timers: match &self.failover_timers {
+                Some(names) => names.iter().map(|n| n.timers()).collect(),
+                None if q => vec![Timers::aggressive()],
+                None => vec![Timers::default_timers(), Timers::aggressive()],
             },
             beacon_gateways: self
                 .beacon_gateways

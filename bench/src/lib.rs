@@ -1,4 +1,4 @@
-//! gwmon-bench: a real three-monitor cluster (separate `gwmon` processes, sled with fsync,
+//! gwmon-bench: a real three-monitor cluster (separate `gwmon` processes, stores with fsync,
 //! loopback) under thousands of simulated gateways, and etcd side by side.
 //!
 //! * [`config`]: flags, and the sizes each mode (`--quick`, default, `--soak`) runs.

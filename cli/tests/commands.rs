@@ -1,5 +1,5 @@
 //! The real `nvme-gw` binary against an in-process cluster of three monitors (real gRPC,
-//! real sled): every command, its JSON checked against the documented shape, the plain
+//! real stores): every command, its JSON checked against the documented shape, the plain
 //! table, each error class with its exit code, and leader following.
 
 mod common;

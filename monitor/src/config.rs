@@ -255,7 +255,7 @@ pub struct Args {
     /// Store page cache in MiB [default: 64].
     #[arg(long, env = "GWMON_CACHE_MB")]
     pub cache_mb: Option<u64>,
-    /// The store's backend: sled or redb [default: the one the data directory holds; sled
+    /// The store's backend: redb or sled [default: the one the data directory holds; redb
     /// for a new one]. A directory the other one wrote is refused.
     #[arg(long, env = "GWMON_STORE", value_enum)]
     pub store: Option<StoreKind>,
@@ -411,7 +411,7 @@ pub struct MonitorConfig {
     pub snapshot_logs: u64,
     pub logs_kept: u64,
     pub cache_mb: u64,
-    /// The store's backend; `None`: the one the data directory holds, sled for a new one.
+    /// The store's backend; `None`: the one the data directory holds, redb for a new one.
     pub store: Option<StoreKind>,
     /// Open connections the gRPC listener serves at once (TCP listener only).
     pub max_connections: u32,

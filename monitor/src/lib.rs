@@ -3,7 +3,7 @@
 //! * [`map`]: the pure gateway-map engine (no I/O, no clock).
 //! * [`replica`]: the pure replica-registry engine: hosts, replicated volumes, replacements.
 //! * [`codec`]: versioned binary encodings of everything the monitor persists.
-//! * [`store`]: the narrow byte-oriented storage under Raft (sled today, swappable).
+//! * [`store`]: the narrow byte-oriented storage under Raft (redb by default, sled for older data directories).
 //! * [`raft`]: replication of the map with openraft: types, storage adapters, network.
 //! * [`core`]: proposing commands and reading the map, shared by every service.
 //! * [`liveness`]: the leader's beacon timers.

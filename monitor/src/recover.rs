@@ -207,7 +207,7 @@ impl std::fmt::Display for Restored {
 
 /// Start a one-member cluster of monitor `id` at `node` in the empty `data_dir` from
 /// `backup`, the bytes `nvme-gw cluster backup` wrote (see the module documentation), in a
-/// store of backend `kind` (sled if `None`).
+/// store of backend `kind` (redb if `None`).
 pub async fn restore(
     data_dir: &Path,
     id: NodeId,

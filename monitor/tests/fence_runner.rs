@@ -1,4 +1,4 @@
-//! The fence runner inside a real single-node monitor (Raft, sled, gRPC on `127.0.0.1:0`):
+//! The fence runner inside a real single-node monitor (Raft, a real store, gRPC on `127.0.0.1:0`):
 //! a failover issues a fence, the monitor's runner runs the configured fencer, retries it
 //! after failures and commits its completion, after which the failover target may serve.
 

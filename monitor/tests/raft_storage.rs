@@ -15,7 +15,7 @@ use gwmon_monitor::map::{Command, GatewayMap, Timestamp};
 use gwmon_monitor::raft::log_store::{encode_entry, LogStore};
 use gwmon_monitor::raft::state_machine::{open_storage, MapReader, StateMachine};
 use gwmon_monitor::raft::{Entry, Request, Response, StorageError, TypeConfig};
-use gwmon_monitor::store::{MetaKey, SledStore, Store, StoreError};
+use gwmon_monitor::store::{self, MetaKey, Store, StoreError, StoreKind};
 use gwmon_proto::domain::{Epoch, GatewayReport, ReportedAvailability};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{log_id, StoreBuilder, Suite};
@@ -23,20 +23,29 @@ use openraft::{EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder, Vot
 use tempfile::TempDir;
 
 const CACHE: u64 = 8 * 1024 * 1024;
+/// The default backend; both are checked against openraft's suite and the `Store` contract.
+const KIND: StoreKind = StoreKind::Redb;
 
-async fn open_in(path: &Path) -> (Arc<SledStore>, LogStore, StateMachine, MapReader) {
-    let store = Arc::new(SledStore::open(path, CACHE).expect("open sled store"));
+async fn open_in(path: &Path) -> (Arc<dyn Store>, LogStore, StateMachine, MapReader) {
+    open_kind(KIND, path).await
+}
+
+async fn open_kind(
+    kind: StoreKind,
+    path: &Path,
+) -> (Arc<dyn Store>, LogStore, StateMachine, MapReader) {
+    let store = store::open(Some(kind), path, CACHE).expect("open the store");
     let (log, sm, reader) = open_storage(store.clone()).await.expect("open storage");
     (store, log, sm, reader)
 }
 
 /// Opens a store whose previous handles were just dropped. sled's directory lock goes with
 /// the last `Db` clone; wait for that, with a deadline, rather than sleeping a fixed time.
-async fn open_when_unlocked(path: &Path) -> Arc<SledStore> {
+async fn open_when_unlocked(path: &Path) -> Arc<dyn Store> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match SledStore::open(path, CACHE) {
-            Ok(store) => return Arc::new(store),
+        match store::open(Some(KIND), path, CACHE) {
+            Ok(store) => return store,
             Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -45,18 +54,18 @@ async fn open_when_unlocked(path: &Path) -> Arc<SledStore> {
     }
 }
 
-async fn reopen(path: &Path) -> (Arc<SledStore>, LogStore, StateMachine, MapReader) {
+async fn reopen(path: &Path) -> (Arc<dyn Store>, LogStore, StateMachine, MapReader) {
     let store = open_when_unlocked(path).await;
     let (log, sm, reader) = open_storage(store.clone()).await.expect("open storage");
     (store, log, sm, reader)
 }
 
-struct SledBuilder;
+struct Builder(StoreKind);
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (_store, log, sm, _reader) = open_in(&dir.path().join("store")).await;
+        let (_store, log, sm, _reader) = open_kind(self.0, &dir.path().join("store")).await;
         Ok((dir, log, sm))
     }
 }
@@ -64,9 +73,16 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
 /// openraft's storage conformance suite. A plain `#[test]`: the suite builds a runtime per
 /// case, and each case gets a fresh directory from the builder.
 #[test]
+fn openraft_storage_suite_passes_on_redb() {
+    let started = Instant::now();
+    Suite::test_all(Builder(StoreKind::Redb)).expect("openraft storage suite");
+    eprintln!("openraft storage suite on redb: {:?}", started.elapsed());
+}
+
+#[test]
 fn openraft_storage_suite_passes_on_sled() {
     let started = Instant::now();
-    Suite::test_all(SledBuilder).expect("openraft storage suite");
+    Suite::test_all(Builder(StoreKind::Sled)).expect("openraft storage suite");
     eprintln!("openraft storage suite on sled: {:?}", started.elapsed());
 }
 

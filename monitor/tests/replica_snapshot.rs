@@ -16,7 +16,7 @@ use gwmon_monitor::raft::state_machine::{
 };
 use gwmon_monitor::raft::{Entry, MonitorNode, Request, TypeConfig};
 use gwmon_monitor::replica::{ReplicaCommand, ReplicaError, ReplicaRegistry};
-use gwmon_monitor::store::{MetaKey, SledStore, Store, StoreError};
+use gwmon_monitor::store::{self, MetaKey, Store, StoreError, StoreKind};
 use gwmon_proto::domain::{
     HostIdentity, HostName, Nqn, Portal, ReplicaReport, ReplicaSpec, ReplicaState, Stage,
     Transport, VolumeId, VolumeSpec,
@@ -26,19 +26,21 @@ use openraft::testing::log_id;
 use openraft::{EntryPayload, Membership, RaftSnapshotBuilder, StoredMembership};
 
 const CACHE: u64 = 8 * 1024 * 1024;
+/// The default backend; both are checked against openraft's suite and the `Store` contract.
+const KIND: StoreKind = StoreKind::Redb;
 
-async fn open_in(path: &Path) -> (Arc<SledStore>, StateMachine, MapReader) {
+async fn open_in(path: &Path) -> (Arc<dyn Store>, StateMachine, MapReader) {
     let store = open_when_unlocked(path).await;
     let (_log, sm, reader) = open_storage(store.clone()).await.expect("open storage");
     (store, sm, reader)
 }
 
 /// sled's directory lock goes with the last handle; wait for it with a deadline.
-async fn open_when_unlocked(path: &Path) -> Arc<SledStore> {
+async fn open_when_unlocked(path: &Path) -> Arc<dyn Store> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match SledStore::open(path, CACHE) {
-            Ok(store) => return Arc::new(store),
+        match store::open(Some(KIND), path, CACHE) {
+            Ok(store) => return store,
             Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

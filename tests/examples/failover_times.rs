@@ -1,5 +1,5 @@
 //! Time from killing a gateway to the new owner's handler turning its ANA group optimized,
-//! with three in-process monitors (real gRPC, real sled with fsync) and gateways running
+//! with three in-process monitors (real gRPC, real stores with fsync) and gateways running
 //! the gwmon-client library.
 //!
 //! `cargo run --release -p gwmon-tests --example failover_times -- [TRIALS]` (default 10)

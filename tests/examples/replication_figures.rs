@@ -116,7 +116,7 @@ async fn main() {
         }
     }
     println!(
-        "3 monitors on loopback, sled with fsync, {} gateways in {GROUPS} groups\n",
+        "3 monitors on loopback, real stores with fsync, {} gateways in {GROUPS} groups\n",
         GROUPS * PER_GROUP
     );
     println!("| writes | count | p50 | p99 | max | throughput |");

@@ -1,4 +1,4 @@
-//! Test clusters: several monitors in one process, each with its own sled store in a temp
+//! Test clusters: several monitors in one process, each with its own store (redb) in a temp
 //! dir and its own gRPC listener on `127.0.0.1:0`, talking real gRPC to each other.
 //!
 //! Waiting is always for a condition, with a deadline; never a fixed sleep.

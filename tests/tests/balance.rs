@@ -1,4 +1,4 @@
-//! Namespace balancing end to end: three in-process monitors (real gRPC, real sled) raise
+//! Namespace balancing end to end: three in-process monitors (real gRPC, real stores) raise
 //! the feature level by themselves and the leader moves namespaces; three gateways run the
 //! gwmon-client library with the file target, the real adapter, each on a file of its own.
 //! A sampler reads the three files as hosts would see them, each namespace served by the

@@ -1,4 +1,4 @@
-//! Gateways and monitors end to end: three in-process monitors (real gRPC, real sled),
+//! Gateways and monitors end to end: three in-process monitors (real gRPC, real stores),
 //! gateways running the gwmon-client library with a handler that timestamps every ANA
 //! change. After every scenario: no two gateways were ever optimized for one ANA group at
 //! the same time.

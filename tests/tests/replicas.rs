@@ -1,5 +1,5 @@
 //! The replica registry end to end: `ReplicaService` over real gRPC on a three-monitor
-//! cluster with sled stores, driven as a host agent and a storage backend would drive it.
+//! cluster with real stores, driven as a host agent and a storage backend would drive it.
 //!
 //! * the whole self-healing flow, stage by stage, with a monitor leader change in the
 //!   middle (the flow resumes and no stage is committed twice) and a restart of the whole

@@ -31,10 +31,10 @@ pub fn print(t: &Table) {
     println!("\n## Footprint: monitor memory and disk\n");
     println!("{t}");
     println!(
-        "Read from /proc/<pid>/status (VmRSS) and the sled directories after {} s of \
+        "Read from /proc/<pid>/status (VmRSS) and the data directories after {} s of \
          beacons at 500 ms, gateways in groups of 10, each created through the admin API \
          (one committed entry each). What bounds it: the leader holds one session task, \
-         stream and last-seen entry per gateway; followers hold only the map. sled's page \
+         stream and last-seen entry per gateway; followers hold only the map. The store's page \
          cache is capped at 64 MiB (`--cache-mb`); the disk is the Raft log since the last \
          snapshot (every 5,000 entries, 1,000 kept) plus the snapshot.",
         SETTLE.as_secs()

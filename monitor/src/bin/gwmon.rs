@@ -33,7 +33,7 @@ struct Target {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
     cache_mb: u64,
     /// The store's backend (`--store` of the monitor): for `recover`, the one the directory
-    /// holds if not given; for `restore`, sled if not given.
+    /// holds if not given; for `restore`, redb if not given.
     #[arg(long, value_enum)]
     store: Option<gwmon_monitor::store::StoreKind>,
 }

@@ -238,7 +238,7 @@ fn decode_at(index: u64, bytes: &[u8]) -> Result<Entry, StorageError> {
 
 /// The committed log id as this monitor last saved it: openraft 0.9's metrics do not carry
 /// the commit index, and readiness needs "applied up to what this monitor knows is
-/// committed". Cheap: sled keeps metadata in its cache.
+/// committed". Cheap: both stores keep metadata in their page caches.
 pub fn stored_committed(store: &dyn Store) -> Result<Option<LogId>, StoreError> {
     let Some(bytes) = store.get_meta(MetaKey::Committed)? else {
         return Ok(None);
@@ -359,7 +359,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// Durable before returning: Raft's safety rests on a node never voting twice in a term,
-    /// even across a crash, and sled alone would hold the write in memory for up to 500 ms.
+    /// even across a crash, and a store on its own may hold the write in memory (sled for up
+    /// to 500 ms).
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let bytes =
             codec::encode(vote).map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, &e))?;

@@ -2,8 +2,9 @@
 //!
 //! * [`Store`]: a log of byte blobs keyed by `u64` index, a few named metadata values, and an
 //!   explicit [`Store::flush`] that makes every earlier write durable.
-//! * [`sled`]: the implementation on sled 0.34 (the default).
-//! * [`redb`]: the implementation on redb (`--store redb`).
+//! * [`redb`]: the implementation on redb (the default for a new data directory).
+//! * [`sled`]: the implementation on sled 0.34 (`--store sled`, and the data directories
+//!   of releases before 0.3.0).
 //! * [`open`]: the one a monitor's `store` setting names, refusing a directory the other
 //!   one wrote.
 //!
@@ -39,10 +40,13 @@ pub use self::sled::SledStore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
-    /// sled 0.34: a log-structured store.
-    #[default]
+    /// sled 0.34: a log-structured store. The backend of releases before 0.3.0, kept for
+    /// their data directories.
     Sled,
-    /// redb: copy-on-write B-trees in one file.
+    /// redb: copy-on-write B-trees in one file, made durable with `fdatasync`; the default
+    /// for a new data directory, since its size holds flat where sled's grows (BENCHMARKS.md,
+    /// "Disk").
+    #[default]
     Redb,
 }
 
@@ -67,7 +71,7 @@ impl StoreKind {
 }
 
 /// Open (creating if needed) the store in directory `path`: of the backend `asked` for, or
-/// if none is, the one the directory holds (sled for a new one). A directory another backend
+/// if none is, the one the directory holds (redb for a new one). A directory another backend
 /// wrote is refused: the two formats do not convert into each other in place (take a backup
 /// and restore it into a new data directory instead).
 pub fn open(
