@@ -215,6 +215,16 @@ async fn monitors_on_redb_and_on_sled_replicate_snapshot_and_restart_as_one_clus
         snapshot.is_some_and(|s| s.index > behind),
         "the redb monitor caught up through a snapshot: {snapshot:?}"
     );
+    // The leader raises the feature level once the restarted monitor answers: a change of
+    // the map too, so wait for it before taking the map to compare with.
+    eventually("every monitor at this release's feature level", || {
+        let level = gwmon_monitor::map::features::SUPPORTED;
+        std::future::ready((1..=3).all(|id| c.map(id).features() == level))
+    })
+    .await;
+    let applied = c.monitor(leader).raft().metrics().borrow().last_applied;
+    let last = applied.map_or(last, |l| l.index);
+    c.applied_everywhere(last).await;
     let before = encoded(&c, leader);
     c.stop_all().await;
     for id in 1..=3 {

@@ -414,18 +414,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             decoded.push((entry, bytes.len()));
             raw.push((index, bytes));
         }
-        if let Err(e) = self.store.append(raw) {
-            let err = io_error(ErrorSubject::Logs, ErrorVerb::Write, &e);
-            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-            return Err(err);
-        }
+        let first = raw.first().map(|(index, _)| *index);
+        let durable = self.store.append_durable(raw);
         self.recent().appended(decoded);
-        match self.store.flush().await {
+        match durable.await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
             Err(e) => {
+                // Not in the store, so not in the window either (Raft stops on the error).
+                if let Some(first) = first {
+                    self.recent().truncated(first);
+                }
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
                 Err(io_error(ErrorSubject::Logs, ErrorVerb::Write, &e))
             }

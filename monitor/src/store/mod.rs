@@ -199,6 +199,16 @@ pub trait Store: Send + Sync + 'static {
     /// the slow part: the caller awaits it before reporting anything durable to Raft.
     fn flush(&self) -> FlushFuture<'_>;
 
+    /// [`Store::append`] then [`Store::flush`]: the entries, and every write before them,
+    /// durable when the future completes. A backend whose every commit costs a transaction
+    /// does both in one.
+    fn append_durable(&self, entries: Vec<RawEntry>) -> FlushFuture<'_> {
+        match self.append(entries) {
+            Ok(()) => self.flush(),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
     /// Bytes the store occupies on disk, to watch growth (sled's known weakness).
     fn size_on_disk(&self) -> Result<u64, StoreError>;
 }

@@ -105,6 +105,34 @@ impl RedbStore {
         tx.commit().map_err(|e| self.backend(op, e))
     }
 
+    /// One durable transaction writing `entries` (none: a flush of what earlier
+    /// transactions wrote), run on the blocking pool: it ends in an `fdatasync`.
+    fn durable(&self, op: &'static str, entries: Vec<RawEntry>) -> FlushFuture<'_> {
+        Box::pin(async move {
+            let db = self.db.clone();
+            let commit = move || -> Result<(), ::redb::Error> {
+                let mut tx = db.begin_write()?;
+                tx.set_durability(Durability::Immediate)?;
+                if !entries.is_empty() {
+                    let mut log = tx.open_table(LOG)?;
+                    for (index, bytes) in &entries {
+                        log.insert(index, bytes.as_slice())?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            };
+            match tokio::task::spawn_blocking(commit).await {
+                Ok(r) => r.map_err(|e| self.backend(op, e)),
+                Err(e) => Err(StoreError::Backend {
+                    path: self.path.clone(),
+                    op,
+                    source: Box::new(e),
+                }),
+            }
+        })
+    }
+
     fn log_table(
         &self,
         op: &'static str,
@@ -215,24 +243,11 @@ impl Store for RedbStore {
     }
 
     fn flush(&self) -> FlushFuture<'_> {
-        Box::pin(async move {
-            let db = self.db.clone();
-            let path = self.path.clone();
-            let durable = move || -> Result<(), ::redb::Error> {
-                let mut tx = db.begin_write()?;
-                tx.set_durability(Durability::Immediate)?;
-                tx.commit()?;
-                Ok(())
-            };
-            match tokio::task::spawn_blocking(durable).await {
-                Ok(r) => r.map_err(|e| self.backend("flush to disk", e)),
-                Err(e) => Err(StoreError::Backend {
-                    path,
-                    op: "flush to disk",
-                    source: Box::new(e),
-                }),
-            }
-        })
+        self.durable("flush to disk", Vec::new())
+    }
+
+    fn append_durable(&self, entries: Vec<RawEntry>) -> FlushFuture<'_> {
+        self.durable("append log entries", entries)
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {

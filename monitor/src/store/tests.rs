@@ -155,6 +155,10 @@ async fn flushed_writes_survive_a_reopen() {
                 .put_meta(MetaKey::Snapshot, vec![7; 3 << 20])
                 .expect("put a large value");
             store.flush().await.expect("flush");
+            store
+                .append_durable(entries(4..=5))
+                .await
+                .expect("append durably");
             assert!(store.size_on_disk().expect("size") > 3 << 20, "{kind:?}");
         }
         // Which backend wrote it is read from the directory.
@@ -164,7 +168,7 @@ async fn flushed_writes_survive_a_reopen() {
             store
                 .read_range(Bound::Unbounded, Bound::Unbounded)
                 .expect("read"),
-            entries(1..=3),
+            entries(1..=5),
             "{kind:?}"
         );
         assert_eq!(
