@@ -119,15 +119,10 @@ async fn a_whole_cluster_restart_yields_the_identical_map() {
     c.stop_all().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_monitor_that_missed_many_entries_catches_up_by_snapshot() {
-    let mut c = Cluster::start(3, 0, |cfg| {
-        cfg.snapshot_logs = 20;
-        cfg.logs_kept = 5;
-    })
-    .await;
-    let leader = c.leader().await;
-    let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
+/// Stop `lagging`, write until the leader has purged its log past it (snapshots every 20
+/// entries), start it again and wait until it has applied everything, through a snapshot.
+/// Returns the last index written.
+async fn catch_up_by_snapshot(c: &mut Cluster, leader: u64, lagging: u64) -> u64 {
     let behind = c
         .monitor(lagging)
         .raft()
@@ -141,27 +136,31 @@ async fn a_monitor_that_missed_many_entries_catches_up_by_snapshot() {
         last = c.write(create(i)).await.log_index;
     }
     // Purging follows the snapshot in the background.
-    eventually(
-        "the leader purged its log past what the lagging monitor has",
-        || {
-            let purged = c
-                .monitor(leader)
-                .raft()
-                .metrics()
-                .borrow()
-                .purged
-                .map_or(0, |l| l.index);
-            std::future::ready(purged > behind)
-        },
-    )
+    eventually("the leader purged its log past the stopped monitor", || {
+        let purged = c.monitor(leader).raft().metrics().borrow().purged;
+        std::future::ready(purged.map_or(0, |l| l.index) > behind)
+    })
     .await;
     c.restart(lagging).await;
     c.applied_everywhere(last).await;
     let snapshot = c.monitor(lagging).raft().metrics().borrow().snapshot;
     assert!(
         snapshot.is_some_and(|s| s.index > behind),
-        "caught up through a snapshot: {snapshot:?}"
+        "monitor {lagging} caught up through a snapshot: {snapshot:?}"
     );
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_that_missed_many_entries_catches_up_by_snapshot() {
+    let mut c = Cluster::start(3, 0, |cfg| {
+        cfg.snapshot_logs = 20;
+        cfg.logs_kept = 5;
+    })
+    .await;
+    let leader = c.leader().await;
+    let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
+    catch_up_by_snapshot(&mut c, leader, lagging).await;
     assert_eq!(encoded(&c, lagging), encoded(&c, leader));
     c.stop_all().await;
 }
@@ -191,30 +190,7 @@ async fn monitors_on_redb_and_on_sled_replicate_snapshot_and_restart_as_one_clus
     }
     let leader = c.leader().await;
     let lagging = (2..=3).find(|id| *id != leader).expect("a redb follower");
-    let behind = c
-        .monitor(lagging)
-        .raft()
-        .metrics()
-        .borrow()
-        .last_log_index
-        .unwrap_or(0);
-    c.stop(lagging).await;
-    let mut last = 0;
-    for i in 0..120 {
-        last = c.write(create(i)).await.log_index;
-    }
-    eventually("the leader purged its log past the stopped monitor", || {
-        let purged = c.monitor(leader).raft().metrics().borrow().purged;
-        std::future::ready(purged.map_or(0, |l| l.index) > behind)
-    })
-    .await;
-    c.restart(lagging).await;
-    c.applied_everywhere(last).await;
-    let snapshot = c.monitor(lagging).raft().metrics().borrow().snapshot;
-    assert!(
-        snapshot.is_some_and(|s| s.index > behind),
-        "the redb monitor caught up through a snapshot: {snapshot:?}"
-    );
+    let last = catch_up_by_snapshot(&mut c, leader, lagging).await;
     // The leader raises the feature level once the restarted monitor answers: a change of
     // the map too, so wait for it before taking the map to compare with.
     eventually("every monitor at this release's feature level", || {
