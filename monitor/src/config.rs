@@ -34,6 +34,9 @@ pub const BALANCE_MOVES: std::ops::RangeInclusive<u32> = 0..=1024;
 pub const DEFAULT_BALANCE_MOVES: u32 = 32;
 
 /// The range `max_connections` is checked against.
+/// The store's page cache, in MiB (the same range `gwmon recover` and `restore` take).
+pub const CACHE_MB: std::ops::RangeInclusive<u64> = 1..=65_536;
+
 pub const MAX_CONNECTIONS: std::ops::RangeInclusive<u32> = 1..=1_000_000;
 
 /// The `http_listen` setting: an address, or `off` for no HTTP listener at all.
@@ -663,6 +666,25 @@ impl MonitorConfig {
                 "must be more than election_timeout_min_ms",
             ));
         }
+        self.check_ranges()?;
+        if self.http_tls && self.tls.is_none() {
+            return Err(invalid(
+                "http_tls",
+                "needs tls_ca, tls_cert and tls_key: HTTP is served with the monitor's certificate",
+            ));
+        }
+        if self.tls.is_none() && !self.insecure {
+            for addr in [self.listen, peer_listen] {
+                if !addr.ip().is_loopback() {
+                    return Err(ConfigError::Insecure(addr));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The numeric settings that have a range of their own.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
         if self.snapshot_logs == 0 {
             return Err(invalid("snapshot_logs", "must be more than 0"));
         }
@@ -690,18 +712,16 @@ impl MonitorConfig {
                 ),
             ));
         }
-        if self.http_tls && self.tls.is_none() {
+        if !CACHE_MB.contains(&self.cache_mb) {
             return Err(invalid(
-                "http_tls",
-                "needs tls_ca, tls_cert and tls_key: HTTP is served with the monitor's certificate",
+                "cache_mb",
+                format!(
+                    "{} is out of range: it must be {} to {} (MiB)",
+                    self.cache_mb,
+                    CACHE_MB.start(),
+                    CACHE_MB.end()
+                ),
             ));
-        }
-        if self.tls.is_none() && !self.insecure {
-            for addr in [self.listen, peer_listen] {
-                if !addr.ip().is_loopback() {
-                    return Err(ConfigError::Insecure(addr));
-                }
-            }
         }
         Ok(())
     }
@@ -1053,5 +1073,18 @@ mod tests {
         assert!(err.contains("election_timeout_min_ms"), "{err}");
         let err = parse(&["--election-timeout-max-ms", "100"]).expect_err("max below min");
         assert!(err.contains("election_timeout_max_ms"), "{err}");
+        for bad in ["0", "65537"] {
+            let err = parse(&["--cache-mb", bad]).expect_err("cache out of range");
+            assert!(
+                err.contains("cache_mb") && err.contains("1 to 65536"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            parse(&["--cache-mb", "65536"])
+                .expect("top of the range")
+                .cache_mb,
+            65_536
+        );
     }
 }
