@@ -11,7 +11,7 @@ use openraft::ServerState;
 use crate::raft::MonitorNode;
 use tokio::time::Instant;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, MapClock};
 use crate::error::MonitorError;
 use crate::events::EventLog;
 use crate::map::{Command, GatewayMap, Timestamp};
@@ -50,6 +50,7 @@ struct Inner {
     raft: Raft,
     reader: MapReader,
     clock: Arc<dyn Clock>,
+    stamps: MapClock,
     telemetry: Telemetry,
     events: EventLog,
     contact: Arc<QuorumContact>,
@@ -62,12 +63,6 @@ struct Inner {
 /// election timeout on the followers'. A tenth covers rates 10% apart, far beyond what
 /// NTP-disciplined or even free-running quartz clocks drift over seconds.
 pub const CLOCK_RATE_MARGIN_DIVISOR: u32 = 10;
-
-/// How fast the map's time may run ahead of the monotonic time elapsed on the leader, to
-/// catch up with the wall clock after the whole cluster was down: twice real time, so an
-/// outage of an hour is caught up in an hour, while a leader whose wall clock jumped hours
-/// ahead can move the map's time only that much faster than real time.
-pub const MAP_TIME_CATCH_UP: u32 = 2;
 
 /// This monitor's leadership as a quorum last confirmed it (see [`Core::lease`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +120,7 @@ impl Core {
                 raft,
                 reader,
                 clock,
+                stamps: MapClock::default(),
                 telemetry: Telemetry::default(),
                 events,
                 contact,
@@ -198,23 +194,12 @@ impl Core {
     }
 
     /// The time to stamp on a command proposed now: the wall clock, kept within what the
-    /// monotonic clock allows since the latest command this monitor applied. It never runs
-    /// slower than real time (a wall clock set back cannot freeze timers) and never faster
-    /// than [`MAP_TIME_CATCH_UP`] times real time (a wall clock set hours ahead cannot
-    /// expire fences or close windows early). Before any command there is nothing to
-    /// bound it by.
+    /// monotonic clock allows since the latest command applied here and the latest stamp
+    /// handed out (see [`MapClock`]).
     pub fn now(&self) -> Timestamp {
         let wall = self.inner.clock.now();
-        let anchor = self.inner.reader.time_anchor();
-        if anchor.time == Timestamp::ZERO {
-            return wall;
-        }
-        let elapsed = u64::try_from(anchor.at.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let slowest = anchor.time.after(elapsed);
-        let fastest = anchor
-            .time
-            .after(elapsed.saturating_mul(u64::from(MAP_TIME_CATCH_UP)));
-        wall.clamp(slowest, fastest)
+        let applied = self.inner.reader.time_anchor();
+        self.inner.stamps.stamp(wall, applied, Instant::now())
     }
 
     pub fn id(&self) -> NodeId {

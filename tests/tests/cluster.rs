@@ -1209,6 +1209,54 @@ async fn concurrent_writes_are_committed_together_each_with_its_own_outcome() {
     c.stop_all().await;
 }
 
+/// Under a steady stream of commits the map's time stays on the wall clock. Before the
+/// fix a stamp was bounded only by the latest command applied: taken while earlier
+/// commands were still committing, it lost their latency again, and the map's time (so
+/// every failback delay, fence wait and skip window) fell behind by about as long as the
+/// stream ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_maps_time_keeps_up_with_the_wall_clock_under_steady_commits() {
+    let mut c = Cluster::start(3, 0, |_| {}).await;
+    c.write(Command::TimerTick).await;
+    let leader = c.leader().await;
+    let core = c.monitor(leader).core.clone();
+    let wall = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let core = core.clone();
+        writers.spawn(async move {
+            let mut writes = 0u64;
+            while tokio::time::Instant::now() < until {
+                core.propose(Command::TimerTick).await.expect("a tick");
+                writes += 1;
+            }
+            writes
+        });
+    }
+    let mut writes = 0;
+    let mut lag = 0;
+    while tokio::time::Instant::now() < until {
+        // The latest stamp applied: the wall is ahead of it by about one commit's latency.
+        let applied = core.reader().time_anchor().time;
+        lag = lag.max(wall().saturating_sub(applied.as_millis()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while let Some(done) = writers.join_next().await {
+        writes += done.expect("a writer");
+    }
+    assert!(writes > 100, "only {writes} commits in 3 s");
+    assert!(
+        lag < 300,
+        "the map's time fell {lag} ms behind the wall clock over {writes} commits"
+    );
+    c.stop_all().await;
+}
+
 /// Below the batched-writes level (a monitor of the previous release in the cluster) every
 /// command is an entry of its own, which that release can read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

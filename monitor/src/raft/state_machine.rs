@@ -35,6 +35,7 @@ use super::{
     upgrade_stored_membership, Applied, Entry, LogId, MonitorNode, NodeId, Request, Response,
     StorageError, StoredMembership, TypeConfig,
 };
+use crate::clock::TimeAnchor;
 use crate::codec::{self, Versioned};
 use crate::map::{Event, GatewayMap, MapError, Timestamp};
 use crate::replica::ReplicaRegistry;
@@ -178,25 +179,17 @@ struct AppliedState {
 }
 
 /// The latest command time this monitor applied, and when (on its monotonic clock).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeAnchor {
-    pub time: Timestamp,
-    pub at: Instant,
+fn anchor_now(time: Timestamp) -> TimeAnchor {
+    TimeAnchor {
+        time,
+        at: Instant::now(),
+    }
 }
 
-impl TimeAnchor {
-    fn new(time: Timestamp) -> Self {
-        TimeAnchor {
-            time,
-            at: Instant::now(),
-        }
-    }
-
-    /// A command stamped `time` was applied just now.
-    fn advance(&mut self, time: Timestamp) {
-        if time >= self.time {
-            *self = TimeAnchor::new(time);
-        }
+/// A command stamped `time` was applied just now.
+fn advance(anchor: &mut TimeAnchor, time: Timestamp) {
+    if time >= anchor.time {
+        *anchor = anchor_now(time);
     }
 }
 
@@ -209,7 +202,7 @@ impl AppliedState {
             registry: ReplicaRegistry::default(),
             last_applied: None,
             membership: StoredMembership::default(),
-            anchor: TimeAnchor::new(Timestamp::ZERO),
+            anchor: anchor_now(Timestamp::ZERO),
         }
     }
 
@@ -241,7 +234,7 @@ impl AppliedState {
             });
         }
         Ok(AppliedState {
-            anchor: TimeAnchor::new(map.time()),
+            anchor: anchor_now(map.time()),
             map,
             registry,
             last_applied: payload.last_applied,
@@ -293,7 +286,7 @@ impl AppliedState {
                 };
             }
             Request::Leader { now, term, cmd } => {
-                self.anchor.advance(now);
+                advance(&mut self.anchor, now);
                 let appended = log_id.leader_id.term;
                 let outcome = if appended == term
                     || gwmon_proto::mutation::active(
@@ -312,7 +305,7 @@ impl AppliedState {
                 (now, outcome, None)
             }
             Request::Map { now, cmd } => {
-                self.anchor.advance(now);
+                advance(&mut self.anchor, now);
                 let outcome = self.map.apply(&cmd, now);
                 if outcome.as_ref().is_ok_and(|a| a.changed) {
                     effects.touched.add(cmd.key());
@@ -320,7 +313,7 @@ impl AppliedState {
                 (now, outcome, None)
             }
             Request::Replica { now, cmd } => {
-                self.anchor.advance(now);
+                advance(&mut self.anchor, now);
                 let replica = Some(self.registry.apply(&cmd, now));
                 (
                     now,
