@@ -2,7 +2,7 @@
 //! future simulation can drive time.
 
 use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
@@ -43,12 +43,14 @@ pub struct TimeAnchor {
 
 impl TimeAnchor {
     /// The range `wall` is kept in at `now`: no slower than real time since this anchor
-    /// and no faster than [`MAP_TIME_CATCH_UP`] times it.
+    /// and no faster than [`MAP_TIME_CATCH_UP`] times it. The wall clock reads whole
+    /// milliseconds and the anchor may have been taken up to one into its time, so the
+    /// upper bound allows one more.
     fn bounds(&self, now: Instant) -> (Timestamp, Timestamp) {
-        let elapsed =
-            u64::try_from(now.saturating_duration_since(self.at).as_millis()).unwrap_or(u64::MAX);
-        let fastest = elapsed.saturating_mul(u64::from(MAP_TIME_CATCH_UP));
-        (self.time.after(elapsed), self.time.after(fastest))
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let elapsed = now.saturating_duration_since(self.at);
+        let fastest = ms(elapsed.saturating_mul(MAP_TIME_CATCH_UP)).saturating_add(1);
+        (self.time.after(ms(elapsed)), self.time.after(fastest))
     }
 }
 
@@ -81,7 +83,14 @@ impl MapClock {
             .reduce(|(s1, f1), (s2, f2)| (s1.max(s2), f1.max(f2)));
         // Each anchor's lower bound is at most its upper bound, so the larger of each is too.
         let time = bounds.map_or(wall, |(slowest, fastest)| wall.clamp(slowest, fastest));
-        *stamped = Some(TimeAnchor { time, at: now });
+        // Only a stamp that is the wall clock's reading and a later millisecond anchors the
+        // next; the anchor keeps the first instant its time was seen. Bounds are counted
+        // in whole milliseconds, so re-anchoring on a clamped stamp, or on the same
+        // millisecond later, would drop the fraction every time, and stamps a few hundred
+        // microseconds apart would hold the map's time still.
+        if time == wall && stamped.is_none_or(|s| time > s.time) {
+            *stamped = Some(TimeAnchor { time, at: now });
+        }
         time
     }
 }
@@ -89,7 +98,6 @@ impl MapClock {
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
-    use std::time::Duration;
 
     use super::*;
 
@@ -112,32 +120,43 @@ mod tests {
         assert_eq!(clock.stamp(wall, none(t0), t0), wall);
     }
 
-    /// The interleaving that made the map's time lag: a command is stamped every
-    /// millisecond and each applies 20 ms after its stamp, so the latest applied command is
-    /// always 20 ms old when the next is stamped. Every stamp must still read the wall.
-    #[test]
-    fn a_steady_stream_of_commits_keeps_stamps_on_the_wall_clock() {
+    /// Commands stamped every `step_us` microseconds, each applied `latency_ms` after its
+    /// stamp, on a wall clock that reads whole milliseconds: every stamp must read the wall.
+    fn steady_stream(step_us: u64, latency_ms: u64) {
         let clock = MapClock::default();
         let t0 = Instant::now();
         let wall0 = 1_000_000;
-        let latency = 20;
-        let mut in_flight: VecDeque<(u64, Timestamp)> = VecDeque::new();
+        let mut in_flight: VecDeque<(Duration, Timestamp)> = VecDeque::new();
         let mut applied = none(t0);
-        for tick in 0..5_000u64 {
-            let now = t0 + Duration::from_millis(tick);
-            while in_flight.front().is_some_and(|(due, _)| *due <= tick) {
+        for tick in 0..20_000u64 {
+            let elapsed = Duration::from_micros(tick * step_us);
+            while in_flight.front().is_some_and(|(due, _)| *due <= elapsed) {
                 if let Some((due, time)) = in_flight.pop_front() {
-                    applied = TimeAnchor {
-                        time,
-                        at: t0 + Duration::from_millis(due),
-                    };
+                    applied = TimeAnchor { time, at: t0 + due };
                 }
             }
-            let wall = Timestamp::from_millis(wall0 + tick);
-            let stamp = clock.stamp(wall, applied, now);
-            assert_eq!(ms(stamp), wall0 + tick, "stamp {tick} lags the wall clock");
-            in_flight.push_back((tick + latency, stamp));
+            let wall = wall0 + tick * step_us / 1_000;
+            let stamp = clock.stamp(Timestamp::from_millis(wall), applied, t0 + elapsed);
+            assert_eq!(ms(stamp), wall, "stamp {tick} lags the wall clock");
+            in_flight.push_back((elapsed + Duration::from_millis(latency_ms), stamp));
         }
+    }
+
+    /// The interleaving that made the map's time lag: a command is stamped every
+    /// millisecond and each applies 20 ms after its stamp, so the latest applied command is
+    /// always 20 ms old when the next is stamped.
+    #[test]
+    fn a_steady_stream_of_commits_keeps_stamps_on_the_wall_clock() {
+        steady_stream(1_000, 20);
+    }
+
+    /// Stamps a few hundred microseconds apart, as 5,000 gateways' confirmations are: a
+    /// stamp clamped to the millisecond must not anchor the next, or the fractions dropped
+    /// each time hold the map's time still.
+    #[test]
+    fn stamps_less_than_a_millisecond_apart_keep_up_with_the_wall_clock() {
+        steady_stream(250, 20);
+        steady_stream(30, 5);
     }
 
     #[test]
@@ -150,10 +169,9 @@ mod tests {
         for step in 1..=100u64 {
             let now = t0 + Duration::from_millis(step * 10);
             let stamp = clock.stamp(ahead, none(t0), now);
-            assert_eq!(
-                ms(stamp),
-                ms(start) + step * 10 * u64::from(MAP_TIME_CATCH_UP)
-            );
+            // Twice the time since the anchor, and the millisecond the wall clock rounds off.
+            let bound = ms(start) + step * 10 * u64::from(MAP_TIME_CATCH_UP) + 1;
+            assert_eq!(ms(stamp), bound);
             assert!(stamp > previous);
             previous = stamp;
         }

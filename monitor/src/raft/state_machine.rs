@@ -186,9 +186,10 @@ fn anchor_now(time: Timestamp) -> TimeAnchor {
     }
 }
 
-/// A command stamped `time` was applied just now.
+/// A command stamped `time` was applied just now. A command of the same time keeps the
+/// earlier instant: bounds count from the first moment that time was known.
 fn advance(anchor: &mut TimeAnchor, time: Timestamp) {
-    if time >= anchor.time {
+    if time > anchor.time {
         *anchor = anchor_now(time);
     }
 }
