@@ -2,13 +2,14 @@
 //! replicated map, with leader forwarding expressed as one error.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::ServerState;
 
 use crate::raft::MonitorNode;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::clock::{Clock, MapClock};
@@ -51,6 +52,7 @@ struct Inner {
     reader: MapReader,
     clock: Arc<dyn Clock>,
     stamps: MapClock,
+    leadership: watch::Receiver<Leadership>,
     telemetry: Telemetry,
     events: EventLog,
     contact: Arc<QuorumContact>,
@@ -63,6 +65,49 @@ struct Inner {
 /// election timeout on the followers'. A tenth covers rates 10% apart, far beyond what
 /// NTP-disciplined or even free-running quartz clocks drift over seconds.
 pub const CLOCK_RATE_MARGIN_DIVISOR: u32 = 10;
+
+/// Whether this monitor leads, in which term, and whether it still has the quorum contact
+/// its gateway sessions need (see [`Core::contact_deadline`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    pub term: u64,
+    pub leading: bool,
+    pub in_contact: bool,
+}
+
+/// Publishes [`Leadership`] when it changes: looked at on every change of Raft's metrics
+/// and at the contact deadline, by this one task rather than by every gateway session.
+/// Ends (closing the channel) when Raft shuts down or the monitor's [`Core`] is gone.
+async fn follow_leadership(
+    core: Weak<Inner>,
+    mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, MonitorNode>>,
+    leads: watch::Sender<Leadership>,
+) {
+    loop {
+        let Some(inner) = core.upgrade() else {
+            return;
+        };
+        let core = Core { inner };
+        let now = core.leadership_now();
+        leads.send_if_modified(|l| std::mem::replace(l, now) != now);
+        let deadline = (now.leading && now.in_contact).then(|| core.contact_deadline());
+        drop(core);
+        tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+            () = leads.closed() => return,
+        }
+    }
+}
 
 /// This monitor's leadership as a quorum last confirmed it (see [`Core::lease`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,20 +159,34 @@ impl Core {
     ) -> Self {
         let lease_span = election_timeout_min - election_timeout_min / CLOCK_RATE_MARGIN_DIVISOR;
         let proposer = Proposer::start(raft.clone(), reader.clone());
-        Core {
+        let unknown = Leadership {
+            term: 0,
+            leading: false,
+            in_contact: false,
+        };
+        let (leads, leadership) = watch::channel(unknown);
+        let metrics = raft.metrics();
+        let core = Core {
             inner: Arc::new(Inner {
                 id,
                 raft,
                 reader,
                 clock,
                 stamps: MapClock::default(),
+                leadership,
                 telemetry: Telemetry::default(),
                 events,
                 contact,
                 lease_span,
                 proposer,
             }),
-        }
+        };
+        tokio::spawn(follow_leadership(
+            Arc::downgrade(&core.inner),
+            metrics,
+            leads,
+        ));
+        core
     }
 
     /// This monitor's leadership as far as a quorum has confirmed it, or `None` if it is
@@ -234,6 +293,45 @@ impl Core {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.inner.id)
+    }
+
+    /// A receiver that changes when this monitor becomes or stops being the leader, the
+    /// term changes, or it gains or loses the quorum contact gateway sessions need, and
+    /// errors once Raft has shut down. Raft's own metrics change on every append; a
+    /// gateway session waits on this instead, so thousands of sessions are not woken by
+    /// every commit, nor each by a timer of its own.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.inner.leadership.clone()
+    }
+
+    fn leadership_now(&self) -> Leadership {
+        let (term, leading) = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow();
+            let leading = m.state == ServerState::Leader && m.current_leader == Some(self.inner.id);
+            (m.current_term, leading)
+        };
+        Leadership {
+            term,
+            leading,
+            in_contact: leading && self.contact_deadline() > Instant::now(),
+        }
+    }
+
+    /// Until when a gateway session may stay open here: the latest quorum contact plus
+    /// half the grace, as a gateway's lease can last no longer; now if this monitor holds
+    /// no lease. A monitor past it may have been deposed, so its sessions close and their
+    /// gateways look for the leader.
+    pub fn contact_deadline(&self) -> Instant {
+        let now = Instant::now();
+        let Some(lease) = self.lease() else {
+            return now;
+        };
+        let grace = self
+            .inner
+            .reader
+            .read(|m| Duration::from_millis(m.config().beacon_grace_ms));
+        lease.quorum_at + grace / 2
     }
 
     /// The leader's advertised address, if one is known.

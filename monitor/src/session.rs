@@ -203,23 +203,12 @@ impl Session {
         let _open = self.core.telemetry().session_opened();
         // Only this gateway's group's changes (and changes of every group) concern it.
         let mut changes = self.core.reader().group_changes(&self.key);
-        let mut leadership = self.core.raft().metrics();
+        let mut leadership = self.core.leadership();
         if let Next::End = self.push_slice().await {
             return;
         }
         loop {
-            // When acks would stop for want of quorum contact: the session is closed then,
-            // so the gateway looks for the monitor that leads now.
-            let recheck = self.lease_recheck();
             let next = tokio::select! {
-                () = tokio::time::sleep_until(recheck) => {
-                    if self.lease_recheck() <= tokio::time::Instant::now() {
-                        info!("no quorum contact: closing the session so the gateway finds the leader");
-                        self.refuse(self.core.not_confirmed().into()).await
-                    } else {
-                        Next::Continue
-                    }
-                }
                 () = stop.cancelled() => {
                     self.refuse(Status::unavailable("monitor shutting down")).await
                 }
@@ -235,13 +224,22 @@ impl Session {
                 },
                 () = changes.changed() => Box::pin(self.push_slice()).await,
                 changed = leadership.changed() => match changed {
-                    Ok(()) if !self.core.is_leader() => {
-                        self.refuse(MonitorError::NotLeader {
-                            leader: self.core.leader_addr(),
-                        }.into()).await
-                    }
-                    Ok(()) => Next::Continue,
                     Err(_) => Next::End,
+                    Ok(()) => {
+                        let now = *leadership.borrow_and_update();
+                        if !now.leading {
+                            self.refuse(MonitorError::NotLeader {
+                                leader: self.core.leader_addr(),
+                            }.into()).await
+                        } else if !now.in_contact {
+                            // Acks would stop for want of quorum contact: closing the
+                            // session sends the gateway to the monitor that leads now.
+                            info!("no quorum contact: closing the session so the gateway finds the leader");
+                            self.refuse(self.core.not_confirmed().into()).await
+                        } else {
+                            Next::Continue
+                        }
+                    }
                 },
             };
             if let Next::End = next {
@@ -249,20 +247,6 @@ impl Session {
                 return;
             }
         }
-    }
-
-    /// When this leader can no longer grant a lease without new quorum contact (now, if it
-    /// cannot already).
-    fn lease_recheck(&self) -> tokio::time::Instant {
-        let now = tokio::time::Instant::now();
-        let Some(lease) = self.core.lease() else {
-            return now;
-        };
-        let grace = self
-            .core
-            .reader()
-            .read(|m| Duration::from_millis(m.config().beacon_grace_ms));
-        lease.quorum_at + grace / 2
     }
 
     /// Tell the gateway why its session ends, and end it.
@@ -373,7 +357,7 @@ impl Session {
         let woke = tokio::time::Instant::now();
         // A monitor that has lost quorum contact may have been deposed: its map may be
         // older than what the gateway serves under a newer leader's lease.
-        if self.lease_recheck() <= woke
+        if self.core.contact_deadline() <= woke
             && !gwmon_proto::mutation::active(gwmon_proto::mutation::Mutation::StaleSliceUnderLease)
         {
             info!("no quorum contact: closing the session so the gateway finds the leader");
