@@ -633,12 +633,29 @@ pub fn group_view(map: &GatewayMap, key: &GroupKey, g: &GroupState) -> v1::Group
 
 /// Warnings an operator should see, as Ceph raises them and a few more.
 pub fn health_checks(map: &GatewayMap, now: Timestamp) -> Vec<v1::HealthCheck> {
-    let warn = |code: &str, message: String| v1::HealthCheck {
-        code: code.to_owned(),
-        severity: v1::Severity::Warning.into(),
-        message,
-    };
     let config = map.config();
+    let mut checks = config_checks(config);
+    for (k, g) in map.groups() {
+        gateway_checks(k, g, config, now, &mut checks);
+        group_checks(k, g, config, now, &mut checks);
+    }
+    checks
+}
+
+fn check(severity: v1::Severity, code: &str, message: String) -> v1::HealthCheck {
+    v1::HealthCheck {
+        code: code.to_owned(),
+        severity: severity.into(),
+        message,
+    }
+}
+
+fn warn(code: &str, message: String) -> v1::HealthCheck {
+    check(v1::Severity::Warning, code, message)
+}
+
+/// Settings out of range or at odds with each other.
+fn config_checks(config: &MapConfig) -> Vec<v1::HealthCheck> {
     let mut checks = Vec::new();
     // A map written by an older monitor may hold values the ranges now refuse; the map
     // keeps working with them, but the operator should set them back in range.
@@ -654,97 +671,112 @@ pub fn health_checks(map: &GatewayMap, now: Timestamp) -> Vec<v1::HealthCheck> {
             ),
         ));
     }
-    for (k, g) in map.groups() {
-        let live = g
-            .gateways
-            .values()
-            .filter(|gw| gw.availability != Availability::Deleting)
-            .count();
-        if live == 1 {
+    checks
+}
+
+/// A group without a second gateway, and gateways down, flapping or stuck deleting.
+fn gateway_checks(
+    k: &GroupKey,
+    g: &GroupState,
+    config: &MapConfig,
+    now: Timestamp,
+    checks: &mut Vec<v1::HealthCheck>,
+) {
+    let live = g
+        .gateways
+        .values()
+        .filter(|gw| gw.availability != Availability::Deleting)
+        .count();
+    if live == 1 {
+        checks.push(warn(
+            "NVMEOF_SINGLE_GATEWAY",
+            format!("group {k} has only 1 gateway; high availability is not possible"),
+        ));
+    }
+    for (id, gw) in &g.gateways {
+        if gw.availability == Availability::Unavailable {
             checks.push(warn(
-                "NVMEOF_SINGLE_GATEWAY",
-                format!("group {k} has only 1 gateway; high availability is not possible"),
+                "NVMEOF_GATEWAY_DOWN",
+                format!("gateway {id} of group {k} is unavailable"),
             ));
         }
-        for (id, gw) in &g.gateways {
-            if gw.availability == Availability::Unavailable {
-                checks.push(warn(
-                    "NVMEOF_GATEWAY_DOWN",
-                    format!("gateway {id} of group {k} is unavailable"),
-                ));
-            }
-            if let Some(until) = g.damping.get(id).and_then(|d| d.until(now)) {
-                checks.push(warn(
-                    "NVMEOF_GATEWAY_FLAPPING",
-                    format!(
-                        "gateway {id} of group {k} keeps going down: it is damped for another {} s and gets no failback until then",
-                        until.as_millis().saturating_sub(now.as_millis()).div_ceil(1000)
-                    ),
-                ));
-            }
-            if let Some(since) = gw.deleting_since {
-                if now.as_millis().saturating_sub(since.as_millis()) > map.config().delete_grace_ms
-                {
-                    checks.push(warn(
-                        "NVMEOF_GATEWAY_DELETING",
-                        format!(
-                            "gateway {id} of group {k} has been deleting for over {} s; its ANA group still has namespaces",
-                            map.config().delete_grace_ms / 1000
-                        ),
-                    ));
-                }
-            }
-        }
-        if g.placement.paused_until > now {
+        if let Some(until) = g.damping.get(id).and_then(|d| d.until(now)) {
             checks.push(warn(
-                "NVMEOF_BALANCE_PAUSED",
+                "NVMEOF_GATEWAY_FLAPPING",
                 format!(
-                    "namespace balancing in group {k} is paused for another {} s: a gateway did not move a namespace within the grace (a release before balancing, or a target that cannot move namespaces)",
-                    g.placement
-                        .paused_until
-                        .as_millis()
-                        .saturating_sub(now.as_millis())
-                        .div_ceil(1000)
+                    "gateway {id} of group {k} keeps going down: it is damped for another {} s and gets no failback until then",
+                    until.as_millis().saturating_sub(now.as_millis()).div_ceil(1000)
                 ),
             ));
         }
-        let counts = g.namespace_counts(true);
-        for ana_group in g.ana.keys() {
-            if counts.get(ana_group).is_none_or(|n| *n == 0) {
-                continue;
-            }
-            let Some(since) = g.dark_since(*ana_group, config) else {
-                continue;
-            };
-            let dark_ms = now.as_millis().saturating_sub(since.as_millis());
-            if dark_ms > config.beacon_grace_ms {
-                checks.push(v1::HealthCheck {
-                    code: "NVMEOF_ANA_GROUP_DARK".into(),
-                    severity: v1::Severity::Error.into(),
-                    message: format!(
-                        "ANA group {ana_group} of group {k} has had no optimized path for {} s ({}); hosts cannot do I/O through it",
-                        dark_ms / 1000,
-                        dark_reason(g, *ana_group)
+        if let Some(since) = gw.deleting_since {
+            if now.as_millis().saturating_sub(since.as_millis()) > config.delete_grace_ms {
+                checks.push(warn(
+                    "NVMEOF_GATEWAY_DELETING",
+                    format!(
+                        "gateway {id} of group {k} has been deleting for over {} s; its ANA group still has namespaces",
+                        config.delete_grace_ms / 1000
                     ),
-                });
-            }
-        }
-        for f in g.fences.iter().filter(|f| f.completed_at.is_none()) {
-            if now.as_millis().saturating_sub(f.issued_at.as_millis())
-                > map.config().fence_timeout_ms
-            {
-                checks.push(v1::HealthCheck {
-                    code: "NVMEOF_FENCE_PENDING".into(),
-                    severity: v1::Severity::Error.into(),
-                    message: format!(
-                        "fence of gateway {} in group {k} (epoch {}) is not complete; its ANA groups stay unserved until it is",
-                        f.gateway, f.epoch
-                    ),
-                });
+                ));
             }
         }
     }
-    checks
+}
+
+/// Balancing paused, ANA groups without an optimized path, fences not completing.
+fn group_checks(
+    k: &GroupKey,
+    g: &GroupState,
+    config: &MapConfig,
+    now: Timestamp,
+    checks: &mut Vec<v1::HealthCheck>,
+) {
+    if g.placement.paused_until > now {
+        checks.push(warn(
+            "NVMEOF_BALANCE_PAUSED",
+            format!(
+                "namespace balancing in group {k} is paused for another {} s: a gateway did not move a namespace within the grace (a release before balancing, or a target that cannot move namespaces)",
+                g.placement
+                    .paused_until
+                    .as_millis()
+                    .saturating_sub(now.as_millis())
+                    .div_ceil(1000)
+            ),
+        ));
+    }
+    let counts = g.namespace_counts(true);
+    for ana_group in g.ana.keys() {
+        if counts.get(ana_group).is_none_or(|n| *n == 0) {
+            continue;
+        }
+        let Some(since) = g.dark_since(*ana_group, config) else {
+            continue;
+        };
+        let dark_ms = now.as_millis().saturating_sub(since.as_millis());
+        if dark_ms > config.beacon_grace_ms {
+            checks.push(check(
+                v1::Severity::Error,
+                "NVMEOF_ANA_GROUP_DARK",
+                format!(
+                    "ANA group {ana_group} of group {k} has had no optimized path for {} s ({}); hosts cannot do I/O through it",
+                    dark_ms / 1000,
+                    dark_reason(g, *ana_group)
+                ),
+            ));
+        }
+    }
+    for f in g.fences.iter().filter(|f| f.completed_at.is_none()) {
+        if now.as_millis().saturating_sub(f.issued_at.as_millis()) > config.fence_timeout_ms {
+            checks.push(check(
+                v1::Severity::Error,
+                "NVMEOF_FENCE_PENDING",
+                format!(
+                    "fence of gateway {} in group {k} (epoch {}) is not complete; its ANA groups stay unserved until it is",
+                    f.gateway, f.epoch
+                ),
+            ));
+        }
+    }
 }
 
 /// Why an ANA group has no optimized path, for the health message.

@@ -590,45 +590,7 @@ impl MonitorConfig {
         }
         let peer_listen = self.peer_listen()?;
         if let Bootstrap::Members(members) = &self.bootstrap {
-            if !members.contains_key(&self.node_id) {
-                return Err(invalid(
-                    "initial_members",
-                    format!("does not include this monitor's id {}", self.node_id),
-                ));
-            }
-            if let (Some(mine), Some(adv)) = (members.get(&self.node_id), &self.advertise) {
-                if &mine.addr != adv {
-                    return Err(invalid(
-                        "initial_members",
-                        format!(
-                            "lists monitor {} at {} but it advertises {adv}",
-                            self.node_id, mine.addr
-                        ),
-                    ));
-                }
-            }
-            if let (Some(mine), Some(adv)) = (members.get(&self.node_id), &self.advertise_peer) {
-                if &mine.peer_addr != adv {
-                    return Err(invalid(
-                        "initial_members",
-                        format!(
-                            "lists monitor {}'s peer port at {} but it advertises {adv}",
-                            self.node_id, mine.peer_addr
-                        ),
-                    ));
-                }
-            }
-            let mut seen = BTreeMap::new();
-            for (id, node) in members {
-                for addr in [&node.addr, &node.peer_addr] {
-                    if let Some(other) = seen.insert(addr.clone(), *id).filter(|o| o != id) {
-                        return Err(invalid(
-                            "initial_members",
-                            format!("monitors {other} and {id} share the address {addr}"),
-                        ));
-                    }
-                }
-            }
+            self.check_members(members)?;
         }
         if self.http_listen == Some(self.listen) && self.listen.port() != 0 {
             return Err(invalid(
@@ -677,6 +639,51 @@ impl MonitorConfig {
             for addr in [self.listen, peer_listen] {
                 if !addr.ip().is_loopback() {
                     return Err(ConfigError::Insecure(addr));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The initial members must include this monitor, agree with what it advertises and
+    /// give every monitor addresses of its own.
+    fn check_members(&self, members: &BTreeMap<u64, MonitorNode>) -> Result<(), ConfigError> {
+        if !members.contains_key(&self.node_id) {
+            return Err(invalid(
+                "initial_members",
+                format!("does not include this monitor's id {}", self.node_id),
+            ));
+        }
+        if let (Some(mine), Some(adv)) = (members.get(&self.node_id), &self.advertise) {
+            if &mine.addr != adv {
+                return Err(invalid(
+                    "initial_members",
+                    format!(
+                        "lists monitor {} at {} but it advertises {adv}",
+                        self.node_id, mine.addr
+                    ),
+                ));
+            }
+        }
+        if let (Some(mine), Some(adv)) = (members.get(&self.node_id), &self.advertise_peer) {
+            if &mine.peer_addr != adv {
+                return Err(invalid(
+                    "initial_members",
+                    format!(
+                        "lists monitor {}'s peer port at {} but it advertises {adv}",
+                        self.node_id, mine.peer_addr
+                    ),
+                ));
+            }
+        }
+        let mut seen = BTreeMap::new();
+        for (id, node) in members {
+            for addr in [&node.addr, &node.peer_addr] {
+                if let Some(other) = seen.insert(addr.clone(), *id).filter(|o| o != id) {
+                    return Err(invalid(
+                        "initial_members",
+                        format!("monitors {other} and {id} share the address {addr}"),
+                    ));
                 }
             }
         }

@@ -155,38 +155,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let tls = match TlsFiles::from_parts(
-        args.tls_ca.clone(),
-        args.tls_cert.clone(),
-        args.tls_key.clone(),
-        "--tls-",
-    )
-    .and_then(|files| files.map(|f| Tls::load(&f)).transpose())
-    {
-        Ok(tls) => tls,
-        Err(e) => {
-            eprintln!("gwmon-gateway: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let metrics = ClientMetrics::new();
-    let config = ClientConfig::builder(
-        args.id.clone(),
-        GroupKey::new(args.pool.clone(), args.group.clone()),
-    )
-    .monitors(args.monitors.clone())
-    .beacon_interval(Duration::from_millis(args.beacon_ms))
-    .connect_panic(Duration::from_secs(args.connect_panic_s))
-    .disconnect_panic(Duration::from_secs(args.disconnect_panic_s))
-    .on_monitor_loss(args.on_monitor_loss)
-    .on_delete(args.on_delete)
-    .beacon_grace(Duration::from_millis(args.grace_ms))
-    .handler_timeout(Duration::from_millis(args.handler_timeout_ms))
-    .handler_attempts(args.handler_attempts)
-    .metrics(metrics.clone())
-    .tls(tls)
-    .build();
-    let config = match config {
+    let config = match client_config(&args, &metrics) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("gwmon-gateway: {e}");
@@ -202,29 +172,85 @@ async fn run(args: Args) -> ExitCode {
         });
     }
     if let Some(addr) = args.metrics_listen {
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("gwmon-gateway: cannot listen for metrics on {addr}: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        let mut registry = Registry::default();
-        metrics.register(&mut registry);
-        let app = axum::Router::new()
-            .route("/metrics", axum::routing::get(scrape))
-            .with_state(Arc::new(registry));
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "the metrics listener stopped");
-            }
-        });
+        if let Err(e) = serve_metrics(addr, &metrics, stop.clone()).await {
+            eprintln!("gwmon-gateway: cannot listen for metrics on {addr}: {e}");
+            return ExitCode::from(1);
+        }
     }
-    let result = match args.adapter {
+    match serve_adapter(args, config, stop).await {
+        Ok(Exit::Stopped) => ExitCode::SUCCESS,
+        Ok(Exit::Shutdown(reason)) => {
+            eprintln!("gwmon-gateway: stopped by the monitors: {reason}");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("gwmon-gateway: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The client's settings from the flags: TLS files read, every value checked.
+fn client_config(
+    args: &Args,
+    metrics: &ClientMetrics,
+) -> Result<ClientConfig, Box<dyn std::error::Error>> {
+    let tls = TlsFiles::from_parts(
+        args.tls_ca.clone(),
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+        "--tls-",
+    )
+    .and_then(|files| files.map(|f| Tls::load(&f)).transpose())?;
+    let config = ClientConfig::builder(
+        args.id.clone(),
+        GroupKey::new(args.pool.clone(), args.group.clone()),
+    )
+    .monitors(args.monitors.clone())
+    .beacon_interval(Duration::from_millis(args.beacon_ms))
+    .connect_panic(Duration::from_secs(args.connect_panic_s))
+    .disconnect_panic(Duration::from_secs(args.disconnect_panic_s))
+    .on_monitor_loss(args.on_monitor_loss)
+    .on_delete(args.on_delete)
+    .beacon_grace(Duration::from_millis(args.grace_ms))
+    .handler_timeout(Duration::from_millis(args.handler_timeout_ms))
+    .handler_attempts(args.handler_attempts)
+    .metrics(metrics.clone())
+    .tls(tls)
+    .build()?;
+    Ok(config)
+}
+
+/// Serve `/metrics` on `addr` until `stop`.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    metrics: &ClientMetrics,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .with_state(Arc::new(registry));
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Run the client against the chosen target until it stops.
+async fn serve_adapter(
+    args: Args,
+    config: ClientConfig,
+    stop: CancellationToken,
+) -> Result<Exit, ClientError> {
+    match args.adapter {
         Adapter::File => {
             let path = args.target.unwrap_or_else(|| PathBuf::from("gateway.json"));
             serve(config, FileTarget::new(path), stop).await
@@ -245,17 +271,6 @@ async fn run(args: Args) -> ExitCode {
                 .target
                 .unwrap_or_else(|| PathBuf::from("/var/tmp/spdk.sock"));
             serve(config, SpdkTarget::new(socket), stop).await
-        }
-    };
-    match result {
-        Ok(Exit::Stopped) => ExitCode::SUCCESS,
-        Ok(Exit::Shutdown(reason)) => {
-            eprintln!("gwmon-gateway: stopped by the monitors: {reason}");
-            ExitCode::from(3)
-        }
-        Err(e) => {
-            eprintln!("gwmon-gateway: {e}");
-            ExitCode::from(1)
         }
     }
 }
