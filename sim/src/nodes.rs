@@ -230,6 +230,7 @@ pub fn monitor(
                     world: world.clone(),
                 })),
                 features: gwmon_monitor::map::features::SUPPORTED,
+                raft_runtime: None,
             };
             let store = Arc::new(world.store(id));
             let monitor = Monitor::start_custom(
