@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use gwmon_bench::Config;
 
+/// The simulated gateways share the machine with the monitors they load: mimalloc, as in
+/// the daemon, keeps the bench's own allocations from taking CPU the monitors could use.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = Config::parse();
     // The in-process gateways of `--availability` log their sessions with RUST_LOG set

@@ -8,6 +8,12 @@ use gwmon_monitor::config::{Args, LogFormat, MonitorConfig};
 use gwmon_monitor::node;
 use tracing_subscriber::EnvFilter;
 
+/// glibc's malloc spent over half of a leader's CPU at 20,000 gateways consolidating and
+/// unlinking free chunks; mimalloc serves the same allocations from per-thread pages
+/// (BENCHMARKS.md, "Beacons at 10,000 and 20,000 gateways").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The log filter without `GWMON_LOG`. openraft's replication logs every failed RPC to a
 /// peer, with its address, at each retry (four lines every 500 ms for a monitor that is
 /// down); the monitor's network logs a peer's loss and return once each instead.
