@@ -5,10 +5,11 @@
 //! beacon in memory, on tokio's monotonic clock; only a beacon whose content changed, a
 //! timeout, or a timer that is due becomes a command.
 //!
-//! Detection is driven by deadlines: the watched gateways are queued by when they were
-//! last heard, so the loop sleeps until the earliest one's last beacon plus the grace (or
-//! one period, for the map's own timers) and then looks only at those due, without walking
-//! the map. Timeouts found together are proposed together, each bounded in time. After a
+//! Detection is driven by deadlines: the watched gateways are queued, so the loop sleeps
+//! until the earliest entry plus the grace (or one period, for the map's own timers) and
+//! then looks only at those due, without walking the map. A beacon only notes when the
+//! gateway was heard; an entry that comes due for a gateway heard since is queued again at
+//! its last beacon, so the queue is reordered once per grace per gateway, not per beacon. Timeouts found together are proposed together, each bounded in time. After a
 //! leader change, when this monitor stalled (a paused process would otherwise time out
 //! every gateway whose beacons it did not read), or when it regains the quorum contact
 //! without which it refuses beacons, every gateway's timer restarts: nobody is
@@ -34,15 +35,17 @@
 //! meanwhile (two processes started with one id must not both serve).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gwmon_proto::domain::{Epoch, GatewayId, GatewayReport, GroupKey, ReportedAvailability};
+use gwmon_proto::domain::{
+    Epoch, GatewayId, GatewayReport, GroupKey, ReportedAvailability, Subsystem,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::core::Core;
+use crate::core::{Core, Lease};
 use crate::error::MonitorError;
 use crate::map::{Availability, BeaconCheck, Command, MapError};
 
@@ -53,6 +56,14 @@ type Key = (GroupKey, GatewayId);
 fn watched(gw: &crate::map::Gateway) -> bool {
     gw.availability == Availability::Available
         || (gw.availability == Availability::Created && gw.performed_full_startup)
+}
+
+/// A panic while holding one of these locks cannot leave what it guards inconsistent
+/// (instants, ids and sets of them), so a poisoned lock is used as is.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What a gateway's session sends back for a beacon.
@@ -70,6 +81,14 @@ pub struct BeaconAck {
     pub lease: Option<Duration>,
 }
 
+/// The subsystems of a beacon that left them out as unchanged: its session's last list,
+/// and the map's list the session last found equal to it. While the map holds that very
+/// list, a beacon is checked without comparing the lists again.
+pub struct Unchanged<'a> {
+    pub listed: &'a [Subsystem],
+    pub matched: &'a mut Option<Arc<Vec<Subsystem>>>,
+}
+
 /// What [`Liveness::look`] found.
 struct Looked {
     check: BeaconCheck,
@@ -81,6 +100,9 @@ pub struct Liveness {
     core: Core,
     period: Duration,
     state: Mutex<State>,
+    /// The gateways whose report is being committed, each by a task of its own: a beacon
+    /// that finds its gateway here proposes nothing (see [`Liveness::commit_report`]).
+    proposing: Arc<Mutex<HashSet<Key>>>,
 }
 
 /// Who holds a gateway: the incarnation last acked, until when its lease may run.
@@ -98,9 +120,10 @@ struct State {
     since: Option<Instant>,
     /// When each gateway was last heard in this term.
     seen: HashMap<Key, Instant>,
-    /// The gateways that may time out, by when they were last heard (or queued, for those
-    /// not heard in this term), earliest first; `queued` is each one's place. A gateway's
-    /// deadline is that instant, or `since` if later, plus the grace.
+    /// The gateways that may time out, by when they were queued, earliest first; `queued`
+    /// is each one's place. An entry comes due at that instant, or `since` if later, plus
+    /// the grace; a gateway heard since then is queued again at its last beacon rather
+    /// than timed out (beacons do not move entries).
     queue: BTreeSet<(Instant, Key)>,
     queued: HashMap<Key, Instant>,
     /// Gateways whose timeout is being proposed: their beacons are not acked.
@@ -137,29 +160,65 @@ impl State {
         self.queue.insert((at, key.clone()));
     }
 
-    /// A beacon from `key` at `at`.
+    /// A beacon from `key` at `at`. A gateway already queued stays where it is: a beacon
+    /// costs a map update, not a move in the ordered queue, and [`State::take_due`] moves
+    /// an entry on when it comes due for a gateway heard since.
     fn heard(&mut self, key: &Key, at: Instant) {
-        self.seen.insert(key.clone(), at);
-        self.enqueue(key, at);
+        match self.seen.get_mut(key) {
+            Some(seen) => *seen = at,
+            None => {
+                self.seen.insert(key.clone(), at);
+            }
+        }
+        if !self.queued.contains_key(key) {
+            self.queued.insert(key.clone(), at);
+            self.queue.insert((at, key.clone()));
+        }
     }
 
-    /// When the first gateway of the queue times out, if any is queued.
-    fn next_deadline(&self, grace: Duration) -> Option<Instant> {
-        let (at, _) = self.queue.first()?;
-        Some(self.since.map_or(*at, |s| (*at).max(s)) + grace)
+    /// When the first gateway of the queue times out, if any is queued. Entries at the
+    /// head for gateways heard since they were queued go back in at their last beacon
+    /// first: every entry is queued no later than its gateway's deadline, so once the
+    /// head's is exact it is the earliest, and the loop wakes only when someone is due.
+    fn next_deadline(&mut self, grace: Duration) -> Option<Instant> {
+        loop {
+            let (at, key) = self.queue.pop_first()?;
+            let heard = self.seen.get(&key).copied().filter(|seen| *seen > at);
+            match heard {
+                Some(seen) => {
+                    if let Some(queued) = self.queued.get_mut(&key) {
+                        *queued = seen;
+                    }
+                    self.queue.insert((seen, key));
+                }
+                None => {
+                    self.queue.insert((at, key));
+                    return Some(self.since.map_or(at, |s| at.max(s)) + grace);
+                }
+            }
+        }
     }
 
     /// Take every gateway silent for `grace` at `now` out of the queue, with how long it
-    /// has been silent.
+    /// has been silent. An entry due for a gateway heard since goes back in at its last
+    /// beacon.
     fn take_due(&mut self, now: Instant, grace: Duration) -> Vec<(Key, Duration)> {
         let mut due = Vec::new();
-        while let Some((at, key)) = self.queue.first().cloned() {
+        while let Some((at, key)) = self.queue.pop_first() {
             let from = self.since.map_or(at, |s| at.max(s));
             let silent = now.saturating_duration_since(from);
             if silent < grace {
+                self.queue.insert((at, key));
                 break;
             }
-            self.queue.remove(&(at, key.clone()));
+            let heard = self.seen.get(&key).copied().filter(|seen| *seen > at);
+            if let Some(seen) = heard {
+                if let Some(queued) = self.queued.get_mut(&key) {
+                    *queued = seen;
+                }
+                self.queue.insert((seen, key));
+                continue;
+            }
             self.queued.remove(&key);
             due.push((key, silent));
         }
@@ -189,15 +248,12 @@ impl Liveness {
             core,
             period,
             state: Mutex::new(State::default()),
+            proposing: Arc::default(),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the state inconsistent (it is only
-        // instants and ids), so a poisoned lock is used as is.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// May a session of `incarnation` serve this gateway? Refused while another
@@ -212,20 +268,22 @@ impl Liveness {
             .check_holder(&(key.clone(), gateway.clone()), incarnation, Instant::now())
     }
 
-    /// A beacon from the session of `incarnation`. Only a leader confirmed by a quorum
-    /// takes beacons; the others answer with the leader's address or "unconfirmed".
-    /// Unknown or deleted gateways are refused without a write.
+    /// A beacon from the session of `incarnation`; `unchanged` if it left its subsystems
+    /// out. Only a leader confirmed by a quorum takes beacons; the others answer with the
+    /// leader's address or "unconfirmed". Unknown or deleted gateways are refused without
+    /// a write.
     pub async fn beacon(
         &self,
         key: &GroupKey,
         gateway: &GatewayId,
         incarnation: u64,
-        report: GatewayReport,
+        mut report: GatewayReport,
+        mut unchanged: Option<Unchanged<'_>>,
     ) -> Result<BeaconAck, MonitorError> {
-        if self.core.lease().is_none() {
+        let Some(lease) = self.core.lease() else {
             self.lock().deaf = true;
             return Err(self.core.not_confirmed());
-        }
+        };
         self.core.telemetry().beacon_received();
         let k = (key.clone(), gateway.clone());
         let revoked = {
@@ -246,30 +304,64 @@ impl Liveness {
             check,
             zombie,
             grace,
-        } = self.look(key, gateway, &report)?;
+        } = self.look(key, gateway, &report, unchanged.as_mut())?;
         let changes = check.changes;
         if changes {
-            // Bounded by half the grace. A leader cut off from its quorum stays in office
-            // (openraft 0.9), and a proposal there waits until it steps down, which it does
-            // only once the partition heals. Meanwhile the session, blocked here, could
-            // neither ack nor close for want of quorum contact: the gateway kept an open
-            // stream to the cut-off leader and never looked for the new one, and every ANA
-            // group stayed unserved for the whole partition (found by sim/tests/real.rs).
-            // A commit this slow could not earn a lease anyway; refusing ends the session
-            // and the gateway tries the other monitors.
+            if let Some(u) = unchanged {
+                report.subsystems = u.listed.to_vec();
+            }
             let cmd = check.command(key, gateway, report);
-            let proposed = tokio::time::timeout(grace / 2, self.core.propose(cmd)).await;
-            match proposed {
-                Ok(committed) => {
+            match self.commit_report(k, cmd, grace / 2).await {
+                Some(committed) => {
                     committed?;
                 }
-                Err(_) => return Err(self.core.not_confirmed()),
+                // Not committed yet: no ack, so no lease. The session stays open while this
+                // leader keeps its quorum contact, and closes when it loses it.
+                None if self.core.lease().is_some() => return Ok(self.unacked(key, false)),
+                None => return Err(self.core.not_confirmed()),
             }
         }
         if zombie {
             return Ok(self.unacked(key, changes));
         }
-        self.grant(key, gateway, incarnation, changes)
+        self.grant(key, gateway, incarnation, changes, lease)
+    }
+
+    /// Commits a gateway's report, waiting at most `wait` for it; `None` if it is not
+    /// committed by then, or if an earlier report of the gateway is still on its way (this
+    /// one is then not proposed: the gateway's next beacon carries it again).
+    ///
+    /// The wait is bounded because a leader cut off from its quorum stays in office
+    /// (openraft 0.9) and a proposal there waits until it steps down, which it does only
+    /// once the partition heals. A session blocked here could neither ack nor close for
+    /// want of quorum contact: the gateway kept its stream to the cut-off leader and never
+    /// looked for the new one (found by sim/tests/real.rs).
+    ///
+    /// The commit goes on in a task of its own after the wait. A commit that is only slow
+    /// (thousands of gateways reporting at once) then ends neither the session nor the
+    /// proposal: a refused gateway would reconnect and propose its report again, adding to
+    /// the queue that made it slow.
+    async fn commit_report(
+        &self,
+        key: Key,
+        cmd: Command,
+        wait: Duration,
+    ) -> Option<Result<crate::core::Committed, MonitorError>> {
+        if !lock(&self.proposing).insert(key.clone()) {
+            return None;
+        }
+        let (done, result) = tokio::sync::oneshot::channel();
+        let core = self.core.clone();
+        let proposing = self.proposing.clone();
+        tokio::spawn(async move {
+            let committed = core.propose(cmd).await;
+            lock(&proposing).remove(&key);
+            let _ = done.send(committed);
+        });
+        match tokio::time::timeout(wait, result).await {
+            Ok(Ok(committed)) => Some(committed),
+            Ok(Err(_)) | Err(_) => None,
+        }
     }
 
     /// One look at the gateway in the map: what its beacon would do, whether it was
@@ -281,6 +373,7 @@ impl Liveness {
         key: &GroupKey,
         gateway: &GatewayId,
         report: &GatewayReport,
+        unchanged: Option<&mut Unchanged<'_>>,
     ) -> Result<Looked, MapError> {
         let restart = report.availability == ReportedAvailability::Starting;
         self.core.reader().read(|map| {
@@ -308,8 +401,19 @@ impl Liveness {
                     last: gw.last_seq,
                 });
             }
+            let check = match unchanged {
+                Some(u) => map.check_beacon_with(key, gateway, report, |held| {
+                    if u.matched.as_ref().is_some_and(|m| Arc::ptr_eq(m, held)) {
+                        return true;
+                    }
+                    let same = held.as_slice() == u.listed;
+                    *u.matched = same.then(|| held.clone());
+                    same
+                }),
+                None => map.check_beacon(key, gateway, report),
+            };
             Ok(Looked {
-                check: map.check_beacon(key, gateway, report),
+                check,
                 zombie: gw.availability == Availability::Unavailable && !restart,
                 grace: Duration::from_millis(map.config().beacon_grace_ms),
             })
@@ -317,57 +421,67 @@ impl Liveness {
     }
 
     /// The ack of a beacon whose report is in the map (`changes`: committed by it now),
-    /// with a lease bounded by this leader's quorum contact as of now, or without one if
-    /// the gateway was revoked or timed out meanwhile.
+    /// with a lease bounded by this leader's quorum contact (`lease`, as of the beacon's
+    /// arrival; looked up again after a commit, which may have taken a while), or without
+    /// one if the gateway was revoked or timed out meanwhile.
     fn grant(
         &self,
         key: &GroupKey,
         gateway: &GatewayId,
         incarnation: u64,
         changes: bool,
+        lease: Lease,
     ) -> Result<BeaconAck, MonitorError> {
-        // The lease is bounded again after the commit, which may have taken a while.
-        let Some(lease) = self.core.lease() else {
+        let lease = if changes {
+            self.core.lease()
+        } else {
+            Some(lease)
+        };
+        let Some(lease) = lease else {
             return Err(self.core.not_confirmed());
         };
-        let grace = self
-            .core
-            .reader()
-            .read(|m| Duration::from_millis(m.config().beacon_grace_ms));
+        let k = (key.clone(), gateway.clone());
+        let mut s = self.lock();
+        // Read under the lock: a timeout is in the map by the time its revocation ends,
+        // so a gateway revoked or timed out meanwhile is seen as one or the other.
+        let (grace, failed, group_epoch, map_epoch) = self.core.reader().read(|m| {
+            let group = m.group(key);
+            let failed = group
+                .and_then(|g| g.gateways.get(gateway))
+                .is_none_or(|gw| gw.availability == Availability::Unavailable);
+            (
+                Duration::from_millis(m.config().beacon_grace_ms),
+                failed,
+                group.map_or(Epoch::ZERO, |g| g.epoch),
+                m.epoch(),
+            )
+        });
+        let mut ack = BeaconAck {
+            group_epoch,
+            map_epoch,
+            committed: changes,
+            lease: None,
+        };
+        if s.revoked.contains(&k) || failed {
+            return Ok(ack);
+        }
         let now = Instant::now();
         let Some(granted) = lease.gateway_lease(grace, now) else {
             return Err(MonitorError::Unconfirmed);
         };
-        let k = (key.clone(), gateway.clone());
-        {
-            let mut s = self.lock();
-            // Revoked while the report was being committed, or timed out and already
-            // applied (the revocation ends once the timeout is in the map): no ack.
-            let failed = self.core.reader().read(|m| {
-                m.group(key)
-                    .and_then(|g| g.gateways.get(gateway))
-                    .is_none_or(|gw| gw.availability == Availability::Unavailable)
-            });
-            if s.revoked.contains(&k) || failed {
-                drop(s);
-                return Ok(self.unacked(key, changes));
+        s.check_holder(&k, incarnation, now)?;
+        let holder = Holder {
+            incarnation,
+            lease_until: now + granted,
+        };
+        match s.holders.get_mut(&k) {
+            Some(held) => *held = holder,
+            None => {
+                s.holders.insert(k, holder);
             }
-            s.check_holder(&k, incarnation, now)?;
-            s.holders.insert(
-                k,
-                Holder {
-                    incarnation,
-                    lease_until: now + granted,
-                },
-            );
         }
-        let (group_epoch, map_epoch) = self.epochs(key);
-        Ok(BeaconAck {
-            group_epoch,
-            map_epoch,
-            committed: changes,
-            lease: Some(granted),
-        })
+        ack.lease = Some(granted);
+        Ok(ack)
     }
 
     fn epochs(&self, key: &GroupKey) -> (Epoch, Epoch) {
@@ -666,6 +780,11 @@ mod tests {
     /// A monitor that leads with a quorum's confirmation, a gateway created in its map, and
     /// a liveness loop of its own that has taken the term (its timers started).
     async fn leader() -> Leader {
+        leader_on(Arc::new(MemStore::new())).await
+    }
+
+    /// [`leader`] on `store`, which the test may slow down.
+    async fn leader_on(store: Arc<MemStore>) -> Leader {
         let mut config = MonitorConfig::new(
             1,
             "/nonexistent/unused",
@@ -679,14 +798,17 @@ mod tests {
             config,
             "mon1:7400".into(),
             incoming,
-            Arc::new(MemStore::new()),
+            store,
             Plumbing::default(),
         )
         .await
         .expect("monitor starts");
         let core = monitor.core.clone();
         let end = Instant::now() + Duration::from_secs(30);
-        while core.exclusive_lease().is_none() {
+        // Led, and the feature level raised: no write of the monitor's own comes later.
+        while core.exclusive_lease().is_none()
+            || core.reader().read(|m| m.features()) < crate::map::features::SUPPORTED
+        {
             assert!(Instant::now() < end, "the monitor never led");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -734,7 +856,13 @@ mod tests {
             availability: ReportedAvailability,
         ) -> Result<BeaconAck, MonitorError> {
             self.liveness
-                .beacon(&self.key, &self.gw, incarnation, report(seq, availability))
+                .beacon(
+                    &self.key,
+                    &self.gw,
+                    incarnation,
+                    report(seq, availability),
+                    None,
+                )
                 .await
         }
 
@@ -869,6 +997,53 @@ mod tests {
         // Restarting (Starting) is what earns a lease again.
         let ack = l
             .beacon(2, 0, ReportedAvailability::Starting)
+            .await
+            .expect("beacon taken");
+        assert!(ack.lease.is_some(), "{ack:?}");
+    }
+
+    /// At 20,000 gateways first reports queued for seconds. A beacon that waited half the
+    /// grace for its commit was refused, which closed its session; the gateway reconnected
+    /// and proposed its report again, adding to the queue. Now the beacon goes unacked (no
+    /// lease until its report is in the map), the session stays, and the report is
+    /// proposed once however many beacons repeat it meanwhile.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_commit_leaves_the_beacon_unacked_and_is_proposed_once() {
+        let store = Arc::new(MemStore::new());
+        let l = leader_on(store.clone()).await;
+        l.available(1).await;
+        let last_log = || l.core.raft().metrics().borrow().last_log_index;
+        let before = last_log();
+        store.set_flush_delay(GRACE);
+        let moved = |seq| {
+            let mut r = report(seq, ReportedAvailability::Available);
+            r.subsystems[0].listeners[0].port = 4421;
+            r
+        };
+        for seq in 2..5 {
+            let ack = l
+                .liveness
+                .beacon(&l.key, &l.gw, 1, moved(seq), None)
+                .await
+                .expect("a slow commit is no reason to refuse the beacon");
+            assert_eq!(ack.lease, None, "acked before its report was committed");
+        }
+        // The first beacon's report is committed once the disk lets it; nobody proposed
+        // it again.
+        store.set_flush_delay(Duration::ZERO);
+        let end = Instant::now() + GRACE * 4;
+        while l.core.reader().read(|m| {
+            m.group(&l.key)
+                .and_then(|g| g.gateways.get(&l.gw))
+                .is_none_or(|gw| gw.subsystems[0].listeners[0].port != 4421)
+        }) {
+            assert!(Instant::now() < end, "the report was never committed");
+            tokio::time::sleep(PERIOD).await;
+        }
+        assert_eq!(last_log(), before.map(|i| i + 1), "proposed more than once");
+        let ack = l
+            .liveness
+            .beacon(&l.key, &l.gw, 1, moved(5), None)
             .await
             .expect("beacon taken");
         assert!(ack.lease.is_some(), "{ack:?}");

@@ -23,7 +23,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::{Limit, MonitorError};
-use crate::liveness::Liveness;
+use crate::liveness::{Liveness, Unchanged};
 use crate::map::{Availability, MapError};
 use std::sync::Arc;
 
@@ -163,6 +163,7 @@ impl GatewayService for GatewayGrpc {
             tx,
             last_sent: None,
             listed: None,
+            matched: None,
             beaconed: false,
             budget: BeaconBudget::new(),
         };
@@ -186,6 +187,8 @@ struct Session {
     /// The subsystems of this session's last beacon that listed them: what a beacon with
     /// `subsystems_unchanged` stands for.
     listed: Option<Vec<Subsystem>>,
+    /// The map's list of the gateway's subsystems last found equal to `listed`.
+    matched: Option<Arc<Vec<Subsystem>>>,
     /// Whether a beacon of this session has been taken: until then an `Unavailable` map
     /// entry is the previous process's, which this one is about to replace.
     beaconed: bool,
@@ -272,17 +275,16 @@ impl Session {
             warn!(error = %limit, "session closed");
             return self.refuse(MonitorError::Limit(limit).into()).await;
         }
-        let report = match domain::GatewayMessage::try_from(msg) {
+        let (report, subsystems_unchanged) = match domain::GatewayMessage::try_from(msg) {
             Ok(domain::GatewayMessage::Beacon {
                 incarnation,
-                mut report,
+                report,
                 subsystems_unchanged,
             }) if incarnation == self.incarnation => {
                 if !subsystems_unchanged {
                     self.listed = Some(report.subsystems.clone());
-                } else if let Some(listed) = &self.listed {
-                    report.subsystems.clone_from(listed);
-                } else {
+                    self.matched = None;
+                } else if self.listed.is_none() {
                     return self
                         .refuse(Status::invalid_argument(
                             "invalid request: beacon.subsystems_unchanged before any beacon \
@@ -290,7 +292,7 @@ impl Session {
                         ))
                         .await;
                 }
-                report
+                (report, subsystems_unchanged)
             }
             Ok(domain::GatewayMessage::Beacon { incarnation, .. }) => {
                 return self.refuse(Status::invalid_argument(format!(
@@ -312,13 +314,26 @@ impl Session {
         };
         let seq = report.seq;
         let restarted = report.availability == ReportedAvailability::Starting;
+        let unchanged = match (&self.listed, subsystems_unchanged) {
+            (Some(listed), true) => Some(Unchanged {
+                listed,
+                matched: &mut self.matched,
+            }),
+            _ => None,
+        };
         match self
             .liveness
-            .beacon(&self.key, &self.gateway, self.incarnation, report)
+            .beacon(
+                &self.key,
+                &self.gateway,
+                self.incarnation,
+                report,
+                unchanged,
+            )
             .await
         {
             Ok(ack) => {
-                self.beaconed = true;
+                let first = !std::mem::replace(&mut self.beaconed, true);
                 if let Some(lease) = ack.lease {
                     let ack = domain::MonitorMessage::Ack(domain::Ack {
                         seq,
@@ -336,7 +351,15 @@ impl Session {
                     // unchanged slice.
                     self.last_sent = None;
                 }
-                self.push_slice().await
+                // A beacon that committed nothing left the map as it was, and any other
+                // change of the gateway's group wakes the session by itself: building the
+                // slice again on every beacon would find it unchanged. The first beacon may
+                // end a failed gateway's session.
+                if ack.committed || restarted || first {
+                    self.push_slice().await
+                } else {
+                    Next::Continue
+                }
             }
             Err(MonitorError::Refused(MapError::StaleBeacon { .. })) => {
                 debug!(seq, "late beacon ignored");

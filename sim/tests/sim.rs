@@ -99,7 +99,7 @@ const CAUGHT_BY: &[(Mutation, u64)] = &[
     (Mutation::SkipDemotionAfterFailedApply, 76),
     (Mutation::StaleConnectionRead, 4),
     (Mutation::StaleTermTimeout, 5),
-    (Mutation::MoveBeforeRelease, 5),
+    (Mutation::MoveBeforeRelease, 9),
 ];
 
 #[test]

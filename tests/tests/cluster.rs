@@ -438,21 +438,45 @@ async fn after_a_leader_change_no_gateway_times_out_before_a_full_grace() {
     let leader = c.leader().await;
     let liveness = c.monitor(leader).liveness.clone();
     liveness
-        .beacon(&k, &gw(1), 1, report(0, ReportedAvailability::Starting))
+        .beacon(
+            &k,
+            &gw(1),
+            1,
+            report(0, ReportedAvailability::Starting),
+            None,
+        )
         .await
         .expect("starting beacon");
     let ack = liveness
-        .beacon(&k, &gw(1), 1, report(1, ReportedAvailability::Available))
+        .beacon(
+            &k,
+            &gw(1),
+            1,
+            report(1, ReportedAvailability::Available),
+            None,
+        )
         .await
         .expect("available beacon");
     assert!(ack.committed);
     let unchanged = liveness
-        .beacon(&k, &gw(1), 1, report(2, ReportedAvailability::Available))
+        .beacon(
+            &k,
+            &gw(1),
+            1,
+            report(2, ReportedAvailability::Available),
+            None,
+        )
         .await
         .expect("unchanged beacon");
     assert!(!unchanged.committed, "an unchanged beacon costs no write");
     let late = liveness
-        .beacon(&k, &gw(1), 1, report(1, ReportedAvailability::Available))
+        .beacon(
+            &k,
+            &gw(1),
+            1,
+            report(1, ReportedAvailability::Available),
+            None,
+        )
         .await
         .expect_err("a late beacon is refused");
     assert!(late.to_string().contains("stale beacon"), "{late}");
@@ -489,7 +513,13 @@ async fn after_a_leader_change_no_gateway_times_out_before_a_full_grace() {
     let err = c
         .monitor(follower)
         .liveness
-        .beacon(&k, &gw(1), 1, report(3, ReportedAvailability::Available))
+        .beacon(
+            &k,
+            &gw(1),
+            1,
+            report(3, ReportedAvailability::Available),
+            None,
+        )
         .await
         .expect_err("followers do not take beacons");
     assert!(err.to_string().contains("not the leader"), "{err}");

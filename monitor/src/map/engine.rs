@@ -1,8 +1,9 @@
 //! The gateway map and its one way of changing: [`GatewayMap::apply`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use gwmon_proto::domain::{Epoch, GatewayId, GatewayReport, GroupKey, MapSlice};
+use gwmon_proto::domain::{Epoch, GatewayId, GatewayReport, GroupKey, MapSlice, Subsystem};
 use serde::{Deserialize, Serialize};
 
 use super::command::Command;
@@ -332,6 +333,20 @@ impl GatewayMap {
         gateway: &GatewayId,
         report: &GatewayReport,
     ) -> BeaconCheck {
+        self.check_beacon_with(key, gateway, report, |held| **held == report.subsystems)
+    }
+
+    /// [`GatewayMap::check_beacon`], with `same_subsystems` telling whether the subsystems
+    /// the gateway holds in the map are those of the beacon (asked only if its availability
+    /// is the map's). A session that remembers which list it last found equal answers
+    /// without comparing them again.
+    pub fn check_beacon_with(
+        &self,
+        key: &GroupKey,
+        gateway: &GatewayId,
+        report: &GatewayReport,
+        same_subsystems: impl FnOnce(&Arc<Vec<Subsystem>>) -> bool,
+    ) -> BeaconCheck {
         let Some(gw) = self.groups.get(key).and_then(|g| g.gateways.get(gateway)) else {
             return BeaconCheck {
                 changes: true,
@@ -339,7 +354,7 @@ impl GatewayMap {
             };
         };
         let same_report =
-            gw.reported == Some(report.availability) && *gw.subsystems == report.subsystems;
+            gw.reported == Some(report.availability) && same_subsystems(&gw.subsystems);
         BeaconCheck {
             changes: !same_report
                 || gw.applied_epoch != report.applied_epoch

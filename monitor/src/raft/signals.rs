@@ -8,7 +8,7 @@
 //! A missed signal would cost at most one beacon interval: a session also pushes its slice
 //! after every acked beacon.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use gwmon_proto::domain::GroupKey;
@@ -29,7 +29,8 @@ struct Inner {
 /// What one batch of applied entries changed.
 #[derive(Debug, Default)]
 pub struct Touched {
-    groups: Vec<GroupKey>,
+    /// A set: a batch of a few hundred commands names a group many times.
+    groups: HashSet<GroupKey>,
     all: bool,
 }
 
@@ -37,7 +38,9 @@ impl Touched {
     /// A change of `key`'s group; `None` for a change that may touch any group.
     pub fn add(&mut self, key: Option<&GroupKey>) {
         match key {
-            Some(k) if !self.groups.contains(k) => self.groups.push(k.clone()),
+            Some(k) if !self.groups.contains(k) => {
+                self.groups.insert(k.clone());
+            }
             Some(_) => {}
             None => self.all = true,
         }
