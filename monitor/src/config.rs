@@ -654,26 +654,26 @@ impl MonitorConfig {
                 format!("does not include this monitor's id {}", self.node_id),
             ));
         }
-        if let (Some(mine), Some(adv)) = (members.get(&self.node_id), &self.advertise) {
-            if &mine.addr != adv {
-                return Err(invalid(
-                    "initial_members",
-                    format!(
-                        "lists monitor {} at {} but it advertises {adv}",
-                        self.node_id, mine.addr
-                    ),
-                ));
-            }
-        }
-        if let (Some(mine), Some(adv)) = (members.get(&self.node_id), &self.advertise_peer) {
-            if &mine.peer_addr != adv {
-                return Err(invalid(
-                    "initial_members",
-                    format!(
-                        "lists monitor {}'s peer port at {} but it advertises {adv}",
-                        self.node_id, mine.peer_addr
-                    ),
-                ));
+        let mine = members.get(&self.node_id);
+        let advertised = [
+            ("", mine.map(|m| &m.addr), &self.advertise),
+            (
+                "'s peer port",
+                mine.map(|m| &m.peer_addr),
+                &self.advertise_peer,
+            ),
+        ];
+        for (what, listed, adv) in advertised {
+            if let (Some(listed), Some(adv)) = (listed, adv) {
+                if listed != adv {
+                    return Err(invalid(
+                        "initial_members",
+                        format!(
+                            "lists monitor {}{what} at {listed} but it advertises {adv}",
+                            self.node_id
+                        ),
+                    ));
+                }
             }
         }
         let mut seen = BTreeMap::new();

@@ -199,7 +199,7 @@ impl Core {
         let (term, configs) = {
             let m = self.inner.raft.metrics();
             let m = m.borrow();
-            if m.state != ServerState::Leader || m.current_leader != Some(self.inner.id) {
+            if !self.leads(&m) {
                 return None;
             }
             let configs: Vec<BTreeSet<NodeId>> =
@@ -290,9 +290,12 @@ impl Core {
     /// Whether this monitor is the leader right now, by its own latest metrics: enough to
     /// route a request, never to grant a lease or act on liveness (see [`Core::lease`]).
     pub fn is_leader(&self) -> bool {
-        let m = self.inner.raft.metrics();
-        let m = m.borrow();
-        m.state == ServerState::Leader && m.current_leader == Some(self.inner.id)
+        self.leads(&self.inner.raft.metrics().borrow())
+    }
+
+    /// Whether `metrics` say this monitor is the leader.
+    fn leads(&self, metrics: &openraft::RaftMetrics<NodeId, MonitorNode>) -> bool {
+        metrics.state == ServerState::Leader && metrics.current_leader == Some(self.inner.id)
     }
 
     /// A receiver that changes when this monitor becomes or stops being the leader, the
@@ -308,8 +311,7 @@ impl Core {
         let (term, leading) = {
             let m = self.inner.raft.metrics();
             let m = m.borrow();
-            let leading = m.state == ServerState::Leader && m.current_leader == Some(self.inner.id);
-            (m.current_term, leading)
+            (m.current_term, self.leads(&m))
         };
         Leadership {
             term,
