@@ -121,29 +121,7 @@ fn checks(ports: &[Port], bins: &Path, detail: &mut Vec<String>) -> Result<(), S
     };
     let (a, b) = (target(p1), target(p2));
 
-    // Scanning: the subsystem, its namespaces with their groups, and only the own port.
-    let mut scanned = block_on(a.subsystems())?.map_err(|e| e.to_string())?;
-    scanned.iter_mut().for_each(Subsystem::canonicalize);
-    let want = vec![Subsystem {
-        nqn: nqn()?,
-        listeners: vec![Listener {
-            address: p1.addr.parse::<IpAddr>().map_err(|e| e.to_string())?,
-            port: 4420,
-        }],
-        namespaces: NAMESPACES
-            .iter()
-            .map(|&(nsid, g)| {
-                Ok(Namespace {
-                    nsid,
-                    ana_group: group(g)?,
-                    nonce: None,
-                })
-            })
-            .collect::<Result<_, String>>()?,
-    }];
-    if scanned != want {
-        return Err(format!("scan of port 1: {scanned:?}, expected {want:?}"));
-    }
+    check_scan(p1, &a)?;
     detail.push("scan matches".into());
 
     // Before any apply the groups have no directory and the kernel serves them
@@ -204,7 +182,43 @@ fn checks(ports: &[Port], bins: &Path, detail: &mut Vec<String>) -> Result<(), S
     detail.push("move and demotion seen at host".into());
     move_namespace(ports, &a, &b, detail)?;
 
-    // The kernel's limit on ANA groups is gwmon's: 128 is made, 129 refused.
+    check_kernel_limits(p1)?;
+    detail.push("kernel refuses group 129 and an unknown state".into());
+
+    check_refused_apply(ports, p1, bins, detail)
+}
+
+/// Scanning port 1 finds the subsystem, its namespaces with their groups, and only its own
+/// port.
+fn check_scan(p1: &Port, a: &NvmetTarget) -> Result<(), String> {
+    let mut scanned = block_on(a.subsystems())?.map_err(|e| e.to_string())?;
+    scanned.iter_mut().for_each(Subsystem::canonicalize);
+    let want = vec![Subsystem {
+        nqn: nqn()?,
+        listeners: vec![Listener {
+            address: p1.addr.parse::<IpAddr>().map_err(|e| e.to_string())?,
+            port: 4420,
+        }],
+        namespaces: NAMESPACES
+            .iter()
+            .map(|&(nsid, g)| {
+                Ok(Namespace {
+                    nsid,
+                    ana_group: group(g)?,
+                    nonce: None,
+                })
+            })
+            .collect::<Result<_, String>>()?,
+    }];
+    if scanned != want {
+        return Err(format!("scan of port 1: {scanned:?}, expected {want:?}"));
+    }
+    Ok(())
+}
+
+/// The kernel's limit on ANA groups is gwmon's (128 is made, 129 refused), and a state the
+/// kernel does not know is refused and changes nothing.
+fn check_kernel_limits(p1: &Port) -> Result<(), String> {
     let groups = p1.dir().join("ana_groups");
     let max = groups.join(AnaGroupId::MAX.to_string());
     std::fs::create_dir(&max).map_err(|e| format!("mkdir {}: {e}", max.display()))?;
@@ -221,7 +235,6 @@ fn checks(ports: &[Port], bins: &Path, detail: &mut Vec<String>) -> Result<(), S
         Err(e) if e.raw_os_error() == Some(22) => {}
         Err(e) => return Err(format!("mkdir {}: {e}, expected EINVAL", past.display())),
     }
-    // A state the kernel does not know is refused and changes nothing.
     let state5 = groups.join("5/ana_state");
     match std::fs::write(&state5, "active\n") {
         Ok(()) => {
@@ -233,10 +246,17 @@ fn checks(ports: &[Port], bins: &Path, detail: &mut Vec<String>) -> Result<(), S
         Err(e) if e.raw_os_error() == Some(22) => {}
         Err(e) => return Err(format!("write {}: {e}, expected EINVAL", state5.display())),
     }
-    detail.push("kernel refuses group 129 and an unknown state".into());
+    Ok(())
+}
 
-    // An adapter the kernel refuses to let write: one line naming the file, and nothing
-    // changes at the host.
+/// An adapter the kernel refuses to let write: one line naming the file, and nothing
+/// changes at the host.
+fn check_refused_apply(
+    ports: &[Port],
+    p1: &Port,
+    bins: &Path,
+    detail: &mut Vec<String>,
+) -> Result<(), String> {
     let out = Command::new(bins.join("gwmon-e2e"))
         .args(["--probe-apply", "1:7"])
         .uid(65534)

@@ -36,7 +36,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tonic::{Code, Streaming};
+use tonic::{Code, Status, Streaming};
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::config::{ClientConfig, OnDelete, OnMonitorLoss};
@@ -611,33 +611,12 @@ impl<H: AnaHandler> State<H> {
                 },
                 done = async { match connecting.as_mut() { Some(c) => c.await, None => std::future::pending().await } } => {
                     connecting = None;
-                    match done {
+                    match self.opened(done) {
                         Ok(c) => {
-                            info!(monitor = %c.addr, "session open");
-                            self.not_in_map_logged = None;
-                            self.lost.clear();
-                            self.last_ack = Instant::now();
-                            self.sessions += 1;
-                            self.config.metrics.session_opened(!self.opened_before);
-                            self.opened_before = true;
-                            self.backoff = self.config.reconnect_min;
-                            self.round_left = self.config.monitors.len().saturating_sub(1);
                             conn = Some(c);
                             beacon.reset_immediately();
                         }
-                        Err(refusal) => {
-                            if refusal.code == Some(Code::AlreadyExists) {
-                                warn!("{}", refusal.why);
-                            } else if matches!(refusal.code, Some(Code::NotFound | Code::FailedPrecondition)) {
-                                self.not_in_map(&refusal.why);
-                            } else {
-                                debug!(error = %refusal.why, "cannot open a session");
-                            }
-                            if refusal.code.is_none() {
-                                self.mark_lost(refusal.addr.clone());
-                            }
-                            reconnect_at = self.after_failure(refusal.leader);
-                        }
+                        Err(at) => reconnect_at = at,
                     }
                 }
                 () = sleep_until(reconnect_at), if conn.is_none() && connecting.is_none() => {
@@ -681,25 +660,8 @@ impl<H: AnaHandler> State<H> {
                                 reconnect_at = Instant::now() + self.rejoin_wait();
                             }
                         },
-                        Some(Err(status)) => {
-                            let hint = leader_hint(&status).map(str::to_owned);
-                            debug!(code = ?status.code(), message = status.message(), "session ended by the monitor");
-                            if matches!(status.code(), Code::NotFound | Code::AlreadyExists | Code::InvalidArgument) {
-                                warn!("{}", status.message());
-                            }
-                            self.config.metrics.session_closed();
-                            if let Some(c) = conn.take().filter(|_| hint.is_none()) {
-                                self.mark_lost(c.addr);
-                            }
-                            reconnect_at = self.after_failure(hint);
-                        }
-                        None => {
-                            self.config.metrics.session_closed();
-                            if let Some(c) = conn.take() {
-                                self.mark_lost(c.addr);
-                            }
-                            reconnect_at = self.after_failure(None);
-                        }
+                        Some(Err(status)) => reconnect_at = self.ended(&mut conn, Some(&status)),
+                        None => reconnect_at = self.ended(&mut conn, None),
                     }
                 }
             }
@@ -707,6 +669,60 @@ impl<H: AnaHandler> State<H> {
                 beacon.reset_immediately();
             }
         }
+    }
+
+    /// A session attempt ended: the session, or when to try again.
+    fn opened(&mut self, done: Result<Connection, Refusal>) -> Result<Connection, Instant> {
+        match done {
+            Ok(c) => {
+                info!(monitor = %c.addr, "session open");
+                self.not_in_map_logged = None;
+                self.lost.clear();
+                self.last_ack = Instant::now();
+                self.sessions += 1;
+                self.config.metrics.session_opened(!self.opened_before);
+                self.opened_before = true;
+                self.backoff = self.config.reconnect_min;
+                self.round_left = self.config.monitors.len().saturating_sub(1);
+                Ok(c)
+            }
+            Err(refusal) => {
+                if refusal.code == Some(Code::AlreadyExists) {
+                    warn!("{}", refusal.why);
+                } else if matches!(
+                    refusal.code,
+                    Some(Code::NotFound | Code::FailedPrecondition)
+                ) {
+                    self.not_in_map(&refusal.why);
+                } else {
+                    debug!(error = %refusal.why, "cannot open a session");
+                }
+                if refusal.code.is_none() {
+                    self.mark_lost(refusal.addr.clone());
+                }
+                Err(self.after_failure(refusal.leader))
+            }
+        }
+    }
+
+    /// The open session ended, by the monitor's `status` or by its stream closing: when
+    /// to try again. A monitor that named the leader is not marked lost.
+    fn ended(&mut self, conn: &mut Option<Connection>, status: Option<&Status>) -> Instant {
+        let hint = status.and_then(leader_hint).map(str::to_owned);
+        if let Some(status) = status {
+            debug!(code = ?status.code(), message = status.message(), "session ended by the monitor");
+            if matches!(
+                status.code(),
+                Code::NotFound | Code::AlreadyExists | Code::InvalidArgument
+            ) {
+                warn!("{}", status.message());
+            }
+        }
+        self.config.metrics.session_closed();
+        if let Some(c) = conn.take().filter(|_| hint.is_none()) {
+            self.mark_lost(c.addr);
+        }
+        self.after_failure(hint)
     }
 
     /// Open a session with the leader if known, else the next monitor in the list.

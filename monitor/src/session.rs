@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use gwmon_proto::domain::{
-    self, AnaAccess, AnaGroupId, GatewayId, GroupKey, MapSlice, ReportedAvailability, ShutdownKind,
-    Subsystem,
+    self, AnaAccess, AnaGroupId, GatewayId, GatewayReport, GroupKey, MapSlice,
+    ReportedAvailability, ShutdownKind, Subsystem,
 };
 use gwmon_proto::v1::{self, gateway_service_server::GatewayService};
 use tokio::sync::mpsc;
@@ -275,42 +275,9 @@ impl Session {
             warn!(error = %limit, "session closed");
             return self.refuse(MonitorError::Limit(limit).into()).await;
         }
-        let (report, subsystems_unchanged) = match domain::GatewayMessage::try_from(msg) {
-            Ok(domain::GatewayMessage::Beacon {
-                incarnation,
-                report,
-                subsystems_unchanged,
-            }) if incarnation == self.incarnation => {
-                if !subsystems_unchanged {
-                    self.listed = Some(report.subsystems.clone());
-                    self.matched = None;
-                } else if self.listed.is_none() {
-                    return self
-                        .refuse(Status::invalid_argument(
-                            "invalid request: beacon.subsystems_unchanged before any beacon \
-                             of this session listed the subsystems",
-                        ))
-                        .await;
-                }
-                (report, subsystems_unchanged)
-            }
-            Ok(domain::GatewayMessage::Beacon { incarnation, .. }) => {
-                return self.refuse(Status::invalid_argument(format!(
-                        "invalid request: beacon.incarnation {incarnation:016x} is not the session's {:016x}",
-                        self.incarnation
-                    )))
-                    .await;
-            }
-            Ok(domain::GatewayMessage::Hello(_)) => {
-                return self
-                    .refuse(Status::invalid_argument(
-                        "invalid request: hello sent twice",
-                    ))
-                    .await;
-            }
-            Err(e) => {
-                return self.refuse(MonitorError::Invalid(e).into()).await;
-            }
+        let (report, subsystems_unchanged) = match self.take_beacon(msg) {
+            Ok(beacon) => beacon,
+            Err(status) => return self.refuse(status).await,
         };
         let seq = report.seq;
         let restarted = report.availability == ReportedAvailability::Starting;
@@ -369,6 +336,40 @@ impl Session {
                 warn!(error = %e, "beacon refused");
                 self.refuse(e.into()).await
             }
+        }
+    }
+
+    /// A beacon of this session's process: its report, and whether it left its
+    /// subsystems out as unchanged. Anything else is refused with the status that ends the
+    /// session.
+    fn take_beacon(&mut self, msg: v1::GatewayMessage) -> Result<(GatewayReport, bool), Status> {
+        match domain::GatewayMessage::try_from(msg) {
+            Ok(domain::GatewayMessage::Beacon {
+                incarnation,
+                report,
+                subsystems_unchanged,
+            }) if incarnation == self.incarnation => {
+                if !subsystems_unchanged {
+                    self.listed = Some(report.subsystems.clone());
+                    self.matched = None;
+                } else if self.listed.is_none() {
+                    return Err(Status::invalid_argument(
+                        "invalid request: beacon.subsystems_unchanged before any beacon \
+                         of this session listed the subsystems",
+                    ));
+                }
+                Ok((report, subsystems_unchanged))
+            }
+            Ok(domain::GatewayMessage::Beacon { incarnation, .. }) => {
+                Err(Status::invalid_argument(format!(
+                    "invalid request: beacon.incarnation {incarnation:016x} is not the session's {:016x}",
+                    self.incarnation
+                )))
+            }
+            Ok(domain::GatewayMessage::Hello(_)) => Err(Status::invalid_argument(
+                "invalid request: hello sent twice",
+            )),
+            Err(e) => Err(MonitorError::Invalid(e).into()),
         }
     }
 

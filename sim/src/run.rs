@@ -227,102 +227,15 @@ impl Plan {
         let mut faults = Vec::new();
         for _ in 0..n {
             let at = Duration::from_millis(rng.random_range(0..safety_ms));
-            let lasts = Duration::from_millis(rng.random_range(300..12_000));
+            let mut lasts = Duration::from_millis(rng.random_range(300..12_000));
             let gi = rng.random_range(1..=o.gateways);
-            let g = gw(gi);
             let m = rng.random_range(1..=o.monitors);
-            let mut lasts = lasts;
-            let fault = match rng.random_range(0..17) {
-                16 => {
-                    // Long enough, often, for the gateway to be timed out and fenced
-                    // while it is still cut off.
-                    lasts = Duration::from_millis(rng.random_range(4_000..14_000));
-                    Fault::Brownout {
-                        gateway: g,
-                        other: gw(gi % o.gateways + 1),
-                        cut_after: Duration::from_millis(rng.random_range(10..400)),
-                    }
-                }
-                12 => Fault::SplitLeader,
-                13 => {
-                    // Two to four times out and back in: the gateway's group fails over,
-                    // comes back to it, and is lost again while its target misbehaves.
-                    let period = Duration::from_millis(rng.random_range(3_000..8_000));
-                    lasts = period * 2 * rng.random_range(2..=4);
-                    Fault::Flap { gateway: g, period }
-                }
-                14 => Fault::SlowDisk {
-                    monitor: m,
-                    leader: rng.random_bool(0.5),
-                    delay: Duration::from_millis(rng.random_range(50..3_000)),
-                },
-                0 => {
-                    let hosts: Vec<String> = (1..=o.monitors)
-                        .map(nodes::monitor_host)
-                        .chain((1..=o.gateways).map(gw))
-                        .collect();
-                    let a = hosts[rng.random_range(0..hosts.len())].clone();
-                    let b = hosts[rng.random_range(0..hosts.len())].clone();
-                    if a == b {
-                        continue;
-                    }
-                    Fault::Partition {
-                        from: a,
-                        to: b,
-                        oneway: rng.random_bool(0.5),
-                    }
-                }
-                1 | 2 => Fault::IsolateLeader,
-                3 => Fault::IsolateGateway(g),
-                4 | 5 => Fault::CrashMonitor(m),
-                6 => Fault::CrashGateway(g),
-                7 | 8 if fencing == Fencing::Storage => Fault::PauseGateway(g),
-                7 | 8 => Fault::IsolateLeader,
-                9 => Fault::ClockJump {
-                    monitor: m,
-                    by_ms: rng.random_range(-30_000..30_000),
-                },
-                10 => Fault::Latency(Duration::from_millis(rng.random_range(20..400))),
-                _ => {
-                    if rng.random_bool(0.5) {
-                        Fault::FlakyFencer(FencerFaults {
-                            fail: rng.random_range(0.0..0.6),
-                            hang: rng.random_range(0.0..0.3),
-                            max_delay: Duration::from_millis(rng.random_range(1..2_000)),
-                        })
-                    } else {
-                        Fault::FlakyTargets(rng.random_range(50..600))
-                    }
-                }
-            };
-            faults.push(Scheduled { at, lasts, fault });
+            if let Some(fault) = draw_fault(&mut rng, o, fencing, gi, m, &mut lasts) {
+                faults.push(Scheduled { at, lasts, fault });
+            }
         }
         faults.sort_by_key(|s| s.at);
-        let mut ops = Vec::new();
-        for _ in 0..rng.random_range(0..=5) {
-            let at = Duration::from_millis(rng.random_range(0..safety_ms));
-            let g = gw(rng.random_range(1..=o.gateways));
-            let spare = gw(o.gateways + 1);
-            let op = match rng.random_range(0..6) {
-                0 => AdminOp::Create(spare),
-                1 => AdminOp::Delete(spare),
-                2 => AdminOp::SetEnabled(g, rng.random_bool(0.5)),
-                3 => AdminOp::SetLocation(g, format!("rack{}", rng.random_range(1..4))),
-                4 => AdminOp::SetFailbackDelay(rng.random_range(0..3_000)),
-                _ => {
-                    // A monitor out of the membership and, 2-10 s later (or when faults
-                    // stop), back in.
-                    let m = rng.random_range(1..=o.monitors);
-                    ops.push(ScheduledOp {
-                        at: at + Duration::from_millis(rng.random_range(2_000..10_000)),
-                        op: AdminOp::AddMonitor(m),
-                    });
-                    AdminOp::RemoveMonitor(m)
-                }
-            };
-            ops.push(ScheduledOp { at, op });
-        }
-        ops.sort_by_key(|s| s.at);
+        let ops = draw_ops(&mut rng, o, safety_ms);
         let faulty_at = Duration::from_millis(rng.random_range(0..safety_ms));
         Plan {
             fencing,
@@ -540,74 +453,39 @@ impl Driver<'_> {
 
     fn inject(&mut self, s: &Scheduled) {
         let until = self.now() + s.lasts;
-        // The gateways this fault impairs (`None`: every gateway). Faults between monitors,
-        // of monitors, of their clocks and disks, and of the fencer impair none: the
-        // monitors must ride those out without failing a healthy gateway over.
-        let mut impaired: Vec<Option<String>> = match &s.fault {
-            Fault::Partition { from, to, .. } => [from, to]
-                .into_iter()
-                .filter(|h| !h.starts_with('m'))
-                .map(|h| Some(h.clone()))
-                .collect(),
-            Fault::IsolateGateway(g)
-            | Fault::CrashGateway(g)
-            | Fault::PauseGateway(g)
-            | Fault::Flap { gateway: g, .. }
-            | Fault::Brownout { gateway: g, .. } => vec![Some(g.clone())],
-            Fault::Latency(_) | Fault::FlakyTargets(_) => vec![None],
-            _ => Vec::new(),
+        let mut impaired = impaired_by(&s.fault);
+        let Some(heal) = self.start_fault(s, &mut impaired) else {
+            return;
         };
+        self.world.record(Event::Fault(format!(
+            "{} for {} ms",
+            s.fault,
+            s.lasts.as_millis()
+        )));
+        let from = self.now();
+        self.impairments
+            .extend(impaired.into_iter().map(|gateway| Impairment {
+                gateway,
+                from,
+                until,
+            }));
+        self.active.push(Active { until, heal });
+    }
+
+    /// Puts `s`'s fault in place and says how to heal it; `None` if it cannot apply now
+    /// (no leader to cut off, a host already down or paused). Gateways it impairs beyond
+    /// [`impaired_by`] go into `impaired`.
+    fn start_fault(&mut self, s: &Scheduled, impaired: &mut Vec<Option<String>>) -> Option<Heal> {
         let heal = match &s.fault {
             Fault::Partition { from, to, oneway } => {
                 let mut links = vec![(from.clone(), to.clone())];
                 if !oneway {
                     links.push((to.clone(), from.clone()));
                 }
-                for (a, b) in &links {
-                    self.cuts.cut(&self.sim, a, b);
-                }
-                Heal::Links(links)
+                self.cut(links)
             }
-            Fault::IsolateLeader => {
-                let Some((leader, _)) = self.board.leader() else {
-                    return;
-                };
-                let mut links = Vec::new();
-                for m in (1..=self.monitors).filter(|m| *m != leader) {
-                    links.push((nodes::monitor_host(leader), nodes::monitor_host(m)));
-                    links.push((nodes::monitor_host(m), nodes::monitor_host(leader)));
-                }
-                for (a, b) in &links {
-                    self.cuts.cut(&self.sim, a, b);
-                }
-                self.world
-                    .record(Event::Fault(format!("m{leader} is the leader cut off")));
-                Heal::Links(links)
-            }
-            Fault::SplitLeader => {
-                let Some((leader, _)) = self.board.leader() else {
-                    return;
-                };
-                let l = nodes::monitor_host(leader);
-                let mut links = Vec::new();
-                for m in (1..=self.monitors).filter(|m| *m != leader) {
-                    links.push((l.clone(), nodes::monitor_host(m)));
-                    links.push((nodes::monitor_host(m), l.clone()));
-                }
-                let moved = self.world.random_below(u64::from(self.gateways) - 1) + 1;
-                for i in 1..=u32::try_from(moved).unwrap_or(1) {
-                    links.push((l.clone(), gw(i)));
-                    links.push((gw(i), l.clone()));
-                }
-                for (a, b) in &links {
-                    self.cuts.cut(&self.sim, a, b);
-                }
-                self.world.record(Event::Fault(format!(
-                    "m{leader} is the leader cut off; g1..g{moved} lose it too"
-                )));
-                impaired.extend((1..=u32::try_from(moved).unwrap_or(1)).map(|i| Some(gw(i))));
-                Heal::Links(links)
-            }
+            Fault::IsolateLeader => self.cut_leader(false, impaired)?,
+            Fault::SplitLeader => self.cut_leader(true, impaired)?,
             Fault::Flap { gateway, period } => {
                 self.world.set_sick(gateway, true);
                 let mut t = self.now();
@@ -628,10 +506,7 @@ impl Driver<'_> {
                 delay,
             } => {
                 let m = if *leader {
-                    match self.board.leader() {
-                        Some((l, _)) => l,
-                        None => return,
-                    }
+                    self.board.leader()?.0
                 } else {
                     *monitor
                 };
@@ -644,41 +519,13 @@ impl Driver<'_> {
                     links.push((g.clone(), nodes::monitor_host(m)));
                     links.push((nodes::monitor_host(m), g.clone()));
                 }
-                for (a, b) in &links {
-                    self.cuts.cut(&self.sim, a, b);
-                }
-                Heal::Links(links)
+                self.cut(links)
             }
-            Fault::CrashMonitor(m) => {
-                let host = nodes::monitor_host(*m);
-                if self.down.contains_key(&host) {
-                    return;
-                }
-                self.sim.crash(host.as_str());
-                self.board.remove(*m);
-                let store = self.world.store(*m);
-                let keep = self
-                    .world
-                    .random_below(u64::try_from(store.unflushed()).unwrap_or(0) + 1);
-                store.crash(usize::try_from(keep).unwrap_or(0));
-                self.down.insert(host, ());
-                Heal::RestartMonitor(*m)
-            }
-            Fault::CrashGateway(g) => {
-                if self.down.contains_key(g) {
-                    return;
-                }
-                self.sim.crash(g.as_str());
-                if self.world.fencing() == Fencing::LeaseOnly {
-                    // The data plane lived in the process.
-                    self.world.kill_target(g);
-                }
-                self.down.insert(g.clone(), ());
-                Heal::Restart(g.clone())
-            }
+            Fault::CrashMonitor(m) => self.crash_monitor(*m)?,
+            Fault::CrashGateway(g) => self.crash_gateway(g)?,
             Fault::PauseGateway(g) => {
                 if self.world.is_paused(g) {
-                    return;
+                    return None;
                 }
                 self.world.set_paused(g, true);
                 Heal::Resume(g.clone())
@@ -717,19 +564,75 @@ impl Driver<'_> {
                 }
             }
         };
+        Some(heal)
+    }
+
+    /// Cuts every link of `links` (each one way), healed together.
+    fn cut(&mut self, links: Vec<(String, String)>) -> Heal {
+        for (a, b) in &links {
+            self.cuts.cut(&self.sim, a, b);
+        }
+        Heal::Links(links)
+    }
+
+    /// Cuts the leader of the moment off from the other monitors and, with `split`, from
+    /// some gateways too (which go into `impaired`); `None` without a leader.
+    fn cut_leader(&mut self, split: bool, impaired: &mut Vec<Option<String>>) -> Option<Heal> {
+        let (leader, _) = self.board.leader()?;
+        let l = nodes::monitor_host(leader);
+        let mut links = Vec::new();
+        for m in (1..=self.monitors).filter(|m| *m != leader) {
+            links.push((l.clone(), nodes::monitor_host(m)));
+            links.push((nodes::monitor_host(m), l.clone()));
+        }
+        if !split {
+            let heal = self.cut(links);
+            self.world
+                .record(Event::Fault(format!("m{leader} is the leader cut off")));
+            return Some(heal);
+        }
+        let moved = self.world.random_below(u64::from(self.gateways) - 1) + 1;
+        for i in 1..=u32::try_from(moved).unwrap_or(1) {
+            links.push((l.clone(), gw(i)));
+            links.push((gw(i), l.clone()));
+        }
+        let heal = self.cut(links);
         self.world.record(Event::Fault(format!(
-            "{} for {} ms",
-            s.fault,
-            s.lasts.as_millis()
+            "m{leader} is the leader cut off; g1..g{moved} lose it too"
         )));
-        let from = self.now();
-        self.impairments
-            .extend(impaired.into_iter().map(|gateway| Impairment {
-                gateway,
-                from,
-                until,
-            }));
-        self.active.push(Active { until, heal });
+        impaired.extend((1..=u32::try_from(moved).unwrap_or(1)).map(|i| Some(gw(i))));
+        Some(heal)
+    }
+
+    /// Crashes monitor `m`, losing some of what it did not flush; `None` if it is down.
+    fn crash_monitor(&mut self, m: u64) -> Option<Heal> {
+        let host = nodes::monitor_host(m);
+        if self.down.contains_key(&host) {
+            return None;
+        }
+        self.sim.crash(host.as_str());
+        self.board.remove(m);
+        let store = self.world.store(m);
+        let keep = self
+            .world
+            .random_below(u64::try_from(store.unflushed()).unwrap_or(0) + 1);
+        store.crash(usize::try_from(keep).unwrap_or(0));
+        self.down.insert(host, ());
+        Some(Heal::RestartMonitor(m))
+    }
+
+    /// Crashes gateway `g`'s process; `None` if it is down.
+    fn crash_gateway(&mut self, g: &str) -> Option<Heal> {
+        if self.down.contains_key(g) {
+            return None;
+        }
+        self.sim.crash(g);
+        if self.world.fencing() == Fencing::LeaseOnly {
+            // The data plane lived in the process.
+            self.world.kill_target(g);
+        }
+        self.down.insert(g.to_owned(), ());
+        Some(Heal::Restart(g.to_owned()))
     }
 
     fn heal(&mut self, heal: Heal) {
@@ -884,46 +787,7 @@ fn simulate(
     let plan = Plan::draw(o);
     world.set_fencing(plan.fencing);
     world.record(Event::Fault(format!("fencing: {:?}", plan.fencing)));
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(o.seed)
-        .tick_duration(TICK)
-        .min_message_latency(MIN_LATENCY)
-        .max_message_latency(MAX_LATENCY)
-        .simulation_duration(Duration::from_secs(24 * 3600))
-        .tcp_capacity(1 << 16)
-        .build();
-    let board = MetricsBoard::default();
-    for m in 1..=o.monitors {
-        sim.host(
-            nodes::monitor_host(m),
-            nodes::monitor(world.clone(), board.clone(), m, o.monitors, o.timers),
-        );
-    }
-    for i in 1..=o.gateways {
-        sim.host(
-            gw(i),
-            nodes::gateway(world.clone(), gw(i), o.monitors, o.gateways, o.timers),
-        );
-    }
-    sim.host("admin", nodes::admin(world.clone(), o.monitors));
-    sim.host("host", agent::host(world.clone(), o.monitors));
-    let mut d = Driver {
-        sim,
-        world: world.clone(),
-        board,
-        cuts: Cuts::default(),
-        active: Vec::new(),
-        down: BTreeMap::new(),
-        exited: BTreeMap::new(),
-        monitors: o.monitors,
-        gateways: o.gateways,
-        steps: 0,
-        terms: BTreeSet::new(),
-        next_write: Duration::ZERO,
-        pending: Vec::new(),
-        impairments: Vec::new(),
-        next_admin: 1,
-    };
+    let mut d = start_cluster(o, world);
     for i in 1..=o.gateways {
         d.admin(AdminOp::Create(gw(i)));
     }
@@ -945,36 +809,7 @@ fn simulate(
     }
     let start = d.now();
     world.record(Event::Fault("faults begin".into()));
-    let mut faults = plan.faults.iter().peekable();
-    let mut ops = plan.ops.iter().peekable();
-    let mut faulty = Some(agent::REPLICAS[1]);
-    while d.now() < start + o.safety {
-        let now = d.now();
-        if let Some(replica) = faulty.filter(|_| start + plan.faulty_at <= now) {
-            world.record(Event::Fault(format!(
-                "the compute node finds replica {replica} faulty"
-            )));
-            world.request_faulty(replica);
-            faulty = None;
-        }
-        while let Some(f) = faults.next_if(|f| start + f.at <= now) {
-            d.inject(f);
-        }
-        let due: Vec<Scheduled> = {
-            let (due, later) = std::mem::take(&mut d.pending)
-                .into_iter()
-                .partition(|s| s.at <= now);
-            d.pending = later;
-            due
-        };
-        for f in &due {
-            d.inject(f);
-        }
-        while let Some(op) = ops.next_if(|op| start + op.at <= now) {
-            d.admin(op.op.clone());
-        }
-        d.step()?;
-    }
+    d.run_plan(&plan, start + o.safety)?;
     d.heal_all();
     *impairments = std::mem::take(&mut d.impairments);
     // Every monitor taken out of the membership comes back.
@@ -1006,4 +841,215 @@ fn simulate(
         return Err("the operator could not read the final state within 30 s".into());
     }
     Ok(())
+}
+
+/// The simulated cluster: the monitors, the gateways, the operator and the compute node as
+/// hosts of a turmoil simulation seeded with the run's seed, and the driver over them.
+fn start_cluster<'a>(o: &Options, world: &World) -> Driver<'a> {
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(o.seed)
+        .tick_duration(TICK)
+        .min_message_latency(MIN_LATENCY)
+        .max_message_latency(MAX_LATENCY)
+        .simulation_duration(Duration::from_secs(24 * 3600))
+        .tcp_capacity(1 << 16)
+        .build();
+    let board = MetricsBoard::default();
+    for m in 1..=o.monitors {
+        sim.host(
+            nodes::monitor_host(m),
+            nodes::monitor(world.clone(), board.clone(), m, o.monitors, o.timers),
+        );
+    }
+    for i in 1..=o.gateways {
+        sim.host(
+            gw(i),
+            nodes::gateway(world.clone(), gw(i), o.monitors, o.gateways, o.timers),
+        );
+    }
+    sim.host("admin", nodes::admin(world.clone(), o.monitors));
+    sim.host("host", agent::host(world.clone(), o.monitors));
+    Driver {
+        sim,
+        world: world.clone(),
+        board,
+        cuts: Cuts::default(),
+        active: Vec::new(),
+        down: BTreeMap::new(),
+        exited: BTreeMap::new(),
+        monitors: o.monitors,
+        gateways: o.gateways,
+        steps: 0,
+        terms: BTreeSet::new(),
+        next_write: Duration::ZERO,
+        pending: Vec::new(),
+        impairments: Vec::new(),
+        next_admin: 1,
+    }
+}
+
+impl Driver<'_> {
+    /// The plan's faults, the operator's actions and the compute node's faulty replica,
+    /// each at its time, until `end`.
+    fn run_plan(&mut self, plan: &Plan, end: Duration) -> Result<(), String> {
+        let start = self.now();
+        let mut faults = plan.faults.iter().peekable();
+        let mut ops = plan.ops.iter().peekable();
+        let mut faulty = Some(agent::REPLICAS[1]);
+        while self.now() < end {
+            let now = self.now();
+            if let Some(replica) = faulty.filter(|_| start + plan.faulty_at <= now) {
+                self.world.record(Event::Fault(format!(
+                    "the compute node finds replica {replica} faulty"
+                )));
+                self.world.request_faulty(replica);
+                faulty = None;
+            }
+            while let Some(f) = faults.next_if(|f| start + f.at <= now) {
+                self.inject(f);
+            }
+            let due: Vec<Scheduled> = {
+                let (due, later) = std::mem::take(&mut self.pending)
+                    .into_iter()
+                    .partition(|s| s.at <= now);
+                self.pending = later;
+                due
+            };
+            for f in &due {
+                self.inject(f);
+            }
+            while let Some(op) = ops.next_if(|op| start + op.at <= now) {
+                self.admin(op.op.clone());
+            }
+            self.step()?;
+        }
+        Ok(())
+    }
+}
+
+/// One fault of a plan, for gateway `gi` and monitor `m` where it names one; it may set
+/// how long it `lasts`. `None`: a partition drawn between a host and itself (skipped).
+fn draw_fault(
+    rng: &mut StdRng,
+    o: &Options,
+    fencing: Fencing,
+    gi: u32,
+    m: u64,
+    lasts: &mut Duration,
+) -> Option<Fault> {
+    let g = gw(gi);
+    let fault = match rng.random_range(0..17) {
+        16 => {
+            // Long enough, often, for the gateway to be timed out and fenced
+            // while it is still cut off.
+            *lasts = Duration::from_millis(rng.random_range(4_000..14_000));
+            Fault::Brownout {
+                gateway: g,
+                other: gw(gi % o.gateways + 1),
+                cut_after: Duration::from_millis(rng.random_range(10..400)),
+            }
+        }
+        12 => Fault::SplitLeader,
+        13 => {
+            // Two to four times out and back in: the gateway's group fails over,
+            // comes back to it, and is lost again while its target misbehaves.
+            let period = Duration::from_millis(rng.random_range(3_000..8_000));
+            *lasts = period * 2 * rng.random_range(2..=4);
+            Fault::Flap { gateway: g, period }
+        }
+        14 => Fault::SlowDisk {
+            monitor: m,
+            leader: rng.random_bool(0.5),
+            delay: Duration::from_millis(rng.random_range(50..3_000)),
+        },
+        0 => {
+            let hosts: Vec<String> = (1..=o.monitors)
+                .map(nodes::monitor_host)
+                .chain((1..=o.gateways).map(gw))
+                .collect();
+            let a = hosts[rng.random_range(0..hosts.len())].clone();
+            let b = hosts[rng.random_range(0..hosts.len())].clone();
+            if a == b {
+                return None;
+            }
+            Fault::Partition {
+                from: a,
+                to: b,
+                oneway: rng.random_bool(0.5),
+            }
+        }
+        1 | 2 => Fault::IsolateLeader,
+        3 => Fault::IsolateGateway(g),
+        4 | 5 => Fault::CrashMonitor(m),
+        6 => Fault::CrashGateway(g),
+        7 | 8 if fencing == Fencing::Storage => Fault::PauseGateway(g),
+        7 | 8 => Fault::IsolateLeader,
+        9 => Fault::ClockJump {
+            monitor: m,
+            by_ms: rng.random_range(-30_000..30_000),
+        },
+        10 => Fault::Latency(Duration::from_millis(rng.random_range(20..400))),
+        _ => {
+            if rng.random_bool(0.5) {
+                Fault::FlakyFencer(FencerFaults {
+                    fail: rng.random_range(0.0..0.6),
+                    hang: rng.random_range(0.0..0.3),
+                    max_delay: Duration::from_millis(rng.random_range(1..2_000)),
+                })
+            } else {
+                Fault::FlakyTargets(rng.random_range(50..600))
+            }
+        }
+    };
+    Some(fault)
+}
+
+/// The operator's actions of a plan, in time order.
+fn draw_ops(rng: &mut StdRng, o: &Options, safety_ms: u64) -> Vec<ScheduledOp> {
+    let mut ops = Vec::new();
+    for _ in 0..rng.random_range(0..=5) {
+        let at = Duration::from_millis(rng.random_range(0..safety_ms));
+        let g = gw(rng.random_range(1..=o.gateways));
+        let spare = gw(o.gateways + 1);
+        let op = match rng.random_range(0..6) {
+            0 => AdminOp::Create(spare),
+            1 => AdminOp::Delete(spare),
+            2 => AdminOp::SetEnabled(g, rng.random_bool(0.5)),
+            3 => AdminOp::SetLocation(g, format!("rack{}", rng.random_range(1..4))),
+            4 => AdminOp::SetFailbackDelay(rng.random_range(0..3_000)),
+            _ => {
+                // A monitor out of the membership and, 2-10 s later (or when faults
+                // stop), back in.
+                let m = rng.random_range(1..=o.monitors);
+                ops.push(ScheduledOp {
+                    at: at + Duration::from_millis(rng.random_range(2_000..10_000)),
+                    op: AdminOp::AddMonitor(m),
+                });
+                AdminOp::RemoveMonitor(m)
+            }
+        };
+        ops.push(ScheduledOp { at, op });
+    }
+    ops.sort_by_key(|s| s.at);
+    ops
+}
+
+/// The gateways `fault` impairs by its nature (`None`: every gateway). Faults between
+/// monitors, of monitors, of their clocks and disks, and of the fencer impair none: the
+/// monitors must ride those out without failing a healthy gateway over.
+fn impaired_by(fault: &Fault) -> Vec<Option<String>> {
+    match fault {
+        Fault::Partition { from, to, .. } => [from, to]
+            .into_iter()
+            .filter(|h| !h.starts_with('m'))
+            .map(|h| Some(h.clone()))
+            .collect(),
+        Fault::IsolateGateway(g)
+        | Fault::CrashGateway(g)
+        | Fault::PauseGateway(g)
+        | Fault::Flap { gateway: g, .. }
+        | Fault::Brownout { gateway: g, .. } => vec![Some(g.clone())],
+        Fault::Latency(_) | Fault::FlakyTargets(_) => vec![None],
+        _ => Vec::new(),
+    }
 }

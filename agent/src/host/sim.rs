@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use gwmon_proto::domain::Nqn;
 
-use super::command::{HostCommand, Tool};
+use super::command::{ConnectSpec, HostCommand, Tool};
 use super::model::{
     Address, ArrayName, ArrayState, Controller, CtrlState, Leg, LegFlags, MdArray, Namespace,
     Snapshot, SyncAction, SyncProgress, Transport,
@@ -357,54 +357,7 @@ impl Sim {
             return Err(failed(cmd, stderr));
         }
         match cmd {
-            HostCommand::NvmeConnect(spec) => {
-                let target = self
-                    .targets
-                    .get(&spec.nqn)
-                    .filter(|t| t.transport == spec.transport && t.address == spec.address)
-                    .cloned()
-                    .ok_or_else(|| {
-                        failed(
-                            cmd,
-                            "Failed to write to /dev/nvme-fabrics: Input/output error",
-                        )
-                    })?;
-                let hostnqn = spec.host_nqn.as_ref().map(ToString::to_string);
-                if self.controllers.iter().any(|c| {
-                    c.nqn == spec.nqn
-                        && c.address == spec.address
-                        && c.hostnqn == hostnqn
-                        && !c.state.is_going()
-                }) {
-                    return Err(failed(
-                        cmd,
-                        "Failed to write to /dev/nvme-fabrics: Operation already in progress \
-                         (already connected)",
-                    ));
-                }
-                if !target.reachable {
-                    return Err(failed(
-                        cmd,
-                        "Failed to write to /dev/nvme-fabrics: Connection refused",
-                    ));
-                }
-                let n = self.next_ctrl;
-                self.next_ctrl += 1;
-                let name = format!("nvme{n}");
-                self.controllers.push(SimController {
-                    device: format!("{name}n1"),
-                    name: name.clone(),
-                    nqn: spec.nqn.clone(),
-                    transport: spec.transport.clone(),
-                    address: spec.address.clone(),
-                    state: CtrlState::Live,
-                    ns_uuid: target.ns_uuid.clone(),
-                    hostnqn,
-                    // The kernel's default: off.
-                    fast_io_fail_s: None,
-                });
-                Ok(format!("device: {name}\n"))
-            }
+            HostCommand::NvmeConnect(spec) => self.nvme_connect(cmd, spec),
             HostCommand::NvmeDisconnect { .. } | HostCommand::NvmeDisconnectController { .. } => {
                 let hit = |c: &SimController| match cmd {
                     HostCommand::NvmeDisconnect { nqn } => &c.nqn == nqn,
@@ -426,196 +379,11 @@ impl Sim {
                 }
                 Ok(format!("disconnected {} controller(s)\n", gone.len()))
             }
-            HostCommand::MdCreate { name, legs } => {
-                if self.arrays.contains_key(name.as_str()) {
-                    return Err(failed(
-                        cmd,
-                        format!("mdadm: {} is already in use.", name.dev_path()),
-                    ));
-                }
-                let mut sim_legs = Vec::new();
-                for (slot, device) in legs.iter().enumerate() {
-                    let uuid = self.usable_device(cmd, device)?;
-                    sim_legs.push(SimLeg {
-                        device: device.clone(),
-                        ns_uuid: Some(uuid),
-                        flags: LegFlags {
-                            in_sync: true,
-                            failfast: true,
-                            ..LegFlags::default()
-                        },
-                        slot: u32::try_from(slot).ok(),
-                    });
-                }
-                let raid_disks = u32::try_from(legs.len()).unwrap_or(u32::MAX);
-                for leg in &sim_legs {
-                    if let Some(u) = &leg.ns_uuid {
-                        self.superblocks.insert(
-                            u.clone(),
-                            Superblock {
-                                name: name.to_string(),
-                                raid_disks,
-                            },
-                        );
-                    }
-                }
-                let device = self.new_md();
-                self.arrays.insert(
-                    name.to_string(),
-                    SimArray {
-                        device,
-                        raid_disks,
-                        legs: sim_legs,
-                        recovery: None,
-                    },
-                );
-                Ok(String::new())
-            }
-            HostCommand::MdAssemble { name, legs } => {
-                if self.arrays.contains_key(name.as_str()) {
-                    return Err(failed(
-                        cmd,
-                        format!("mdadm: {} is already in use.", name.dev_path()),
-                    ));
-                }
-                let mut sim_legs = Vec::new();
-                let mut raid_disks = 0;
-                for device in legs {
-                    let uuid = self.usable_device(cmd, device)?;
-                    let Some(sb) = self
-                        .superblocks
-                        .get(&uuid)
-                        .filter(|sb| sb.name == name.as_str())
-                    else {
-                        return Err(failed(
-                            cmd,
-                            format!("mdadm: no RAID superblock on /dev/{device}"),
-                        ));
-                    };
-                    raid_disks = raid_disks.max(sb.raid_disks);
-                    sim_legs.push(SimLeg {
-                        device: device.clone(),
-                        ns_uuid: Some(uuid),
-                        flags: LegFlags {
-                            in_sync: true,
-                            failfast: true,
-                            ..LegFlags::default()
-                        },
-                        slot: None,
-                    });
-                }
-                if sim_legs.is_empty() {
-                    return Err(failed(cmd, "mdadm: No devices given"));
-                }
-                for (i, leg) in sim_legs.iter_mut().enumerate() {
-                    leg.slot = u32::try_from(i).ok();
-                }
-                let device = self.new_md();
-                self.arrays.insert(
-                    name.to_string(),
-                    SimArray {
-                        device,
-                        raid_disks,
-                        legs: sim_legs,
-                        recovery: None,
-                    },
-                );
-                Ok(String::new())
-            }
-            HostCommand::MdAdd { name, leg } => {
-                let uuid = self.usable_device(cmd, leg)?;
-                let total = self.recovery_total;
-                let array = self.array_mut(cmd, name)?;
-                let occupied = array
-                    .legs
-                    .iter()
-                    .filter(|l| !l.flags.faulty && l.slot.is_some())
-                    .count();
-                let free = usize::try_from(array.raid_disks).unwrap_or(0) > occupied;
-                // md takes a failed leg out of its slot before it recovers onto a new one.
-                let used: BTreeSet<u32> = array
-                    .legs
-                    .iter()
-                    .filter(|l| !l.flags.faulty)
-                    .filter_map(|l| l.slot)
-                    .collect();
-                for l in array.legs.iter_mut().filter(|l| l.flags.faulty) {
-                    l.slot = None;
-                }
-                let slot = if free {
-                    (0..array.raid_disks).find(|s| !used.contains(s))
-                } else {
-                    None
-                };
-                array.legs.push(SimLeg {
-                    device: leg.clone(),
-                    ns_uuid: Some(uuid.clone()),
-                    flags: LegFlags {
-                        spare: true,
-                        failfast: true,
-                        ..LegFlags::default()
-                    },
-                    slot,
-                });
-                if slot.is_some() {
-                    array.recovery = Some(SyncProgress { done: 0, total });
-                }
-                let sb = Superblock {
-                    name: name.to_string(),
-                    raid_disks: array.raid_disks,
-                };
-                self.superblocks.insert(uuid, sb);
-                Ok(format!("mdadm: added /dev/{leg}\n"))
-            }
-            HostCommand::MdFail { name, leg } => {
-                let array = self.array_mut(cmd, name)?;
-                let others_in_sync = array
-                    .legs
-                    .iter()
-                    .filter(|l| l.device != *leg && l.flags.in_sync)
-                    .count();
-                let Some(l) = array.legs.iter_mut().find(|l| l.device == *leg) else {
-                    return Err(failed(
-                        cmd,
-                        format!("mdadm: set device faulty failed for /dev/{leg}: No such device"),
-                    ));
-                };
-                if l.flags.in_sync && others_in_sync == 0 {
-                    return Err(failed(
-                        cmd,
-                        format!("mdadm: set /dev/{leg} faulty in {name} failed: Device or resource busy"),
-                    ));
-                }
-                l.flags.faulty = true;
-                l.flags.in_sync = false;
-                Ok(format!(
-                    "mdadm: set /dev/{leg} faulty in {}\n",
-                    name.dev_path()
-                ))
-            }
-            HostCommand::MdRemove { name, leg } => {
-                let array = self.array_mut(cmd, name)?;
-                let Some(i) = array.legs.iter().position(|l| l.device == *leg) else {
-                    return Err(failed(
-                        cmd,
-                        format!(
-                            "mdadm: hot remove failed for /dev/{leg}: No such device or address"
-                        ),
-                    ));
-                };
-                let l = &array.legs[i];
-                if !(l.flags.faulty || (l.slot.is_none() && !l.flags.in_sync)) {
-                    return Err(failed(
-                        cmd,
-                        format!("mdadm: hot remove failed for /dev/{leg}: Device or resource busy"),
-                    ));
-                }
-                array.legs.remove(i);
-                Ok(format!(
-                    "mdadm: hot removed /dev/{leg} from {}\n",
-                    name.dev_path()
-                ))
-            }
+            HostCommand::MdCreate { name, legs } => self.md_create(cmd, name, legs),
+            HostCommand::MdAssemble { name, legs } => self.md_assemble(cmd, name, legs),
+            HostCommand::MdAdd { name, leg } => self.md_add(cmd, name, leg),
+            HostCommand::MdFail { name, leg } => self.md_fail(cmd, name, leg),
+            HostCommand::MdRemove { name, leg } => self.md_remove(cmd, name, leg),
             HostCommand::MdGrowSize { name } => {
                 self.array_mut(cmd, name)?;
                 Ok(String::new())
@@ -646,6 +414,273 @@ impl Sim {
                 }
             }
         }
+    }
+
+    fn nvme_connect(&mut self, cmd: &HostCommand, spec: &ConnectSpec) -> Result<String, HostError> {
+        let target = self
+            .targets
+            .get(&spec.nqn)
+            .filter(|t| t.transport == spec.transport && t.address == spec.address)
+            .cloned()
+            .ok_or_else(|| {
+                failed(
+                    cmd,
+                    "Failed to write to /dev/nvme-fabrics: Input/output error",
+                )
+            })?;
+        let hostnqn = spec.host_nqn.as_ref().map(ToString::to_string);
+        if self.controllers.iter().any(|c| {
+            c.nqn == spec.nqn
+                && c.address == spec.address
+                && c.hostnqn == hostnqn
+                && !c.state.is_going()
+        }) {
+            return Err(failed(
+                cmd,
+                "Failed to write to /dev/nvme-fabrics: Operation already in progress \
+                 (already connected)",
+            ));
+        }
+        if !target.reachable {
+            return Err(failed(
+                cmd,
+                "Failed to write to /dev/nvme-fabrics: Connection refused",
+            ));
+        }
+        let n = self.next_ctrl;
+        self.next_ctrl += 1;
+        let name = format!("nvme{n}");
+        self.controllers.push(SimController {
+            device: format!("{name}n1"),
+            name: name.clone(),
+            nqn: spec.nqn.clone(),
+            transport: spec.transport.clone(),
+            address: spec.address.clone(),
+            state: CtrlState::Live,
+            ns_uuid: target.ns_uuid.clone(),
+            hostnqn,
+            // The kernel's default: off.
+            fast_io_fail_s: None,
+        });
+        Ok(format!("device: {name}\n"))
+    }
+
+    fn md_create(
+        &mut self,
+        cmd: &HostCommand,
+        name: &ArrayName,
+        legs: &[String],
+    ) -> Result<String, HostError> {
+        if self.arrays.contains_key(name.as_str()) {
+            return Err(failed(
+                cmd,
+                format!("mdadm: {} is already in use.", name.dev_path()),
+            ));
+        }
+        let mut sim_legs = Vec::new();
+        for (slot, device) in legs.iter().enumerate() {
+            let uuid = self.usable_device(cmd, device)?;
+            sim_legs.push(SimLeg {
+                device: device.clone(),
+                ns_uuid: Some(uuid),
+                flags: LegFlags {
+                    in_sync: true,
+                    failfast: true,
+                    ..LegFlags::default()
+                },
+                slot: u32::try_from(slot).ok(),
+            });
+        }
+        let raid_disks = u32::try_from(legs.len()).unwrap_or(u32::MAX);
+        for leg in &sim_legs {
+            if let Some(u) = &leg.ns_uuid {
+                self.superblocks.insert(
+                    u.clone(),
+                    Superblock {
+                        name: name.to_string(),
+                        raid_disks,
+                    },
+                );
+            }
+        }
+        let device = self.new_md();
+        self.arrays.insert(
+            name.to_string(),
+            SimArray {
+                device,
+                raid_disks,
+                legs: sim_legs,
+                recovery: None,
+            },
+        );
+        Ok(String::new())
+    }
+
+    fn md_assemble(
+        &mut self,
+        cmd: &HostCommand,
+        name: &ArrayName,
+        legs: &[String],
+    ) -> Result<String, HostError> {
+        if self.arrays.contains_key(name.as_str()) {
+            return Err(failed(
+                cmd,
+                format!("mdadm: {} is already in use.", name.dev_path()),
+            ));
+        }
+        let mut sim_legs = Vec::new();
+        let mut raid_disks = 0;
+        for device in legs {
+            let uuid = self.usable_device(cmd, device)?;
+            let Some(sb) = self
+                .superblocks
+                .get(&uuid)
+                .filter(|sb| sb.name == name.as_str())
+            else {
+                return Err(failed(
+                    cmd,
+                    format!("mdadm: no RAID superblock on /dev/{device}"),
+                ));
+            };
+            raid_disks = raid_disks.max(sb.raid_disks);
+            sim_legs.push(SimLeg {
+                device: device.clone(),
+                ns_uuid: Some(uuid),
+                flags: LegFlags {
+                    in_sync: true,
+                    failfast: true,
+                    ..LegFlags::default()
+                },
+                slot: None,
+            });
+        }
+        if sim_legs.is_empty() {
+            return Err(failed(cmd, "mdadm: No devices given"));
+        }
+        for (i, leg) in sim_legs.iter_mut().enumerate() {
+            leg.slot = u32::try_from(i).ok();
+        }
+        let device = self.new_md();
+        self.arrays.insert(
+            name.to_string(),
+            SimArray {
+                device,
+                raid_disks,
+                legs: sim_legs,
+                recovery: None,
+            },
+        );
+        Ok(String::new())
+    }
+
+    fn md_add(
+        &mut self,
+        cmd: &HostCommand,
+        name: &ArrayName,
+        leg: &str,
+    ) -> Result<String, HostError> {
+        let uuid = self.usable_device(cmd, leg)?;
+        let total = self.recovery_total;
+        let array = self.array_mut(cmd, name)?;
+        let occupied = array
+            .legs
+            .iter()
+            .filter(|l| !l.flags.faulty && l.slot.is_some())
+            .count();
+        let free = usize::try_from(array.raid_disks).unwrap_or(0) > occupied;
+        // md takes a failed leg out of its slot before it recovers onto a new one.
+        let used: BTreeSet<u32> = array
+            .legs
+            .iter()
+            .filter(|l| !l.flags.faulty)
+            .filter_map(|l| l.slot)
+            .collect();
+        for l in array.legs.iter_mut().filter(|l| l.flags.faulty) {
+            l.slot = None;
+        }
+        let slot = if free {
+            (0..array.raid_disks).find(|s| !used.contains(s))
+        } else {
+            None
+        };
+        array.legs.push(SimLeg {
+            device: leg.to_owned(),
+            ns_uuid: Some(uuid.clone()),
+            flags: LegFlags {
+                spare: true,
+                failfast: true,
+                ..LegFlags::default()
+            },
+            slot,
+        });
+        if slot.is_some() {
+            array.recovery = Some(SyncProgress { done: 0, total });
+        }
+        let sb = Superblock {
+            name: name.to_string(),
+            raid_disks: array.raid_disks,
+        };
+        self.superblocks.insert(uuid, sb);
+        Ok(format!("mdadm: added /dev/{leg}\n"))
+    }
+
+    fn md_fail(
+        &mut self,
+        cmd: &HostCommand,
+        name: &ArrayName,
+        leg: &str,
+    ) -> Result<String, HostError> {
+        let array = self.array_mut(cmd, name)?;
+        let others_in_sync = array
+            .legs
+            .iter()
+            .filter(|l| l.device != *leg && l.flags.in_sync)
+            .count();
+        let Some(l) = array.legs.iter_mut().find(|l| l.device == *leg) else {
+            return Err(failed(
+                cmd,
+                format!("mdadm: set device faulty failed for /dev/{leg}: No such device"),
+            ));
+        };
+        if l.flags.in_sync && others_in_sync == 0 {
+            return Err(failed(
+                cmd,
+                format!("mdadm: set /dev/{leg} faulty in {name} failed: Device or resource busy"),
+            ));
+        }
+        l.flags.faulty = true;
+        l.flags.in_sync = false;
+        Ok(format!(
+            "mdadm: set /dev/{leg} faulty in {}\n",
+            name.dev_path()
+        ))
+    }
+
+    fn md_remove(
+        &mut self,
+        cmd: &HostCommand,
+        name: &ArrayName,
+        leg: &str,
+    ) -> Result<String, HostError> {
+        let array = self.array_mut(cmd, name)?;
+        let Some(i) = array.legs.iter().position(|l| l.device == *leg) else {
+            return Err(failed(
+                cmd,
+                format!("mdadm: hot remove failed for /dev/{leg}: No such device or address"),
+            ));
+        };
+        let l = &array.legs[i];
+        if !(l.flags.faulty || (l.slot.is_none() && !l.flags.in_sync)) {
+            return Err(failed(
+                cmd,
+                format!("mdadm: hot remove failed for /dev/{leg}: Device or resource busy"),
+            ));
+        }
+        array.legs.remove(i);
+        Ok(format!(
+            "mdadm: hot removed /dev/{leg} from {}\n",
+            name.dev_path()
+        ))
     }
 
     /// The namespace UUID behind `/dev/<device>`, or the error mdadm gives for a device

@@ -27,7 +27,6 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
         .pid(setup.leader_id)
         .ok_or_else(|| BenchError::failed("the leader's process id is unknown"))?;
     let fleet = setup.fleet.clone();
-    let stats = fleet.stats.clone();
     let mut table = Table::new(&[
         "interval",
         "offered",
@@ -42,54 +41,13 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     ]);
     let mut best: Option<(f64, f64)> = None;
     for interval_ms in intervals {
-        let interval = Duration::from_millis(interval_ms);
-        fleet.set_interval(interval);
-        // Two intervals for every gateway to take the new one, then a settling second.
-        tokio::time::sleep(interval * 2 + Duration::from_secs(1)).await;
-        stats.take_latencies();
-        stats.record_latency(true);
-        let acks0 = stats.acks.load(Ordering::Relaxed);
-        let leader0 = CpuSample::take(pid, ctx.ticks)?;
-        let bench0 = CpuSample::take(own_pid(), ctx.ticks)?;
-        tokio::time::sleep(ctx.sizes.beacon_window).await;
-        let acks1 = stats.acks.load(Ordering::Relaxed);
-        let leader1 = CpuSample::take(pid, ctx.ticks)?;
-        let bench1 = CpuSample::take(own_pid(), ctx.ticks)?;
-        stats.record_latency(false);
-        let secs = leader1.at.duration_since(leader0.at).as_secs_f64();
-        let offered = n as f64 * 1000.0 / interval_ms as f64;
-        let acked = (acks1 - acks0) as f64 / secs;
-        let lat: Vec<f64> = stats
-            .take_latencies()
-            .into_iter()
-            .map(|us| f64::from(us) / 1e3)
-            .collect();
-        let s = Summary::of(&lat);
-        let p99 = s.map_or(f64::INFINITY, |s| s.p99);
-        let leader_cores = leader1.cores_since(&leader0);
-        let bench_cores = bench1.cores_since(&bench0);
-        let sustained = acked >= SUSTAINED_SHARE * offered && p99 < SUSTAINED_P99_MS;
-        let cpu_per_k = if acked > 0.0 {
-            leader_cores / (acked / 1000.0)
-        } else {
-            f64::NAN
-        };
-        table.row(vec![
-            format!("{interval_ms} ms"),
-            rate(offered),
-            rate(acked),
-            s.map_or("n/a".into(), |s| ms(s.p50)),
-            s.map_or("n/a".into(), |s| ms(s.p99)),
-            format!("{:.0}% of a core", leader_cores * 100.0),
-            format!("{:.1}% of a core", cpu_per_k * 100.0),
-            bytes(rss_bytes(pid)?),
-            format!("{:.0}%", bench_cores * 100.0),
-            if sustained {
-                "yes".into()
-            } else {
-                "**no**".into()
-            },
-        ]);
+        let Step {
+            row,
+            acked,
+            cpu_per_k,
+            sustained,
+        } = step(ctx, &fleet, pid, n, interval_ms).await?;
+        table.row(row);
         if sustained {
             if best.is_none_or(|(r, _)| acked > r) {
                 best = Some((acked, cpu_per_k));
@@ -132,4 +90,78 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     setup.cluster.check_alive()?;
     setup.stop().await;
     Ok(())
+}
+
+/// One interval's measurements.
+struct Step {
+    row: Vec<String>,
+    acked: f64,
+    cpu_per_k: f64,
+    sustained: bool,
+}
+
+/// The fleet beacons every `interval_ms` for the window: the table row, the acked rate,
+/// the leader's CPU per 1,000 beacons/s, and whether the rate was sustained.
+async fn step(
+    ctx: &Ctx,
+    fleet: &crate::fleet::Fleet,
+    pid: u32,
+    n: usize,
+    interval_ms: u64,
+) -> Result<Step> {
+    let stats = fleet.stats.clone();
+    let interval = Duration::from_millis(interval_ms);
+    fleet.set_interval(interval);
+    // Two intervals for every gateway to take the new one, then a settling second.
+    tokio::time::sleep(interval * 2 + Duration::from_secs(1)).await;
+    stats.take_latencies();
+    stats.record_latency(true);
+    let acks0 = stats.acks.load(Ordering::Relaxed);
+    let leader0 = CpuSample::take(pid, ctx.ticks)?;
+    let bench0 = CpuSample::take(own_pid(), ctx.ticks)?;
+    tokio::time::sleep(ctx.sizes.beacon_window).await;
+    let acks1 = stats.acks.load(Ordering::Relaxed);
+    let leader1 = CpuSample::take(pid, ctx.ticks)?;
+    let bench1 = CpuSample::take(own_pid(), ctx.ticks)?;
+    stats.record_latency(false);
+    let secs = leader1.at.duration_since(leader0.at).as_secs_f64();
+    let offered = n as f64 * 1000.0 / interval_ms as f64;
+    let acked = (acks1 - acks0) as f64 / secs;
+    let lat: Vec<f64> = stats
+        .take_latencies()
+        .into_iter()
+        .map(|us| f64::from(us) / 1e3)
+        .collect();
+    let s = Summary::of(&lat);
+    let p99 = s.map_or(f64::INFINITY, |s| s.p99);
+    let leader_cores = leader1.cores_since(&leader0);
+    let bench_cores = bench1.cores_since(&bench0);
+    let sustained = acked >= SUSTAINED_SHARE * offered && p99 < SUSTAINED_P99_MS;
+    let cpu_per_k = if acked > 0.0 {
+        leader_cores / (acked / 1000.0)
+    } else {
+        f64::NAN
+    };
+    let row = vec![
+        format!("{interval_ms} ms"),
+        rate(offered),
+        rate(acked),
+        s.map_or("n/a".into(), |s| ms(s.p50)),
+        s.map_or("n/a".into(), |s| ms(s.p99)),
+        format!("{:.0}% of a core", leader_cores * 100.0),
+        format!("{:.1}% of a core", cpu_per_k * 100.0),
+        bytes(rss_bytes(pid)?),
+        format!("{:.0}%", bench_cores * 100.0),
+        if sustained {
+            "yes".into()
+        } else {
+            "**no**".into()
+        },
+    ];
+    Ok(Step {
+        row,
+        acked,
+        cpu_per_k,
+        sustained,
+    })
 }

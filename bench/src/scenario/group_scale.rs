@@ -240,6 +240,18 @@ async fn measure(
     ));
     println!("{t}");
 
+    failovers(ctx, setup, timers, n).await?;
+    println!(
+        "{n} simulated gateways in one group, each beaconing its {namespaces} namespaces (the \
+         report bound), {} timers; 3 monitors on this machine with the gateways.",
+        timers.name
+    );
+    Ok(())
+}
+
+/// Failover trials in the group, first with every beacon listing its subsystems, then with
+/// only changes listed.
+async fn failovers(ctx: &Ctx, setup: &Setup, timers: &Timers, n: usize) -> Result<()> {
     let watcher = Watcher::start(
         setup.cluster.admin.clone(),
         setup.cluster.addrs.values().cloned().collect(),
@@ -263,10 +275,5 @@ async fn measure(
         let grace = phases.first().map_or(f64::NAN, |(g, _)| *g);
         failover::report(timers, n, n, k, grace, &phases, failed);
     }
-    println!(
-        "{n} simulated gateways in one group, each beaconing its {namespaces} namespaces (the \
-         report bound), {} timers; 3 monitors on this machine with the gateways.",
-        timers.name
-    );
     Ok(())
 }

@@ -428,17 +428,7 @@ impl GatewayMap {
         let changed = match cmd {
             Command::SetConfig(config) => self.set_config(config.clone())?,
             Command::UpdateConfig(update) => self.set_config(update.merged(&self.config))?,
-            Command::SetFeatures(level) => {
-                if *level > super::features::SUPPORTED {
-                    return Err(MapError::UnsupportedFeatures {
-                        level: *level,
-                        supported: super::features::SUPPORTED,
-                    });
-                }
-                let raised = *level > self.features;
-                self.features = self.features.max(*level);
-                raised
-            }
+            Command::SetFeatures(level) => self.raise_features(*level)?,
             Command::TimerTick => {
                 let keys: Vec<GroupKey> = self.groups.keys().cloned().collect();
                 let mut any = false;
@@ -463,90 +453,22 @@ impl GatewayMap {
                     .is_some_and(|g| g.gateways.contains_key(gateway));
                 present && self.transact(key, now, &mut events, |g, ctx| g.delete(gateway, ctx))?
             }
-            Command::SetAdminState {
-                key,
-                gateway,
-                enabled,
-            } => {
-                self.existing(key)?;
-                self.transact(key, now, &mut events, |g, ctx| {
-                    g.set_admin(gateway, *enabled, ctx)
-                })?
+            Command::ConfirmApplied { key, .. } => {
+                self.require(super::features::CONFIRMATIONS)?;
+                self.apply_to_group(key, cmd, now, &mut events)?
             }
-            Command::SetLocation {
-                key,
-                gateway,
-                location,
-            } => {
-                self.existing(key)?;
-                self.transact(key, now, &mut events, |g, ctx| {
-                    g.set_location(gateway, location, ctx)
-                })?
+            Command::MoveNamespaces { key, .. } => {
+                self.require(super::features::NAMESPACE_BALANCING)?;
+                self.apply_to_group(key, cmd, now, &mut events)?
             }
-            Command::DisasterSet { key, location } => {
-                self.existing(key)?;
-                self.transact(key, now, &mut events, |g, ctx| {
-                    g.disaster_set(location, ctx)
-                })?
-            }
-            Command::DisasterClear { key, location } => {
-                self.existing(key)?;
-                self.transact(key, now, &mut events, |g, ctx| {
-                    g.disaster_clear(location, ctx)
-                })?
-            }
-            Command::GatewayReport {
-                key,
-                gateway,
-                report,
-            } => {
-                self.existing(key)?;
-                self.transact(key, now, &mut events, |g, ctx| {
-                    g.report(gateway, report, ctx)
-                })?
-            }
-            Command::GatewayTimedOut { key, gateway } => {
-                self.existing(key)?;
-                self.transact(key, now, &mut events, |g, ctx| g.timed_out(gateway, ctx))?
-            }
-            Command::ConfirmApplied {
-                key,
-                gateway,
-                based_on,
-                seq,
-                applied_epoch,
-                fence_epoch,
-            } => {
-                if self.features < super::features::CONFIRMATIONS {
-                    return Err(MapError::FeatureNotRaised {
-                        needed: super::features::CONFIRMATIONS,
-                        level: self.features,
-                    });
-                }
-                self.existing(key)?;
-                self.transact(key, now, &mut events, |g, ctx| {
-                    g.confirm(gateway, *based_on, *seq, *applied_epoch, *fence_epoch, ctx)
-                })?
-            }
-            Command::FenceCompleted {
-                key,
-                gateway,
-                epoch,
-            } => {
-                self.existing(key)?;
-                self.transact(key, now, &mut events, |g, ctx| {
-                    g.fence_completed(gateway, *epoch, ctx)
-                })?
-            }
-            Command::MoveNamespaces { key, moves } => {
-                if self.features < super::features::NAMESPACE_BALANCING {
-                    return Err(MapError::FeatureNotRaised {
-                        needed: super::features::NAMESPACE_BALANCING,
-                        level: self.features,
-                    });
-                }
-                self.existing(key)?;
-                self.transact(key, now, &mut events, |g, ctx| g.start_moves(moves, ctx))?
+            Command::SetAdminState { key, .. }
+            | Command::SetLocation { key, .. }
+            | Command::DisasterSet { key, .. }
+            | Command::DisasterClear { key, .. }
+            | Command::GatewayReport { key, .. }
+            | Command::GatewayTimedOut { key, .. }
+            | Command::FenceCompleted { key, .. } => {
+                self.apply_to_group(key, cmd, now, &mut events)?
             }
         };
         if changed {
@@ -554,6 +476,77 @@ impl GatewayMap {
             self.time = now;
         }
         Ok(Applied { changed, events })
+    }
+
+    /// A command of one existing group (`key`'s), applied to a copy of the group that
+    /// replaces it if the command changed it.
+    fn apply_to_group(
+        &mut self,
+        key: &GroupKey,
+        cmd: &Command,
+        now: Timestamp,
+        events: &mut Vec<Event>,
+    ) -> Result<bool, MapError> {
+        self.existing(key)?;
+        self.transact(key, now, events, |g, ctx| match cmd {
+            Command::SetAdminState {
+                gateway, enabled, ..
+            } => g.set_admin(gateway, *enabled, ctx),
+            Command::SetLocation {
+                gateway, location, ..
+            } => g.set_location(gateway, location, ctx),
+            Command::DisasterSet { location, .. } => g.disaster_set(location, ctx),
+            Command::DisasterClear { location, .. } => g.disaster_clear(location, ctx),
+            Command::GatewayReport {
+                gateway, report, ..
+            } => g.report(gateway, report, ctx),
+            Command::GatewayTimedOut { gateway, .. } => g.timed_out(gateway, ctx),
+            Command::ConfirmApplied {
+                gateway,
+                based_on,
+                seq,
+                applied_epoch,
+                fence_epoch,
+                ..
+            } => g.confirm(gateway, *based_on, *seq, *applied_epoch, *fence_epoch, ctx),
+            Command::FenceCompleted { gateway, epoch, .. } => {
+                g.fence_completed(gateway, *epoch, ctx)
+            }
+            Command::MoveNamespaces { moves, .. } => g.start_moves(moves, ctx),
+            // Commands of the whole map, or that make or erase a group's gateway: applied
+            // by `apply` itself, never passed here.
+            Command::SetConfig(_)
+            | Command::UpdateConfig(_)
+            | Command::SetFeatures(_)
+            | Command::TimerTick
+            | Command::CreateGateway { .. }
+            | Command::DeleteGateway { .. } => Ok(()),
+        })
+    }
+
+    /// Raise the feature level to `level` (never lower it); refused above what this build
+    /// supports.
+    fn raise_features(&mut self, level: u32) -> Result<bool, MapError> {
+        if level > super::features::SUPPORTED {
+            return Err(MapError::UnsupportedFeatures {
+                level,
+                supported: super::features::SUPPORTED,
+            });
+        }
+        let raised = level > self.features;
+        self.features = self.features.max(level);
+        Ok(raised)
+    }
+
+    /// Refused unless the map's feature level is at least `needed`.
+    fn require(&self, needed: u32) -> Result<(), MapError> {
+        if self.features < needed {
+            return Err(MapError::FeatureNotRaised {
+                needed,
+                level: self.features,
+            });
+        }
+        Ok(())
     }
 
     /// Whether applying `cmd` at `now` would change the map, without changing it. The

@@ -153,28 +153,7 @@ impl ReplicaRegistry {
             ReplicaCommand::ExpandVolume {
                 volume,
                 capacity_bytes,
-            } => {
-                self.transact(volume, &mut events, |v, events| {
-                    let from = v.spec.capacity_bytes;
-                    if *capacity_bytes < from {
-                        return Err(ReplicaError::ShrinkRefused {
-                            volume: v.spec.id,
-                            capacity: from,
-                            requested: *capacity_bytes,
-                        });
-                    }
-                    if *capacity_bytes > from {
-                        v.spec.capacity_bytes = *capacity_bytes;
-                        events.push(ReplicaEvent::VolumeExpanded {
-                            volume: v.spec.id,
-                            from,
-                            to: *capacity_bytes,
-                        });
-                    }
-                    Ok(())
-                })?
-                .1
-            }
+            } => self.expand_volume(volume, *capacity_bytes, &mut events)?,
             ReplicaCommand::ReportStates {
                 host,
                 volume,
@@ -187,66 +166,13 @@ impl ReplicaRegistry {
                 changed_replicas = ids;
                 changed
             }
-            ReplicaCommand::RequestReplacement {
-                volume,
-                replica,
-                by,
-                force,
-            } => {
-                if let Some(h) = by {
-                    self.host(h)?;
-                }
-                let id = self.next_replacement;
-                let ((p, created), changed) = self.transact(volume, &mut events, |v, events| {
-                    v.request_replacement(*replica, by.clone(), *force, id, now, events)
-                })?;
-                if created {
-                    self.next_replacement = id.next();
-                }
-                replacement = Some(p);
-                changed
-            }
-            ReplicaCommand::SupplyReplacement {
-                volume,
-                replacement: id,
-                replica,
-            } => {
-                self.replica_id_free(volume, replica)?;
-                let (p, changed) = self.transact(volume, &mut events, |v, events| {
-                    v.supply_replacement(*id, replica, now, events)
-                })?;
-                replacement = Some(p);
-                changed
-            }
-            ReplicaCommand::AcknowledgeReplacement {
-                host,
-                volume,
-                replacement: id,
-                done,
-            } => {
-                self.host(host)?;
-                let (p, changed) = self.transact(volume, &mut events, |v, events| {
-                    v.acknowledge_replacement(host, *id, *done, now, events)
-                })?;
-                replacement = Some(p);
-                changed
-            }
-            ReplicaCommand::CancelReplacement {
-                volume,
-                replacement: id,
-                reason,
-            } => {
-                let (p, changed) = self.transact(volume, &mut events, |v, events| {
-                    v.cancel_replacement(*id, reason, now, events)
-                })?;
-                replacement = Some(p);
-                changed
-            }
-            ReplicaCommand::ConfirmReplicaDeleted { volume, replica } => {
-                let (p, changed) = self.transact(volume, &mut events, |v, events| {
-                    v.confirm_deleted(*replica, now, events)
-                })?;
-                replacement = Some(p);
+            ReplicaCommand::RequestReplacement { .. }
+            | ReplicaCommand::SupplyReplacement { .. }
+            | ReplicaCommand::AcknowledgeReplacement { .. }
+            | ReplicaCommand::CancelReplacement { .. }
+            | ReplicaCommand::ConfirmReplicaDeleted { .. } => {
+                let (p, changed) = self.replacement_step(cmd, now, &mut events)?;
+                replacement = p;
                 changed
             }
         };
@@ -260,6 +186,106 @@ impl ReplicaRegistry {
             replacement,
             changed_replicas,
         })
+    }
+
+    /// Grow a volume to `capacity_bytes`; shrinking is refused, the same size changes
+    /// nothing.
+    fn expand_volume(
+        &mut self,
+        volume: &VolumeId,
+        capacity_bytes: u64,
+        events: &mut Vec<ReplicaEvent>,
+    ) -> Result<bool, ReplicaError> {
+        let ((), changed) = self.transact(volume, events, |v, events| {
+            let from = v.spec.capacity_bytes;
+            if capacity_bytes < from {
+                return Err(ReplicaError::ShrinkRefused {
+                    volume: v.spec.id,
+                    capacity: from,
+                    requested: capacity_bytes,
+                });
+            }
+            if capacity_bytes > from {
+                v.spec.capacity_bytes = capacity_bytes;
+                events.push(ReplicaEvent::VolumeExpanded {
+                    volume: v.spec.id,
+                    from,
+                    to: capacity_bytes,
+                });
+            }
+            Ok(())
+        })?;
+        Ok(changed)
+    }
+
+    /// A step of a replica's replacement: the replacement as it now stands, and whether
+    /// the registry changed. Other commands are not steps: `(None, false)`.
+    fn replacement_step(
+        &mut self,
+        cmd: &ReplicaCommand,
+        now: Timestamp,
+        events: &mut Vec<ReplicaEvent>,
+    ) -> Result<(Option<Replacement>, bool), ReplicaError> {
+        let (p, changed) = match cmd {
+            ReplicaCommand::RequestReplacement {
+                volume,
+                replica,
+                by,
+                force,
+            } => {
+                if let Some(h) = by {
+                    self.host(h)?;
+                }
+                let id = self.next_replacement;
+                let ((p, created), changed) = self.transact(volume, events, |v, events| {
+                    v.request_replacement(*replica, by.clone(), *force, id, now, events)
+                })?;
+                if created {
+                    self.next_replacement = id.next();
+                }
+                (p, changed)
+            }
+            ReplicaCommand::SupplyReplacement {
+                volume,
+                replacement: id,
+                replica,
+            } => {
+                self.replica_id_free(volume, replica)?;
+                self.transact(volume, events, |v, events| {
+                    v.supply_replacement(*id, replica, now, events)
+                })?
+            }
+            ReplicaCommand::AcknowledgeReplacement {
+                host,
+                volume,
+                replacement: id,
+                done,
+            } => {
+                self.host(host)?;
+                self.transact(volume, events, |v, events| {
+                    v.acknowledge_replacement(host, *id, *done, now, events)
+                })?
+            }
+            ReplicaCommand::CancelReplacement {
+                volume,
+                replacement: id,
+                reason,
+            } => self.transact(volume, events, |v, events| {
+                v.cancel_replacement(*id, reason, now, events)
+            })?,
+            ReplicaCommand::ConfirmReplicaDeleted { volume, replica } => {
+                self.transact(volume, events, |v, events| {
+                    v.confirm_deleted(*replica, now, events)
+                })?
+            }
+            ReplicaCommand::RegisterHost { .. }
+            | ReplicaCommand::Heartbeat { .. }
+            | ReplicaCommand::CreateVolume { .. }
+            | ReplicaCommand::DeleteVolume { .. }
+            | ReplicaCommand::ExpandVolume { .. }
+            | ReplicaCommand::ReportStates { .. } => return Ok((None, false)),
+        };
+        Ok((Some(p), changed))
     }
 
     /// Register or update a host; with `volumes`, also record a heartbeat. Never refuses.

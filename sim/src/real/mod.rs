@@ -196,33 +196,7 @@ impl Harness {
             net,
         };
         for id in 1..=3u64 {
-            let name = monitor_name(id);
-            let clock = h.clock_file(id);
-            std::fs::write(&clock, "+0\n").map_err(|e| format!("{}: {e}", clock.display()))?;
-            let ip = h.net.addr(&name).map_err(|e| e.to_string())?;
-            let mut cmd = h
-                .net
-                .command(&name, &h.bins.gwmon)
-                .map_err(|e| e.to_string())?;
-            cmd.args(["--node-id", &id.to_string()])
-                .args(["--listen", &format!("{ip}:{GRPC_PORT}")])
-                // The harness's namespaces reach only each other; the checker reads what
-                // the processes do, not how they authenticate.
-                .arg("--insecure")
-                .args(["--http-listen", &format!("{ip}:7401")])
-                .arg("--data-dir")
-                .arg(dir.join(format!("{name}.data")))
-                .args(["--initial-members", &members])
-                .args(["--liveness-tick-ms", "100"])
-                .args(["--fencer", "file", "--fencer-timeout-ms", "2000"])
-                .arg("--fencer-file-targets")
-                .arg(dir.join("{gateway}.json"))
-                .env("LD_PRELOAD", faketime)
-                .env("FAKETIME_TIMESTAMP_FILE", &clock)
-                .env("FAKETIME_CACHE_DURATION", "1")
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-            let p = Proc::spawn(cmd, &dir.join(format!("{name}.log")))?;
-            h.monitors.insert(id, p);
+            h.start_monitor(id, &members, faketime)?;
         }
         h.must("a Raft leader", Duration::from_secs(30), |h| {
             h.nvme.leader().is_ok()
@@ -239,16 +213,66 @@ impl Harness {
             args.extend(quick.iter().map(String::as_str));
             h.nvme.json(&args).is_ok()
         })?;
+        h.create_gateways(gateways, nvme, rec)?;
+        h.must(
+            "every gateway serving its own ANA group",
+            Duration::from_secs(30),
+            |h| h.all_owners_serve(),
+        )?;
+        Ok(h)
+    }
+
+    /// Starts monitor `id` of the initial `members`, its wall clock under libfaketime
+    /// (`faketime`) read from a file of its own.
+    fn start_monitor(&mut self, id: u64, members: &str, faketime: &Path) -> Result<(), String> {
+        let name = monitor_name(id);
+        let clock = self.clock_file(id);
+        std::fs::write(&clock, "+0\n").map_err(|e| format!("{}: {e}", clock.display()))?;
+        let ip = self.net.addr(&name).map_err(|e| e.to_string())?;
+        let mut cmd = self
+            .net
+            .command(&name, &self.bins.gwmon)
+            .map_err(|e| e.to_string())?;
+        cmd.args(["--node-id", &id.to_string()])
+            .args(["--listen", &format!("{ip}:{GRPC_PORT}")])
+            // The harness's namespaces reach only each other; the checker reads what
+            // the processes do, not how they authenticate.
+            .arg("--insecure")
+            .args(["--http-listen", &format!("{ip}:7401")])
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("{name}.data")))
+            .args(["--initial-members", members])
+            .args(["--liveness-tick-ms", "100"])
+            .args(["--fencer", "file", "--fencer-timeout-ms", "2000"])
+            .arg("--fencer-file-targets")
+            .arg(self.dir.join("{gateway}.json"))
+            .env("LD_PRELOAD", faketime)
+            .env("FAKETIME_TIMESTAMP_FILE", &clock)
+            .env("FAKETIME_CACHE_DURATION", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        let p = Proc::spawn(cmd, &self.dir.join(format!("{name}.log")))?;
+        self.monitors.insert(id, p);
+        Ok(())
+    }
+
+    /// Creates `gateways` through the operator and starts them, with their target files
+    /// polled for what hosts would see.
+    fn create_gateways(
+        &mut self,
+        gateways: &[&str],
+        nvme: NvmeGw,
+        rec: Recorder,
+    ) -> Result<(), String> {
         let ana_groups: Vec<u32> = (1..=u32::try_from(gateways.len()).unwrap_or(0)).collect();
         let mut files = BTreeMap::new();
         for g in gateways {
-            let path = h.target(g);
-            let ip = h.net.addr(g).map_err(|e| e.to_string())?;
+            let path = self.target(g);
+            let ip = self.net.addr(g).map_err(|e| e.to_string())?;
             poller::write_target(&path, ip, &ana_groups)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             files.insert((*g).to_owned(), path);
         }
-        h.poller = Some(Poller::start(files, rec.clone(), POLL));
+        self.poller = Some(Poller::start(files, rec.clone(), POLL));
         let operator = Operator::start(nvme, rec);
         for g in gateways {
             operator.submit(AdminOp::Create((*g).to_owned()));
@@ -256,26 +280,21 @@ impl Harness {
         if !operator.wait_idle(Duration::from_secs(60)) {
             return Err("creating the gateways took over a minute".into());
         }
-        h.operator = Some(operator);
-        let show = h.nvme.json(&["show", POOL, GROUP])?;
+        self.operator = Some(operator);
+        let show = self.nvme.json(&["show", POOL, GROUP])?;
         for gw in show["Created Gateways:"].as_array().into_iter().flatten() {
             if let (Some(id), Some(ana)) = (gw["gw-id"].as_str(), gw["anagrp-id"].as_u64()) {
-                h.owners
+                self.owners
                     .insert(id.to_owned(), u32::try_from(ana).unwrap_or(u32::MAX));
             }
         }
-        if h.owners.len() != gateways.len() {
+        if self.owners.len() != gateways.len() {
             return Err(format!("the gateways were not all created: {show}"));
         }
         for g in gateways {
-            h.start_gateway(g)?;
+            self.start_gateway(g)?;
         }
-        h.must(
-            "every gateway serving its own ANA group",
-            Duration::from_secs(30),
-            |h| h.all_owners_serve(),
-        )?;
-        Ok(h)
+        Ok(())
     }
 
     fn clock_file(&self, id: u64) -> PathBuf {
