@@ -465,18 +465,24 @@ impl Sim {
         Ok(format!("device: {name}\n"))
     }
 
-    fn md_create(
-        &mut self,
-        cmd: &HostCommand,
-        name: &ArrayName,
-        legs: &[String],
-    ) -> Result<String, HostError> {
+    /// mdadm's refusal to make or assemble an array whose name is taken.
+    fn not_in_use(&self, cmd: &HostCommand, name: &ArrayName) -> Result<(), HostError> {
         if self.arrays.contains_key(name.as_str()) {
             return Err(failed(
                 cmd,
                 format!("mdadm: {} is already in use.", name.dev_path()),
             ));
         }
+        Ok(())
+    }
+
+    fn md_create(
+        &mut self,
+        cmd: &HostCommand,
+        name: &ArrayName,
+        legs: &[String],
+    ) -> Result<String, HostError> {
+        self.not_in_use(cmd, name)?;
         let mut sim_legs = Vec::new();
         for (slot, device) in legs.iter().enumerate() {
             let uuid = self.usable_device(cmd, device)?;
@@ -522,12 +528,7 @@ impl Sim {
         name: &ArrayName,
         legs: &[String],
     ) -> Result<String, HostError> {
-        if self.arrays.contains_key(name.as_str()) {
-            return Err(failed(
-                cmd,
-                format!("mdadm: {} is already in use.", name.dev_path()),
-            ));
-        }
+        self.not_in_use(cmd, name)?;
         let mut sim_legs = Vec::new();
         let mut raid_disks = 0;
         for device in legs {
