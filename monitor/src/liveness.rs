@@ -176,48 +176,42 @@ impl State {
         }
     }
 
-    /// When the first gateway of the queue times out, if any is queued. Entries at the
-    /// head for gateways heard since they were queued go back in at their last beacon
-    /// first: every entry is queued no later than its gateway's deadline, so once the
-    /// head's is exact it is the earliest, and the loop wakes only when someone is due.
-    fn next_deadline(&mut self, grace: Duration) -> Option<Instant> {
+    /// The queue's first entry, taken out, once the entries ahead of it of gateways heard
+    /// since they were queued have gone back in at their last beacon. Every entry is queued
+    /// no later than its gateway's deadline, so the one returned is the earliest deadline.
+    fn pop_exact(&mut self) -> Option<(Instant, Key)> {
         loop {
             let (at, key) = self.queue.pop_first()?;
-            let heard = self.seen.get(&key).copied().filter(|seen| *seen > at);
-            match heard {
+            match self.seen.get(&key).copied().filter(|seen| *seen > at) {
                 Some(seen) => {
                     if let Some(queued) = self.queued.get_mut(&key) {
                         *queued = seen;
                     }
                     self.queue.insert((seen, key));
                 }
-                None => {
-                    self.queue.insert((at, key));
-                    return Some(self.since.map_or(at, |s| at.max(s)) + grace);
-                }
+                None => return Some((at, key)),
             }
         }
     }
 
+    /// When the first gateway of the queue times out, if any is queued: the loop wakes only
+    /// when someone is due.
+    fn next_deadline(&mut self, grace: Duration) -> Option<Instant> {
+        let (at, key) = self.pop_exact()?;
+        self.queue.insert((at, key));
+        Some(self.since.map_or(at, |s| at.max(s)) + grace)
+    }
+
     /// Take every gateway silent for `grace` at `now` out of the queue, with how long it
-    /// has been silent. An entry due for a gateway heard since goes back in at its last
-    /// beacon.
+    /// has been silent.
     fn take_due(&mut self, now: Instant, grace: Duration) -> Vec<(Key, Duration)> {
         let mut due = Vec::new();
-        while let Some((at, key)) = self.queue.pop_first() {
+        while let Some((at, key)) = self.pop_exact() {
             let from = self.since.map_or(at, |s| at.max(s));
             let silent = now.saturating_duration_since(from);
             if silent < grace {
                 self.queue.insert((at, key));
                 break;
-            }
-            let heard = self.seen.get(&key).copied().filter(|seen| *seen > at);
-            if let Some(seen) = heard {
-                if let Some(queued) = self.queued.get_mut(&key) {
-                    *queued = seen;
-                }
-                self.queue.insert((seen, key));
-                continue;
             }
             self.queued.remove(&key);
             due.push((key, silent));
